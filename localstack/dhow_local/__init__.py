@@ -1,0 +1,1 @@
+"""Dhow's local platform: LocalStack/Azurite processes, topology provisioning, the local runner."""

@@ -1,0 +1,34 @@
+"""`python -m dhow_local runner`: the runner process that `dhow local up` starts."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+from dhow_local.runner import Runner
+from shared.settings import Settings
+from shared.topology import build_topology
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] != ["runner"]:
+        print("usage: python -m dhow_local runner", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
+    settings = Settings.from_env()
+    runner = Runner(settings, build_topology(settings.stage))
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        runner.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logging.info("runner polling %s", ", ".join(p.fn.name for p in runner.pollers))
+    runner.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

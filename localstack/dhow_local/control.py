@@ -1,0 +1,128 @@
+"""`dhow local up|down|status`: the local platform as one unit."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Any, Literal
+
+from dhow_local import platform as pf
+from dhow_local.provision import provision_aws, provision_azure
+from shared.settings import Settings
+from shared.topology import build_topology
+
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None) -> Settings:
+    """Settings pointing at the local emulators, keeping the stage and limits of ``base``."""
+    b = base or Settings.from_env()
+    return Settings(
+        cloud=cloud,
+        stage=b.stage,
+        aws_region=b.aws_region,
+        azure_location=b.azure_location,
+        aws_endpoint_url=pf.LOCALSTACK_URL if cloud == "aws" else b.aws_endpoint_url,
+        aws_dynamodb_endpoint_url=pf.DYNAMODB_URL if cloud == "aws" else None,
+        azure_storage_connection_string=(
+            pf.AZURITE_CONNECTION_STRING if cloud == "azure" else b.azure_storage_connection_string
+        ),
+        max_upload_bytes=b.max_upload_bytes,
+        ingest_claim_seconds=b.ingest_claim_seconds,
+    )
+
+
+def runner_env(settings: Settings) -> dict[str, str]:
+    env = {
+        **os.environ,
+        **LOCAL_CREDENTIALS,
+        "DHOW_CLOUD": settings.cloud,
+        "DHOW_STAGE": settings.stage,
+        "AWS_REGION": settings.aws_region,
+        "AWS_DEFAULT_REGION": settings.aws_region,
+        "DHOW_MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
+    }
+    if settings.aws_endpoint_url:
+        env["DHOW_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
+    if settings.aws_dynamodb_endpoint_url:
+        env["DHOW_AWS_DYNAMODB_ENDPOINT_URL"] = settings.aws_dynamodb_endpoint_url
+    return env
+
+
+def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print) -> dict[str, Any]:
+    home = pf.local_home()
+    state = pf.PlatformState.load(home)
+    state.processes = [p for p in state.processes if pf.pid_alive(p.pid)]
+    for k, v in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(k, v)
+    t0 = time.monotonic()
+    topo = build_topology(settings.stage)
+    state.cloud = cloud
+
+    def track(proc: pf.ManagedProcess | None) -> None:
+        # Saved at once, so `down` can stop it even if a later step fails.
+        if proc is not None:
+            state.processes.append(proc)
+            state.save(home)
+
+    if cloud == "aws":
+        progress("starting LocalStack ...")
+        proc = pf.start_localstack(home)
+        state.mode = "host" if proc else ("docker" if pf.docker_engine_answers() else "external")
+        state.endpoint = pf.LOCALSTACK_URL
+        track(proc)
+        track(pf.start_dynamodb(home))
+        progress(f"LocalStack ready at {pf.LOCALSTACK_URL} ({state.mode}); creating topology")
+        made = provision_aws(settings, topo)
+        if not any(p.name == "runner" for p in state.processes):
+            track(pf.start_runner(home, runner_env(settings)))
+        progress(f"runner polling {', '.join(f.name for f in topo.functions)}")
+    else:
+        progress("starting Azurite ...")
+        proc = pf.start_azurite(home)
+        state.mode = "host" if proc else "external"
+        state.endpoint = pf.AZURITE_CONNECTION_STRING
+        track(proc)
+        made = provision_azure(settings, topo)
+    state.cloud = cloud
+    state.save(home)
+    return {
+        "cloud": cloud,
+        "mode": state.mode,
+        "endpoint": state.endpoint,
+        "region": settings.aws_region if cloud == "aws" else settings.azure_location,
+        "seconds": round(time.monotonic() - t0, 2),
+        "processes": [asdict(p) for p in state.processes],
+        "resources": asdict(made),
+    }
+
+
+def down() -> dict[str, Any]:
+    home = pf.local_home()
+    state = pf.PlatformState.load(home)
+    # The runner first, so it does not log errors about a vanished LocalStack.
+    ordered = sorted(state.processes, key=lambda p: p.name != "runner")
+    result = {p.name: pf.stop_process(p) for p in ordered}
+    pf.PlatformState().save(home)
+    return {"stopped": result}
+
+
+def status() -> dict[str, Any]:
+    state = pf.PlatformState.load()
+    health = pf.localstack_health() if state.cloud == "aws" else None
+    procs = [{**asdict(p), "alive": pf.pid_alive(p.pid)} for p in state.processes]
+    if state.cloud == "aws":
+        ready = health is not None and all(p["alive"] for p in procs) and bool(procs or state.mode)
+    else:
+        ready = pf.azurite_up()
+    return {
+        "cloud": state.cloud,
+        "mode": state.mode,
+        "endpoint": state.endpoint,
+        "ready": ready,
+        "processes": procs,
+        "localstack_services": {
+            k: v for k, v in (health or {}).get("services", {}).items() if v != "disabled"
+        },
+    }

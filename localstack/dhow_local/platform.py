@@ -1,0 +1,309 @@
+"""Start, watch and stop the local platform's processes.
+
+LocalStack runs in Docker when an engine answers, and on the host otherwise,
+from its own virtualenv (``.venv-localstack``, made by ``make localstack-venv``)
+so that its pins never meet the project's. Azurite runs from npm with the
+machine's Node. Every process ``up`` starts is recorded with its pid in
+``.local/state.json``; ``down`` stops exactly those, SIGTERM first, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.errors import PlatformError
+
+LOCALSTACK_PORT = 4566
+LOCALSTACK_URL = f"http://127.0.0.1:{LOCALSTACK_PORT}"
+# No dynamodb: LocalStack's DynamoDB downloads Java and DynamoDB Local from
+# outside at first use, which a machine without internet cannot do. moto's
+# server (pure Python, from PyPI) serves DynamoDB instead, on its own port.
+LOCALSTACK_SERVICES = "s3,sqs,events,scheduler,sns,sts,iam,cloudwatch,logs"
+DYNAMODB_PORT = 4567
+DYNAMODB_URL = f"http://127.0.0.1:{DYNAMODB_PORT}"
+AZURITE_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
+# Azurite's published development account; it only exists inside Azurite.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+AZURITE_CONNECTION_STRING = (
+    f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+    f"BlobEndpoint=http://127.0.0.1:{AZURITE_PORTS['blob']}/{AZURITE_ACCOUNT};"
+    f"QueueEndpoint=http://127.0.0.1:{AZURITE_PORTS['queue']}/{AZURITE_ACCOUNT};"
+    f"TableEndpoint=http://127.0.0.1:{AZURITE_PORTS['table']}/{AZURITE_ACCOUNT};"
+)
+
+
+def project_root() -> Path:
+    """The checkout: where ``localstack/`` and the venvs live."""
+    return Path(__file__).resolve().parents[2]
+
+
+def local_home() -> Path:
+    home = Path(os.environ.get("DHOW_LOCAL_HOME", project_root() / ".local"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    pid: int
+    log: str
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class PlatformState:
+    cloud: str = "aws"
+    endpoint: str | None = None
+    mode: str | None = None  # host | docker | external
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, home: Path | None = None) -> PlatformState:
+        path = (home or local_home()) / "state.json"
+        if not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+        procs = [ManagedProcess(**p) for p in raw.pop("processes", [])]
+        return cls(**raw, processes=procs)
+
+    def save(self, home: Path | None = None) -> None:
+        path = (home or local_home()) / "state.json"
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+
+def http_answers(url: str, timeout: float = 1.0) -> bool:
+    """True if anything answers HTTP at ``url``, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - loopback only
+            return True
+    except urllib.error.HTTPError:
+        return True  # Azurite answers 400 to a bare GET: it is up
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def localstack_health(timeout: float = 1.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - loopback only
+            f"{LOCALSTACK_URL}/_localstack/health", timeout=timeout
+        ) as r:
+            data: dict[str, Any] = json.loads(r.read())
+            return data
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        r = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],  # noqa: S607
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+    return r.returncode == 0 and bool(r.stdout.strip())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); ask /proc whether it is really running.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    raise PlatformError(
+        f"{what} did not become ready within {timeout:.0f}s",
+        hint=f"see {log}" + (f"; last lines:\n{tail}" if tail else ""),
+    )
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str], home: Path) -> ManagedProcess:
+    log = home / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=project_root(),
+            start_new_session=True,  # its own process group, so stop() reaches its children
+        )
+    return ManagedProcess(name=name, pid=proc.pid, log=str(log))
+
+
+def stop_process(proc: ManagedProcess, grace_s: float = 10.0) -> str:
+    """SIGTERM the process group, escalate to SIGKILL after ``grace_s``."""
+    if not pid_alive(proc.pid):
+        return "not running"
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "not running"
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not pid_alive(proc.pid):
+            _reap(proc.pid)
+            return "stopped"
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "stopped"
+    _reap(proc.pid)
+    return "killed"
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def localstack_python() -> Path:
+    explicit = os.environ.get("DHOW_LOCALSTACK_PYTHON")
+    path = Path(explicit) if explicit else project_root() / ".venv-localstack" / "bin" / "python"
+    if not path.exists():
+        raise PlatformError(
+            f"LocalStack's virtualenv is missing ({path})",
+            hint="run `make localstack-venv` (needs Python 3.13), or set DHOW_LOCALSTACK_PYTHON",
+        )
+    return path
+
+
+def start_localstack(home: Path, timeout: float = 60.0) -> ManagedProcess | None:
+    """Start LocalStack unless one already answers; returns the process we started."""
+    if localstack_health() is not None:
+        return None
+    if docker_engine_answers():
+        compose = project_root() / "localstack" / "docker-compose.yml"
+        subprocess.run(
+            ["docker", "compose", "-f", str(compose), "up", "-d"],  # noqa: S607
+            check=True,
+        )
+        wait_until(lambda: localstack_health() is not None, timeout, "LocalStack (docker)", None)
+        return None
+    env = {
+        **os.environ,
+        "GATEWAY_LISTEN": f"127.0.0.1:{LOCALSTACK_PORT}",
+        "SERVICES": LOCALSTACK_SERVICES,
+        # Without these two it waits on outside hosts and ignores SIGTERM for 30 s+.
+        "DISABLE_EVENTS": "1",
+        "SKIP_SSL_CERT_DOWNLOAD": "1",
+        "DNS_ADDRESS": "0",
+        "LOCALSTACK_VOLUME_DIR": str(home / "localstack-volume"),
+    }
+    proc = spawn(
+        "localstack", [str(localstack_python()), "-m", "localstack.runtime.main"], env, home
+    )
+    wait_until(
+        lambda: localstack_health() is not None or not pid_alive(proc.pid),
+        timeout,
+        "LocalStack",
+        Path(proc.log),
+    )
+    if not pid_alive(proc.pid):
+        tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
+        raise PlatformError("LocalStack exited during start-up", hint=f"{proc.log}:\n{tail}")
+    return proc
+
+
+def start_dynamodb(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
+    """moto's server on its own port, answering DynamoDB (see LOCALSTACK_SERVICES)."""
+    if http_answers(f"{DYNAMODB_URL}/moto-api/"):
+        return None
+    proc = spawn(
+        "dynamodb",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(DYNAMODB_PORT)],
+        dict(os.environ),
+        home,
+    )
+    wait_until(
+        lambda: http_answers(f"{DYNAMODB_URL}/moto-api/"),
+        timeout,
+        "DynamoDB (moto)",
+        Path(proc.log),
+    )
+    return proc
+
+
+def azurite_binary() -> Path:
+    path = project_root() / "localstack" / "node_modules" / ".bin" / "azurite"
+    if not path.exists():
+        raise PlatformError(
+            "Azurite is not installed", hint="run `make node-deps` (npm install in localstack/)"
+        )
+    return path
+
+
+def azurite_up() -> bool:
+    return all(http_answers(f"http://127.0.0.1:{port}/") for port in AZURITE_PORTS.values())
+
+
+def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
+    if azurite_up():
+        return None
+    data = home / "azurite"
+    data.mkdir(exist_ok=True)
+    proc = spawn(
+        "azurite",
+        [
+            str(azurite_binary()),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--location",
+            str(data),
+            "--blobHost",
+            "127.0.0.1",
+            "--queueHost",
+            "127.0.0.1",
+            "--tableHost",
+            "127.0.0.1",
+        ],
+        dict(os.environ),
+        home,
+    )
+    wait_until(azurite_up, timeout, "Azurite", Path(proc.log))
+    return proc
+
+
+def start_runner(home: Path, env: dict[str, str]) -> ManagedProcess:
+    return spawn("runner", [sys.executable, "-m", "dhow_local", "runner"], env, home)

@@ -1,0 +1,153 @@
+"""Create the topology in LocalStack (me-central-1) or Azurite. Safe to run again."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+
+from botocore.exceptions import ClientError
+
+from shared.adapters.aws import aws_client
+from shared.settings import Settings
+from shared.topology import Topology
+from shared.wiring import azure_table_name
+
+
+@dataclass
+class Provisioned:
+    buckets: list[str] = field(default_factory=list)
+    queues: dict[str, str] = field(default_factory=dict)  # name -> url
+    tables: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    bus: str | None = None
+
+
+def provision_aws(settings: Settings, topo: Topology) -> Provisioned:
+    s3 = aws_client("s3", settings)
+    sqs = aws_client("sqs", settings)
+    events = aws_client("events", settings)
+    ddb = aws_client("dynamodb", settings)
+    out = Provisioned()
+
+    for bucket in topo.buckets:
+        try:
+            s3.create_bucket(
+                Bucket=bucket.name,
+                CreateBucketConfiguration={"LocationConstraint": settings.aws_region},  # type: ignore[typeddict-item]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+                raise
+        s3.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"})
+        if bucket.emits_object_events:
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket.name, NotificationConfiguration={"EventBridgeConfiguration": {}}
+            )
+        out.buckets.append(bucket.name)
+
+    arns: dict[str, str] = {}
+    for queue in topo.queues:
+        dlq_url = sqs.create_queue(
+            QueueName=queue.dlq_name,
+            Attributes={"MessageRetentionPeriod": str(queue.dlq_retention_s)},
+        )["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        url = sqs.create_queue(QueueName=queue.name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sqs.set_queue_attributes(
+            QueueUrl=url,
+            Attributes={
+                "VisibilityTimeout": str(queue.visibility_timeout_s),
+                "MessageRetentionPeriod": str(queue.retention_s),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": queue.max_receive_count}
+                ),
+                # EventBridge may deliver to this queue, and nothing else may.
+                "Policy": json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "events.amazonaws.com"},
+                                "Action": "sqs:SendMessage",
+                                "Resource": arn,
+                            }
+                        ],
+                    }
+                ),
+            },
+        )
+        arns[queue.logical] = arn
+        out.queues[queue.name] = url
+        out.queues[queue.dlq_name] = dlq_url
+
+    try:
+        events.create_event_bus(Name=topo.bus_name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+            raise
+    out.bus = topo.bus_name
+
+    for rule in topo.rules:
+        bus = "default" if rule.bus == "default" else topo.bus_name
+        events.put_rule(
+            Name=rule.name, EventBusName=bus, EventPattern=json.dumps(rule.pattern), State="ENABLED"
+        )
+        events.put_targets(
+            Rule=rule.name,
+            EventBusName=bus,
+            Targets=[{"Id": rule.target_queue, "Arn": arns[rule.target_queue]}],
+        )
+        out.rules.append(rule.name)
+
+    for table in topo.tables:
+        try:
+            ddb.create_table(
+                TableName=table.name,
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            ddb.get_waiter("table_exists").wait(
+                TableName=table.name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        out.tables.append(table.name)
+    return out
+
+
+def provision_azure(settings: Settings, topo: Topology) -> Provisioned:
+    from azure.core.exceptions import ResourceExistsError
+
+    from shared.adapters.azure import azure_clients
+
+    clients = azure_clients(settings)
+    out = Provisioned()
+    for bucket in topo.buckets:
+        with contextlib.suppress(ResourceExistsError):
+            clients.blobs.create_container(bucket.name)
+        out.buckets.append(bucket.name)
+    for queue in topo.queues:
+        # The Functions host moves a message that keeps failing to "<name>-poison".
+        for name in (queue.name, f"{queue.name}-poison"):
+            with contextlib.suppress(ResourceExistsError):
+                clients.queues.create_queue(name)
+            out.queues[name] = clients.queues.get_queue_client(name).url
+    for table in topo.tables:
+        clients.tables.create_table_if_not_exists(azure_table_name(table.name))
+        out.tables.append(azure_table_name(table.name))
+    return out

@@ -1,0 +1,326 @@
+"""`dhow`: the command line. Every verb takes --json; failures exit non-zero.
+
+Exit codes: 0 success, 1 the pipeline said no (e.g. an upload was rejected),
+2 usage or configuration error, 3 timed out waiting, 4 the platform is unreachable.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from shared.errors import DhowError, PlatformError
+from shared.events import DatasetIngested, DatasetRejected, ObjectRef, PipelineEvent
+from shared.services.ingest import (
+    UPLOAD_ID_META,
+    UPLOADER_META,
+    dataset_of,
+    format_of,
+    ingest_record_id,
+)
+from shared.settings import Settings
+from shared.topology import DATASETS_PREFIX, build_topology
+
+EXIT_REJECTED, EXIT_CONFIG, EXIT_TIMEOUT, EXIT_PLATFORM = 1, 2, 3, 4
+# Events after which `upload --wait` has nothing more to follow (for now: ingest's answer).
+TERMINAL_EVENTS: tuple[type[PipelineEvent], ...] = (DatasetIngested, DatasetRejected)
+
+
+def _emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        text()
+
+
+def _fail(as_json: bool, exc: DhowError, code: int = EXIT_CONFIG) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": exc.as_dict()}, indent=2))
+    else:
+        click.secho(f"error [{exc.reason}]: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"  what to do: {exc.hint}", err=True)
+    sys.exit(EXIT_PLATFORM if isinstance(exc, PlatformError) else code)
+
+
+def resolve_settings() -> Settings:
+    """Settings from the environment; pointed at the local platform when it is up
+    and no endpoint was given explicitly."""
+    settings = Settings.from_env()
+    if settings.aws_endpoint_url or settings.azure_storage_connection_string:
+        return settings
+    from dhow_local.control import LOCAL_CREDENTIALS, local_settings
+    from dhow_local.platform import PlatformState
+
+    state = PlatformState.load()
+    if state.endpoint and state.mode:
+        import os
+
+        for k, v in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(k, v)
+        return local_settings("aws" if state.cloud == "aws" else "azure", settings)
+    return settings
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dhow")
+def main() -> None:
+    """Dhow: uploads become validated datasets, trained models and monitored
+    endpoints, in UAE regions only (AWS me-central-1, Azure uaenorth/uaecentral)."""
+
+
+@main.group()
+def local() -> None:
+    """The local platform: LocalStack (or Azurite), the topology and the runner."""
+
+
+@local.command("up")
+@click.option("--cloud", type=click.Choice(["aws", "azure"]), default="aws", show_default=True)
+@json_option
+def local_up(cloud: str, as_json: bool) -> None:
+    """Start the emulator, create the topology in it and start the local runner."""
+    from dhow_local import control
+
+    try:
+        settings = control.local_settings("aws" if cloud == "aws" else "azure")
+        result = control.up(
+            settings.cloud, settings, progress=(lambda _m: None) if as_json else click.echo
+        )
+    except DhowError as exc:
+        _fail(as_json, exc)
+
+    def text() -> None:
+        r = result["resources"]
+        click.echo(f"up in {result['seconds']}s, region {result['region']}, mode {result['mode']}")
+        click.echo(f"  buckets: {', '.join(r['buckets'])}")
+        click.echo(f"  queues:  {', '.join(r['queues'])}")
+        click.echo(f"  tables:  {', '.join(r['tables'])}")
+        for p in result["processes"]:
+            click.echo(f"  {p['name']}: pid {p['pid']}, log {p['log']}")
+
+    _emit(as_json, {"ok": True, **result}, text)
+
+
+@local.command("down")
+@json_option
+def local_down(as_json: bool) -> None:
+    """Stop every process `local up` started (SIGTERM, then SIGKILL)."""
+    from dhow_local import control
+
+    result = control.down()
+    _emit(
+        as_json,
+        {"ok": True, **result},
+        lambda: click.echo(
+            "\n".join(f"{k}: {v}" for k, v in result["stopped"].items()) or "nothing was running"
+        ),
+    )
+
+
+@local.command("status")
+@json_option
+def local_status(as_json: bool) -> None:
+    """Report whether the local platform is up and healthy (exit 4 if not)."""
+    from dhow_local import control
+
+    result = control.status()
+
+    def text() -> None:
+        click.echo(f"cloud {result['cloud']}, mode {result['mode']}, ready: {result['ready']}")
+        for p in result["processes"]:
+            state = "running" if p["alive"] else "DEAD"
+            click.echo(f"  {p['name']}: pid {p['pid']} {state} (log {p['log']})")
+        if result["localstack_services"]:
+            services = ", ".join(f"{k}={v}" for k, v in result["localstack_services"].items())
+            click.echo(f"  services: {services}")
+
+    _emit(as_json, {"ok": result["ready"], **result}, text)
+    if not result["ready"]:
+        sys.exit(EXIT_PLATFORM)
+
+
+def _describe(event: PipelineEvent) -> str:
+    if isinstance(event, DatasetIngested):
+        return (
+            f"version {event.sha256[:12]}, {event.size_bytes} bytes, {event.format}, "
+            f"staged at {event.staged.uri}"
+        )
+    if isinstance(event, DatasetRejected):
+        return f"[{event.reason}] {event.message}"
+    return event.model_dump_json(exclude={"event_id", "occurred_at", "correlation_id"})
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@main.command("upload")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dataset", required=True, help="Dataset name: the key becomes datasets/NAME/FILE.")
+@click.option("--wait", is_flag=True, help="Follow the pipeline's events and print each stage.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits at most.")
+@json_option
+def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) -> None:
+    """Upload FILE to the raw bucket, which starts the pipeline."""
+    from shared.adapters.aws import SqsEventTap, aws_client
+    from shared.wiring import build_ports
+
+    key = f"{DATASETS_PREFIX}{dataset}/{file.name}"
+    name, reason = dataset_of(key)
+    try:
+        if name is None:
+            raise DhowError(
+                f"{key!r} is not a valid upload key",
+                reason=reason or "invalid_key",
+                hint="dataset names are 1-63 lowercase letters, digits, '-' or '_'; "
+                "file names letters, digits and . _ = + -",
+            )
+        if format_of(key) is None:
+            raise DhowError(
+                f"{file.name!r} is not .csv, .parquet or .jsonl",
+                reason="unsupported_format",
+                hint="convert the file first",
+            )
+        settings = resolve_settings()
+        if settings.cloud != "aws":
+            raise DhowError(
+                "`dhow upload` follows AWS stacks only for now",
+                reason="not_supported",
+                hint="use DHOW_CLOUD=aws",
+            )
+        topo = build_topology(settings.stage)
+        ports = build_ports(settings, topo)
+        tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
+        sha = _sha256_file(file)
+        known = ports.lineage.get(name, ingest_record_id(sha))
+        upload_id = uuid.uuid4().hex
+        ref = ObjectRef(container=topo.bucket("raw").name, key=key)
+        t0 = time.monotonic()
+        ports.store.upload_file(
+            ref, file, metadata={UPLOAD_ID_META: upload_id, UPLOADER_META: getpass.getuser()}
+        )
+    except DhowError as exc:
+        _fail(as_json, exc)
+    except Exception as exc:  # botocore's connection errors, mostly
+        _fail(
+            as_json,
+            PlatformError(f"upload failed: {exc}", hint="is the stack up? try `dhow local status`"),
+        )
+    if not as_json:
+        click.echo(f"uploaded {file} to {ref.uri} (upload id {upload_id})")
+    events: list[dict[str, Any]] = []
+    if known is not None and known.status == "ingested":
+        # Ingest recognises the bytes and does nothing; there is nothing to wait for.
+        if not as_json:
+            click.echo(
+                f"  these bytes are already version {sha[:12]} of {name} "
+                f"(ingested {known.created_at:%Y-%m-%d %H:%M:%S}); nothing new will run"
+            )
+        _emit(
+            as_json,
+            {"ok": True, "upload_id": upload_id, "key": key, "duplicate_of": sha, "events": []},
+            lambda: None,
+        )
+        return
+    if tap is None:
+        _emit(as_json, {"ok": True, "upload_id": upload_id, "key": key}, lambda: None)
+        return
+    deadline = t0 + timeout
+    final: PipelineEvent | None = None
+    while final is None and time.monotonic() < deadline:
+        for tapped in tap.receive(wait_s=1):
+            if tapped.event.correlation_id != upload_id:
+                tap.release(tapped)
+                continue
+            tap.ack(tapped)
+            elapsed = time.monotonic() - t0
+            events.append(
+                {
+                    "seconds": round(elapsed, 3),
+                    "type": tapped.event.event_type,
+                    "event": tapped.event.model_dump(mode="json"),
+                }
+            )
+            if not as_json:
+                click.echo(
+                    f"  {elapsed:7.2f}s  {tapped.event.event_type:<18} {_describe(tapped.event)}"
+                )
+            if isinstance(tapped.event, TERMINAL_EVENTS):
+                final = tapped.event
+    ok = isinstance(final, DatasetIngested)
+    payload = {
+        "ok": ok,
+        "upload_id": upload_id,
+        "key": key,
+        "events": events,
+        "timed_out": final is None,
+    }
+    _emit(as_json, payload, lambda: None)
+    if final is None:
+        if not as_json:
+            click.secho(
+                f"no answer within {timeout:.0f}s; see `dhow lineage {dataset}` and "
+                "the runner log (`dhow local status`)",
+                fg="yellow",
+                err=True,
+            )
+        sys.exit(EXIT_TIMEOUT)
+    if not ok:
+        sys.exit(EXIT_REJECTED)
+
+
+@main.command("lineage")
+@click.argument("dataset")
+@json_option
+def lineage(dataset: str, as_json: bool) -> None:
+    """Show what happened to every upload of DATASET, oldest first."""
+    from shared.wiring import build_ports
+
+    try:
+        rows = build_ports(resolve_settings()).lineage.list(dataset)
+    except DhowError as exc:
+        _fail(as_json, exc)
+    except Exception as exc:
+        _fail(
+            as_json,
+            PlatformError(
+                f"cannot read lineage: {exc}", hint="is the stack up? try `dhow local status`"
+            ),
+        )
+
+    def text() -> None:
+        if not rows:
+            click.echo(f"no lineage for {dataset!r} yet")
+        for r in rows:
+            a = r.attributes
+            what = a.get("version") or a.get("reason")
+            click.echo(
+                f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {r.status:<9} "
+                f"{what}  {a.get('source')}  {a.get('uploader') or ''}".rstrip()
+            )
+
+    _emit(
+        as_json,
+        {"ok": True, "dataset": dataset, "records": [r.model_dump(mode="json") for r in rows]},
+        text,
+    )
+
+
+if __name__ == "__main__":
+    main()

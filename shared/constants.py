@@ -1,0 +1,28 @@
+"""Every environment variable Dhow reads, in one place.
+
+An explicit argument always beats the environment: these names are only read by
+``Settings.from_env``.
+"""
+
+CLOUD = "DHOW_CLOUD"
+STAGE = "DHOW_STAGE"
+AWS_REGION = "AWS_REGION"
+AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+AZURE_LOCATION = "DHOW_AZURE_LOCATION"
+AWS_ENDPOINT_URL = "DHOW_AWS_ENDPOINT_URL"
+# DynamoDB may sit at its own endpoint locally (see localstack/dhow_local/platform.py).
+AWS_DYNAMODB_ENDPOINT_URL = "DHOW_AWS_DYNAMODB_ENDPOINT_URL"
+AZURE_STORAGE_CONNECTION_STRING = "DHOW_AZURE_STORAGE_CONNECTION_STRING"
+MAX_UPLOAD_BYTES = "DHOW_MAX_UPLOAD_BYTES"
+INGEST_CLAIM_SECONDS = "DHOW_INGEST_CLAIM_SECONDS"
+
+# The only places a Dhow stack may run. Everything else is refused at start-up.
+AWS_REGIONS_ALLOWED = ("me-central-1",)
+AZURE_LOCATIONS_ALLOWED = ("uaenorth", "uaecentral")
+
+# Default size limit for one upload: 5 GiB, the largest object S3 accepts in a
+# single PUT and CopyObject, so the ingest copy never needs multipart logic.
+DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024**3
+
+# Source name of the pipeline's own events on the event bus.
+EVENT_SOURCE = "dhow.pipeline"

@@ -1,0 +1,148 @@
+"""Ports: one abstract interface per external capability.
+
+Services depend on these only. Each cloud has one adapter per port in
+``shared.adapters``; the SDK client is injected, never created inside.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import ObjectMissing
+from shared.events import ObjectRef, PipelineEvent
+
+
+class ObjectInfo(BaseModel):
+    """What storage knows about an object without reading it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int
+    etag: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ObjectStore(abc.ABC):
+    """Buckets (S3) or containers (Blob storage)."""
+
+    @abc.abstractmethod
+    def head(self, ref: ObjectRef) -> ObjectInfo:
+        """Size, etag and user metadata; raises ``ObjectMissing`` if absent."""
+
+    @abc.abstractmethod
+    def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
+        """The first ``length`` bytes (fewer if the object is shorter)."""
+
+    @abc.abstractmethod
+    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        """Stream the object in chunks, so memory stays bounded whatever its size."""
+
+    @abc.abstractmethod
+    def put_bytes(
+        self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """Write a whole object."""
+
+    @abc.abstractmethod
+    def copy(
+        self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """Server-side copy; the bytes never pass through the function."""
+
+    @abc.abstractmethod
+    def upload_file(
+        self, ref: ObjectRef, path: Path, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """Stream a local file up (multipart where the service needs it)."""
+
+    def exists(self, ref: ObjectRef) -> bool:
+        try:
+            self.head(ref)
+        except ObjectMissing:
+            return False
+        return True
+
+
+class EventBus(abc.ABC):
+    """Where the pipeline's own events are published."""
+
+    @abc.abstractmethod
+    def publish(self, event: PipelineEvent) -> None:
+        """Publish one event; raises if the bus did not accept it."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LineageRecord(BaseModel):
+    """One row of lineage: what happened to which bytes, keyed by dataset and record id.
+
+    ``revision`` grows by one on every update and is what conditional updates
+    compare, so two concurrent writers cannot both win.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    record_id: str
+    kind: str
+    status: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    revision: int = 0
+
+
+class LineageStore(abc.ABC):
+    """Lineage and metadata rows (DynamoDB, Table storage)."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, record: LineageRecord) -> bool:
+        """Create the row; False (and no write) if one with the same key exists."""
+
+    @abc.abstractmethod
+    def get(self, dataset: str, record_id: str) -> LineageRecord | None:
+        """The row, or None."""
+
+    @abc.abstractmethod
+    def replace(self, record: LineageRecord, expected_revision: int) -> bool:
+        """Overwrite the row if its stored revision is still ``expected_revision``.
+
+        The stored row gets ``expected_revision + 1``. False if someone else won.
+        """
+
+    @abc.abstractmethod
+    def list(self, dataset: str) -> list[LineageRecord]:
+        """Every row of a dataset, oldest first."""
+
+
+class TappedEvent(BaseModel):
+    """A pipeline event read from the event tap, with the handle to acknowledge it."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    event: PipelineEvent
+    handle: str
+
+
+class EventTap(abc.ABC):
+    """A queue that receives a copy of every pipeline event (for watchers and audit)."""
+
+    @abc.abstractmethod
+    def receive(self, wait_s: int = 1) -> list[TappedEvent]:
+        """Up to a batch of events; unparseable messages are skipped and left for the DLQ."""
+
+    @abc.abstractmethod
+    def ack(self, tapped: TappedEvent) -> None:
+        """Remove an event this watcher consumed."""
+
+    @abc.abstractmethod
+    def release(self, tapped: TappedEvent) -> None:
+        """Hand an event that belongs to someone else back to the queue at once."""

@@ -1,0 +1,298 @@
+"""Ingest: turn an uploaded object into a content-addressed, recorded dataset version.
+
+Steps, for one object under ``datasets/<name>/`` of the raw bucket:
+
+1. refuse keys that escape the prefix, bad dataset names, empty or oversized
+   objects and unsupported formats, recording the reason; the object is left
+   where it is, untouched;
+2. stream the bytes once to compute the SHA-256 (memory stays bounded);
+3. claim the version in the lineage store, so a second delivery of the same
+   bytes (S3 delivers at least once) is recognised and does nothing;
+4. copy server-side to ``datasets/<name>/sha256=<hash>/data.<ext>`` in staging;
+5. publish ``DatasetIngested``, then mark the lineage row done.
+
+A crash between 3 and 5 leaves the row ``claimed``; the next delivery takes the
+claim over once it is older than ``claim_seconds`` and finishes the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from shared.errors import IngestInProgress, ObjectMissing
+from shared.events import DatasetIngested, DatasetRejected, ObjectRef
+from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
+from shared.topology import DATASETS_PREFIX
+from shared.triggers import ObjectCreated
+
+log = logging.getLogger(__name__)
+
+DatasetFormat = Literal["csv", "parquet", "jsonl"]
+FORMATS_BY_SUFFIX: dict[str, DatasetFormat] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._=-][A-Za-z0-9 ._=+-]*$")
+_PARQUET_MAGIC = b"PAR1"
+UPLOAD_ID_META = "dhow-upload-id"
+UPLOADER_META = "dhow-uploaded-by"
+
+# Reason codes of ingest rejections; each is also a key in REJECTION_HINTS.
+REJECTION_HINTS: dict[str, str] = {
+    "key_outside_prefix": f"upload under {DATASETS_PREFIX}<dataset>/<file>, with no '..' "
+    "or empty path segments",
+    "invalid_dataset_name": "dataset names are 1-63 lowercase letters, digits, '-' or '_'",
+    "empty_object": "the file has no bytes; upload it again",
+    "object_too_large": "split the file, or raise DHOW_MAX_UPLOAD_BYTES for this stack",
+    "unsupported_format": "upload .csv, .parquet or .jsonl (.ndjson) files",
+    "format_mismatch": "the bytes do not match the file's extension; re-export the file",
+}
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What ingest did with one object; ``status`` is what a user or test looks at."""
+
+    status: Literal["ingested", "duplicate", "rejected", "missing"]
+    dataset: str
+    reason: str | None = None
+    sha256: str | None = None
+    staged: ObjectRef | None = None
+
+
+def ingest_record_id(sha256: str) -> str:
+    """The lineage row of one dataset version: its bytes are its identity."""
+    return f"ingest:{sha256}"
+
+
+def dataset_of(key: str) -> tuple[str | None, str | None]:
+    """``(dataset, None)`` for a well-formed key, or ``(None, reason)``."""
+    if not key.startswith(DATASETS_PREFIX) or "\\" in key:
+        return None, "key_outside_prefix"
+    parts = key[len(DATASETS_PREFIX) :].split("/")
+    if len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
+        return None, "key_outside_prefix"
+    if any(not _SEGMENT_RE.match(p) for p in parts[1:]) or "%" in key:
+        # Percent signs could decode to '/' or '..' somewhere downstream.
+        return None, "key_outside_prefix"
+    if not _DATASET_RE.match(parts[0]):
+        return None, "invalid_dataset_name"
+    return parts[0], None
+
+
+def format_of(key: str) -> DatasetFormat | None:
+    lowered = key.lower()
+    for suffix, fmt in FORMATS_BY_SUFFIX.items():
+        if lowered.endswith(suffix):
+            return fmt
+    return None
+
+
+def _sniff_matches(fmt: DatasetFormat, head: bytes) -> bool:
+    """A cheap look at the first bytes; the full parse is validation's job."""
+    if fmt == "parquet":
+        return head.startswith(_PARQUET_MAGIC)
+    if head.startswith(_PARQUET_MAGIC) or b"\x00" in head:
+        return False  # binary bytes in a text format
+    if fmt == "jsonl":
+        return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+    return True
+
+
+class IngestService:
+    """Checks, hashes, stages and records one uploaded object. See the module docstring."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        bus: EventBus,
+        lineage: LineageStore,
+        *,
+        staging_container: str,
+        max_upload_bytes: int,
+        claim_seconds: int = 900,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._lineage = lineage
+        self._staging = staging_container
+        self._max_bytes = max_upload_bytes
+        self._claim = timedelta(seconds=claim_seconds)
+
+    def handle(self, obj: ObjectCreated) -> IngestOutcome:
+        dataset, reason = dataset_of(obj.key)
+        if dataset is None:
+            assert reason is not None
+            return self._reject(obj, "_unsorted", reason, f"key {obj.key!r} is not accepted", None)
+        try:
+            info = self._store.head(obj.ref)
+        except ObjectMissing:
+            # Deleted (or overwritten and then deleted) before we got to it:
+            # there is nothing left to ingest, and retrying will not change that.
+            log.warning("object vanished before ingest", extra={"key": obj.key})
+            return IngestOutcome(status="missing", dataset=dataset)
+        fmt = format_of(obj.key)
+        if info.size == 0:
+            return self._reject(obj, dataset, "empty_object", "the object is empty", info)
+        if info.size > self._max_bytes:
+            return self._reject(
+                obj,
+                dataset,
+                "object_too_large",
+                f"{info.size} bytes is over the limit of {self._max_bytes}",
+                info,
+            )
+        if fmt is None:
+            return self._reject(
+                obj, dataset, "unsupported_format", f"{obj.key!r} has no supported extension", info
+            )
+        if not _sniff_matches(fmt, self._store.read_prefix(obj.ref, 512)):
+            return self._reject(
+                obj, dataset, "format_mismatch", f"content does not look like {fmt}", info
+            )
+        sha = self._sha256(obj.ref)
+        return self._ingest(obj, dataset, fmt, info, sha)
+
+    def _sha256(self, ref: ObjectRef) -> str:
+        digest = hashlib.sha256()
+        for chunk in self._store.iter_chunks(ref):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def _ingest(
+        self, obj: ObjectCreated, dataset: str, fmt: DatasetFormat, info: ObjectInfo, sha: str
+    ) -> IngestOutcome:
+        now = datetime.now(UTC)
+        uploader = info.metadata.get(UPLOADER_META) or obj.uploader
+        correlation = info.metadata.get(UPLOAD_ID_META) or f"sha256-{sha[:16]}"
+        staged = ObjectRef(
+            container=self._staging, key=f"{DATASETS_PREFIX}{dataset}/sha256={sha}/data.{fmt}"
+        )
+        row = LineageRecord(
+            dataset=dataset,
+            record_id=ingest_record_id(sha),
+            kind="ingest",
+            status="claimed",
+            attributes={
+                "version": sha[:12],
+                "sha256": sha,
+                "size_bytes": info.size,
+                "format": fmt,
+                "source": obj.ref.uri,
+                "source_etag": info.etag,
+                "staged": staged.uri,
+                "uploader": uploader,
+                "correlation_id": correlation,
+                "uploaded_at": obj.event_time.isoformat() if obj.event_time else None,
+            },
+            created_at=now,
+            updated_at=now,
+        )
+        claimed = row
+        if not self._lineage.put_if_absent(row):
+            existing = self._lineage.get(dataset, row.record_id)
+            if existing is None:  # deleted in between; let the retry start clean
+                raise IngestInProgress(f"lineage row for {sha[:12]} changed under us")
+            if existing.status == "ingested":
+                log.info("duplicate delivery", extra={"dataset": dataset, "sha256": sha})
+                return IngestOutcome(
+                    status="duplicate",
+                    dataset=dataset,
+                    sha256=sha,
+                    staged=ObjectRef(container=self._staging, key=staged.key),
+                )
+            if now - existing.updated_at < self._claim:
+                raise IngestInProgress(
+                    f"{dataset} version {sha[:12]} is being ingested by another delivery",
+                    hint="the message will be retried after its visibility timeout",
+                )
+            # A stale claim: its holder died. Take it over, keeping the first upload's facts.
+            claimed = existing.model_copy(update={"updated_at": now})
+            if not self._lineage.replace(claimed, existing.revision):
+                raise IngestInProgress(f"another delivery took over {dataset} {sha[:12]}")
+            claimed = claimed.model_copy(update={"revision": existing.revision + 1})
+            correlation = str(existing.attributes.get("correlation_id") or correlation)
+            uploader = existing.attributes.get("uploader") or uploader
+
+        if not self._store.exists(staged):
+            self._store.copy(
+                obj.ref, staged, metadata={"sha256": sha, "source": obj.ref.uri, "dataset": dataset}
+            )
+        self._bus.publish(
+            DatasetIngested(
+                # Derived from the bytes, so consumers can de-duplicate a re-publish.
+                event_id=f"ingest-{sha[:32]}",
+                dataset=dataset,
+                correlation_id=correlation,
+                sha256=sha,
+                size_bytes=info.size,
+                format=fmt,
+                source=obj.ref,
+                staged=staged,
+                uploader=uploader,
+            )
+        )
+        done = claimed.model_copy(update={"status": "ingested", "updated_at": datetime.now(UTC)})
+        self._lineage.replace(done, claimed.revision)
+        return IngestOutcome(status="ingested", dataset=dataset, sha256=sha, staged=staged)
+
+    def _reject(
+        self,
+        obj: ObjectCreated,
+        dataset: str,
+        reason: str,
+        message: str,
+        info: ObjectInfo | None,
+    ) -> IngestOutcome:
+        etag = info.etag if info else (obj.etag or "")
+        ident = hashlib.sha256(f"{obj.key}\n{etag}".encode()).hexdigest()[:32]
+        correlation = (info.metadata.get(UPLOAD_ID_META) if info else None) or f"reject-{ident}"
+        hint = REJECTION_HINTS[reason]
+        row = LineageRecord(
+            dataset=dataset,
+            record_id=f"rejected:{ident}",
+            kind="ingest_rejected",
+            status="rejecting",
+            attributes={
+                "reason": reason,
+                "message": message,
+                "hint": hint,
+                "source": obj.ref.uri,
+                "source_etag": etag,
+                "size_bytes": info.size if info else obj.size,
+                "correlation_id": correlation,
+            },
+        )
+        # "rejecting" until the event is out, so a crash before publishing is
+        # finished by the retry instead of leaving the uploader without an answer.
+        existing = (
+            None if self._lineage.put_if_absent(row) else self._lineage.get(dataset, row.record_id)
+        )
+        current = existing or row
+        if current.status == "rejecting":
+            self._bus.publish(
+                DatasetRejected(
+                    event_id=f"reject-{ident}",
+                    dataset=dataset,
+                    correlation_id=correlation,
+                    stage="ingest",
+                    reason=reason,
+                    message=f"{message}; {hint}",
+                    source=obj.ref,
+                )
+            )
+            self._lineage.replace(
+                current.model_copy(update={"status": "rejected", "updated_at": datetime.now(UTC)}),
+                current.revision,
+            )
+        log.warning("upload rejected", extra={"dataset": dataset, "reason": reason, "key": obj.key})
+        return IngestOutcome(status="rejected", dataset=dataset, reason=reason)

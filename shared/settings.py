@@ -1,0 +1,119 @@
+"""One typed settings object, built once from the environment, with UAE region pinning.
+
+A region outside the allow-list is refused when the settings are built, which is
+at import time of every handler and at the start of every CLI command: the
+process stops before any client exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from shared import constants as c
+from shared.errors import ConfigError, RegionNotAllowed
+
+Cloud = Literal["aws", "azure"]
+_STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+
+
+def check_aws_region(region: str) -> str:
+    """Return ``region`` if Dhow may run there, else raise ``RegionNotAllowed``."""
+    if region not in c.AWS_REGIONS_ALLOWED:
+        raise RegionNotAllowed(
+            f"AWS region {region!r} is not allowed",
+            hint=f"Dhow runs only in {', '.join(c.AWS_REGIONS_ALLOWED)}; "
+            f"set {c.AWS_REGION}={c.AWS_REGIONS_ALLOWED[0]}",
+        )
+    return region
+
+
+def check_azure_location(location: str) -> str:
+    """Return ``location`` if Dhow may run there, else raise ``RegionNotAllowed``."""
+    normalised = location.replace(" ", "").lower()
+    if normalised not in c.AZURE_LOCATIONS_ALLOWED:
+        raise RegionNotAllowed(
+            f"Azure location {location!r} is not allowed",
+            hint=f"Dhow runs only in {' or '.join(c.AZURE_LOCATIONS_ALLOWED)}; "
+            f"set {c.AZURE_LOCATION}={c.AZURE_LOCATIONS_ALLOWED[0]}",
+        )
+    return normalised
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a function or the CLI needs to know about where it runs."""
+
+    cloud: Cloud = "aws"
+    stage: str = "local"
+    aws_region: str = c.AWS_REGIONS_ALLOWED[0]
+    azure_location: str = c.AZURE_LOCATIONS_ALLOWED[0]
+    aws_endpoint_url: str | None = None
+    aws_dynamodb_endpoint_url: str | None = None
+    azure_storage_connection_string: str | None = None
+    max_upload_bytes: int = c.DEFAULT_MAX_UPLOAD_BYTES
+    ingest_claim_seconds: int = 900
+
+    def __post_init__(self) -> None:
+        if self.cloud not in ("aws", "azure"):
+            raise ConfigError(
+                f"unknown cloud {self.cloud!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'"
+            )
+        if not _STAGE_RE.match(self.stage):
+            raise ConfigError(
+                f"stage name {self.stage!r} is not usable in resource names",
+                hint=f"set {c.STAGE} to 2-21 lowercase letters, digits or '-', "
+                "starting with a letter",
+            )
+        check_aws_region(self.aws_region)
+        object.__setattr__(self, "azure_location", check_azure_location(self.azure_location))
+        if self.max_upload_bytes <= 0:
+            raise ConfigError(
+                f"{c.MAX_UPLOAD_BYTES} must be a positive number of bytes",
+                hint=f"got {self.max_upload_bytes}",
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from environment variables (``os.environ`` by default).
+
+        Both ``AWS_REGION`` and ``AWS_DEFAULT_REGION`` are checked: boto3 would
+        fall back to the second, so a stray value there is refused too.
+        """
+        env = os.environ if environ is None else environ
+        region = env.get(c.AWS_REGION) or env.get(c.AWS_DEFAULT_REGION) or c.AWS_REGIONS_ALLOWED[0]
+        for name in (c.AWS_REGION, c.AWS_DEFAULT_REGION):
+            if env.get(name):
+                check_aws_region(env[name])
+        return cls(
+            cloud=_cloud(env.get(c.CLOUD, "aws")),
+            stage=env.get(c.STAGE, "local"),
+            aws_region=region,
+            azure_location=env.get(c.AZURE_LOCATION, c.AZURE_LOCATIONS_ALLOWED[0]),
+            aws_endpoint_url=env.get(c.AWS_ENDPOINT_URL) or None,
+            aws_dynamodb_endpoint_url=env.get(c.AWS_DYNAMODB_ENDPOINT_URL) or None,
+            azure_storage_connection_string=env.get(c.AZURE_STORAGE_CONNECTION_STRING) or None,
+            max_upload_bytes=_int(env, c.MAX_UPLOAD_BYTES, c.DEFAULT_MAX_UPLOAD_BYTES),
+            ingest_claim_seconds=_int(env, c.INGEST_CLAIM_SECONDS, 900),
+        )
+
+
+def _cloud(value: str) -> Cloud:
+    if value == "aws":
+        return "aws"
+    if value == "azure":
+        return "azure"
+    raise ConfigError(f"unknown cloud {value!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number", hint=f"got {raw!r}") from None

@@ -1,0 +1,211 @@
+"""The one declarative description of what a Dhow stack is made of.
+
+The local platform creates these resources in LocalStack and Azurite; the Pulumi
+program builds the cloud stacks from the same objects. Names are derived from
+the stage, so ``local`` and ``acme-prod`` never collide.
+
+Permissions are written per function as (actions, resource) pairs naming
+resources of this topology, which is what least-privilege IAM roles and Azure
+role assignments are generated from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.constants import EVENT_SOURCE
+
+ResourceKind = Literal["bucket", "queue", "table", "bus"]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """An S3 bucket or a Blob container."""
+
+    logical: str
+    name: str
+    # S3 sends its object-created events to EventBridge (Event Grid on Azure).
+    emits_object_events: bool = False
+
+
+@dataclass(frozen=True)
+class Queue:
+    """An SQS queue (Storage queue) with its dead-letter (poison) queue."""
+
+    logical: str
+    name: str
+    dlq_name: str
+    max_receive_count: int = 3
+    # AWS asks for at least six times the consumer's timeout, so a message is
+    # not handed to a second consumer while the first is still working on it.
+    visibility_timeout_s: int = 360
+    retention_s: int = 4 * 24 * 3600
+    dlq_retention_s: int = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Table:
+    """A DynamoDB table (Azure Table) keyed by partition ``pk`` and sort ``sk``."""
+
+    logical: str
+    name: str
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """Routes events matching ``pattern`` from a bus to a queue.
+
+    ``bus`` is ``default`` for AWS service events (S3) or the pipeline bus's
+    logical name. On Azure the storage rule becomes an Event Grid subscription.
+    """
+
+    logical: str
+    name: str
+    bus: str
+    pattern: dict[str, object]
+    target_queue: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A recurring invocation (EventBridge Scheduler, Azure timer trigger)."""
+
+    logical: str
+    name: str
+    expression: str
+    target_function: str
+
+
+@dataclass(frozen=True)
+class Permission:
+    """Actions a function may take on one resource of the topology."""
+
+    actions: tuple[str, ...]
+    resource: str  # logical name
+    kind: ResourceKind
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function with its handler per cloud, its trigger queue and its permissions."""
+
+    logical: str
+    name: str
+    aws_handler: str
+    trigger_queue: str
+    permissions: tuple[Permission, ...]
+    memory_mb: int = 512
+    timeout_s: int = 60
+    batch_size: int = 10
+    reserved_concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class Topology:
+    stage: str
+    buckets: tuple[Bucket, ...]
+    queues: tuple[Queue, ...]
+    tables: tuple[Table, ...]
+    bus_name: str
+    rules: tuple[EventRule, ...]
+    schedules: tuple[Schedule, ...]
+    functions: tuple[Function, ...]
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def bucket(self, logical: str) -> Bucket:
+        return _find(self.buckets, logical)
+
+    def queue(self, logical: str) -> Queue:
+        return _find(self.queues, logical)
+
+    def table(self, logical: str) -> Table:
+        return _find(self.tables, logical)
+
+    def function(self, logical: str) -> Function:
+        return _find(self.functions, logical)
+
+
+def _find[T: (Bucket, Queue, Table, Function)](items: tuple[T, ...], logical: str) -> T:
+    for item in items:
+        if item.logical == logical:
+            return item
+    raise KeyError(f"no {logical!r} in the topology")
+
+
+# The raw bucket's prefix under which uploads start the pipeline.
+DATASETS_PREFIX = "datasets/"
+
+
+def build_topology(stage: str) -> Topology:
+    """The stack for one stage. Pure: the same stage always gives the same topology."""
+    p = f"dhow-{stage}"
+    s3_read = ("s3:GetObject",)
+    s3_write = ("s3:PutObject",)
+    ddb_rw = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query")
+    sqs_consume = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    return Topology(
+        stage=stage,
+        buckets=(
+            Bucket("raw", f"{p}-raw", emits_object_events=True),
+            Bucket("staging", f"{p}-staging"),
+        ),
+        queues=(
+            Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq"),
+            # Every pipeline event, for `dhow upload --wait` and for audit.
+            # Watchers hand back events that are not theirs, which counts as a
+            # receive; the high count keeps those from reaching the DLQ.
+            Queue(
+                "events",
+                f"{p}-events",
+                f"{p}-events-dlq",
+                max_receive_count=100,
+                visibility_timeout_s=30,
+                retention_s=24 * 3600,
+            ),
+        ),
+        tables=(Table("lineage", f"{p}-lineage"),),
+        bus_name=f"{p}-pipeline",
+        rules=(
+            EventRule(
+                "raw_object_created",
+                f"{p}-raw-object-created",
+                bus="default",
+                pattern={
+                    "source": ["aws.s3"],
+                    "detail-type": ["Object Created"],
+                    "detail": {
+                        "bucket": {"name": [f"{p}-raw"]},
+                        "object": {"key": [{"prefix": DATASETS_PREFIX}]},
+                    },
+                },
+                target_queue="ingest",
+            ),
+            EventRule(
+                "all_pipeline_events",
+                f"{p}-all-pipeline-events",
+                bus="pipeline",
+                pattern={"source": [EVENT_SOURCE]},
+                target_queue="events",
+            ),
+        ),
+        schedules=(),
+        functions=(
+            Function(
+                "ingest",
+                f"{p}-ingest",
+                aws_handler="functions.ingest.aws_lambda.handler",
+                trigger_queue="ingest",
+                permissions=(
+                    Permission(("s3:GetObject",), "raw", "bucket"),
+                    # CopyObject needs GetObject on the source and PutObject on the target.
+                    Permission(s3_read + s3_write, "staging", "bucket"),
+                    Permission(ddb_rw, "lineage", "table"),
+                    Permission(("events:PutEvents",), "pipeline", "bus"),
+                    Permission(sqs_consume, "ingest", "queue"),
+                ),
+                memory_mb=512,
+                timeout_s=60,
+            ),
+        ),
+    )

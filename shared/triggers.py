@@ -1,0 +1,263 @@
+"""Parsers at the edge: raw trigger payloads in, typed objects out.
+
+Each source shape has one small parser class with an ``infer`` classmethod that
+says whether a payload is its shape (the registry pattern mangum uses for its
+handlers), so adding a source never grows an if/else chain.
+
+Shapes understood:
+- S3 event notification (``Records[].s3``), as S3 sends it to SQS/SNS/Lambda;
+- EventBridge "Object Created" from S3, and the pipeline's own events on a bus;
+- SQS batch (``Records[].body``) wrapping either of the above;
+- Azure Event Grid ``Microsoft.Storage.BlobCreated``, Event Grid or CloudEvents schema;
+- Azure Storage queue message (base64 or plain JSON) wrapping an Event Grid event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import unquote, unquote_plus, urlparse
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.constants import EVENT_SOURCE
+from shared.errors import EventParseError
+from shared.events import ObjectRef, PipelineEvent, parse_pipeline_event
+
+Json = Mapping[str, Any]
+
+
+class ObjectCreated(BaseModel):
+    """A new object in storage, whichever cloud told us about it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    container: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    sequencer: str | None = None
+    uploader: str | None = None
+    event_time: datetime | None = None
+    source_event: str  # which parser read it; for logs and lineage
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(container=self.container, key=self.key)
+
+
+class SqsMessage(BaseModel):
+    """One message of an SQS batch, as Lambda's event-source mapping hands it over."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    body: str
+    receive_count: int = 1
+
+
+def _loads(payload: str | bytes | Json) -> Json:
+    if isinstance(payload, Mapping):
+        return payload
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventParseError(
+            "trigger payload is not JSON", hint="expected an S3, EventBridge or Event Grid event"
+        ) from exc
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]  # Event Grid delivers arrays; one event per message is our wiring
+    if not isinstance(data, Mapping):
+        raise EventParseError("trigger payload is not a JSON object", hint=f"got {type(data)}")
+    return data
+
+
+class _ObjectCreatedParser:
+    name: ClassVar[str]
+
+    @classmethod
+    def infer(cls, data: Json) -> bool:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, data: Json) -> list[ObjectCreated]:
+        raise NotImplementedError
+
+
+class S3Notification(_ObjectCreatedParser):
+    name = "s3_notification"
+
+    @classmethod
+    def infer(cls, data: Json) -> bool:
+        records = data.get("Records")
+        return (
+            isinstance(records, list)
+            and bool(records)
+            and all(isinstance(r, Mapping) and r.get("eventSource") == "aws:s3" for r in records)
+        ) or data.get("Event") == "s3:TestEvent"
+
+    @classmethod
+    def parse(cls, data: Json) -> list[ObjectCreated]:
+        out = []
+        for record in data.get("Records", []):  # a TestEvent has none: nothing to do
+            if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
+                continue
+            obj = record["s3"]["object"]
+            out.append(
+                ObjectCreated(
+                    container=record["s3"]["bucket"]["name"],
+                    # S3 notifications URL-encode keys, with '+' for spaces.
+                    key=unquote_plus(obj["key"]),
+                    size=obj.get("size"),
+                    etag=obj.get("eTag"),
+                    sequencer=obj.get("sequencer"),
+                    uploader=(record.get("userIdentity") or {}).get("principalId"),
+                    event_time=record.get("eventTime"),
+                    source_event=cls.name,
+                )
+            )
+        return out
+
+
+class EventBridgeObjectCreated(_ObjectCreatedParser):
+    name = "eventbridge_s3"
+
+    @classmethod
+    def infer(cls, data: Json) -> bool:
+        return data.get("source") == "aws.s3" and data.get("detail-type") == "Object Created"
+
+    @classmethod
+    def parse(cls, data: Json) -> list[ObjectCreated]:
+        detail = data["detail"]
+        obj = detail["object"]
+        return [
+            ObjectCreated(
+                container=detail["bucket"]["name"],
+                key=obj["key"],  # EventBridge keys are not URL-encoded
+                size=obj.get("size"),
+                etag=obj.get("etag"),
+                sequencer=obj.get("sequencer"),
+                uploader=detail.get("requester"),
+                event_time=data.get("time"),
+                source_event=cls.name,
+            )
+        ]
+
+
+def _blob_path(url: str) -> tuple[str, str]:
+    """Container and blob name from a blob URL (account host or Azurite's path style)."""
+    parsed = urlparse(url)
+    parts = unquote(parsed.path).lstrip("/").split("/")
+    # Azurite and other emulators put the account first: /devstoreaccount1/container/blob
+    if parsed.hostname in ("127.0.0.1", "localhost") or (parsed.port or 443) not in (80, 443):
+        parts = parts[1:]
+    if len(parts) < 2:
+        raise EventParseError(f"blob URL has no container and name: {url!r}")
+    return parts[0], "/".join(parts[1:])
+
+
+class EventGridBlobCreated(_ObjectCreatedParser):
+    name = "eventgrid_blob_created"
+    _TYPE = "Microsoft.Storage.BlobCreated"
+
+    @classmethod
+    def infer(cls, data: Json) -> bool:
+        return cls._TYPE in (data.get("eventType"), data.get("type"))
+
+    @classmethod
+    def parse(cls, data: Json) -> list[ObjectCreated]:
+        body = data["data"]
+        container, key = _blob_path(body["url"])
+        # CloudEvents carries the time as "time", the Event Grid schema as "eventTime".
+        when = data.get("eventTime") or data.get("time")
+        return [
+            ObjectCreated(
+                container=container,
+                key=key,
+                size=body.get("contentLength"),
+                etag=body.get("eTag"),
+                sequencer=body.get("sequencer"),
+                uploader=(body.get("identity") or None),
+                event_time=when,
+                source_event=cls.name,
+            )
+        ]
+
+
+_OBJECT_PARSERS: tuple[type[_ObjectCreatedParser], ...] = (
+    S3Notification,
+    EventBridgeObjectCreated,
+    EventGridBlobCreated,
+)
+
+
+def parse_object_created(payload: str | bytes | Json) -> list[ObjectCreated]:
+    """Every object-created record in one payload of any supported storage source."""
+    data = _loads(payload)
+    for parser in _OBJECT_PARSERS:
+        if parser.infer(data):
+            try:
+                return parser.parse(data)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EventParseError(
+                    f"{parser.name} payload is missing a field: {exc}",
+                    hint="compare it with tests/events/ for the expected shape",
+                ) from exc
+    raise EventParseError(
+        "payload is not an object-created event",
+        hint="expected S3 notification, EventBridge 'Object Created' or Event Grid BlobCreated; "
+        f"top-level keys were {sorted(data)[:8]}",
+    )
+
+
+def parse_bus_event(payload: str | bytes | Json) -> PipelineEvent:
+    """A pipeline event from an EventBridge envelope or Dhow's queue envelope."""
+    data = _loads(payload)
+    if data.get("source") == EVENT_SOURCE and "detail-type" in data:
+        return parse_pipeline_event(str(data["detail-type"]), data["detail"])
+    if data.get("source") == EVENT_SOURCE and "type" in data:  # Azure queue envelope
+        return parse_pipeline_event(str(data["type"]), data["data"])
+    raise EventParseError(
+        "payload is not a Dhow pipeline event", hint=f"expected source {EVENT_SOURCE!r}"
+    )
+
+
+def sqs_messages(event: Json) -> list[SqsMessage]:
+    """The messages of an SQS batch event, as Lambda's event-source mapping delivers it."""
+    records = event.get("Records")
+    if not isinstance(records, Sequence) or not all(
+        isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records
+    ):
+        raise EventParseError(
+            "event is not an SQS batch", hint="the function must be triggered by its SQS queue"
+        )
+    return [
+        SqsMessage(
+            message_id=r["messageId"],
+            body=r["body"],
+            receive_count=int((r.get("attributes") or {}).get("ApproximateReceiveCount", 1)),
+        )
+        for r in records
+    ]
+
+
+def azure_queue_body(raw: bytes | str) -> Json:
+    """Decode an Azure Storage queue message body: JSON, or base64 of JSON.
+
+    Event Grid writes base64 to Storage queues; the Functions host usually decodes
+    it, but a message put by hand may still be encoded.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        try:
+            stripped = base64.b64decode(stripped, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise EventParseError(
+                "queue message is neither JSON nor base64 JSON", hint=f"starts with {text[:20]!r}"
+            ) from exc
+    return _loads(stripped)

@@ -1,0 +1,73 @@
+"""The composition root: builds services with the adapters for the configured cloud.
+
+Handlers and the CLI call these; nothing else picks adapters or creates clients.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from shared.ports import EventBus, LineageStore, ObjectStore
+from shared.services.ingest import IngestService
+from shared.settings import Settings
+from shared.topology import Topology, build_topology
+
+
+@dataclass(frozen=True)
+class Ports:
+    store: ObjectStore
+    bus: EventBus
+    lineage: LineageStore
+
+
+def azure_table_name(name: str) -> str:
+    """Azure table names are letters and digits only."""
+    return re.sub(r"[^A-Za-z0-9]", "", name)
+
+
+def build_ports(settings: Settings, topology: Topology | None = None) -> Ports:
+    topo = topology or build_topology(settings.stage)
+    if settings.cloud == "aws":
+        from shared.adapters.aws import (
+            DynamoLineageStore,
+            EventBridgeBus,
+            S3ObjectStore,
+            aws_client,
+        )
+
+        return Ports(
+            store=S3ObjectStore(aws_client("s3", settings)),
+            bus=EventBridgeBus(aws_client("events", settings), topo.bus_name),
+            lineage=DynamoLineageStore(
+                aws_client("dynamodb", settings), topo.table("lineage").name
+            ),
+        )
+    from shared.adapters.azure import (
+        BlobObjectStore,
+        StorageQueueBus,
+        TableLineageStore,
+        azure_clients,
+    )
+
+    clients = azure_clients(settings)
+    return Ports(
+        store=BlobObjectStore(clients.blobs),
+        bus=StorageQueueBus(clients.queues.get_queue_client(topo.queue("events").name)),
+        lineage=TableLineageStore(
+            clients.tables.get_table_client(azure_table_name(topo.table("lineage").name))
+        ),
+    )
+
+
+def build_ingest_service(settings: Settings, ports: Ports | None = None) -> IngestService:
+    topo = build_topology(settings.stage)
+    p = ports or build_ports(settings, topo)
+    return IngestService(
+        p.store,
+        p.bus,
+        p.lineage,
+        staging_container=topo.bucket("staging").name,
+        max_upload_bytes=settings.max_upload_bytes,
+        claim_seconds=settings.ingest_claim_seconds,
+    )
