@@ -60,15 +60,16 @@ class SqsMessage(BaseModel):
     receive_count: int = 1
 
 
-def _loads(payload: str | bytes | Json) -> Json:
-    if isinstance(payload, Mapping):
-        return payload
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EventParseError(
-            "trigger payload is not JSON", hint="expected an S3, EventBridge or Event Grid event"
-        ) from exc
+def _loads(payload: str | bytes | Json | list[Any]) -> Json:
+    data: Any = payload
+    if isinstance(payload, str | bytes):
+        try:
+            data = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventParseError(
+                "trigger payload is not JSON",
+                hint="expected an S3, EventBridge or Event Grid event",
+            ) from exc
     if isinstance(data, list) and len(data) == 1:
         data = data[0]  # Event Grid delivers arrays; one event per message is our wiring
     if not isinstance(data, Mapping):
@@ -195,7 +196,7 @@ _OBJECT_PARSERS: tuple[type[_ObjectCreatedParser], ...] = (
 )
 
 
-def parse_object_created(payload: str | bytes | Json) -> list[ObjectCreated]:
+def parse_object_created(payload: str | bytes | Json | list[Any]) -> list[ObjectCreated]:
     """Every object-created record in one payload of any supported storage source."""
     data = _loads(payload)
     for parser in _OBJECT_PARSERS:

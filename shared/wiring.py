@@ -53,7 +53,7 @@ def build_ports(settings: Settings, topology: Topology | None = None) -> Ports:
     clients = azure_clients(settings)
     return Ports(
         store=BlobObjectStore(clients.blobs),
-        bus=StorageQueueBus(clients.queues.get_queue_client(topo.queue("events").name)),
+        bus=StorageQueueBus(clients.queue(topo.queue("events").name)),
         lineage=TableLineageStore(
             clients.tables.get_table_client(azure_table_name(topo.table("lineage").name))
         ),

@@ -155,6 +155,11 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path |
     )
 
 
+# Popen objects of the children this process started: kept so they are reaped
+# (and not reported as leaked) when this same process stops them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(name: str, argv: list[str], env: dict[str, str], home: Path) -> ManagedProcess:
     log = home / f"{name}.log"
     with log.open("ab") as out:
@@ -167,6 +172,7 @@ def spawn(name: str, argv: list[str], env: dict[str, str], home: Path) -> Manage
             cwd=project_root(),
             start_new_session=True,  # its own process group, so stop() reaches its children
         )
+    _CHILDREN[proc.pid] = proc
     return ManagedProcess(name=name, pid=proc.pid, log=str(log))
 
 
@@ -193,6 +199,11 @@ def stop_process(proc: ManagedProcess, grace_s: float = 10.0) -> str:
 
 
 def _reap(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 

@@ -32,13 +32,27 @@ class AzureClients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     tables: TableServiceClient
+    connection_string: str
+
+    def queue(self, name: str) -> QueueClient:
+        """A queue client that writes and reads base64, as the Functions host does.
+
+        (``QueueServiceClient.get_queue_client`` does not pass its message
+        policies on, so the client is built here with them.)
+        """
+        return QueueClient.from_connection_string(
+            self.connection_string,
+            name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
 
 
 def azure_clients(settings: Settings) -> AzureClients:
     """The storage clients for the settings' account.
 
-    Queue messages are base64, which is what the Functions host's queue trigger
-    expects by default.
+    Queue messages are base64 (see ``AzureClients.queue``), which is what the
+    Functions host's queue trigger expects by default.
     """
     check_azure_location(settings.azure_location)
     conn = settings.azure_storage_connection_string
@@ -50,12 +64,9 @@ def azure_clients(settings: Settings) -> AzureClients:
         )
     return AzureClients(
         blobs=BlobServiceClient.from_connection_string(conn),
-        queues=QueueServiceClient.from_connection_string(
-            conn,
-            message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
-        ),
+        queues=QueueServiceClient.from_connection_string(conn),
         tables=TableServiceClient.from_connection_string(conn),
+        connection_string=conn,
     )
 
 

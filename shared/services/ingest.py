@@ -41,10 +41,12 @@ FORMATS_BY_SUFFIX: dict[str, DatasetFormat] = {
     ".ndjson": "jsonl",
 }
 _DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._=-][A-Za-z0-9 ._=+-]*$")
+# AWS's "safe" key characters plus space, '=' and '+'; nothing that a shell,
+# URL or path join could read as a separator.
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9!_.*'()=+,-][A-Za-z0-9 !_.*'()=+,-]*$")
 _PARQUET_MAGIC = b"PAR1"
-UPLOAD_ID_META = "dhow-upload-id"
-UPLOADER_META = "dhow-uploaded-by"
+UPLOAD_ID_META = "dhow_upload_id"
+UPLOADER_META = "dhow_uploaded_by"
 
 # Reason codes of ingest rejections; each is also a key in REJECTION_HINTS.
 REJECTION_HINTS: dict[str, str] = {

@@ -1,0 +1,104 @@
+"""Test helpers: real payloads from tests/events and in-memory port implementations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from shared.errors import DhowError, ObjectMissing
+from shared.events import ObjectRef, PipelineEvent
+from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
+
+EVENTS = Path(__file__).parent / "events"
+
+
+def load_event(name: str) -> Any:
+    """A real trigger payload from tests/events/ (JSON), or its raw text."""
+    text = (EVENTS / name).read_text()
+    return json.loads(text) if name.endswith(".json") else text
+
+
+class MemoryStore(ObjectStore):
+    """Objects in a dict; etags are a counter, as opaque as the real ones."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str], str]] = {}
+        self.copies = 0
+        self._n = 0
+
+    def _get(self, ref: ObjectRef) -> tuple[bytes, dict[str, str], str]:
+        try:
+            return self.objects[(ref.container, ref.key)]
+        except KeyError:
+            raise ObjectMissing(f"no object at {ref.uri}") from None
+
+    def head(self, ref: ObjectRef) -> ObjectInfo:
+        data, meta, etag = self._get(ref)
+        return ObjectInfo(size=len(data), etag=etag, metadata=meta)
+
+    def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
+        return self._get(ref)[0][:length]
+
+    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        data = self._get(ref)[0]
+        for i in range(0, len(data), chunk_size):
+            yield data[i : i + chunk_size]
+
+    def put_bytes(
+        self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        self._n += 1
+        self.objects[(ref.container, ref.key)] = (data, dict(metadata or {}), f"etag-{self._n}")
+
+    def upload_file(
+        self, ref: ObjectRef, path: Path, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        self.put_bytes(ref, path.read_bytes(), metadata)
+
+    def copy(
+        self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        self.copies += 1
+        self.put_bytes(target, self._get(source)[0], metadata)
+
+
+class MemoryBus(EventBus):
+    def __init__(self, fail_times: int = 0) -> None:
+        self.events: list[PipelineEvent] = []
+        self.fail_times = fail_times
+
+    def publish(self, event: PipelineEvent) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise DhowError("bus unavailable", reason="event_publish_failed")
+        self.events.append(event)
+
+
+class MemoryLineage(LineageStore):
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], LineageRecord] = {}
+
+    def put_if_absent(self, record: LineageRecord) -> bool:
+        if (record.dataset, record.record_id) in self.rows:
+            return False
+        self.rows[(record.dataset, record.record_id)] = record
+        return True
+
+    def get(self, dataset: str, record_id: str) -> LineageRecord | None:
+        return self.rows.get((dataset, record_id))
+
+    def replace(self, record: LineageRecord, expected_revision: int) -> bool:
+        current = self.rows.get((record.dataset, record.record_id))
+        if current is None or current.revision != expected_revision:
+            return False
+        self.rows[(record.dataset, record.record_id)] = record.model_copy(
+            update={"revision": expected_revision + 1}
+        )
+        return True
+
+    def list(self, dataset: str) -> list[LineageRecord]:
+        return sorted(
+            (r for (d, _), r in self.rows.items() if d == dataset), key=lambda r: r.created_at
+        )

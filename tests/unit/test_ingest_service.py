@@ -1,0 +1,170 @@
+"""Ingest service with in-memory ports: checks, idempotency, crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.errors import DhowError, IngestInProgress
+from shared.events import DatasetIngested, DatasetRejected, ObjectRef
+from shared.services.ingest import IngestService, dataset_of
+from shared.triggers import ObjectCreated
+from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+
+RAW, STAGING = "dhow-t-raw", "dhow-t-staging"
+CSV = b"customer_id,age\nC1,30\nC2,41\n"
+PARQUET_HEAD = b"PAR1" + b"\x00" * 64 + b"PAR1"
+
+
+def make(
+    max_bytes: int = 1024, bus: MemoryBus | None = None
+) -> tuple[IngestService, MemoryStore, MemoryBus, MemoryLineage]:
+    store, lineage = MemoryStore(), MemoryLineage()
+    bus = bus or MemoryBus()
+    svc = IngestService(
+        store, bus, lineage, staging_container=STAGING, max_upload_bytes=max_bytes, claim_seconds=60
+    )
+    return svc, store, bus, lineage
+
+
+def upload(store: MemoryStore, key: str, data: bytes, **meta: str) -> ObjectCreated:
+    store.put_bytes(ObjectRef(container=RAW, key=key), data, meta)
+    return ObjectCreated(container=RAW, key=key, size=len(data), source_event="test")
+
+
+def test_good_upload_is_hashed_staged_recorded_and_announced() -> None:
+    svc, store, bus, lineage = make()
+    obj = upload(
+        store, "datasets/customers/jan.csv", CSV, dhow_upload_id="u-1", dhow_uploaded_by="amal"
+    )
+    out = svc.handle(obj)
+    sha = hashlib.sha256(CSV).hexdigest()
+    assert out.status == "ingested"
+    assert out.sha256 == sha
+    staged_key = f"datasets/customers/sha256={sha}/data.csv"
+    assert store.objects[(STAGING, staged_key)][0] == CSV
+    assert store.objects[(RAW, obj.key)][0] == CSV  # the upload stays where it was
+    [event] = bus.events
+    assert isinstance(event, DatasetIngested)
+    assert (event.sha256, event.correlation_id, event.uploader) == (sha, "u-1", "amal")
+    [row] = lineage.list("customers")
+    assert row.status == "ingested"
+    assert row.attributes["version"] == sha[:12]
+    assert row.attributes["size_bytes"] == len(CSV)
+    assert row.attributes["source"] == f"{RAW}/{obj.key}"
+
+
+def test_same_object_delivered_twice_gives_one_row_and_one_event() -> None:
+    svc, store, bus, lineage = make()
+    obj = upload(store, "datasets/customers/jan.csv", CSV)
+    assert svc.handle(obj).status == "ingested"
+    assert svc.handle(obj).status == "duplicate"
+    assert len(bus.events) == 1
+    assert len(lineage.rows) == 1
+    assert store.copies == 1
+
+
+def test_same_bytes_under_another_name_are_the_same_version() -> None:
+    svc, store, bus, _ = make()
+    svc.handle(upload(store, "datasets/customers/a.csv", CSV))
+    assert svc.handle(upload(store, "datasets/customers/b.csv", CSV)).status == "duplicate"
+    assert len(bus.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "data", "reason"),
+    [
+        ("datasets/customers/empty.csv", b"", "empty_object"),
+        ("datasets/customers/big.csv", b"x" * 1025, "object_too_large"),
+        ("datasets/customers/sheet.xlsx", b"PK\x03\x04", "unsupported_format"),
+        ("datasets/customers/noext", CSV, "unsupported_format"),
+        ("datasets/customers/fake.parquet", CSV, "format_mismatch"),
+        ("datasets/customers/fake.jsonl", CSV, "format_mismatch"),
+        ("datasets/customers/binary.csv", PARQUET_HEAD, "format_mismatch"),
+        ("datasets/customers/../../etc/passwd.csv", CSV, "key_outside_prefix"),
+        ("datasets/customers/%2e%2e/x.csv", CSV, "key_outside_prefix"),
+        ("datasets//x.csv", CSV, "key_outside_prefix"),
+        ("datasets/customers.csv", CSV, "key_outside_prefix"),
+        ("uploads/customers/x.csv", CSV, "key_outside_prefix"),
+        ("datasets/customers\\..\\x.csv", CSV, "key_outside_prefix"),
+        ("datasets/Customers!/x.csv", CSV, "invalid_dataset_name"),
+    ],
+)
+def test_bad_uploads_are_rejected_with_reason_and_left_in_place(
+    key: str, data: bytes, reason: str
+) -> None:
+    svc, store, bus, lineage = make()
+    obj = upload(store, key, data, dhow_upload_id="u-9")
+    out = svc.handle(obj)
+    assert (out.status, out.reason) == ("rejected", reason)
+    assert store.objects[(RAW, key)][0] == data  # nothing deleted or moved
+    assert not any(c == STAGING for c, _ in store.objects)
+    [event] = bus.events
+    assert isinstance(event, DatasetRejected)
+    assert event.reason == reason
+    assert event.stage == "ingest"
+    [row] = [r for r in lineage.rows.values()]
+    assert row.attributes["reason"] == reason
+    assert row.status == "rejected"
+    # The same rejection delivered again is recorded once.
+    svc.handle(obj)
+    assert len(bus.events) == 1
+    assert len(lineage.rows) == 1
+
+
+def test_good_formats_pass_the_sniff() -> None:
+    svc, store, _, _ = make()
+    assert svc.handle(upload(store, "datasets/d/a.parquet", PARQUET_HEAD)).status == "ingested"
+    assert svc.handle(upload(store, "datasets/d/b.jsonl", b'{"a": 1}\n')).status == "ingested"
+    assert svc.handle(upload(store, "datasets/d/c.ndjson", b'\xef\xbb\xbf{"a": 2}\n')).status == (
+        "ingested"
+    )
+
+
+def test_vanished_object_is_not_an_error_and_writes_nothing() -> None:
+    svc, _, bus, lineage = make()
+    obj = ObjectCreated(container=RAW, key="datasets/d/gone.csv", source_event="test")
+    assert svc.handle(obj).status == "missing"
+    assert bus.events == []
+    assert lineage.rows == {}
+
+
+def test_a_publish_failure_is_finished_by_the_retry() -> None:
+    """Crash between claim and publish: the row stays 'claimed' and the retry completes it."""
+    svc, store, bus, lineage = make(bus=MemoryBus(fail_times=1))
+    obj = upload(store, "datasets/d/a.csv", CSV)
+    with pytest.raises(DhowError):
+        svc.handle(obj)
+    [row] = lineage.rows.values()
+    assert row.status == "claimed"
+    # A retry inside the claim window backs off rather than racing the first delivery.
+    with pytest.raises(IngestInProgress):
+        svc.handle(obj)
+    # Once the claim is stale (its holder died), the next delivery takes it over.
+    key = (row.dataset, row.record_id)
+    lineage.rows[key] = row.model_copy(
+        update={"updated_at": datetime.now(UTC) - timedelta(hours=1)}
+    )
+    assert svc.handle(obj).status == "ingested"
+    assert len(bus.events) == 1
+    assert lineage.rows[key].status == "ingested"
+
+
+def test_a_rejection_whose_event_failed_is_announced_on_retry() -> None:
+    svc, store, bus, lineage = make(bus=MemoryBus(fail_times=1))
+    obj = upload(store, "datasets/d/empty.csv", b"")
+    with pytest.raises(DhowError):
+        svc.handle(obj)
+    assert svc.handle(obj).status == "rejected"
+    assert len(bus.events) == 1
+    assert next(iter(lineage.rows.values())).status == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("key", "dataset"),
+    [("datasets/customers/x.csv", "customers"), ("datasets/a-b_c/2026/q3/x (1).csv", "a-b_c")],
+)
+def test_dataset_names_come_from_the_prefix(key: str, dataset: str) -> None:
+    assert dataset_of(key) == (dataset, None)

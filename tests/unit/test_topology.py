@@ -1,0 +1,49 @@
+"""The topology is self-consistent: everything a function names exists."""
+
+from __future__ import annotations
+
+from shared.topology import build_topology
+
+
+def test_names_derive_from_stage_and_do_not_collide() -> None:
+    a, b = build_topology("local"), build_topology("acme-prod")
+    names_a = {x.name for x in (*a.buckets, *a.queues, *a.tables, *a.functions)}
+    names_b = {x.name for x in (*b.buckets, *b.queues, *b.tables, *b.functions)}
+    assert names_a.isdisjoint(names_b)
+    assert build_topology("local") == a  # pure
+
+
+def test_every_reference_resolves() -> None:
+    t = build_topology("local")
+    logical = {
+        "bucket": {b.logical for b in t.buckets},
+        "queue": {q.logical for q in t.queues},
+        "table": {x.logical for x in t.tables},
+        "bus": {"pipeline"},
+    }
+    for fn in t.functions:
+        assert fn.trigger_queue in logical["queue"]
+        for perm in fn.permissions:
+            assert perm.resource in logical[perm.kind], (fn.name, perm)
+            assert all("*" not in action for action in perm.actions)
+    for rule in t.rules:
+        assert rule.target_queue in logical["queue"]
+
+
+def test_queues_have_dlqs_and_room_for_their_consumer() -> None:
+    t = build_topology("local")
+    for q in t.queues:
+        assert q.dlq_name.endswith("-dlq")
+        assert q.max_receive_count >= 1
+    for fn in t.functions:
+        assert t.queue(fn.trigger_queue).visibility_timeout_s >= 6 * fn.timeout_s
+
+
+def test_raw_uploads_route_to_ingest() -> None:
+    t = build_topology("local")
+    rule = next(r for r in t.rules if r.target_queue == "ingest")
+    assert rule.pattern["source"] == ["aws.s3"]
+    assert rule.pattern["detail"] == {
+        "bucket": {"name": ["dhow-local-raw"]},
+        "object": {"key": [{"prefix": "datasets/"}]},
+    }
