@@ -8,10 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import DhowError, ObjectMissing
-from shared.events import ObjectRef, PipelineEvent
+from shared.events import DatasetRejected, ObjectRef, PipelineEvent
 from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
 
 EVENTS = Path(__file__).parent / "events"
+
+
+def sample_rejected() -> DatasetRejected:
+    """A small, valid pipeline event for adapter and parser tests."""
+    return DatasetRejected(
+        dataset="d",
+        correlation_id="c",
+        stage="ingest",
+        reason="empty_object",
+        message="m",
+        source=ObjectRef(container="raw", key="datasets/d/x.csv"),
+    )
 
 
 def load_event(name: str) -> Any:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from shared.adapters.aws import aws_client
+from shared.adapters.aws import DynamoLineageStore, aws_client
 from shared.settings import Settings
 from shared.topology import Topology
 from shared.wiring import azure_table_name
@@ -107,25 +107,7 @@ def provision_aws(settings: Settings, topo: Topology) -> Provisioned:
         out.rules.append(rule.name)
 
     for table in topo.tables:
-        try:
-            ddb.create_table(
-                TableName=table.name,
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            ddb.get_waiter("table_exists").wait(
-                TableName=table.name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
-                raise
+        DynamoLineageStore.create_table(ddb, table.name)
         out.tables.append(table.name)
     return out
 

@@ -174,6 +174,31 @@ class DynamoLineageStore(LineageStore):
         self._table = table_name
 
     @staticmethod
+    def create_table(client: DynamoDBClient, table_name: str) -> bool:
+        """Create the table this store expects; False if it already exists."""
+        try:
+            client.create_table(
+                TableName=table_name,
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceInUseException":
+                return False
+            raise
+        client.get_waiter("table_exists").wait(
+            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+        )
+        return True
+
+    @staticmethod
     def _item(record: LineageRecord) -> dict[str, Any]:
         return {
             "pk": {"S": record.dataset},

@@ -15,10 +15,10 @@ from shared.adapters.azure import (
     TableLineageStore,
     azure_clients,
 )
-from shared.events import DatasetRejected, ObjectRef
 from shared.ports import LineageStore, ObjectStore
 from shared.settings import Settings
 from shared.triggers import azure_queue_body, parse_bus_event
+from tests.helpers import sample_rejected
 from tests.port_contracts import LineageStoreContract, ObjectStoreContract
 
 
@@ -50,14 +50,7 @@ def test_storage_queue_bus_delivers_base64_envelopes(clients: AzureClients, azur
     name = f"t{uuid.uuid4().hex[:12]}"
     clients.queues.create_queue(name)
     bus = StorageQueueBus(clients.queue(name))
-    event = DatasetRejected(
-        dataset="d",
-        correlation_id="c",
-        stage="ingest",
-        reason="empty_object",
-        message="m",
-        source=ObjectRef(container="raw", key="datasets/d/x.csv"),
-    )
+    event = sample_rejected()
     bus.publish(event)
     # Peek decoded, as the Functions host reads it (it decodes base64 first).
     decoded = QueueClient.from_connection_string(

@@ -9,10 +9,10 @@ import pytest
 from moto import mock_aws
 
 from shared.adapters.aws import DynamoLineageStore, EventBridgeBus, S3ObjectStore, aws_client
-from shared.events import DatasetRejected, ObjectRef
+from shared.events import DatasetRejected
 from shared.ports import LineageStore, ObjectStore
 from shared.settings import Settings
-from tests.helpers import MemoryLineage, MemoryStore
+from tests.helpers import MemoryLineage, MemoryStore, sample_rejected
 from tests.port_contracts import LineageStoreContract, ObjectStoreContract
 
 SETTINGS = Settings()
@@ -55,18 +55,8 @@ class TestDynamoLineageStore(LineageStoreContract):
     @pytest.fixture
     def lineage(self) -> LineageStore:
         ddb = aws_client("dynamodb", SETTINGS)
-        ddb.create_table(
-            TableName="lineage",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        assert DynamoLineageStore.create_table(ddb, "lineage")
+        assert not DynamoLineageStore.create_table(ddb, "lineage")  # idempotent
         return DynamoLineageStore(ddb, "lineage")
 
 
@@ -87,14 +77,7 @@ def test_eventbridge_bus_sends_the_typed_event_to_the_pipeline_bus() -> None:
         Name="all", EventBusName="pipe", EventPattern=json.dumps({"source": ["dhow.pipeline"]})
     )
     events.put_targets(Rule="all", EventBusName="pipe", Targets=[{"Id": "t", "Arn": arn}])
-    event = DatasetRejected(
-        dataset="d",
-        correlation_id="c",
-        stage="ingest",
-        reason="empty_object",
-        message="m",
-        source=ObjectRef(container="raw", key="datasets/d/x.csv"),
-    )
+    event = sample_rejected()
     EventBridgeBus(events, "pipe").publish(event)
     [msg] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1)["Messages"]
     body = json.loads(msg["Body"])

@@ -7,14 +7,13 @@ import json
 import pytest
 
 from shared.errors import EventParseError
-from shared.events import DatasetRejected, ObjectRef
 from shared.triggers import (
     azure_queue_body,
     parse_bus_event,
     parse_object_created,
     sqs_messages,
 )
-from tests.helpers import load_event
+from tests.helpers import load_event, sample_rejected
 
 
 def test_eventbridge_object_created() -> None:
@@ -95,15 +94,7 @@ def test_queue_garbage_is_refused() -> None:
 
 
 def test_pipeline_event_from_eventbridge_and_queue_envelopes() -> None:
-    ref = ObjectRef(container="raw", key="datasets/a/b.csv")
-    event = DatasetRejected(
-        dataset="a",
-        correlation_id="c",
-        stage="ingest",
-        reason="empty_object",
-        message="m",
-        source=ref,
-    )
+    event = sample_rejected()
     detail = json.loads(event.model_dump_json())
     via_bus = {"source": "dhow.pipeline", "detail-type": "DatasetRejected", "detail": detail}
     via_queue = {"source": "dhow.pipeline", "type": "DatasetRejected", "data": detail}
