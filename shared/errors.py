@@ -40,10 +40,10 @@ class EventParseError(DhowError):
     reason = "event_unparseable"
 
 
-class IngestInProgress(DhowError):
-    """Another delivery of the same object is being ingested right now; retry later."""
+class WorkInProgress(DhowError):
+    """Another delivery is doing the same work right now; retry later."""
 
-    reason = "ingest_in_progress"
+    reason = "work_in_progress"
 
 
 class ObjectMissing(DhowError):

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from shared.errors import IngestInProgress, ObjectMissing
+from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
+from shared.services.claims import claim, complete
 from shared.topology import DATASETS_PREFIX
 from shared.triggers import ObjectCreated
 
@@ -199,31 +200,13 @@ class IngestService:
             created_at=now,
             updated_at=now,
         )
-        claimed = row
-        if not self._lineage.put_if_absent(row):
-            existing = self._lineage.get(dataset, row.record_id)
-            if existing is None:  # deleted in between; let the retry start clean
-                raise IngestInProgress(f"lineage row for {sha[:12]} changed under us")
-            if existing.status == "ingested":
-                log.info("duplicate delivery", extra={"dataset": dataset, "sha256": sha})
-                return IngestOutcome(
-                    status="duplicate",
-                    dataset=dataset,
-                    sha256=sha,
-                    staged=ObjectRef(container=self._staging, key=staged.key),
-                )
-            if now - existing.updated_at < self._claim:
-                raise IngestInProgress(
-                    f"{dataset} version {sha[:12]} is being ingested by another delivery",
-                    hint="the message will be retried after its visibility timeout",
-                )
-            # A stale claim: its holder died. Take it over, keeping the first upload's facts.
-            claimed = existing.model_copy(update={"updated_at": now})
-            if not self._lineage.replace(claimed, existing.revision):
-                raise IngestInProgress(f"another delivery took over {dataset} {sha[:12]}")
-            claimed = claimed.model_copy(update={"revision": existing.revision + 1})
-            correlation = str(existing.attributes.get("correlation_id") or correlation)
-            uploader = existing.attributes.get("uploader") or uploader
+        claimed = claim(self._lineage, row, self._claim, done_statuses={"ingested"})
+        if claimed.done:
+            log.info("duplicate delivery", extra={"dataset": dataset, "sha256": sha})
+            return IngestOutcome(status="duplicate", dataset=dataset, sha256=sha, staged=staged)
+        # After a takeover, the first delivery's facts stand.
+        correlation = str(claimed.record.attributes.get("correlation_id") or correlation)
+        uploader = claimed.record.attributes.get("uploader") or uploader
 
         if not self._store.exists(staged):
             self._store.copy(
@@ -243,8 +226,7 @@ class IngestService:
                 uploader=uploader,
             )
         )
-        done = claimed.model_copy(update={"status": "ingested", "updated_at": datetime.now(UTC)})
-        self._lineage.replace(done, claimed.revision)
+        complete(self._lineage, claimed, "ingested")
         return IngestOutcome(status="ingested", dataset=dataset, sha256=sha, staged=staged)
 
     def _reject(

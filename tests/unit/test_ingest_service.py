@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.errors import DhowError, IngestInProgress
+from shared.errors import DhowError, WorkInProgress
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.services.ingest import IngestService, dataset_of
 from shared.triggers import ObjectCreated
@@ -140,7 +140,7 @@ def test_a_publish_failure_is_finished_by_the_retry() -> None:
     [row] = lineage.rows.values()
     assert row.status == "claimed"
     # A retry inside the claim window backs off rather than racing the first delivery.
-    with pytest.raises(IngestInProgress):
+    with pytest.raises(WorkInProgress):
         svc.handle(obj)
     # Once the claim is stale (its holder died), the next delivery takes it over.
     key = (row.dataset, row.record_id)
