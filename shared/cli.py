@@ -19,7 +19,13 @@ from typing import Any, NoReturn
 import click
 
 from shared.errors import DhowError, PlatformError
-from shared.events import DatasetIngested, DatasetRejected, ObjectRef, PipelineEvent
+from shared.events import (
+    DatasetIngested,
+    DatasetRejected,
+    DatasetValidated,
+    ObjectRef,
+    PipelineEvent,
+)
 from shared.services.ingest import (
     UPLOAD_ID_META,
     UPLOADER_META,
@@ -31,8 +37,8 @@ from shared.settings import Settings
 from shared.topology import DATASETS_PREFIX, build_topology
 
 EXIT_REJECTED, EXIT_CONFIG, EXIT_TIMEOUT, EXIT_PLATFORM = 1, 2, 3, 4
-# Events after which `upload --wait` has nothing more to follow (for now: ingest's answer).
-TERMINAL_EVENTS: tuple[type[PipelineEvent], ...] = (DatasetIngested, DatasetRejected)
+# Events after which `upload --wait` has nothing more to follow (for now: validation's answer).
+TERMINAL_EVENTS: tuple[type[PipelineEvent], ...] = (DatasetValidated, DatasetRejected)
 
 
 def _emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
@@ -157,8 +163,12 @@ def _describe(event: PipelineEvent) -> str:
             f"version {event.sha256[:12]}, {event.size_bytes} bytes, {event.format}, "
             f"staged at {event.staged.uri}"
         )
+    if isinstance(event, DatasetValidated):
+        return f"{event.rows} rows, spec {event.spec_version}, curated at {event.curated.uri}"
     if isinstance(event, DatasetRejected):
-        return f"[{event.reason}] {event.message}"
+        where = f"\n{'':31}quarantined at {event.quarantined.uri}" if event.quarantined else ""
+        report = f"\n{'':31}report: {event.report.uri}" if event.report else ""
+        return f"[{event.reason}] {event.message}{where}{report}"
     return event.model_dump_json(exclude={"event_id", "occurred_at", "correlation_id"})
 
 
@@ -263,7 +273,7 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
                 )
             if isinstance(tapped.event, TERMINAL_EVENTS):
                 final = tapped.event
-    ok = isinstance(final, DatasetIngested)
+    ok = isinstance(final, DatasetValidated)
     payload = {
         "ok": ok,
         "upload_id": upload_id,
@@ -320,6 +330,150 @@ def lineage(dataset: str, as_json: bool) -> None:
         {"ok": True, "dataset": dataset, "records": [r.model_dump(mode="json") for r in rows]},
         text,
     )
+
+
+@main.group()
+def dataset() -> None:
+    """Dataset specs: infer one from a trusted sample, validate a file offline."""
+
+
+def _read_sample(path: Path) -> Any:
+    import pandas as pd
+
+    fmt = format_of(path.name)
+    if fmt == "csv":
+        return pd.read_csv(path)
+    if fmt == "parquet":
+        return pd.read_parquet(path)
+    if fmt == "jsonl":
+        return pd.read_json(path, lines=True)
+    raise DhowError(f"{path.name} is not .csv, .parquet or .jsonl", reason="unsupported_format")
+
+
+@dataset.command("init")
+@click.argument("name")
+@click.option(
+    "--from",
+    "sample",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A trusted sample of the data.",
+)
+@click.option("--target", required=True, help="The column a model will predict.")
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "regression"]),
+    help="Inferred from the target when not given.",
+)
+@click.option("--unique", multiple=True, help="A column whose values must be unique (repeat).")
+@click.option(
+    "--specs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where specs live (default: $DHOW_SPECS_DIR, else shared/specs).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing spec.")
+@json_option
+def dataset_init(
+    name: str,
+    sample: Path,
+    target: str,
+    task: str | None,
+    unique: tuple[str, ...],
+    specs_dir: Path | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Infer NAME's spec from a sample with pandera, and write it for review."""
+    from shared.specs import infer_spec
+    from shared.specs import specs_dir as default_dir
+
+    try:
+        if dataset_of(f"{DATASETS_PREFIX}{name}/x.csv")[0] is None:
+            raise DhowError(
+                f"{name!r} is not a valid dataset name",
+                reason="invalid_dataset_name",
+                hint="1-63 lowercase letters, digits, '-' or '_'",
+            )
+        target_path = default_dir(specs_dir) / f"{name}.yaml"
+        if target_path.exists() and not force:
+            raise DhowError(
+                f"{target_path} exists",
+                reason="spec_exists",
+                hint="review and edit it, or pass --force to regenerate it",
+            )
+        spec = infer_spec(
+            name,
+            _read_sample(sample),
+            target,
+            task="classification"
+            if task == "classification"
+            else "regression"
+            if task == "regression"
+            else None,
+            unique=list(unique),
+        )
+        target_path.parent.mkdir(parents=True, exist_ok=True)
+        target_path.write_text(spec.to_yaml())
+    except DhowError as exc:
+        _fail(as_json, exc)
+    _emit(
+        as_json,
+        {
+            "ok": True,
+            "path": str(target_path),
+            "spec_version": spec.spec_version,
+            "task": spec.task,
+            "columns": spec.columns,
+        },
+        lambda: click.echo(
+            f"wrote {target_path} ({len(spec.columns)} columns, task "
+            f"{spec.task}, version {spec.spec_version}); review it before "
+            "deploying"
+        ),
+    )
+
+
+@dataset.command("validate")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--specs-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per chunk.")
+@json_option
+def dataset_validate(
+    name: str, file: Path, specs_dir: Path | None, chunk_rows: int, as_json: bool
+) -> None:
+    """Validate FILE against NAME's spec offline, as the validate function would (exit 1 if not)."""
+    from shared.specs import load_spec
+    from shared.validation import validate_file
+
+    fmt = format_of(file.name)
+    try:
+        if fmt is None:
+            raise DhowError(
+                f"{file.name!r} is not .csv, .parquet or .jsonl",
+                reason="unsupported_format",
+                hint="convert the file first",
+            )
+        report = validate_file(file, fmt, load_spec(name, specs_dir), chunk_rows=chunk_rows).report
+    except DhowError as exc:
+        _fail(as_json, exc)
+
+    def text() -> None:
+        colour = "green" if report.ok else "red"
+        click.secho(
+            f"{'PASS' if report.ok else 'FAIL'} {report.reason or ''} {report.message}", fg=colour
+        )
+        if report.hint:
+            click.echo(f"  what to do: {report.hint}")
+        for c in report.checks[:20]:
+            examples = ", ".join(repr(e) for e in c.examples)
+            click.echo(f"  {c.failures:>7}  {c.column or '(table)'}: {c.check}  e.g. {examples}")
+        for f in report.failure_cases[:10]:
+            click.echo(f"  row {f.row}: {f.column} {f.check} = {f.value!r}")
+
+    _emit(as_json, report.model_dump(mode="json"), text)
+    if not report.ok:
+        sys.exit(EXIT_REJECTED)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,16 @@ DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024**3
 
 # Source name of the pipeline's own events on the event bus.
 EVENT_SOURCE = "dhow.pipeline"
+
+# Where dataset specs are read from (default: the specs shipped in shared/specs/).
+SPECS_DIR = "DHOW_SPECS_DIR"
+# Files above this size are validated by a managed job instead of the function.
+VALIDATE_INLINE_MAX_BYTES = "DHOW_VALIDATE_INLINE_MAX_BYTES"
+# Deploy-time facts of the managed validation job (set by the stack; absent locally).
+PROCESSING_IMAGE_URI = "DHOW_PROCESSING_IMAGE_URI"
+SAGEMAKER_ROLE_ARN = "DHOW_SAGEMAKER_ROLE_ARN"
+KMS_KEY_ID = "DHOW_KMS_KEY_ID"
+PRIVATE_SUBNETS = "DHOW_PRIVATE_SUBNETS"  # comma-separated
+SECURITY_GROUPS = "DHOW_SECURITY_GROUPS"  # comma-separated
+# Rows per validation chunk: bounds the function's memory whatever the file size.
+VALIDATE_CHUNK_ROWS = "DHOW_VALIDATE_CHUNK_ROWS"

@@ -61,6 +61,19 @@ class ObjectStore(abc.ABC):
     ) -> None:
         """Stream a local file up (multipart where the service needs it)."""
 
+    @abc.abstractmethod
+    def delete(self, ref: ObjectRef) -> None:
+        """Remove an object; no error if it is already gone."""
+
+    def download(self, ref: ObjectRef, path: Path) -> int:
+        """Stream the object to a local file; returns its size."""
+        size = 0
+        with path.open("wb") as f:
+            for chunk in self.iter_chunks(ref):
+                f.write(chunk)
+                size += len(chunk)
+        return size
+
     def exists(self, ref: ObjectRef) -> bool:
         try:
             self.head(ref)
@@ -146,3 +159,25 @@ class EventTap(abc.ABC):
     @abc.abstractmethod
     def release(self, tapped: TappedEvent) -> None:
         """Hand an event that belongs to someone else back to the queue at once."""
+
+
+class ValidationJobRequest(BaseModel):
+    """A validation too large for a function, handed to a managed job running the same code."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    sha256: str
+    spec_version: str
+    source: ObjectRef
+    staged: ObjectRef
+    size_bytes: int
+    correlation_id: str
+
+
+class ValidationJobLauncher(abc.ABC):
+    """Managed batch jobs (SageMaker Processing, Azure ML) running `shared.jobs.validate`."""
+
+    @abc.abstractmethod
+    def launch(self, request: ValidationJobRequest) -> str:
+        """Start the job (idempotently: the name derives from the request); returns its name."""

@@ -56,6 +56,14 @@ class Settings:
     azure_storage_connection_string: str | None = None
     max_upload_bytes: int = c.DEFAULT_MAX_UPLOAD_BYTES
     ingest_claim_seconds: int = 900
+    specs_dir: str | None = None
+    validate_inline_max_bytes: int = 2 * 1024**3
+    validate_chunk_rows: int = 100_000
+    processing_image_uri: str | None = None
+    sagemaker_role_arn: str | None = None
+    kms_key_id: str | None = None
+    private_subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cloud not in ("aws", "azure"):
@@ -98,6 +106,14 @@ class Settings:
             azure_storage_connection_string=env.get(c.AZURE_STORAGE_CONNECTION_STRING) or None,
             max_upload_bytes=_int(env, c.MAX_UPLOAD_BYTES, c.DEFAULT_MAX_UPLOAD_BYTES),
             ingest_claim_seconds=_int(env, c.INGEST_CLAIM_SECONDS, 900),
+            specs_dir=env.get(c.SPECS_DIR) or None,
+            validate_inline_max_bytes=_int(env, c.VALIDATE_INLINE_MAX_BYTES, 2 * 1024**3),
+            validate_chunk_rows=_int(env, c.VALIDATE_CHUNK_ROWS, 100_000),
+            processing_image_uri=env.get(c.PROCESSING_IMAGE_URI) or None,
+            sagemaker_role_arn=env.get(c.SAGEMAKER_ROLE_ARN) or None,
+            kms_key_id=env.get(c.KMS_KEY_ID) or None,
+            private_subnets=_csv(env.get(c.PRIVATE_SUBNETS)),
+            security_groups=_csv(env.get(c.SECURITY_GROUPS)),
         )
 
 
@@ -107,6 +123,10 @@ def _cloud(value: str) -> Cloud:
     if value == "azure":
         return "azure"
     raise ConfigError(f"unknown cloud {value!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'")
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

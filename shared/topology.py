@@ -16,7 +16,7 @@ from typing import Literal
 
 from shared.constants import EVENT_SOURCE
 
-ResourceKind = Literal["bucket", "queue", "table", "bus"]
+ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs"]
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,13 @@ def build_topology(stage: str) -> Topology:
         buckets=(
             Bucket("raw", f"{p}-raw", emits_object_events=True),
             Bucket("staging", f"{p}-staging"),
+            Bucket("curated", f"{p}-curated"),
+            Bucket("quarantine", f"{p}-quarantine"),
         ),
         queues=(
             Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq"),
+            # Validation of up to the inline limit takes minutes, not seconds.
+            Queue("validate", f"{p}-validate", f"{p}-validate-dlq", visibility_timeout_s=6 * 900),
             # Every pipeline event, for `dhow upload --wait` and for audit.
             # Watchers hand back events that are not theirs, which counts as a
             # receive; the high count keeps those from reaching the DLQ.
@@ -182,6 +186,13 @@ def build_topology(stage: str) -> Topology:
                 target_queue="ingest",
             ),
             EventRule(
+                "dataset_ingested",
+                f"{p}-dataset-ingested",
+                bus="pipeline",
+                pattern={"source": [EVENT_SOURCE], "detail-type": ["DatasetIngested"]},
+                target_queue="validate",
+            ),
+            EventRule(
                 "all_pipeline_events",
                 f"{p}-all-pipeline-events",
                 bus="pipeline",
@@ -206,6 +217,26 @@ def build_topology(stage: str) -> Topology:
                 ),
                 memory_mb=512,
                 timeout_s=60,
+            ),
+            Function(
+                "validate",
+                f"{p}-validate",
+                aws_handler="functions.validate.aws_lambda.handler",
+                trigger_queue="validate",
+                permissions=(
+                    # Move to quarantine = copy + delete of the staged object.
+                    Permission(("s3:GetObject", "s3:DeleteObject"), "staging", "bucket"),
+                    Permission(s3_write, "curated", "bucket"),
+                    Permission(s3_read + s3_write, "quarantine", "bucket"),
+                    Permission(ddb_rw, "lineage", "table"),
+                    Permission(("events:PutEvents",), "pipeline", "bus"),
+                    Permission(sqs_consume, "validate", "queue"),
+                    Permission(("sagemaker:CreateProcessingJob",), "processing_jobs", "jobs"),
+                ),
+                # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file.
+                memory_mb=3008,
+                timeout_s=900,
+                batch_size=1,
             ),
         ),
     )

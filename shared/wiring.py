@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from shared.ports import EventBus, LineageStore, ObjectStore
+from shared.ports import EventBus, LineageStore, ObjectStore, ValidationJobLauncher
 from shared.services.ingest import IngestService
+from shared.services.validate import ValidateService
 from shared.settings import Settings
 from shared.topology import Topology, build_topology
 
@@ -57,6 +58,49 @@ def build_ports(settings: Settings, topology: Topology | None = None) -> Ports:
         lineage=TableLineageStore(
             clients.tables.get_table_client(azure_table_name(topo.table("lineage").name))
         ),
+    )
+
+
+def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
+    """The managed job runner, where the stack configured one (never locally)."""
+    if settings.cloud != "aws" or not (
+        settings.processing_image_uri and settings.sagemaker_role_arn
+    ):
+        return None
+    from shared.adapters.aws import ProcessingJobConfig, SageMakerValidationJobs, aws_client
+
+    env = {
+        "DHOW_CLOUD": settings.cloud,
+        "DHOW_STAGE": settings.stage,
+        "AWS_REGION": settings.aws_region,
+    }
+    return SageMakerValidationJobs(
+        aws_client("sagemaker", settings),
+        ProcessingJobConfig(
+            image_uri=settings.processing_image_uri,
+            role_arn=settings.sagemaker_role_arn,
+            kms_key_id=settings.kms_key_id,
+            subnets=settings.private_subnets,
+            security_groups=settings.security_groups,
+            environment=tuple(sorted(env.items())),
+        ),
+    )
+
+
+def build_validate_service(settings: Settings, ports: Ports | None = None) -> ValidateService:
+    topo = build_topology(settings.stage)
+    p = ports or build_ports(settings, topo)
+    return ValidateService(
+        p.store,
+        p.bus,
+        p.lineage,
+        curated_container=topo.bucket("curated").name,
+        quarantine_container=topo.bucket("quarantine").name,
+        specs_dir=settings.specs_dir,
+        inline_max_bytes=settings.validate_inline_max_bytes,
+        chunk_rows=settings.validate_chunk_rows,
+        claim_seconds=settings.ingest_claim_seconds,
+        jobs=build_validation_jobs(settings),
     )
 
 

@@ -69,6 +69,9 @@ class MemoryStore(ObjectStore):
     ) -> None:
         self.put_bytes(ref, path.read_bytes(), metadata)
 
+    def delete(self, ref: ObjectRef) -> None:
+        self.objects.pop((ref.container, ref.key), None)
+
     def copy(
         self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
     ) -> None:

@@ -52,6 +52,15 @@ class ObjectStoreContract:
         assert store.head(dst).metadata.get("sha256") == "abc"
         assert store.exists(src)
 
+    def test_delete_and_download(self, store: ObjectStore, container: str, tmp_path: Path) -> None:
+        ref = self.ref(container)
+        store.put_bytes(ref, b"abc" * 1000)
+        assert store.download(ref, tmp_path / "x") == 3000
+        assert (tmp_path / "x").read_bytes() == b"abc" * 1000
+        store.delete(ref)
+        assert not store.exists(ref)
+        store.delete(ref)  # already gone: no error
+
     def test_upload_file(self, store: ObjectStore, container: str, tmp_path: Path) -> None:
         path = tmp_path / "f.csv"
         path.write_bytes(b"x,y\n" * 1000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -28,6 +29,8 @@ from shared.ports import (
     ObjectInfo,
     ObjectStore,
     TappedEvent,
+    ValidationJobLauncher,
+    ValidationJobRequest,
 )
 from shared.settings import Settings, check_aws_region
 from shared.triggers import parse_bus_event
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -47,6 +51,8 @@ def aws_client(service: Literal["events"], settings: Settings) -> EventBridgeCli
 def aws_client(service: Literal["dynamodb"], settings: Settings) -> DynamoDBClient: ...
 @overload
 def aws_client(service: Literal["sqs"], settings: Settings) -> SQSClient: ...
+@overload
+def aws_client(service: Literal["sagemaker"], settings: Settings) -> SageMakerClient: ...
 def aws_client(service: str, settings: Settings) -> Any:
     """A boto3 client in the pinned region (and at the local endpoint, when set)."""
     region = check_aws_region(settings.aws_region)
@@ -125,6 +131,9 @@ class S3ObjectStore(ObjectStore):
         self._s3.upload_file(
             str(path), ref.container, ref.key, ExtraArgs={"Metadata": dict(metadata or {})}
         )
+
+    def delete(self, ref: ObjectRef) -> None:
+        self._s3.delete_object(Bucket=ref.container, Key=ref.key)
 
     def copy(
         self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
@@ -302,3 +311,107 @@ class SqsEventTap(EventTap):
         self._sqs.change_message_visibility(
             QueueUrl=self._url, ReceiptHandle=tapped.handle, VisibilityTimeout=0
         )
+
+
+@dataclass(frozen=True)
+class ProcessingJobConfig:
+    """Deploy-time facts a SageMaker Processing job needs; all set by the stack."""
+
+    image_uri: str
+    role_arn: str
+    instance_type: str = "ml.m5.4xlarge"
+    volume_gb: int = 100
+    kms_key_id: str | None = None
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    max_runtime_s: int = 4 * 3600
+    environment: tuple[tuple[str, str], ...] = ()
+
+
+def processing_job_name(request: ValidationJobRequest) -> str:
+    """Deterministic (so a redelivery cannot start a second job) and within 63 characters."""
+    spec = request.spec_version.replace("+", "-")
+    return f"dhow-validate-{request.dataset[:20]}-{request.sha256[:12]}-{spec}"[:63].rstrip("-")
+
+
+class SageMakerValidationJobs(ValidationJobLauncher):
+    """``ValidationJobLauncher`` on SageMaker Processing, in the pinned region."""
+
+    def __init__(self, client: SageMakerClient, config: ProcessingJobConfig) -> None:
+        self._sm = client
+        self._cfg = config
+
+    def request(self, req: ValidationJobRequest) -> dict[str, Any]:
+        """The exact CreateProcessingJob parameters (tested field by field)."""
+        cfg = self._cfg
+        staged_uri = f"s3://{req.staged.container}/{req.staged.key}"
+        params: dict[str, Any] = {
+            "ProcessingJobName": processing_job_name(req),
+            "RoleArn": cfg.role_arn,
+            "AppSpecification": {
+                "ImageUri": cfg.image_uri,
+                "ContainerEntrypoint": ["python", "-m", "shared.jobs.validate"],
+                "ContainerArguments": [
+                    "--dataset",
+                    req.dataset,
+                    "--sha256",
+                    req.sha256,
+                    "--staged",
+                    staged_uri,
+                    "--source",
+                    f"s3://{req.source.container}/{req.source.key}",
+                    "--size-bytes",
+                    str(req.size_bytes),
+                    "--correlation-id",
+                    req.correlation_id,
+                    "--input",
+                    "/opt/ml/processing/input/data",
+                ],
+            },
+            "ProcessingInputs": [
+                {
+                    "InputName": "staged",
+                    "S3Input": {
+                        "S3Uri": staged_uri,
+                        "LocalPath": "/opt/ml/processing/input",
+                        "S3DataType": "S3Prefix",
+                        "S3InputMode": "File",
+                        "S3DataDistributionType": "FullyReplicated",
+                    },
+                }
+            ],
+            "ProcessingResources": {
+                "ClusterConfig": {
+                    "InstanceCount": 1,
+                    "InstanceType": cfg.instance_type,
+                    "VolumeSizeInGB": cfg.volume_gb,
+                    **({"VolumeKmsKeyId": cfg.kms_key_id} if cfg.kms_key_id else {}),
+                }
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": cfg.max_runtime_s},
+            "Environment": dict(cfg.environment),
+            "Tags": [
+                {"Key": "dhow:dataset", "Value": req.dataset},
+                {"Key": "dhow:sha256", "Value": req.sha256},
+                {"Key": "dhow:spec-version", "Value": req.spec_version},
+            ],
+        }
+        if cfg.subnets:
+            params["NetworkConfig"] = {
+                "EnableInterContainerTrafficEncryption": True,
+                "VpcConfig": {
+                    "Subnets": list(cfg.subnets),
+                    "SecurityGroupIds": list(cfg.security_groups),
+                },
+            }
+        return params
+
+    def launch(self, request: ValidationJobRequest) -> str:
+        params = self.request(request)
+        try:
+            self._sm.create_processing_job(**params)
+        except ClientError as exc:
+            # Same name, same request: a redelivery found the job it already started.
+            if _error_code(exc) != "ResourceInUse" and "already exists" not in str(exc):
+                raise
+        return str(params["ProcessingJobName"])

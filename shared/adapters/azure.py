@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -123,6 +124,10 @@ class BlobObjectStore(ObjectStore):
             self._blobs.get_blob_client(ref.container, ref.key).upload_blob(
                 f, overwrite=True, metadata=dict(metadata or {})
             )
+
+    def delete(self, ref: ObjectRef) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._blobs.get_blob_client(ref.container, ref.key).delete_blob()
 
     def copy(
         self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None

@@ -26,9 +26,17 @@ class Claim:
 
 
 def claim(
-    lineage: LineageStore, row: LineageRecord, window: timedelta, done_statuses: set[str]
+    lineage: LineageStore,
+    row: LineageRecord,
+    window: timedelta,
+    done_statuses: set[str],
+    handover_statuses: frozenset[str] = frozenset(),
 ) -> Claim:
-    """Claim ``row``'s work, or report it done; raises ``WorkInProgress`` to retry later."""
+    """Claim ``row``'s work, or report it done; raises ``WorkInProgress`` to retry later.
+
+    A row in one of ``handover_statuses`` was passed on on purpose (to a managed
+    job, say) and is taken over at once, however fresh.
+    """
     if lineage.put_if_absent(row):
         return Claim(row, done=False)
     existing = lineage.get(row.dataset, row.record_id)
@@ -38,7 +46,7 @@ def claim(
     if existing.status in done_statuses:
         return Claim(existing, done=True)
     now = datetime.now(UTC)
-    if now - existing.updated_at < window:
+    if existing.status not in handover_statuses and now - existing.updated_at < window:
         raise WorkInProgress(
             f"{what} is being worked on by another delivery",
             hint="the message will be retried after its visibility timeout",

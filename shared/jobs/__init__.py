@@ -1,0 +1,1 @@
+"""Entry points of managed jobs: the same services, run outside a function's limits."""

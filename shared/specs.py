@@ -1,0 +1,178 @@
+"""Dataset specs: a pandera schema plus the target, task, training and drift settings.
+
+A spec is one YAML file per dataset (``<name>.yaml``), reviewed like code and
+deployed with the stack. The schema part is pandera's own YAML serialisation,
+so non-Python users can read it. ``spec_version`` joins the file's declared
+``version`` with a hash of its content, so an edit without a version bump is
+still a different version in lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pandera.pandas as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.constants import SPECS_DIR
+from shared.errors import DhowError
+
+PACKAGED_SPECS = Path(__file__).parent / "specs"
+
+
+class UnknownDataset(DhowError):
+    """No spec exists for a dataset name."""
+
+    reason = "unknown_dataset"
+
+
+class SpecInvalid(DhowError):
+    """A spec file exists but cannot be used."""
+
+    reason = "spec_invalid"
+
+
+class QualityGate(BaseModel):
+    """What a trained model must reach to be approved (used by register)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = "roc_auc"
+    minimum: float = 0.6
+    max_regression: float = 0.02
+
+
+class TrainingSettings(BaseModel):
+    """How to train this dataset (used by train-launch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_types: list[str] = Field(default_factory=lambda: ["ml.g5.xlarge", "ml.g4dn.xlarge"])
+    entrypoint: str | None = None
+    image: str | None = None
+    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    use_spot: bool = False
+    max_runtime_s: int = 3600
+    gate: QualityGate = Field(default_factory=QualityGate)
+
+
+class DriftSettings(BaseModel):
+    """How to watch this dataset's model for drift (used by drift-check)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str = "rate(1 hour)"
+    window_hours: int = 24
+    min_rows: int = 200
+    drift_share: float = 0.5
+    stattests: dict[str, str] = Field(default_factory=dict)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    policy: Literal["alert", "retrain", "rollback"] = "alert"
+    cooldown_hours: int = 24
+    reference_rows: int = 20_000
+
+
+class DatasetSpec(BaseModel):
+    """One dataset's contract. ``schema_doc`` is pandera's YAML form, as a mapping."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    name: str
+    version: int = 1
+    target: str
+    task: Literal["classification", "regression"]
+    schema_doc: dict[str, Any] = Field(alias="schema")
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+
+    @cached_property
+    def dataframe_schema(self) -> pa.DataFrameSchema:
+        try:
+            return pa.DataFrameSchema.from_yaml(yaml.safe_dump(self.schema_doc))
+        except Exception as exc:
+            raise SpecInvalid(
+                f"the schema of spec {self.name!r} is not valid pandera YAML: {exc}",
+                hint="regenerate it with `dhow dataset init --force` or fix it by hand",
+            ) from exc
+
+    @cached_property
+    def spec_version(self) -> str:
+        canonical = json.dumps(self.model_dump(by_alias=True), sort_keys=True, default=str)
+        return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.dataframe_schema.columns)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(
+            self.model_dump(by_alias=True, mode="json"), sort_keys=False, allow_unicode=True
+        )
+
+
+def specs_dir(explicit: str | Path | None = None) -> Path:
+    """``explicit``, else ``$DHOW_SPECS_DIR``, else the specs shipped in the package."""
+    chosen = explicit or os.environ.get(SPECS_DIR)
+    return Path(chosen) if chosen else PACKAGED_SPECS
+
+
+def load_spec(name: str, directory: str | Path | None = None) -> DatasetSpec:
+    path = specs_dir(directory) / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in specs_dir(directory).glob("*.yaml"))
+        raise UnknownDataset(
+            f"no spec for dataset {name!r} in {path.parent}",
+            hint=f"create one with `dhow dataset init {name} --from FILE --target COL`"
+            + (f"; known datasets: {', '.join(known)}" if known else ""),
+        )
+    try:
+        doc = yaml.safe_load(path.read_text())
+        spec = DatasetSpec.model_validate(doc)
+    except Exception as exc:
+        raise SpecInvalid(f"spec {path} cannot be read: {exc}", hint="fix the YAML") from exc
+    if spec.name != name:
+        raise SpecInvalid(f"{path} declares name {spec.name!r}", hint=f"set name: {name}")
+    if spec.target not in spec.dataframe_schema.columns:  # also parses the schema now
+        raise SpecInvalid(f"target {spec.target!r} is not a column of the schema")
+    return spec
+
+
+def infer_spec(
+    name: str,
+    sample: pd.DataFrame,
+    target: str,
+    task: Literal["classification", "regression"] | None = None,
+    unique: list[str] | None = None,
+) -> DatasetSpec:
+    """A spec from a trusted sample, by pandera's inference, for a human to review.
+
+    The schema is made strict (an added column is refused) and the ``unique``
+    columns get a uniqueness check.
+    """
+    if target not in sample.columns:
+        raise SpecInvalid(
+            f"target {target!r} is not a column of the sample",
+            hint=f"columns are: {', '.join(map(str, sample.columns))}",
+        )
+    for col in unique or []:
+        if col not in sample.columns:
+            raise SpecInvalid(f"--unique column {col!r} is not in the sample")
+    schema = pa.infer_schema(sample)
+    assert isinstance(schema, pa.DataFrameSchema)
+    doc = yaml.safe_load(schema.to_yaml() or "")
+    doc["strict"] = True
+    doc.pop("index", None)  # row order is not part of a dataset's contract
+    for col in unique or []:
+        doc["columns"][col]["unique"] = True
+    if task is None:
+        y = sample[target]
+        discrete = y.dtype == bool or y.dtype == object or pd.api.types.is_integer_dtype(y)
+        task = "classification" if discrete and y.nunique() <= 20 else "regression"
+    return DatasetSpec(name=name, target=target, task=task, schema=doc)

@@ -1,0 +1,453 @@
+"""Chunked validation of a dataset file against its spec, in bounded memory.
+
+The file is streamed with pyarrow in chunks of ``chunk_rows`` rows; each chunk
+is validated lazily by pandera (every failing check and row, not just the
+first) and the results are merged into one report. Uniqueness is checked by
+us across chunks, on 64-bit hashes of the values, so a duplicate is found
+whichever chunks its two rows fall in, and the report is the same whatever
+the chunk size. Passing chunks are written to the curated Parquet file as
+they go; a bottom-k random sample of rows becomes the drift reference.
+
+This module reads and writes local files only; the service moves them.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pyarrow_lib
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+from pandera.errors import SchemaErrors
+from pydantic import BaseModel, Field
+
+from shared.specs import DatasetSpec
+
+MAX_FAILURE_CASES = 1000
+MAX_BAD_ROWS = 20
+MAX_EXAMPLES_PER_CHECK = 5
+MAX_PROFILE_CATEGORIES = 50
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+FileFormat = Literal["csv", "parquet", "jsonl"]
+
+
+class FailureCase(BaseModel):
+    """One failing value: data row number (1-based, header excluded), column, check."""
+
+    row: int | None
+    column: str | None
+    check: str
+    value: str | None
+
+
+class CheckSummary(BaseModel):
+    column: str | None
+    check: str
+    failures: int
+    examples: list[str | None] = Field(default_factory=list)
+
+
+class ValidationReport(BaseModel):
+    """What ``<key>.report.json`` holds, and what `dhow dataset validate` prints."""
+
+    dataset: str
+    spec_version: str
+    ok: bool
+    reason: str | None = None
+    message: str = ""
+    hint: str = ""
+    rows_checked: int = 0
+    failing_rows: int = 0
+    failure_count: int = 0
+    checks: list[CheckSummary] = Field(default_factory=list)
+    failure_cases: list[FailureCase] = Field(default_factory=list)
+    failure_cases_truncated: bool = False
+    bad_rows_sample: list[dict[str, Any]] = Field(default_factory=list)
+    missing_columns: list[str] = Field(default_factory=list)
+    unexpected_columns: list[str] = Field(default_factory=list)
+    chunks: int = 0
+
+
+@dataclass
+class ValidationRun:
+    report: ValidationReport
+    curated: Path | None = None
+    reference: Path | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+# Reason codes of validation rejections, with what to do about each.
+VALIDATION_HINTS: dict[str, str] = {
+    "schema_checks_failed": "fix the rows listed in the report, or change the spec if the "
+    "data is right",
+    "missing_columns": "add the missing columns, or remove them from the spec",
+    "unexpected_columns": "drop the extra columns, or add them to the spec",
+    "duplicate_columns": "give every column a distinct name",
+    "ragged_rows": "every CSV row must have as many fields as the header",
+    "wrong_encoding": "save the file as UTF-8",
+    "unreadable_file": "the file is damaged or not in its declared format; export it again",
+    "no_rows": "the file has a header but no data rows",
+}
+
+
+class FileUnreadable(Exception):
+    """The file cannot be read as its format; carries a reason code of VALIDATION_HINTS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _arrow_reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Expected" in text and "columns, got" in text:
+        return "ragged_rows"
+    if "UTF8" in text or "UTF-8" in text or "utf-8" in text:
+        return "wrong_encoding"
+    if "Empty CSV file" in text:
+        return "no_rows"
+    return "unreadable_file"
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open("rb") as f:
+        first = f.readline(1024 * 1024)
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileUnreadable("wrong_encoding", f"the header is not UTF-8: {exc}") from exc
+    if not line.strip():
+        raise FileUnreadable("no_rows", "the file has no header line")
+    return next(csv.reader([line]))
+
+
+def _check_header(columns: list[str], spec: DatasetSpec, report: ValidationReport) -> None:
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise FileUnreadable("duplicate_columns", f"columns appear twice: {', '.join(dupes)}")
+    expected = spec.columns
+    report.missing_columns = [c for c in expected if c not in columns]
+    if spec.dataframe_schema.strict:
+        report.unexpected_columns = [c for c in columns if c not in expected]
+
+
+def iter_frames(
+    path: Path, fmt: FileFormat, spec: DatasetSpec, chunk_rows: int, report: ValidationReport
+) -> Iterator[pd.DataFrame]:
+    """The file as DataFrames of at most ``chunk_rows`` rows, after the header checks."""
+    try:
+        if fmt == "csv":
+            header = _csv_header(path)
+            _check_header(header, spec, report)
+            if report.missing_columns or report.unexpected_columns:
+                return
+            # Everything as text: pandera does the typing, so a bad value becomes a
+            # failure case on its row instead of an error for the whole file.
+            reader = pa_csv.open_csv(
+                path,
+                read_options=pa_csv.ReadOptions(block_size=max(1 << 16, chunk_rows * 64)),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={c: pyarrow_lib.string() for c in header},
+                    strings_can_be_null=True,
+                ),
+            )
+            yield from _rechunk((b.to_pandas() for b in reader), chunk_rows)
+        elif fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            _check_header(pf.schema_arrow.names, spec, report)
+            if report.missing_columns or report.unexpected_columns:
+                return
+            yield from (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows))
+        else:
+            reader = pa_json.open_json(
+                path, read_options=pa_json.ReadOptions(block_size=max(1 << 16, chunk_rows * 64))
+            )
+            _check_header(reader.schema.names, spec, report)
+            if report.missing_columns or report.unexpected_columns:
+                return
+            yield from _rechunk((b.to_pandas() for b in reader), chunk_rows)
+    except (pyarrow_lib.ArrowInvalid, pyarrow_lib.ArrowException, OSError) as exc:
+        raise FileUnreadable(_arrow_reason(exc), str(exc).splitlines()[0][:300]) from exc
+
+
+def _rechunk(frames: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame]:
+    """Regroup pyarrow's byte-sized blocks into chunks of exactly ``rows`` rows."""
+    pending: list[pd.DataFrame] = []
+    size = 0
+    for frame in frames:
+        pending.append(frame)
+        size += len(frame)
+        while size >= rows:
+            joined = pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+            yield joined.iloc[:rows].reset_index(drop=True)
+            rest = joined.iloc[rows:].reset_index(drop=True)
+            pending, size = ([rest] if len(rest) else []), len(rest)
+    if size:
+        yield pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0]
+
+
+def _text_to_bool(
+    df: pd.DataFrame, schema: pa.DataFrameSchema
+) -> tuple[pd.DataFrame, list[tuple[int, str, Any]]]:
+    """CSV booleans arrive as text: map the usual spellings, and report the rest.
+
+    pandas would coerce any non-empty string to True, so a "maybe" would pass
+    as True; it is reported here instead, as a failed bool coercion.
+    """
+    bad: list[tuple[int, str, Any]] = []
+    for name, col in schema.columns.items():
+        if name in df.columns and str(col.dtype) == "bool" and df[name].dtype == object:
+            lowered = df[name].str.strip().str.lower()
+            mapped = lowered.map(lambda v: True if v in _TRUE else False if v in _FALSE else None)
+            unparsed = mapped.isna() & df[name].notna()
+            bad.extend((int(i), name, df.at[i, name]) for i in df.index[unparsed])
+            # Unparsed cells become False only so pandera does not report them twice;
+            # the chunk already fails, so nothing of it is curated.
+            df[name] = mapped.where(~unparsed, False).astype(object)
+    return df, bad
+
+
+def _schema_without_uniqueness(
+    schema: pa.DataFrameSchema,
+) -> tuple[pa.DataFrameSchema, list[list[str]]]:
+    """pandera would check uniqueness per chunk only; we check it across chunks instead."""
+    groups = [[name] for name, col in schema.columns.items() if col.unique]
+    if schema.unique:
+        groups.append(
+            list(schema.unique) if not isinstance(schema.unique, str) else [schema.unique]
+        )
+    updates = {name: {"unique": False} for name, col in schema.columns.items() if col.unique}
+    stripped = copy.deepcopy(schema.update_columns(updates) if updates else schema)
+    stripped.unique = None
+    return stripped, groups
+
+
+class _Uniqueness:
+    """Seen-value hashes per unique column group, as sorted uint64 arrays (8 bytes a row)."""
+
+    def __init__(self, groups: list[list[str]]) -> None:
+        self.groups = groups
+        self.seen = {tuple(g): np.empty(0, dtype=np.uint64) for g in groups}
+
+    def duplicates(self, df: pd.DataFrame) -> list[tuple[list[str], np.ndarray]]:
+        out = []
+        for group in self.groups:
+            key = tuple(group)
+            hashes = pd.util.hash_pandas_object(df[group], index=False).to_numpy(np.uint64)
+            within = pd.Series(hashes).duplicated(keep="first").to_numpy()
+            seen = self.seen[key]
+            pos = np.searchsorted(seen, hashes)
+            earlier = (
+                (pos < len(seen)) & (seen[np.minimum(pos, len(seen) - 1)] == hashes)
+                if len(seen)
+                else np.zeros(len(hashes), dtype=bool)
+            )
+            mask = within | earlier
+            if mask.any():
+                out.append((group, mask))
+            self.seen[key] = np.union1d(seen, hashes)
+        return out
+
+
+class _Profile:
+    """Streaming per-column summary: counts, nulls, numeric range/mean, top categories."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, dict[str, Any]] = {}
+
+    def add(self, df: pd.DataFrame) -> None:
+        for name in df.columns:
+            s = df[name]
+            c = self.cols.setdefault(name, {"dtype": str(s.dtype), "count": 0, "nulls": 0})
+            c["count"] += int(s.notna().sum())
+            c["nulls"] += int(s.isna().sum())
+            if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                vals = s.dropna()
+                if len(vals):
+                    c["min"] = float(min(c.get("min", math.inf), vals.min()))
+                    c["max"] = float(max(c.get("max", -math.inf), vals.max()))
+                    c["sum"] = float(c.get("sum", 0.0) + vals.sum())
+            else:
+                counts: dict[str, int] = c.setdefault("top", {})
+                for value, n in s.dropna().astype(str).value_counts().items():
+                    if value in counts or len(counts) < MAX_PROFILE_CATEGORIES:
+                        counts[str(value)] = counts.get(str(value), 0) + int(n)
+                    else:
+                        c["categories_truncated"] = True
+
+    def result(self) -> dict[str, Any]:
+        out = {}
+        for name, c in self.cols.items():
+            c = dict(c)
+            if "sum" in c:
+                c["mean"] = c.pop("sum") / c["count"] if c["count"] else None
+            out[name] = c
+        return out
+
+
+def validate_file(
+    path: Path,
+    fmt: FileFormat,
+    spec: DatasetSpec,
+    *,
+    chunk_rows: int = 100_000,
+    out_dir: Path | None = None,
+    seed: int = 0,
+) -> ValidationRun:
+    """Validate ``path``; with ``out_dir``, also write curated.parquet and reference.parquet."""
+    report = ValidationReport(dataset=spec.name, spec_version=spec.spec_version, ok=False)
+    schema, unique_groups = _schema_without_uniqueness(spec.dataframe_schema)
+    uniqueness = _Uniqueness(unique_groups)
+    profile = _Profile()
+    rng = np.random.default_rng(seed)
+    sample: pd.DataFrame | None = None
+    k = spec.drift.reference_rows
+    writer: pq.ParquetWriter | None = None
+    arrow_schema: pyarrow_lib.Schema | None = None
+    curated = out_dir / "curated.parquet" if out_dir else None
+    counts: dict[tuple[str | None, str], CheckSummary] = {}
+    bad_rows: set[int] = set()
+
+    def record(row: int | None, column: str | None, check: str, value: Any) -> None:
+        text = (
+            None
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else str(value)[:200]
+        )
+        summary = counts.setdefault(
+            (column, check), CheckSummary(column=column, check=check, failures=0)
+        )
+        summary.failures += 1
+        if len(summary.examples) < MAX_EXAMPLES_PER_CHECK and text not in summary.examples:
+            summary.examples.append(text)
+        report.failure_count += 1
+        if row is not None:
+            bad_rows.add(row)
+        if len(report.failure_cases) < MAX_FAILURE_CASES:
+            report.failure_cases.append(
+                FailureCase(row=row, column=column, check=check, value=text)
+            )
+        else:
+            report.failure_cases_truncated = True
+
+    try:
+        offset = 0
+        for chunk in iter_frames(path, fmt, spec, chunk_rows, report):
+            report.chunks += 1
+            chunk = chunk[spec.columns]
+            chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+            chunk, unparsed_bools = _text_to_bool(chunk, schema)
+            chunk_bad: set[int] = set()
+            for idx, column, value in unparsed_bools:
+                record(idx + 1, column, "coerce_dtype('bool')", value)
+                chunk_bad.add(idx)
+            try:
+                valid = schema.validate(chunk, lazy=True)
+            except SchemaErrors as errs:
+                valid = None
+                cases = errs.failure_cases
+                uncoerced = set(
+                    cases.loc[cases["check"].astype(str).str.startswith("coerce_dtype"), "column"]
+                )
+                for fc in cases.itertuples(index=False):
+                    check = str(fc.check)
+                    # After a failed coercion, pandera also reports the dtype check and
+                    # every comparison of the column (as TypeErrors): the same fault again.
+                    if (
+                        fc.column in uncoerced
+                        and not check.startswith("coerce_dtype")
+                        and (
+                            check.startswith("dtype(")
+                            or str(fc.failure_case).startswith("TypeError(")
+                        )
+                    ):
+                        continue
+                    if pd.isna(fc.index):
+                        record(None, fc.column, check, fc.failure_case)
+                    else:
+                        record(int(fc.index) + 1, fc.column, check, fc.failure_case)
+                        chunk_bad.add(int(fc.index))
+            for group, mask in uniqueness.duplicates(chunk):
+                for idx in chunk.index[mask]:
+                    record(
+                        int(idx) + 1,
+                        ",".join(group),
+                        "unique",
+                        ",".join(str(chunk.at[idx, c]) for c in group),
+                    )
+                    chunk_bad.add(int(idx))
+            for idx in sorted(chunk_bad)[: max(0, MAX_BAD_ROWS - len(report.bad_rows_sample))]:
+                row = {
+                    str(k2): (None if pd.isna(v) else str(v)[:200])
+                    for k2, v in chunk.loc[idx].items()
+                }
+                report.bad_rows_sample.append({"row": idx + 1, **row})
+            offset += len(chunk)
+            if chunk_bad or report.failure_count:
+                if writer is not None:  # no curated copy of a failing file
+                    writer.close()
+                    writer = None
+                continue
+            assert valid is not None
+            profile.add(valid)
+            if curated is not None:
+                table = pyarrow_lib.Table.from_pandas(
+                    valid, schema=arrow_schema, preserve_index=False
+                )
+                if writer is None and report.chunks == 1:
+                    arrow_schema = table.schema
+                    writer = pq.ParquetWriter(curated, arrow_schema, compression="zstd")
+                if writer is not None:
+                    writer.write_table(table)
+            keyed = valid.assign(_key=rng.random(len(valid)))
+            sample = keyed if sample is None else pd.concat([sample, keyed])
+            sample = sample.nsmallest(k, "_key")
+        report.rows_checked = offset
+    except FileUnreadable as exc:
+        report.reason, report.message = exc.reason, exc.message
+    finally:
+        if writer is not None:
+            writer.close()
+    report.failing_rows = len(bad_rows)
+    report.checks = sorted(counts.values(), key=lambda c: (-c.failures, str(c.column), c.check))
+    report.failure_cases.sort(key=lambda f: (f.row or 0, str(f.column), f.check))
+    if report.reason is None:
+        if report.missing_columns:
+            report.reason = "missing_columns"
+            report.message = f"missing columns: {', '.join(report.missing_columns)}"
+        elif report.unexpected_columns:
+            report.reason = "unexpected_columns"
+            report.message = f"columns not in the spec: {', '.join(report.unexpected_columns)}"
+        elif report.failure_count:
+            report.reason = "schema_checks_failed"
+            report.message = (
+                f"{report.failure_count} failure(s) in {report.failing_rows} of "
+                f"{report.rows_checked} rows, over {len(report.checks)} check(s)"
+            )
+        elif report.rows_checked == 0:
+            report.reason, report.message = "no_rows", "the file has no data rows"
+    report.ok = report.reason is None
+    if report.reason:
+        report.hint = VALIDATION_HINTS[report.reason]
+        return ValidationRun(report=report)
+    report.message = f"{report.rows_checked} rows passed {spec.name} spec {spec.spec_version}"
+    reference = None
+    if out_dir is not None and sample is not None:
+        reference = out_dir / "reference.parquet"
+        sample.sort_index().drop(columns="_key").to_parquet(reference, index=False)
+    return ValidationRun(
+        report=report, curated=curated, reference=reference, profile=profile.result()
+    )

@@ -1,0 +1,159 @@
+"""Validation of files against a spec: a table of broken files, each with its reason code,
+and the report's independence from the chunk size."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shared.specs import UnknownDataset, load_spec
+from shared.validation import MAX_BAD_ROWS, FileFormat, validate_file
+
+SAMPLE = Path(__file__).resolve().parents[2] / "localstack/samples/customers.csv"
+LINES = SAMPLE.read_text().splitlines()
+HEADER, ROWS = LINES[0], LINES[1:]
+SPEC = load_spec("customers")
+
+
+def csv_with(edit: Callable[[list[list[str]]], None], header: str = HEADER) -> bytes:
+    rows = [r.split(",") for r in ROWS]
+    edit(rows)
+    return ("\n".join([header, *(",".join(r) for r in rows)]) + "\n").encode()
+
+
+def set_cell(row: int, col: int, value: str) -> Callable[[list[list[str]]], None]:
+    def edit(rows: list[list[str]]) -> None:
+        rows[row][col] = value
+
+    return edit
+
+
+def parquet_bytes(df: pd.DataFrame, tmp: Path) -> bytes:
+    path = tmp / "x.parquet"
+    df.to_parquet(path, index=False)
+    return path.read_bytes()
+
+
+GOOD = pd.read_csv(SAMPLE)
+
+# (name, format, bytes-maker, reason, check expected among the failures or None)
+CASES: list[tuple[str, FileFormat, Callable[[Path], bytes], str, str | None]] = [
+    ("latin-1 text", "csv",
+     lambda t: csv_with(set_cell(3, 6, "dub\xe9i")).decode().encode("latin-1"),
+     "wrong_encoding", None),
+    ("ragged row", "csv", lambda t: csv_with(lambda r: r[10].append("extra")),
+     "ragged_rows", None),
+    ("missing column", "csv",
+     lambda t: "\n".join(",".join(l.split(",")[:-1]) for l in LINES).encode(),
+     "missing_columns", None),
+    ("added column", "csv",
+     lambda t: "\n".join(l + (",x" if i else ",extra") for i, l in enumerate(LINES)).encode(),
+     "unexpected_columns", None),
+    ("duplicate header", "csv",
+     lambda t: "\n".join([HEADER + ",age", *(r + ",1" for r in ROWS)]).encode(),
+     "duplicate_columns", None),
+    ("header only", "csv", lambda t: (HEADER + "\n").encode(), "no_rows", None),
+    ("zero bytes", "csv", lambda t: b"", "no_rows", None),
+    ("text in an int column", "csv", lambda t: csv_with(set_cell(5, 1, "forty")),
+     "schema_checks_failed", "coerce_dtype('int64')"),
+    ("out of range", "csv", lambda t: csv_with(set_cell(7, 1, "7")),
+     "schema_checks_failed", "greater_than_or_equal_to(18.0)"),
+    ("unknown category", "csv", lambda t: csv_with(set_cell(9, 5, "platinum")),
+     "schema_checks_failed", "isin(['bronze', 'silver', 'gold'])"),
+    ("null in a required column", "csv", lambda t: csv_with(set_cell(11, 6, "")),
+     "schema_checks_failed", "not_nullable"),
+    ("duplicate id far apart", "csv", lambda t: csv_with(set_cell(399, 0, "C00002")),
+     "schema_checks_failed", "unique"),
+    ("not a boolean", "csv", lambda t: csv_with(set_cell(13, 7, "maybe")),
+     "schema_checks_failed", "coerce_dtype('bool')"),
+    ("damaged parquet", "parquet", lambda t: b"PAR1" + b"\x00" * 100 + b"PAR1",
+     "unreadable_file", None),
+    ("parquet with text ages", "parquet",
+     lambda t: parquet_bytes(GOOD.assign(age=GOOD["age"].astype(str).where(
+         GOOD.index != 3, "old")), t),
+     "schema_checks_failed", "coerce_dtype('int64')"),
+    ("malformed JSON lines", "jsonl", lambda t: b'{"customer_id": "C1", "age": 3\n{oops}\n',
+     "unreadable_file", None),
+    ("JSON lines missing columns", "jsonl",
+     lambda t: b'{"customer_id": "C1", "age": 30}\n{"customer_id": "C2", "age": 31}\n',
+     "missing_columns", None),
+]
+
+
+@pytest.mark.parametrize(("name", "fmt", "make", "reason", "check"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_broken_files_get_their_reason_code(
+    tmp_path: Path, name: str, fmt: FileFormat, make: Callable[[Path], bytes], reason: str,
+    check: str | None,
+) -> None:
+    path = tmp_path / f"data.{fmt}"
+    path.write_bytes(make(tmp_path))
+    run = validate_file(path, fmt, SPEC, chunk_rows=64, out_dir=tmp_path)
+    report = run.report
+    assert not report.ok
+    assert report.reason == reason, report.message
+    assert report.message and report.hint  # says what is wrong and what to do
+    assert run.curated is None and run.reference is None
+    if check is not None:
+        assert check in {c.check for c in report.checks}, report.checks
+        assert all(f.row is not None for f in report.failure_cases if f.check == check)
+    json.loads(report.model_dump_json())  # the report is plain JSON
+
+
+def test_more_than_twelve_kinds_are_covered() -> None:
+    assert len({c[0] for c in CASES}) >= 12
+
+
+def test_unknown_dataset_says_how_to_create_a_spec() -> None:
+    with pytest.raises(UnknownDataset) as info:
+        load_spec("no-such-dataset")
+    assert "dhow dataset init" in info.value.hint and "customers" in info.value.hint
+
+
+def test_good_file_is_curated_with_types_and_a_reference_sample(tmp_path: Path) -> None:
+    run = validate_file(SAMPLE, "csv", SPEC, chunk_rows=64, out_dir=tmp_path)
+    assert run.report.ok and run.report.rows_checked == 400 and run.report.chunks == 7
+    assert run.curated is not None and run.reference is not None
+    curated = pd.read_parquet(run.curated)
+    assert len(curated) == 400
+    assert curated["has_mobile_app"].dtype == bool and curated["age"].dtype == "int64"
+    assert curated["customer_id"].tolist() == GOOD["customer_id"].tolist()  # order kept
+    assert len(pd.read_parquet(run.reference)) == 400  # below reference_rows: all of it
+    assert run.profile["age"]["count"] == 400
+    assert run.profile["segment"]["top"].keys() <= {"bronze", "silver", "gold"}
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 399, 100_000])
+def test_report_does_not_depend_on_chunk_size(tmp_path: Path, chunk_rows: int) -> None:
+    def many(rows: list[list[str]]) -> None:
+        rows[0][0] = rows[399][0]  # duplicate id across the first and last chunk
+        rows[50][1] = "7"
+        rows[200][5] = "platinum"
+        rows[250][7] = "perhaps"
+
+    path = tmp_path / "d.csv"
+    path.write_bytes(csv_with(many))
+    baseline = validate_file(path, "csv", SPEC, chunk_rows=400).report
+    report = validate_file(path, "csv", SPEC, chunk_rows=chunk_rows).report
+    assert report.failure_cases == baseline.failure_cases
+    assert [(c.column, c.check, c.failures) for c in report.checks] == [
+        (c.column, c.check, c.failures) for c in baseline.checks
+    ]
+    assert [f.row for f in report.failure_cases] == [51, 201, 251, 400]
+
+
+def test_report_sizes_are_capped_but_counts_exact(tmp_path: Path) -> None:
+    def all_bad(rows: list[list[str]]) -> None:
+        for r in rows:
+            r[1] = "5"
+
+    path = tmp_path / "d.csv"
+    path.write_bytes(csv_with(all_bad))
+    report = validate_file(path, "csv", SPEC, chunk_rows=50).report
+    assert report.failure_count == 400 and report.failing_rows == 400
+    assert len(report.bad_rows_sample) == MAX_BAD_ROWS
+    assert report.checks[0].failures == 400 and len(report.checks[0].examples) <= 5
