@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The story `make demo` tells: start the local platform, upload a good file, the
-# same file again, and a broken one, then show the lineage.
+# same file again, one that fails validation and one that fails ingest, then
+# show the lineage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dhow=.venv/bin/dhow
@@ -15,10 +16,19 @@ $dhow upload localstack/samples/customers.csv --dataset customers --wait || exit
 step "Upload the same bytes again: ingest is idempotent, nothing new runs"
 $dhow upload localstack/samples/customers.csv --dataset customers --wait || exit 1
 
-step "Upload a broken file (CSV text named .parquet): rejected with a reason, nothing deleted"
-$dhow upload localstack/samples/broken.parquet --dataset customers --wait
-rc=$?
-if [ "$rc" -ne 1 ]; then echo "expected the broken upload to be rejected (exit 1), got $rc"; exit 1; fi
+expect_rejected() {
+  "$@"
+  rc=$?
+  if [ "$rc" -ne 1 ]; then echo "expected this upload to be rejected (exit 1), got $rc"; exit 1; fi
+}
+
+step "Upload a file that breaks the customers spec: quarantined with a row-by-row report"
+expect_rejected $dhow upload localstack/samples/customers-bad.csv --dataset customers --wait
+echo "-- the same report, offline, as a data team would run it before uploading:"
+$dhow dataset validate customers localstack/samples/customers-bad.csv
+
+step "Upload a broken file (CSV text named .parquet): refused at ingest, nothing deleted"
+expect_rejected $dhow upload localstack/samples/broken.parquet --dataset customers --wait
 
 step "Summary: lineage of the dataset"
 $dhow lineage customers || exit 1

@@ -319,7 +319,12 @@ def lineage(dataset: str, as_json: bool) -> None:
             click.echo(f"no lineage for {dataset!r} yet")
         for r in rows:
             a = r.attributes
-            what = a.get("version") or a.get("reason")
+            if a.get("reason"):
+                what = str(a["reason"])
+            elif r.kind == "validate":
+                what = f"{a.get('rows', '?')} rows, spec {a.get('spec_version')}"
+            else:
+                what = str(a.get("version", ""))
             click.echo(
                 f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {r.status:<9} "
                 f"{what}  {a.get('source')}  {a.get('uploader') or ''}".rstrip()

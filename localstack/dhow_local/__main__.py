@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 from dhow_local.runner import Runner
@@ -26,6 +28,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     logging.info("runner polling %s", ", ".join(p.fn.name for p in runner.pollers))
+    # Handlers are imported: tell `dhow local up` it may return.
+    ready = os.environ.get("DHOW_RUNNER_READY_FILE")
+    if ready:
+        Path(ready).write_text(str(os.getpid()))
     runner.run_forever()
     return 0
 

@@ -316,5 +316,20 @@ def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
     return proc
 
 
-def start_runner(home: Path, env: dict[str, str]) -> ManagedProcess:
-    return spawn("runner", [sys.executable, "-m", "dhow_local", "runner"], env, home)
+def start_runner(home: Path, env: dict[str, str], timeout: float = 60.0) -> ManagedProcess:
+    """Start the runner and wait until it has imported every handler and polls."""
+    ready = home / "runner.ready"
+    ready.unlink(missing_ok=True)
+    proc = spawn(
+        "runner",
+        [sys.executable, "-m", "dhow_local", "runner"],
+        {**env, "DHOW_RUNNER_READY_FILE": str(ready)},
+        home,
+    )
+    wait_until(
+        lambda: ready.exists() or not pid_alive(proc.pid), timeout, "the runner", Path(proc.log)
+    )
+    if not ready.exists():
+        tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
+        raise PlatformError("the runner exited during start-up", hint=f"{proc.log}:\n{tail}")
+    return proc

@@ -3,6 +3,7 @@ upload -> EventBridge -> SQS -> runner -> ingest handler -> DynamoDB + EventBrid
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,17 +13,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from shared.adapters.aws import SqsEventTap, aws_client
-from shared.events import DatasetIngested, DatasetRejected, PipelineEvent
+from shared.events import DatasetIngested, DatasetRejected, DatasetValidated, PipelineEvent
 from shared.services.ingest import ingest_record_id
+from shared.services.validate import validate_record_id
 from shared.settings import Settings
 from shared.topology import build_topology
 from shared.wiring import build_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = b"customer_id,age,churned\nC1,30,0\nC2,41,1\n"
+SAMPLE = ROOT / "localstack/samples/customers.csv"
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +82,7 @@ def queue_drained(env: dict[str, Any], name: str, timeout: float = 30) -> None:
 
 
 def test_upload_reaches_ingest_and_leaves_lineage_and_event(env: dict[str, Any]) -> None:
-    body = CSV + uuid.uuid4().hex.encode() + b",1,0\n"
+    body = customers_csv(uuid.uuid4().hex[:6])  # valid, so validation leaves staging alone
     t0 = time.monotonic()
     upload_id = put(env, "datasets/customers/flow.csv", body)
     event = wait_event(env["tap"], upload_id, DatasetIngested)
@@ -157,24 +161,85 @@ def _dhow(*args: str, home: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def customers_csv(tag: str) -> bytes:
+    """The sample with ids made unique to this test, so its bytes are a new version."""
+    return SAMPLE.read_text().replace("\nC", f"\n{tag}C").encode()
+
+
+def test_good_upload_is_validated_and_curated(env: dict[str, Any]) -> None:
+    t0 = time.monotonic()
+    upload_id = put(env, "datasets/customers/good.csv", customers_csv(uuid.uuid4().hex[:6]))
+    event = wait_event(env["tap"], upload_id, DatasetValidated, timeout=60)
+    print(f"\nupload -> DatasetValidated: {time.monotonic() - t0:.3f}s")
+    assert isinstance(event, DatasetValidated)
+    assert event.rows == 400
+    body = env["s3"].get_object(Bucket=event.curated.container, Key=event.curated.key)["Body"]
+    assert len(pd.read_parquet(io.BytesIO(body.read()))) == 400
+    row = env["ports"].lineage.get("customers", validate_record_id(event.sha256))
+    assert row is not None
+    assert row.status == "validated"
+    assert row.attributes["spec_version"] == event.spec_version
+
+
+def test_bad_upload_is_quarantined_with_a_readable_report(env: dict[str, Any]) -> None:
+    data = customers_csv(uuid.uuid4().hex[:6]).replace(b",gold,", b",platinum,", 1)
+    upload_id = put(env, "datasets/customers/bad.csv", data)
+    event = wait_event(env["tap"], upload_id, DatasetRejected, timeout=60)
+    assert isinstance(event, DatasetRejected)
+    assert event.stage == "validate"
+    assert event.reason == "schema_checks_failed"
+    assert event.quarantined is not None
+    assert event.report is not None
+    s3 = env["s3"]
+    quarantined = s3.get_object(Bucket=event.quarantined.container, Key=event.quarantined.key)
+    assert quarantined["Body"].read() == data
+    report = json.loads(
+        s3.get_object(Bucket=event.report.container, Key=event.report.key)["Body"].read()
+    )
+    assert report["checks"][0]["column"] == "segment"
+    assert report["failure_cases"][0]["value"] == "platinum"
+    # The raw upload is untouched.
+    raw = env["topo"].bucket("raw").name
+    assert s3.get_object(Bucket=raw, Key="datasets/customers/bad.csv")["Body"].read() == data
+
+
+def _dhow(*args: str, home: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DHOW_LOCAL_HOME": home, "DHOW_STAGE": "itest"}
+    for k in ("DHOW_AWS_ENDPOINT_URL", "DHOW_AWS_DYNAMODB_ENDPOINT_URL"):
+        env.pop(k, None)  # found through the platform state, as a user would
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_cli_upload_wait_json_and_status(env: dict[str, Any], tmp_path: Path) -> None:
     home = os.environ["DHOW_LOCAL_HOME"]
     f = tmp_path / "cli.csv"
-    f.write_bytes(CSV + uuid.uuid4().hex.encode() + b",3,0\n")
-    r = _dhow("upload", str(f), "--dataset", "clitest", "--wait", "--json", home=home)
+    f.write_bytes(customers_csv(uuid.uuid4().hex[:6]))
+    r = _dhow("upload", str(f), "--dataset", "customers", "--wait", "--json", home=home)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert [e["type"] for e in out["events"]] == ["DatasetIngested"]
-    again = _dhow("upload", str(f), "--dataset", "clitest", "--wait", "--json", home=home)
+    assert [e["type"] for e in out["events"]] == ["DatasetIngested", "DatasetValidated"]
+    again = _dhow("upload", str(f), "--dataset", "customers", "--wait", "--json", home=home)
     assert again.returncode == 0
     assert json.loads(again.stdout)["duplicate_of"]
-    lineage = json.loads(_dhow("lineage", "clitest", "--json", home=home).stdout)
-    assert [r["status"] for r in lineage["records"]] == ["ingested"]
+    lineage = json.loads(_dhow("lineage", "customers", "--json", home=home).stdout)
+    sha = out["events"][0]["event"]["sha256"]
+    mine = {
+        r["kind"]: r["status"] for r in lineage["records"] if r["attributes"].get("sha256") == sha
+    }
+    assert mine == {"ingest": "ingested", "validate": "validated"}
     status = _dhow("local", "status", "--json", home=home)
     assert status.returncode == 0
     assert json.loads(status.stdout)["ready"] is True
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
-    rejected = _dhow("upload", str(empty), "--dataset", "clitest", "--wait", home=home)
+    rejected = _dhow("upload", str(empty), "--dataset", "customers", "--wait", home=home)
     assert rejected.returncode == 1
     assert "empty_object" in rejected.stdout

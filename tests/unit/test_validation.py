@@ -42,52 +42,123 @@ GOOD = pd.read_csv(SAMPLE)
 
 # (name, format, bytes-maker, reason, check expected among the failures or None)
 CASES: list[tuple[str, FileFormat, Callable[[Path], bytes], str, str | None]] = [
-    ("latin-1 text", "csv",
-     lambda t: csv_with(set_cell(3, 6, "dub\xe9i")).decode().encode("latin-1"),
-     "wrong_encoding", None),
-    ("ragged row", "csv", lambda t: csv_with(lambda r: r[10].append("extra")),
-     "ragged_rows", None),
-    ("missing column", "csv",
-     lambda t: "\n".join(",".join(l.split(",")[:-1]) for l in LINES).encode(),
-     "missing_columns", None),
-    ("added column", "csv",
-     lambda t: "\n".join(l + (",x" if i else ",extra") for i, l in enumerate(LINES)).encode(),
-     "unexpected_columns", None),
-    ("duplicate header", "csv",
-     lambda t: "\n".join([HEADER + ",age", *(r + ",1" for r in ROWS)]).encode(),
-     "duplicate_columns", None),
+    (
+        "latin-1 text",
+        "csv",
+        lambda t: csv_with(set_cell(3, 6, "dub\xe9i")).decode().encode("latin-1"),
+        "wrong_encoding",
+        None,
+    ),
+    ("ragged row", "csv", lambda t: csv_with(lambda r: r[10].append("extra")), "ragged_rows", None),
+    (
+        "missing column",
+        "csv",
+        lambda t: "\n".join(",".join(line.split(",")[:-1]) for line in LINES).encode(),
+        "missing_columns",
+        None,
+    ),
+    (
+        "added column",
+        "csv",
+        lambda t: "\n".join(
+            line + (",x" if i else ",extra") for i, line in enumerate(LINES)
+        ).encode(),
+        "unexpected_columns",
+        None,
+    ),
+    (
+        "duplicate header",
+        "csv",
+        lambda t: "\n".join([HEADER + ",age", *(r + ",1" for r in ROWS)]).encode(),
+        "duplicate_columns",
+        None,
+    ),
     ("header only", "csv", lambda t: (HEADER + "\n").encode(), "no_rows", None),
     ("zero bytes", "csv", lambda t: b"", "no_rows", None),
-    ("text in an int column", "csv", lambda t: csv_with(set_cell(5, 1, "forty")),
-     "schema_checks_failed", "coerce_dtype('int64')"),
-    ("out of range", "csv", lambda t: csv_with(set_cell(7, 1, "7")),
-     "schema_checks_failed", "greater_than_or_equal_to(18.0)"),
-    ("unknown category", "csv", lambda t: csv_with(set_cell(9, 5, "platinum")),
-     "schema_checks_failed", "isin(['bronze', 'silver', 'gold'])"),
-    ("null in a required column", "csv", lambda t: csv_with(set_cell(11, 6, "")),
-     "schema_checks_failed", "not_nullable"),
-    ("duplicate id far apart", "csv", lambda t: csv_with(set_cell(399, 0, "C00002")),
-     "schema_checks_failed", "unique"),
-    ("not a boolean", "csv", lambda t: csv_with(set_cell(13, 7, "maybe")),
-     "schema_checks_failed", "coerce_dtype('bool')"),
-    ("damaged parquet", "parquet", lambda t: b"PAR1" + b"\x00" * 100 + b"PAR1",
-     "unreadable_file", None),
-    ("parquet with text ages", "parquet",
-     lambda t: parquet_bytes(GOOD.assign(age=GOOD["age"].astype(str).where(
-         GOOD.index != 3, "old")), t),
-     "schema_checks_failed", "coerce_dtype('int64')"),
-    ("malformed JSON lines", "jsonl", lambda t: b'{"customer_id": "C1", "age": 3\n{oops}\n',
-     "unreadable_file", None),
-    ("JSON lines missing columns", "jsonl",
-     lambda t: b'{"customer_id": "C1", "age": 30}\n{"customer_id": "C2", "age": 31}\n',
-     "missing_columns", None),
+    (
+        "text in an int column",
+        "csv",
+        lambda t: csv_with(set_cell(5, 1, "forty")),
+        "schema_checks_failed",
+        "coerce_dtype('int64')",
+    ),
+    (
+        "out of range",
+        "csv",
+        lambda t: csv_with(set_cell(7, 1, "7")),
+        "schema_checks_failed",
+        "greater_than_or_equal_to(18.0)",
+    ),
+    (
+        "unknown category",
+        "csv",
+        lambda t: csv_with(set_cell(9, 5, "platinum")),
+        "schema_checks_failed",
+        "isin(['bronze', 'silver', 'gold'])",
+    ),
+    (
+        "null in a required column",
+        "csv",
+        lambda t: csv_with(set_cell(11, 6, "")),
+        "schema_checks_failed",
+        "not_nullable",
+    ),
+    (
+        "duplicate id far apart",
+        "csv",
+        lambda t: csv_with(set_cell(399, 0, "C00002")),
+        "schema_checks_failed",
+        "unique",
+    ),
+    (
+        "not a boolean",
+        "csv",
+        lambda t: csv_with(set_cell(13, 7, "maybe")),
+        "schema_checks_failed",
+        "coerce_dtype('bool')",
+    ),
+    (
+        "damaged parquet",
+        "parquet",
+        lambda t: b"PAR1" + b"\x00" * 100 + b"PAR1",
+        "unreadable_file",
+        None,
+    ),
+    (
+        "parquet with text ages",
+        "parquet",
+        lambda t: parquet_bytes(
+            GOOD.assign(age=GOOD["age"].astype(str).where(GOOD.index != 3, "old")), t
+        ),
+        "schema_checks_failed",
+        "coerce_dtype('int64')",
+    ),
+    (
+        "malformed JSON lines",
+        "jsonl",
+        lambda t: b'{"customer_id": "C1", "age": 3\n{oops}\n',
+        "unreadable_file",
+        None,
+    ),
+    (
+        "JSON lines missing columns",
+        "jsonl",
+        lambda t: b'{"customer_id": "C1", "age": 30}\n{"customer_id": "C2", "age": 31}\n',
+        "missing_columns",
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "fmt", "make", "reason", "check"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "fmt", "make", "reason", "check"), CASES, ids=[c[0] for c in CASES]
+)
 def test_broken_files_get_their_reason_code(
-    tmp_path: Path, name: str, fmt: FileFormat, make: Callable[[Path], bytes], reason: str,
+    tmp_path: Path,
+    name: str,
+    fmt: FileFormat,
+    make: Callable[[Path], bytes],
+    reason: str,
     check: str | None,
 ) -> None:
     path = tmp_path / f"data.{fmt}"
@@ -96,8 +167,10 @@ def test_broken_files_get_their_reason_code(
     report = run.report
     assert not report.ok
     assert report.reason == reason, report.message
-    assert report.message and report.hint  # says what is wrong and what to do
-    assert run.curated is None and run.reference is None
+    assert report.message
+    assert report.hint
+    assert run.curated is None
+    assert run.reference is None
     if check is not None:
         assert check in {c.check for c in report.checks}, report.checks
         assert all(f.row is not None for f in report.failure_cases if f.check == check)
@@ -111,16 +184,21 @@ def test_more_than_twelve_kinds_are_covered() -> None:
 def test_unknown_dataset_says_how_to_create_a_spec() -> None:
     with pytest.raises(UnknownDataset) as info:
         load_spec("no-such-dataset")
-    assert "dhow dataset init" in info.value.hint and "customers" in info.value.hint
+    assert "dhow dataset init" in info.value.hint
+    assert "customers" in info.value.hint
 
 
 def test_good_file_is_curated_with_types_and_a_reference_sample(tmp_path: Path) -> None:
     run = validate_file(SAMPLE, "csv", SPEC, chunk_rows=64, out_dir=tmp_path)
-    assert run.report.ok and run.report.rows_checked == 400 and run.report.chunks == 7
-    assert run.curated is not None and run.reference is not None
+    assert run.report.ok
+    assert run.report.rows_checked == 400
+    assert run.report.chunks == 7
+    assert run.curated is not None
+    assert run.reference is not None
     curated = pd.read_parquet(run.curated)
     assert len(curated) == 400
-    assert curated["has_mobile_app"].dtype == bool and curated["age"].dtype == "int64"
+    assert curated["has_mobile_app"].dtype == bool
+    assert curated["age"].dtype == "int64"
     assert curated["customer_id"].tolist() == GOOD["customer_id"].tolist()  # order kept
     assert len(pd.read_parquet(run.reference)) == 400  # below reference_rows: all of it
     assert run.profile["age"]["count"] == 400
@@ -154,6 +232,8 @@ def test_report_sizes_are_capped_but_counts_exact(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes(csv_with(all_bad))
     report = validate_file(path, "csv", SPEC, chunk_rows=50).report
-    assert report.failure_count == 400 and report.failing_rows == 400
+    assert report.failure_count == 400
+    assert report.failing_rows == 400
     assert len(report.bad_rows_sample) == MAX_BAD_ROWS
-    assert report.checks[0].failures == 400 and len(report.checks[0].examples) <= 5
+    assert report.checks[0].failures == 400
+    assert len(report.checks[0].examples) <= 5
