@@ -158,7 +158,9 @@ def iter_frames(
             # failure case on its row instead of an error for the whole file.
             reader = pa_csv.open_csv(
                 path,
-                read_options=pa_csv.ReadOptions(block_size=max(1 << 16, chunk_rows * 64)),
+                read_options=pa_csv.ReadOptions(
+                    block_size=max(1 << 16, chunk_rows * 64), use_threads=False
+                ),
                 convert_options=pa_csv.ConvertOptions(
                     column_types={c: pyarrow_lib.string() for c in header},
                     strings_can_be_null=True,
@@ -211,12 +213,12 @@ def _text_to_bool(
     for name, col in schema.columns.items():
         if name in df.columns and str(col.dtype) == "bool" and df[name].dtype == object:
             lowered = df[name].str.strip().str.lower()
-            mapped = lowered.map(lambda v: True if v in _TRUE else False if v in _FALSE else None)
-            unparsed = mapped.isna() & df[name].notna()
+            is_true, is_false = lowered.isin(_TRUE), lowered.isin(_FALSE)
+            unparsed = ~(is_true | is_false) & df[name].notna()
             bad.extend((int(i), name, df.at[i, name]) for i in df.index[unparsed])
             # Unparsed cells become False only so pandera does not report them twice;
             # the chunk already fails, so nothing of it is curated.
-            df[name] = mapped.where(~unparsed, False).astype(object)
+            df[name] = is_true.where(df[name].notna(), None).astype(object)
     return df, bad
 
 
@@ -258,7 +260,12 @@ class _Uniqueness:
             mask = within | earlier
             if mask.any():
                 out.append((group, mask))
-            self.seen[key] = np.union1d(seen, hashes)
+            # Append only the new values and re-sort: uint64 sorts by radix in linear
+            # time, where np.union1d would re-hash everything seen on every chunk.
+            fresh = np.unique(hashes[~mask])
+            merged = np.concatenate([seen, fresh])
+            merged.sort(kind="stable")
+            self.seen[key] = merged
         return out
 
 
@@ -280,7 +287,9 @@ class _Profile:
                     c["min"] = float(min(c.get("min", math.inf), vals.min()))
                     c["max"] = float(max(c.get("max", -math.inf), vals.max()))
                     c["sum"] = float(c.get("sum", 0.0) + vals.sum())
-            else:
+            elif not c.get("categories_truncated"):
+                # A column with more distinct values than we keep (an id) stops being
+                # counted: its top values say nothing and cost the most.
                 counts: dict[str, int] = c.setdefault("top", {})
                 for value, n in s.dropna().astype(str).value_counts().items():
                     if value in counts or len(counts) < MAX_PROFILE_CATEGORIES:
