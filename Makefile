@@ -11,7 +11,7 @@ LS_VENV := .venv-localstack
 LOGS := .cache/setup
 LOCALSTACK_PINS := 'localstack-core[runtime]==2026.3.0' 'cbor2<6' 'pyopenssl<24.3' 'cryptography<44' 'service_identity<24.2'
 
-.PHONY: help setup venv localstack-venv node-deps demo test lint typecheck unit integration down clean
+.PHONY: help setup venv localstack-venv node-deps demo test lint typecheck unit integration bench down clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ integration: setup  ## Integration tests against LocalStack and Azurite (the ses
 
 test: setup lint typecheck  ## Lint, types, unit and integration tests
 	$(VENV)/bin/pytest -q
+
+bench: venv  ## Benchmarks (bench/*/run.py), each against its baseline in the same run
+	$(VENV)/bin/python bench/validation/run.py
 
 down: venv  ## Stop the local platform
 	$(VENV)/bin/dhow local down
