@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -143,6 +142,14 @@ def child_pandas(path: str) -> dict[str, object]:
     return {"ok": failures == 0, "rows": len(df), "failures": failures}
 
 
+def peak_rss_mb() -> float:
+    """This process's high-water RSS. Not ru_maxrss, which on Linux keeps the peak of
+    the forked parent from before exec; VmHWM belongs to this address space alone."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
 def measure(argv: list[str]) -> tuple[float, float, dict[str, object]]:
     t0 = time.perf_counter()
     r = subprocess.run(
@@ -163,7 +170,7 @@ def main() -> int:
     if args.child:
         kind, *rest = args.child
         result = child_ours(*rest) if kind == "ours" else child_pandas(*rest)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return 0
     print(
