@@ -146,21 +146,6 @@ def test_rejected_upload_is_answered_and_left_in_place(env: dict[str, Any]) -> N
     assert env["s3"].get_object(Bucket=raw, Key=key)["Body"].read() == CSV
 
 
-def _dhow(*args: str, home: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DHOW_LOCAL_HOME": home, "DHOW_STAGE": "itest"}
-    for k in ("DHOW_AWS_ENDPOINT_URL", "DHOW_AWS_DYNAMODB_ENDPOINT_URL"):
-        env.pop(k, None)  # found through the platform state, as a user would
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def customers_csv(tag: str) -> bytes:
     """The sample with ids made unique to this test, so its bytes are a new version."""
     return SAMPLE.read_text().replace("\nC", f"\n{tag}C").encode()
