@@ -64,6 +64,10 @@ class Settings:
     kms_key_id: str | None = None
     private_subnets: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
+    azureml_workspace: tuple[str, str, str] | None = None  # subscription, group, workspace
+    azureml_compute: str | None = None
+    azureml_environment: str | None = None
+    azureml_staging_datastore: str | None = None
 
     def __post_init__(self) -> None:
         if self.cloud not in ("aws", "azure"):
@@ -114,6 +118,10 @@ class Settings:
             kms_key_id=env.get(c.KMS_KEY_ID) or None,
             private_subnets=_csv(env.get(c.PRIVATE_SUBNETS)),
             security_groups=_csv(env.get(c.SECURITY_GROUPS)),
+            azureml_workspace=_workspace(env),
+            azureml_compute=env.get(c.AZUREML_COMPUTE) or None,
+            azureml_environment=env.get(c.AZUREML_ENVIRONMENT) or None,
+            azureml_staging_datastore=env.get(c.AZUREML_STAGING_DATASTORE) or None,
         )
 
 
@@ -123,6 +131,22 @@ def _cloud(value: str) -> Cloud:
     if value == "azure":
         return "azure"
     raise ConfigError(f"unknown cloud {value!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'")
+
+
+def _workspace(env: Mapping[str, str]) -> tuple[str, str, str] | None:
+    parts = tuple(
+        env.get(n, "")
+        for n in (c.AZUREML_SUBSCRIPTION_ID, c.AZUREML_RESOURCE_GROUP, c.AZUREML_WORKSPACE)
+    )
+    if not any(parts):
+        return None
+    if not all(parts):
+        raise ConfigError(
+            "the Azure ML workspace is only partly configured",
+            hint=f"set all of {c.AZUREML_SUBSCRIPTION_ID}, {c.AZUREML_RESOURCE_GROUP} and "
+            f"{c.AZUREML_WORKSPACE}, or none",
+        )
+    return (parts[0], parts[1], parts[2])
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:

@@ -63,9 +63,9 @@ def build_ports(settings: Settings, topology: Topology | None = None) -> Ports:
 
 def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
     """The managed job runner, where the stack configured one (never locally)."""
-    if settings.cloud != "aws" or not (
-        settings.processing_image_uri and settings.sagemaker_role_arn
-    ):
+    if settings.cloud == "azure":
+        return _azureml_validation_jobs(settings)
+    if not (settings.processing_image_uri and settings.sagemaker_role_arn):
         return None
     from shared.adapters.aws import ProcessingJobConfig, SageMakerValidationJobs, aws_client
 
@@ -83,6 +83,37 @@ def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
             subnets=settings.private_subnets,
             security_groups=settings.security_groups,
             environment=tuple(sorted(env.items())),
+        ),
+    )
+
+
+def _azureml_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
+    if not (
+        settings.azureml_workspace
+        and settings.azureml_compute
+        and settings.azureml_environment
+        and settings.azureml_staging_datastore
+    ):
+        return None
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    from shared.adapters.azure_ml import AzureMLJobConfig, AzureMLValidationJobs
+
+    subscription, group, workspace = settings.azureml_workspace
+    client = MLClient(DefaultAzureCredential(), subscription, group, workspace)
+    env = {
+        "DHOW_CLOUD": "azure",
+        "DHOW_STAGE": settings.stage,
+        "DHOW_AZURE_LOCATION": settings.azure_location,
+    }
+    return AzureMLValidationJobs(
+        client.jobs,
+        AzureMLJobConfig(
+            compute=settings.azureml_compute,
+            environment=settings.azureml_environment,
+            staging_datastore=settings.azureml_staging_datastore,
+            environment_variables=tuple(sorted(env.items())),
         ),
     )
 

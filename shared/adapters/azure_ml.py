@@ -1,0 +1,94 @@
+"""Azure ML adapter: validation too large for a function, as a command job on a CPU cluster.
+
+Kept apart from ``shared.adapters.azure`` because azure-ai-ml takes seconds to
+import and only a stack that hands work off to Azure ML needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from azure.ai.ml import Input
+from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.entities import CommandJob, ManagedIdentityConfiguration
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.ports import ValidationJobLauncher, ValidationJobRequest
+
+
+class JobOperations(Protocol):
+    """The part of ``MLClient.jobs`` we use (injected, as every SDK client is)."""
+
+    def get(self, name: str) -> Any: ...
+
+    def create_or_update(self, job: CommandJob) -> Any: ...
+
+
+@dataclass(frozen=True)
+class AzureMLJobConfig:
+    """Deploy-time facts of the workspace the job runs in; all set by the stack."""
+
+    compute: str
+    environment: str
+    staging_datastore: str
+    experiment: str = "dhow-validate"
+    environment_variables: tuple[tuple[str, str], ...] = ()
+
+
+def azureml_job_name(request: ValidationJobRequest) -> str:
+    """Deterministic, so a redelivery finds the job instead of starting a second one."""
+    spec = request.spec_version.replace("+", "-")
+    return f"dhow-validate-{request.dataset[:20]}-{request.sha256[:12]}-{spec}"[:255]
+
+
+class AzureMLValidationJobs(ValidationJobLauncher):
+    """``ValidationJobLauncher`` on Azure ML command jobs."""
+
+    def __init__(self, jobs: JobOperations, config: AzureMLJobConfig) -> None:
+        self._jobs = jobs
+        self._cfg = config
+
+    def request(self, req: ValidationJobRequest) -> CommandJob:
+        """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly)."""
+        cfg = self._cfg
+        staged = f"{req.staged.container}/{req.staged.key}"
+        return CommandJob(
+            name=azureml_job_name(req),
+            display_name=f"validate {req.dataset} {req.sha256[:12]}",
+            experiment_name=cfg.experiment,
+            command=(
+                "python -m shared.jobs.validate"
+                f" --dataset {req.dataset} --sha256 {req.sha256}"
+                f" --staged {staged}"
+                f" --source {req.source.container}/{req.source.key}"
+                f" --size-bytes {req.size_bytes} --correlation-id {req.correlation_id}"
+                " --input ${{inputs.staged}}"
+            ),
+            inputs={
+                "staged": Input(
+                    type=AssetTypes.URI_FILE,
+                    path=f"azureml://datastores/{cfg.staging_datastore}/paths/{req.staged.key}",
+                )
+            },
+            environment=cfg.environment,
+            compute=cfg.compute,
+            environment_variables=dict(cfg.environment_variables),
+            # The job writes curated/quarantine blobs and lineage as the workspace's
+            # managed identity; no key travels with it.
+            identity=ManagedIdentityConfiguration(),
+            tags={
+                "dhow:dataset": req.dataset,
+                "dhow:sha256": req.sha256,
+                "dhow:spec-version": req.spec_version,
+            },
+        )
+
+    def launch(self, request: ValidationJobRequest) -> str:
+        job = self.request(request)
+        assert job.name is not None
+        try:
+            self._jobs.get(job.name)
+        except ResourceNotFoundError:
+            self._jobs.create_or_update(job)
+        return job.name
