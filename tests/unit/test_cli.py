@@ -55,3 +55,77 @@ def test_status_without_platform_exits_4(runner: CliRunner) -> None:
 def test_every_verb_documents_json(runner: CliRunner) -> None:
     for verb in (["upload"], ["lineage"], ["local", "up"], ["local", "down"], ["local", "status"]):
         assert "--json" in runner.invoke(main, [*verb, "--help"]).output, verb
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "localstack/samples/customers.csv"
+
+
+def test_dataset_init_writes_a_strict_spec_and_never_overwrites(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    specs = tmp_path / "specs"
+    args = [
+        "dataset",
+        "init",
+        "churn",
+        "--from",
+        str(SAMPLE),
+        "--target",
+        "churned",
+        "--unique",
+        "customer_id",
+        "--specs-dir",
+        str(specs),
+        "--json",
+    ]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.output)
+    assert out["task"] == "classification"
+    text = (specs / "churn.yaml").read_text()
+    assert "strict: true" in text
+    assert "unique: true" in text
+    (specs / "churn.yaml").write_text(text + "# reviewed\n")
+    again = runner.invoke(main, args)
+    assert again.exit_code == 2
+    assert json.loads(again.output)["error"]["reason"] == "spec_exists"
+    assert (specs / "churn.yaml").read_text().endswith("# reviewed\n")  # untouched
+    forced = runner.invoke(main, [*args, "--force"])
+    assert forced.exit_code == 0
+    assert not (specs / "churn.yaml").read_text().endswith("# reviewed\n")
+    ok = runner.invoke(
+        main, ["dataset", "validate", "churn", str(SAMPLE), "--specs-dir", str(specs), "--json"]
+    )
+    assert ok.exit_code == 0
+    assert json.loads(ok.output)["rows_checked"] == 400
+
+
+def test_dataset_init_refuses_a_target_that_is_not_a_column(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    r = runner.invoke(
+        main,
+        [
+            "dataset",
+            "init",
+            "churn",
+            "--from",
+            str(SAMPLE),
+            "--target",
+            "nope",
+            "--specs-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 2
+    assert "customer_id" in json.loads(r.output)["error"]["hint"]
+
+
+def test_dataset_validate_exits_1_with_the_report(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(SAMPLE.read_text().replace(",gold,", ",platinum,", 1))
+    r = runner.invoke(main, ["dataset", "validate", "customers", str(bad)])
+    assert r.exit_code == 1
+    assert "schema_checks_failed" in r.output
+    assert "platinum" in r.output

@@ -1,0 +1,68 @@
+"""`dhow local up --cloud azure`: Azurite from npm, with the topology created in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+from dhow_local.platform import AZURITE_CONNECTION_STRING, azurite_up
+
+from shared.topology import build_topology
+from shared.wiring import azure_table_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dhow(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DHOW_LOCAL_HOME": str(home), "DHOW_STAGE": "aztest"}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_local_up_azure_creates_the_topology_and_down_stops_it(tmp_path: Path) -> None:
+    already = azurite_up()  # a developer's own Azurite may be running
+    up = dhow("local", "up", "--cloud", "azure", "--json", home=tmp_path)
+    assert up.returncode == 0, up.stdout + up.stderr
+    result = json.loads(up.stdout)
+    assert result["region"] == "uaenorth"
+    topo = build_topology("aztest")
+    containers = {
+        c.name
+        for c in BlobServiceClient.from_connection_string(
+            AZURITE_CONNECTION_STRING
+        ).list_containers()
+    }
+    assert {b.name for b in topo.buckets} <= containers
+    queues = {
+        q.name
+        for q in QueueServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).list_queues()
+    }
+    for q in topo.queues:
+        assert {q.name, f"{q.name}-poison"} <= queues
+    tables = {
+        t.name
+        for t in TableServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).list_tables()
+    }
+    assert azure_table_name(topo.table("lineage").name) in tables
+    status = dhow("local", "status", "--json", home=tmp_path)
+    assert json.loads(status.stdout)["ready"] is True
+    again = dhow("local", "up", "--cloud", "azure", "--json", home=tmp_path)  # idempotent
+    assert again.returncode == 0, again.stderr
+    down = dhow("local", "down", "--json", home=tmp_path)
+    assert down.returncode == 0
+    if not already:
+        assert json.loads(down.stdout)["stopped"] == {"azurite": "stopped"}
+        assert not azurite_up()
