@@ -48,4 +48,4 @@ def azurite(local_home: Path) -> Iterator[str]:
         yield pf.AZURITE_CONNECTION_STRING
     finally:
         if proc is not None:
-            assert pf.stop_process(proc) in ("stopped", "killed", "not running")
+            assert pf.stop_process(proc, closed=pf.azurite_closed) == "stopped"

@@ -103,7 +103,7 @@ def down() -> dict[str, Any]:
     state = pf.PlatformState.load(home)
     # The runner first, so it does not log errors about a vanished LocalStack.
     ordered = sorted(state.processes, key=lambda p: p.name != "runner")
-    result = {p.name: pf.stop_process(p) for p in ordered}
+    result = {p.name: pf.stop_process(p, closed=pf.SHUTDOWN_DONE.get(p.name)) for p in ordered}
     pf.PlatformState().save(home)
     return {"stopped": result}
 

@@ -176,8 +176,15 @@ def spawn(name: str, argv: list[str], env: dict[str, str], home: Path) -> Manage
     return ManagedProcess(name=name, pid=proc.pid, log=str(log))
 
 
-def stop_process(proc: ManagedProcess, grace_s: float = 10.0) -> str:
-    """SIGTERM the process group, escalate to SIGKILL after ``grace_s``."""
+def stop_process(
+    proc: ManagedProcess, grace_s: float = 10.0, closed: Callable[[], bool] | None = None
+) -> str:
+    """SIGTERM the process group, escalate to SIGKILL after ``grace_s``.
+
+    ``closed`` tells when the service has finished its own shutdown although
+    its process lingers (Azurite closes its servers on SIGTERM but never
+    exits); the rest is then ended at once, and that counts as a clean stop.
+    """
     if not pid_alive(proc.pid):
         return "not running"
     try:
@@ -187,6 +194,11 @@ def stop_process(proc: ManagedProcess, grace_s: float = 10.0) -> str:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if not pid_alive(proc.pid):
+            _reap(proc.pid)
+            return "stopped"
+        if closed is not None and closed():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             _reap(proc.pid)
             return "stopped"
         time.sleep(0.1)
@@ -286,6 +298,16 @@ def azurite_binary() -> Path:
 
 def azurite_up() -> bool:
     return all(http_answers(f"http://127.0.0.1:{port}/") for port in AZURITE_PORTS.values())
+
+
+def azurite_closed() -> bool:
+    return not any(
+        http_answers(f"http://127.0.0.1:{port}/", timeout=0.3) for port in AZURITE_PORTS.values()
+    )
+
+
+# How to tell, per managed process, that it shut down cleanly before exiting.
+SHUTDOWN_DONE: dict[str, Callable[[], bool]] = {"azurite": azurite_closed}
 
 
 def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:

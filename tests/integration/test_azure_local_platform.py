@@ -39,23 +39,16 @@ def test_local_up_azure_creates_the_topology_and_down_stops_it(tmp_path: Path) -
     result = json.loads(up.stdout)
     assert result["region"] == "uaenorth"
     topo = build_topology("aztest")
-    containers = {
-        c.name
-        for c in BlobServiceClient.from_connection_string(
-            AZURITE_CONNECTION_STRING
-        ).list_containers()
-    }
+    # Closed before `down`: Azurite waits for open keep-alive connections on SIGTERM.
+    with BlobServiceClient.from_connection_string(AZURITE_CONNECTION_STRING) as blobs:
+        containers = {c.name for c in blobs.list_containers()}
+    with QueueServiceClient.from_connection_string(AZURITE_CONNECTION_STRING) as qs:
+        queues = {q.name for q in qs.list_queues()}
+    with TableServiceClient.from_connection_string(AZURITE_CONNECTION_STRING) as ts:
+        tables = {t.name for t in ts.list_tables()}
     assert {b.name for b in topo.buckets} <= containers
-    queues = {
-        q.name
-        for q in QueueServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).list_queues()
-    }
     for q in topo.queues:
         assert {q.name, f"{q.name}-poison"} <= queues
-    tables = {
-        t.name
-        for t in TableServiceClient.from_connection_string(AZURITE_CONNECTION_STRING).list_tables()
-    }
     assert azure_table_name(topo.table("lineage").name) in tables
     status = dhow("local", "status", "--json", home=tmp_path)
     assert json.loads(status.stdout)["ready"] is True
