@@ -459,7 +459,23 @@ def dataset_validate(
                 reason="unsupported_format",
                 hint="convert the file first",
             )
-        report = validate_file(file, fmt, load_spec(name, specs_dir), chunk_rows=chunk_rows).report
+        started = time.monotonic()
+
+        def progress(rows: int, failures: int) -> None:
+            # Progress goes to stderr, and only to a terminal, so --json and pipes stay clean.
+            if not as_json and sys.stderr.isatty():
+                rate = rows / max(time.monotonic() - started, 1e-6)
+                click.echo(
+                    f"\r  {rows:,} rows checked, {failures:,} failures, {rate:,.0f} rows/s",
+                    nl=False,
+                    err=True,
+                )
+
+        report = validate_file(
+            file, fmt, load_spec(name, specs_dir), chunk_rows=chunk_rows, on_chunk=progress
+        ).report
+        if not as_json and sys.stderr.isatty():
+            click.echo(err=True)
     except DhowError as exc:
         _fail(as_json, exc)
 

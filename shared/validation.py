@@ -18,7 +18,7 @@ import copy
 import csv
 import gc
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -353,8 +353,12 @@ def validate_file(
     chunk_rows: int = 100_000,
     out_dir: Path | None = None,
     seed: int = 0,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> ValidationRun:
-    """Validate ``path``; with ``out_dir``, also write curated.parquet and reference.parquet."""
+    """Validate ``path``; with ``out_dir``, also write curated.parquet and reference.parquet.
+
+    ``on_chunk(rows_so_far, failures_so_far)`` is called after each chunk, for progress.
+    """
     report = ValidationReport(dataset=spec.name, spec_version=spec.spec_version, ok=False)
     schema, unique_groups = _schema_without_uniqueness(spec.dataframe_schema)
     uniqueness = _Uniqueness(unique_groups)
@@ -450,6 +454,8 @@ def validate_file(
                 }
                 report.bad_rows_sample.append({"row": idx + 1, **row})
             offset += len(chunk)
+            if on_chunk is not None:
+                on_chunk(offset, report.failure_count)
             if chunk_bad or report.failure_count:
                 if writer is not None:  # no curated copy of a failing file
                     writer.close()

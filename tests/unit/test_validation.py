@@ -237,3 +237,9 @@ def test_report_sizes_are_capped_but_counts_exact(tmp_path: Path) -> None:
     assert len(report.bad_rows_sample) == MAX_BAD_ROWS
     assert report.checks[0].failures == 400
     assert len(report.checks[0].examples) <= 5
+
+
+def test_progress_is_reported_per_chunk() -> None:
+    seen: list[tuple[int, int]] = []
+    validate_file(SAMPLE, "csv", SPEC, chunk_rows=150, on_chunk=lambda r, f: seen.append((r, f)))
+    assert seen == [(150, 0), (300, 0), (400, 0)]
