@@ -2,6 +2,9 @@
 
 Exit codes: 0 success, 1 the pipeline said no (e.g. an upload was rejected),
 2 usage or configuration error, 3 timed out waiting, 4 the platform is unreachable.
+
+Verbs import what they need inside their function: pandas, pandera and the
+cloud SDKs take seconds to import, which `dhow --help` should not pay.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -69,8 +73,6 @@ def resolve_settings() -> Settings:
 
     state = PlatformState.load()
     if state.endpoint and state.mode:
-        import os
-
         for k, v in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(k, v)
         return local_settings("aws" if state.cloud == "aws" else "azure", settings)
