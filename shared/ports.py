@@ -181,3 +181,39 @@ class ValidationJobLauncher(abc.ABC):
     @abc.abstractmethod
     def launch(self, request: ValidationJobRequest) -> str:
         """Start the job (idempotently: the name derives from the request); returns its name."""
+
+
+class TrainingJobRequest(BaseModel):
+    """Train one validated dataset version on the spec's instance types, in order of preference."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    sha256: str
+    spec_version: str
+    trainer_version: str
+    curated: ObjectRef
+    target: str
+    task: str
+    instance_types: tuple[str, ...]
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    use_spot: bool = False
+    max_runtime_s: int = 3600
+    correlation_id: str
+
+
+class LaunchedTraining(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    instance_type: str | None  # None when an earlier delivery had launched it
+    created: bool
+    skipped: tuple[str, ...] = ()  # instance types passed over, with the reason
+
+
+class TrainingLauncher(abc.ABC):
+    """Managed training (SageMaker, Azure ML) or the local backend."""
+
+    @abc.abstractmethod
+    def launch(self, request: TrainingJobRequest) -> LaunchedTraining:
+        """Start the job once: a second identical request finds it and starts nothing."""

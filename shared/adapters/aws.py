@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_service_quotas import ServiceQuotasClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -53,6 +54,8 @@ def aws_client(service: Literal["dynamodb"], settings: Settings) -> DynamoDBClie
 def aws_client(service: Literal["sqs"], settings: Settings) -> SQSClient: ...
 @overload
 def aws_client(service: Literal["sagemaker"], settings: Settings) -> SageMakerClient: ...
+@overload
+def aws_client(service: Literal["service-quotas"], settings: Settings) -> ServiceQuotasClient: ...
 def aws_client(service: str, settings: Settings) -> Any:
     """A boto3 client in the pinned region (and at the local endpoint, when set)."""
     region = check_aws_region(settings.aws_region)

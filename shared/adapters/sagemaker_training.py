@@ -1,0 +1,199 @@
+"""SageMaker training: a GPU job in the pinned region, after a check of the account's quota.
+
+The job name derives from the dataset hash, spec version and trainer version,
+so a duplicate ``DatasetValidated`` finds the job instead of starting another.
+Before creating it, the account's Service Quotas for the spec's instance types
+are read in order: a type whose quota is 0 is passed over, with the quota's
+name and code, and the first type with room is used. When none has room the
+answer names every quota to raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from shared.errors import DhowError
+from shared.ports import LaunchedTraining, TrainingJobRequest, TrainingLauncher
+
+if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_service_quotas import ServiceQuotasClient
+
+log = logging.getLogger(__name__)
+
+
+class GpuQuotaUnavailable(DhowError):
+    """Every instance type the spec lists has a training quota of 0 in this account."""
+
+    reason = "gpu_quota_zero"
+
+
+@dataclass(frozen=True)
+class TrainingJobConfig:
+    """Deploy-time facts; the image URI is resolved for the region when the stack is built."""
+
+    image_uri: str
+    role_arn: str
+    output_s3_uri: str  # s3://bucket/prefix, models land under <prefix>/<dataset>/
+    checkpoint_s3_uri: str
+    kms_key_id: str
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    region: str
+    volume_gb: int = 50
+    # Spot jobs may wait for capacity up to this multiple of their runtime.
+    spot_wait_factor: int = 2
+
+
+def training_job_name(req: TrainingJobRequest) -> str:
+    """Deterministic and within SageMaker's 63 characters."""
+    ident = hashlib.sha256(
+        f"{req.sha256}|{req.spec_version}|{req.trainer_version}".encode()
+    ).hexdigest()[:12]
+    return f"dhow-{req.dataset[:30]}-{req.sha256[:8]}-{ident}"[:63]
+
+
+def quota_name(instance_type: str, spot: bool) -> str:
+    return f"{instance_type} for {'spot ' if spot else ''}training job usage"
+
+
+class SageMakerTrainingLauncher(TrainingLauncher):
+    """``TrainingLauncher`` on SageMaker training jobs."""
+
+    def __init__(
+        self, sagemaker: SageMakerClient, quotas: ServiceQuotasClient, config: TrainingJobConfig
+    ) -> None:
+        self._sm = sagemaker
+        self._quotas = quotas
+        self._cfg = config
+
+    def _quota_values(self, spot: bool) -> dict[str, tuple[str, float]]:
+        """Quota name -> (code, value) for SageMaker training in this account and region."""
+        out: dict[str, tuple[str, float]] = {}
+        kind = "for spot training job usage" if spot else "for training job usage"
+        for page in self._quotas.get_paginator("list_service_quotas").paginate(
+            ServiceCode="sagemaker"
+        ):
+            for q in page.get("Quotas", []):
+                name = q.get("QuotaName", "")
+                if name.endswith(kind) and (spot or " spot " not in name):
+                    out[name] = (q.get("QuotaCode", "?"), float(q.get("Value", 0)))
+        return out
+
+    def _existing(self, name: str) -> bool:
+        try:
+            self._sm.describe_training_job(TrainingJobName=name)
+        except ClientError as exc:
+            if "not found" in str(exc).lower() or exc.response["Error"]["Code"] in (
+                "ResourceNotFound",
+                "ValidationException",
+            ):
+                return False
+            raise
+        return True
+
+    def choose_instance_type(self, req: TrainingJobRequest) -> tuple[str, tuple[str, ...]]:
+        """The first listed type whose quota has room; raises ``GpuQuotaUnavailable``."""
+        quotas = self._quota_values(req.use_spot)
+        skipped: list[str] = []
+        for instance_type in req.instance_types:
+            name = quota_name(instance_type, req.use_spot)
+            code, value = quotas.get(name, ("", -1.0))
+            if value == 0:
+                skipped.append(f"{instance_type}: quota '{name}' ({code}) is 0")
+                log.warning("skipping %s: quota %r (%s) is 0", instance_type, name, code)
+                continue
+            # Not listed (-1) means Service Quotas does not know the type; let SageMaker judge.
+            return instance_type, tuple(skipped)
+        raise GpuQuotaUnavailable(
+            f"no training capacity for {req.dataset}: " + "; ".join(skipped),
+            hint=f"raise one of these quotas in Service Quotas ({self._cfg.region}), "
+            "or list another instance type in the spec's training.instance_types",
+        )
+
+    def request(self, req: TrainingJobRequest, instance_type: str) -> dict[str, Any]:
+        """The exact CreateTrainingJob parameters (tested field by field)."""
+        cfg = self._cfg
+        name = training_job_name(req)
+        stopping: dict[str, int] = {"MaxRuntimeInSeconds": req.max_runtime_s}
+        params: dict[str, Any] = {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {
+                "TrainingImage": cfg.image_uri,
+                "TrainingInputMode": "File",
+            },
+            "RoleArn": cfg.role_arn,
+            "HyperParameters": {
+                **req.hyperparameters,
+                "target": req.target,
+                "task": req.task,
+            },
+            "InputDataConfig": [
+                {
+                    "ChannelName": "train",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{req.curated.container}/{req.curated.key}",
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                    "ContentType": "application/x-parquet",
+                    "InputMode": "File",
+                }
+            ],
+            "OutputDataConfig": {
+                "S3OutputPath": f"{cfg.output_s3_uri.rstrip('/')}/{req.dataset}/",
+                "KmsKeyId": cfg.kms_key_id,
+            },
+            "ResourceConfig": {
+                "InstanceType": instance_type,
+                "InstanceCount": 1,
+                "VolumeSizeInGB": cfg.volume_gb,
+                "VolumeKmsKeyId": cfg.kms_key_id,
+            },
+            "StoppingCondition": stopping,
+            "VpcConfig": {
+                "SecurityGroupIds": list(cfg.security_groups),
+                "Subnets": list(cfg.subnets),
+            },
+            # No internet from the training container, and encrypted traffic between
+            # its instances: the bytes stay in the account's private subnets.
+            "EnableNetworkIsolation": True,
+            "EnableInterContainerTrafficEncryption": True,
+            "EnableManagedSpotTraining": req.use_spot,
+            "Tags": [
+                {"Key": "dhow:dataset", "Value": req.dataset},
+                {"Key": "dhow:sha256", "Value": req.sha256},
+                {"Key": "dhow:spec-version", "Value": req.spec_version},
+                {"Key": "dhow:trainer-version", "Value": req.trainer_version},
+                {"Key": "dhow:correlation-id", "Value": req.correlation_id},
+            ],
+        }
+        if req.use_spot:
+            stopping["MaxWaitTimeInSeconds"] = req.max_runtime_s * cfg.spot_wait_factor
+            params["CheckpointConfig"] = {
+                "S3Uri": f"{cfg.checkpoint_s3_uri.rstrip('/')}/{name}/",
+                "LocalPath": "/opt/ml/checkpoints",
+            }
+        return params
+
+    def launch(self, request: TrainingJobRequest) -> LaunchedTraining:
+        name = training_job_name(request)
+        if self._existing(name):
+            return LaunchedTraining(job_name=name, instance_type=None, created=False)
+        instance_type, skipped = self.choose_instance_type(request)
+        try:
+            self._sm.create_training_job(**self.request(request, instance_type))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUse":
+                raise
+            return LaunchedTraining(job_name=name, instance_type=None, created=False)
+        return LaunchedTraining(
+            job_name=name, instance_type=instance_type, created=True, skipped=skipped
+        )
