@@ -1,0 +1,197 @@
+"""Dhow's default trainer for tabular data, on SageMaker's script-mode contract.
+
+    python -m shared.trainer
+
+It reads what SageMaker (or Dhow's local backend, which sets up the same
+directories and variables) provides:
+
+- ``SM_CHANNEL_TRAIN``: a folder with the curated Parquet file(s);
+- ``SM_HPS`` (or ``$SM_INPUT_CONFIG_DIR/hyperparameters.json``): hyperparameters,
+  among them ``target`` and ``task``;
+- ``SM_MODEL_DIR``: where the model goes (SageMaker tars it to model.tar.gz);
+- ``SM_OUTPUT_DATA_DIR``: where ``metrics.json`` and the holdout rows go;
+- ``SM_OUTPUT_DIR``: where a ``failure`` file explains a crash, as SageMaker expects;
+- ``SM_NUM_GPUS``: more than 0 means XGBoost trains with ``device="cuda"``.
+
+scikit-learn does the preprocessing (one-hot for categories), the split and the
+metrics; XGBoost learns. The holdout is chosen by a hash of each row's
+content, so the same rows are held out whichever version of the dataset they
+appear in, and a new model and the champion can be compared on the same rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+TRAINER_VERSION = "0.1.0"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.joblib"
+HOLDOUT_EVERY = 5  # one row in five is held out
+
+
+class TrainerError(Exception):
+    """A problem with the inputs, said so that the job's failure reason is useful."""
+
+
+def _env_path(name: str, default: str) -> Path:
+    return Path(os.environ.get(name, default))
+
+
+def read_hyperparameters() -> dict[str, Any]:
+    """SageMaker passes hyperparameters as strings; JSON-looking ones are decoded."""
+    raw = os.environ.get("SM_HPS")
+    if raw:
+        hps: dict[str, Any] = json.loads(raw)
+    else:
+        path = _env_path("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config") / "hyperparameters.json"
+        hps = json.loads(path.read_text()) if path.exists() else {}
+    out: dict[str, Any] = {}
+    for key, value in hps.items():
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # a plain string stays a string
+                value = json.loads(value)
+        out[key] = value
+    return out
+
+
+def holdout_mask(frame: Any) -> Any:
+    """Rows whose content hashes to 0 mod HOLDOUT_EVERY: stable across dataset versions."""
+    import pandas as pd
+
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return (hashes % HOLDOUT_EVERY) == 0
+
+
+def train(hps: dict[str, Any]) -> dict[str, Any]:
+    import joblib
+    import numpy as np
+    import pandas as pd
+    from sklearn import metrics as m
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import LabelEncoder, OneHotEncoder
+    from xgboost import XGBClassifier, XGBRegressor
+
+    channel = _env_path("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")
+    files = sorted(p for p in channel.rglob("*") if p.suffix in (".parquet", ".pq"))
+    if not files:
+        raise TrainerError(f"no Parquet files in the train channel {channel}")
+    data = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    target, task = hps.get("target"), hps.get("task", "classification")
+    if target not in data.columns:
+        raise TrainerError(f"target {target!r} is not a column: {', '.join(data.columns)}")
+    if task not in ("classification", "regression"):
+        raise TrainerError(f"task must be classification or regression, got {task!r}")
+
+    drop = {c for c in str(hps.get("drop_columns", "")).split(",") if c}
+    # A text column with a distinct value on every row is an identifier, not a feature.
+    drop |= {c for c in data.columns if data[c].dtype == object and data[c].nunique() == len(data)}
+    features = [c for c in data.columns if c != target and c not in drop]
+    categorical = [c for c in features if data[c].dtype == object or data[c].dtype == bool]
+    numeric = [c for c in features if c not in categorical]
+
+    held = holdout_mask(data)
+    train_df, holdout_df = data[~held], data[held]
+    if len(holdout_df) == 0 or len(train_df) == 0:
+        raise TrainerError(f"{len(data)} rows are too few to hold out one in {HOLDOUT_EVERY}")
+
+    gpus = int(os.environ.get("SM_NUM_GPUS", "0") or 0)
+    device = "cuda" if gpus > 0 else "cpu"
+    params = {
+        "n_estimators": int(hps.get("n_estimators", 200)),
+        "max_depth": int(hps.get("max_depth", 6)),
+        "learning_rate": float(hps.get("learning_rate", 0.1)),
+        "tree_method": "hist",
+        "device": device,
+        "random_state": int(hps.get("seed", 42)),
+    }
+    pre = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore"), categorical)],
+        remainder="passthrough",
+    )
+    y_train, y_holdout = train_df[target], holdout_df[target]
+    labels = None
+    if task == "classification":
+        encoder = LabelEncoder().fit(data[target])
+        labels = [str(c) for c in encoder.classes_]
+        y_train, y_holdout = encoder.transform(y_train), encoder.transform(y_holdout)
+        learner: Any = XGBClassifier(**params)
+    else:
+        learner = XGBRegressor(**params)
+    model = Pipeline([("preprocess", pre), ("learner", learner)])
+    model.fit(train_df[features], y_train)
+
+    result: dict[str, Any] = {"n_train": len(train_df), "n_holdout": len(holdout_df)}
+    if task == "classification":
+        proba = model.predict_proba(holdout_df[features])
+        pred = proba.argmax(axis=1)
+        result["accuracy"] = float(m.accuracy_score(y_holdout, pred))
+        if proba.shape[1] == 2:
+            result["roc_auc"] = float(m.roc_auc_score(y_holdout, proba[:, 1]))
+            result["f1"] = float(m.f1_score(y_holdout, pred))
+        else:
+            result["roc_auc"] = float(m.roc_auc_score(y_holdout, proba, multi_class="ovr"))
+            result["f1"] = float(m.f1_score(y_holdout, pred, average="macro"))
+        result["log_loss"] = float(
+            m.log_loss(y_holdout, proba, labels=list(range(len(labels or []))))
+        )
+    else:
+        pred = model.predict(holdout_df[features])
+        result["rmse"] = float(np.sqrt(m.mean_squared_error(y_holdout, pred)))
+        result["mae"] = float(m.mean_absolute_error(y_holdout, pred))
+        result["r2"] = float(m.r2_score(y_holdout, pred))
+
+    model_dir = _env_path("SM_MODEL_DIR", "/opt/ml/model")
+    out_dir = _env_path("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, model_dir / MODEL_FILE)
+    card = {
+        "trainer_version": TRAINER_VERSION,
+        "learner": f"xgboost-{type(learner).__name__}",
+        "device": device,
+        "target": target,
+        "task": task,
+        "features": features,
+        "categorical": categorical,
+        "numeric": numeric,
+        "dropped": sorted(drop),
+        "labels": labels,
+        "hyperparameters": params,
+    }
+    (model_dir / "model.json").write_text(json.dumps(card, indent=2))
+    metrics_text = json.dumps(result, indent=2)
+    # In the model artifact, so register reads it with the model; in the output too.
+    (model_dir / METRICS_FILE).write_text(metrics_text)
+    (out_dir / METRICS_FILE).write_text(metrics_text)
+    holdout_df.to_parquet(out_dir / "holdout.parquet", index=False)
+    for name, value in result.items():
+        print(f"metric {name}={value}")  # for the job's MetricDefinitions regexes
+    return result
+
+
+def main() -> int:
+    try:
+        train(read_hyperparameters())
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        failure_dir = _env_path("SM_OUTPUT_DIR", "/opt/ml/output")
+        with contextlib.suppress(OSError):
+            failure_dir.mkdir(parents=True, exist_ok=True)
+            # SageMaker shows this file's text as the job's FailureReason.
+            (failure_dir / "failure").write_text(reason[:1024])
+        if not isinstance(exc, TrainerError):
+            traceback.print_exc()
+        print(f"training failed: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

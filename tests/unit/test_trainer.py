@@ -1,0 +1,122 @@
+"""The default trainer, run as SageMaker runs it: a process with the SM_* contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.specs import load_spec
+from shared.trainer import holdout_mask
+from shared.validation import validate_file
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "localstack/samples/customers.csv"
+
+
+def sm_dirs(tmp: Path, data: pd.DataFrame | None, hps: dict[str, object]) -> dict[str, str]:
+    train = tmp / "input/data/train"
+    train.mkdir(parents=True)
+    if data is not None:
+        data.to_parquet(train / "data.parquet", index=False)
+    return {
+        "SM_CHANNEL_TRAIN": str(train),
+        "SM_MODEL_DIR": str(tmp / "model"),
+        "SM_OUTPUT_DATA_DIR": str(tmp / "output/data"),
+        "SM_OUTPUT_DIR": str(tmp / "output"),
+        "SM_NUM_GPUS": "0",
+        # SageMaker hands hyperparameters over as strings.
+        "SM_HPS": json.dumps({k: str(v) for k, v in hps.items()}),
+    }
+
+
+def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.trainer"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("curated")
+    run_ = validate_file(SAMPLE, "csv", load_spec("customers"), out_dir=out)
+    assert run_.curated is not None
+    return pd.read_parquet(run_.curated)
+
+
+def test_classifier_on_curated_customers(tmp_path: Path, curated: pd.DataFrame) -> None:
+    env = sm_dirs(
+        tmp_path,
+        curated,
+        {"target": "churned", "task": "classification", "n_estimators": 50, "max_depth": 3},
+    )
+    r = run(env)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "output/data/metrics.json").read_text())
+    assert metrics == json.loads((tmp_path / "model/metrics.json").read_text())
+    assert metrics["n_train"] + metrics["n_holdout"] == 400
+    # The sample has a real signal (support calls, tenure, app): better than chance.
+    assert metrics["roc_auc"] > 0.6
+    assert 0 <= metrics["accuracy"] <= 1
+    assert f"metric roc_auc={metrics['roc_auc']}" in r.stdout
+    card = json.loads((tmp_path / "model/model.json").read_text())
+    assert card["device"] == "cpu"
+    assert card["dropped"] == ["customer_id"]  # an identifier is not a feature
+    assert card["labels"] == ["0", "1"]
+    model = joblib.load(tmp_path / "model/model.joblib")
+    holdout = pd.read_parquet(tmp_path / "output/data/holdout.parquet")
+    assert len(holdout) == metrics["n_holdout"]
+    proba = model.predict_proba(holdout[card["features"]])
+    assert proba.shape == (len(holdout), 2)
+
+
+def test_regressor(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 600)
+    data = pd.DataFrame(
+        {"x": x, "zone": rng.choice(["a", "b"], 600), "y": 3 * x + rng.normal(0, 0.5, 600)}
+    )
+    r = run(sm_dirs(tmp_path, data, {"target": "y", "task": "regression"}))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "output/data/metrics.json").read_text())
+    assert metrics["r2"] > 0.9
+    assert metrics["rmse"] < 2
+
+
+@pytest.mark.parametrize(
+    ("hps", "data", "reason"),
+    [
+        ({"target": "nope", "task": "classification"}, True, "target 'nope' is not a column"),
+        ({"target": "churned", "task": "ranking"}, True, "task must be"),
+        ({"target": "churned"}, False, "no Parquet files"),
+    ],
+)
+def test_failures_leave_a_reason_for_sagemaker(
+    tmp_path: Path, curated: pd.DataFrame, hps: dict[str, object], data: bool, reason: str
+) -> None:
+    r = run(sm_dirs(tmp_path, curated if data else None, hps))
+    assert r.returncode == 1
+    assert reason in (tmp_path / "output/failure").read_text()
+    assert "Traceback" not in r.stderr  # an input problem is explained, not dumped
+
+
+def test_holdout_rows_stay_held_out_in_a_later_version(curated: pd.DataFrame) -> None:
+    first = holdout_mask(curated)
+    grown = pd.concat(
+        [curated, curated.assign(customer_id=curated["customer_id"] + "b")], ignore_index=True
+    )
+    assert (holdout_mask(grown)[: len(curated)] == first).all()
+    assert 0.1 < first.mean() < 0.3  # about one row in five
