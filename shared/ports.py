@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -217,3 +217,52 @@ class TrainingLauncher(abc.ABC):
     @abc.abstractmethod
     def launch(self, request: TrainingJobRequest) -> LaunchedTraining:
         """Start the job once: a second identical request finds it and starts nothing."""
+
+
+ApprovalStatus = Literal["Approved", "Rejected", "PendingManualApproval"]
+
+
+class ModelVersion(BaseModel):
+    """One registered model version with its metrics and the lineage back to its bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    version: int
+    status: ApprovalStatus
+    artifact: str  # where model.tar.gz lives
+    image: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: dict[str, str] = Field(default_factory=dict)
+    status_reason: str | None = None
+    created_at: datetime
+
+
+class ModelRegistry(abc.ABC):
+    """Model versions per dataset (SageMaker Model Registry; Azure ML models)."""
+
+    @abc.abstractmethod
+    def register(
+        self,
+        dataset: str,
+        *,
+        artifact: str,
+        image: str,
+        metrics: Mapping[str, float],
+        lineage: Mapping[str, str],
+        status: ApprovalStatus,
+        reason: str | None = None,
+    ) -> ModelVersion:
+        """Add a version; its number is the registry's next one for the dataset."""
+
+    @abc.abstractmethod
+    def versions(self, dataset: str) -> list[ModelVersion]:
+        """Every version, newest first."""
+
+    @abc.abstractmethod
+    def set_status(self, dataset: str, version: int, status: ApprovalStatus, reason: str) -> None:
+        """Approve or reject a version (a rollback rejects the champion)."""
+
+    def champion(self, dataset: str) -> ModelVersion | None:
+        """The newest approved version: what serves, and what a challenger must beat."""
+        return next((v for v in self.versions(dataset) if v.status == "Approved"), None)
