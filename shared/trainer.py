@@ -68,11 +68,54 @@ def holdout_mask(frame: Any) -> Any:
     return (hashes % HOLDOUT_EVERY) == 0
 
 
+# Metrics where a smaller value is the better model (the gate compares the other way).
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
+
+
+def evaluate(model: Any, x: Any, y: Any, task: str, n_labels: int) -> dict[str, float]:
+    """Holdout metrics; the same function scores a challenger and, later, the champion."""
+    import numpy as np
+    from sklearn import metrics as m
+
+    out: dict[str, float] = {}
+    if task == "classification":
+        proba = model.predict_proba(x)
+        pred = proba.argmax(axis=1)
+        out["accuracy"] = float(m.accuracy_score(y, pred))
+        if proba.shape[1] == 2:
+            out["roc_auc"] = float(m.roc_auc_score(y, proba[:, 1]))
+            out["f1"] = float(m.f1_score(y, pred))
+        else:
+            out["roc_auc"] = float(m.roc_auc_score(y, proba, multi_class="ovr"))
+            out["f1"] = float(m.f1_score(y, pred, average="macro"))
+        out["log_loss"] = float(m.log_loss(y, proba, labels=list(range(n_labels))))
+    else:
+        pred = model.predict(x)
+        out["rmse"] = float(np.sqrt(m.mean_squared_error(y, pred)))
+        out["mae"] = float(m.mean_absolute_error(y, pred))
+        out["r2"] = float(m.r2_score(y, pred))
+    return out
+
+
+def score_on(model_dir: Path, holdout: Any) -> dict[str, float]:
+    """Score the model saved in ``model_dir`` on ``holdout`` rows (which carry the target)."""
+    import joblib
+
+    card = json.loads((model_dir / "model.json").read_text())
+    model = joblib.load(model_dir / MODEL_FILE)
+    y = holdout[card["target"]]
+    labels = card.get("labels")
+    if labels:
+        index = {label: i for i, label in enumerate(labels)}
+        y = y.astype(str).map(index)
+        keep = y.notna()  # a class the champion never saw cannot be scored by it
+        holdout, y = holdout[keep], y[keep].astype(int)
+    return evaluate(model, holdout[card["features"]], y, card["task"], len(labels or []))
+
+
 def train(hps: dict[str, Any]) -> dict[str, Any]:
     import joblib
-    import numpy as np
     import pandas as pd
-    from sklearn import metrics as m
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import LabelEncoder, OneHotEncoder
@@ -128,24 +171,7 @@ def train(hps: dict[str, Any]) -> dict[str, Any]:
     model.fit(train_df[features], y_train)
 
     result: dict[str, Any] = {"n_train": len(train_df), "n_holdout": len(holdout_df)}
-    if task == "classification":
-        proba = model.predict_proba(holdout_df[features])
-        pred = proba.argmax(axis=1)
-        result["accuracy"] = float(m.accuracy_score(y_holdout, pred))
-        if proba.shape[1] == 2:
-            result["roc_auc"] = float(m.roc_auc_score(y_holdout, proba[:, 1]))
-            result["f1"] = float(m.f1_score(y_holdout, pred))
-        else:
-            result["roc_auc"] = float(m.roc_auc_score(y_holdout, proba, multi_class="ovr"))
-            result["f1"] = float(m.f1_score(y_holdout, pred, average="macro"))
-        result["log_loss"] = float(
-            m.log_loss(y_holdout, proba, labels=list(range(len(labels or []))))
-        )
-    else:
-        pred = model.predict(holdout_df[features])
-        result["rmse"] = float(np.sqrt(m.mean_squared_error(y_holdout, pred)))
-        result["mae"] = float(m.mean_absolute_error(y_holdout, pred))
-        result["r2"] = float(m.r2_score(y_holdout, pred))
+    result |= evaluate(model, holdout_df[features], y_holdout, task, len(labels or []))
 
     model_dir = _env_path("SM_MODEL_DIR", "/opt/ml/model")
     out_dir = _env_path("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")
@@ -171,6 +197,8 @@ def train(hps: dict[str, Any]) -> dict[str, Any]:
     (model_dir / METRICS_FILE).write_text(metrics_text)
     (out_dir / METRICS_FILE).write_text(metrics_text)
     holdout_df.to_parquet(out_dir / "holdout.parquet", index=False)
+    # Also inside the model artifact: register scores the champion on these same rows.
+    holdout_df.to_parquet(model_dir / "holdout.parquet", index=False)
     for name, value in result.items():
         print(f"metric {name}={value}")  # for the job's MetricDefinitions regexes
     return result

@@ -120,3 +120,21 @@ def test_holdout_rows_stay_held_out_in_a_later_version(curated: pd.DataFrame) ->
     )
     assert (holdout_mask(grown)[: len(curated)] == first).all()
     assert 0.1 < first.mean() < 0.3  # about one row in five
+
+
+def test_scoring_a_saved_model_reproduces_its_holdout_metrics(
+    tmp_path: Path, curated: pd.DataFrame
+) -> None:
+    from shared.trainer import score_on
+
+    r = run(
+        sm_dirs(
+            tmp_path, curated, {"target": "churned", "task": "classification", "n_estimators": 30}
+        )
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "model/metrics.json").read_text())
+    holdout = pd.read_parquet(tmp_path / "model/holdout.parquet")  # inside the artifact
+    again = score_on(tmp_path / "model", holdout)
+    for name in ("roc_auc", "accuracy", "f1", "log_loss"):
+        assert again[name] == pytest.approx(metrics[name], abs=1e-12)
