@@ -227,6 +227,41 @@ def parse_bus_event(payload: str | bytes | Json) -> PipelineEvent:
     )
 
 
+class TrainingJobEnded(BaseModel):
+    """A training job reached an end state (SageMaker's "Training Job State Change")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    status: str  # Completed | Failed | Stopped (in-progress states are not delivered to us)
+    failure_reason: str | None = None
+    artifact: str | None = None  # s3://bucket/key of model.tar.gz
+    instance_type: str | None = None
+    image: str | None = None
+    hyperparameters: dict[str, str]
+
+
+def parse_training_state_change(payload: str | bytes | Json) -> TrainingJobEnded:
+    data = _loads(payload)
+    if data.get("source") != "aws.sagemaker" or (
+        data.get("detail-type") != "SageMaker Training Job State Change"
+    ):
+        raise EventParseError(
+            "payload is not a SageMaker training job state change",
+            hint=f"got source {data.get('source')!r}, detail-type {data.get('detail-type')!r}",
+        )
+    d = data["detail"]
+    return TrainingJobEnded(
+        job_name=d["TrainingJobName"],
+        status=d["TrainingJobStatus"],
+        failure_reason=d.get("FailureReason"),
+        artifact=(d.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+        instance_type=(d.get("ResourceConfig") or {}).get("InstanceType"),
+        image=(d.get("AlgorithmSpecification") or {}).get("TrainingImage"),
+        hyperparameters={str(k): str(v) for k, v in (d.get("HyperParameters") or {}).items()},
+    )
+
+
 def sqs_messages(event: Json) -> list[SqsMessage]:
     """The messages of an SQS batch event, as Lambda's event-source mapping delivers it."""
     records = event.get("Records")

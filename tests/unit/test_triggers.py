@@ -102,3 +102,16 @@ def test_pipeline_event_from_eventbridge_and_queue_envelopes() -> None:
     assert parse_bus_event(via_queue) == event
     with pytest.raises(EventParseError):
         parse_bus_event({"source": "aws.s3", "detail-type": "x", "detail": {}})
+
+
+def test_sagemaker_training_state_change() -> None:
+    from shared.triggers import parse_training_state_change
+
+    ended = parse_training_state_change(load_event("sagemaker_training_state_change.json"))
+    assert ended.job_name == "dhow-prod-customers-9f869f86-1a2b3c4d5e6f"
+    assert (ended.status, ended.instance_type) == ("Completed", "ml.g5.xlarge")
+    assert ended.artifact is not None
+    assert ended.artifact.endswith("/output/model.tar.gz")
+    assert ended.hyperparameters["dhow_dataset"] == "customers"
+    with pytest.raises(EventParseError):
+        parse_training_state_change(load_event("eventbridge_s3_object_created.json"))

@@ -1,0 +1,268 @@
+"""Register: a finished training job becomes a model version, approved or rejected by the gate.
+
+On a training job's end state:
+
+- Failed or Stopped: ``TrainingCompleted`` with the status and the job's own
+  failure reason; nothing is registered, nothing crashes.
+- Completed: ``TrainingCompleted``, then the model artifact is opened and its
+  metrics read. The gate (from the spec's ``training.gate``) asks for an
+  absolute minimum of the gate metric and, when a champion exists, at most
+  ``max_regression`` worse than the champion **scored on the challenger's own
+  holdout rows** (so both are judged on the same data). The version is
+  registered with its lineage either way, Approved or Rejected, and
+  ``ModelApproved`` or ``ModelRejected`` says why.
+
+What the job learnt from travels in its hyperparameters (``dhow_*``), which
+SageMaker's state-change event carries, so this step needs no lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from shared.errors import EventParseError
+from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
+from shared.ports import EventBus, LineageRecord, LineageStore, ModelRegistry, ObjectStore
+from shared.services.claims import claim, complete
+from shared.specs import load_spec
+from shared.triggers import TrainingJobEnded
+
+log = logging.getLogger(__name__)
+
+LINEAGE_KEYS = ("sha256", "spec_version", "trainer_version", "curated", "correlation_id")
+
+
+def object_ref(uri: str) -> ObjectRef:
+    """``s3://bucket/key`` (or ``container/key``) as an ObjectRef."""
+    container, _, key = uri.removeprefix("s3://").partition("/")
+    if not container or not key:
+        raise EventParseError(f"not an object location: {uri!r}")
+    return ObjectRef(container=container, key=key)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    approved: bool
+    reason: str
+    champion_version: int | None
+    champion_score: float | None
+
+
+@dataclass(frozen=True)
+class RegisterOutcome:
+    status: Literal["approved", "rejected", "failed", "duplicate"]
+    model_version: int | None = None
+    gate: GateResult | None = None
+
+
+class RegisterService:
+    """Gates and registers the model of one finished training job. See the module docstring."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        bus: EventBus,
+        lineage: LineageStore,
+        registry: ModelRegistry,
+        *,
+        specs_dir: str | Path | None = None,
+        claim_seconds: int = 900,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._lineage = lineage
+        self._registry = registry
+        self._specs = specs_dir
+        self._claim = timedelta(seconds=claim_seconds)
+
+    def handle(self, ended: TrainingJobEnded) -> RegisterOutcome:
+        hps = ended.hyperparameters
+        dataset = hps.get("dhow_dataset")
+        if not dataset:
+            raise EventParseError(
+                f"training job {ended.job_name} has no dhow_dataset hyperparameter",
+                hint="only jobs launched by Dhow's train-launch are registered",
+            )
+        facts = {k: hps.get(f"dhow_{k}", "") for k in LINEAGE_KEYS}
+        correlation = facts["correlation_id"] or ended.job_name
+        row = LineageRecord(
+            dataset=dataset,
+            record_id=f"register:{ended.job_name}",
+            kind="register",
+            status="claimed",
+            attributes={
+                **facts,
+                "job_name": ended.job_name,
+                "job_status": ended.status,
+                "instance_type": ended.instance_type,
+                "artifact": ended.artifact,
+            },
+        )
+        claimed = claim(
+            self._lineage, row, self._claim, done_statuses={"approved", "rejected", "failed"}
+        )
+        if claimed.done:
+            return RegisterOutcome(status="duplicate")
+        artifact = object_ref(ended.artifact) if ended.artifact else None
+        self._bus.publish(
+            TrainingCompleted(
+                event_id=f"completed-{ended.job_name}",
+                dataset=dataset,
+                correlation_id=correlation,
+                job_name=ended.job_name,
+                status="Completed"
+                if ended.status == "Completed"
+                else "Stopped"
+                if ended.status == "Stopped"
+                else "Failed",
+                reason=ended.failure_reason,
+                model_artifact=artifact if ended.status == "Completed" else None,
+            )
+        )
+        if ended.status != "Completed" or artifact is None:
+            complete(self._lineage, claimed, "failed", reason=ended.failure_reason)
+            return RegisterOutcome(status="failed")
+
+        # Imported here: only a completed job needs pandas and scikit-learn.
+        import pandas as pd
+
+        from shared.trainer import LOWER_IS_BETTER, score_on
+
+        spec = load_spec(dataset, self._specs)
+        gate = spec.training.gate
+        champion = self._registry.champion(dataset)
+        with tempfile.TemporaryDirectory(prefix="dhow-register-") as tmp:
+            model_dir = self._unpack(artifact, Path(tmp) / "challenger")
+            metrics = {
+                k: float(v) for k, v in json.loads((model_dir / "metrics.json").read_text()).items()
+            }
+            champion_score = None
+            if champion is not None:
+                holdout = pd.read_parquet(model_dir / "holdout.parquet")
+                champ_dir = self._unpack(object_ref(champion.artifact), Path(tmp) / "champion")
+                champion_score = score_on(champ_dir, holdout)[gate.metric]
+        if gate.metric not in metrics:
+            raise EventParseError(
+                f"the model's metrics have no {gate.metric!r}",
+                hint=f"the spec's gate metric must be one of {', '.join(sorted(metrics))}",
+            )
+        result = self._judge(
+            metrics[gate.metric],
+            gate.metric,
+            gate.minimum,
+            gate.max_regression,
+            champion_score,
+            champion.version if champion else None,
+            lower_is_better=gate.metric in LOWER_IS_BETTER,
+        )
+        version = self._registry.register(
+            dataset,
+            artifact=ended.artifact or "",
+            image=ended.image or "",
+            metrics={
+                **metrics,
+                **(
+                    {f"champion_{gate.metric}_same_holdout": champion_score}
+                    if champion_score is not None
+                    else {}
+                ),
+            },
+            lineage={
+                **facts,
+                "job_name": ended.job_name,
+                "instance_type": ended.instance_type or "",
+            },
+            status="Approved" if result.approved else "Rejected",
+            reason=result.reason,
+        )
+        event_id = f"model-{dataset}-{version.version}"
+        champion_version = str(result.champion_version) if result.champion_version else None
+        if result.approved:
+            self._bus.publish(
+                ModelApproved(
+                    event_id=event_id,
+                    dataset=dataset,
+                    correlation_id=correlation,
+                    model_version=str(version.version),
+                    job_name=ended.job_name,
+                    metrics=metrics,
+                    champion_version=champion_version,
+                )
+            )
+        else:
+            self._bus.publish(
+                ModelRejected(
+                    event_id=event_id,
+                    dataset=dataset,
+                    correlation_id=correlation,
+                    model_version=str(version.version),
+                    job_name=ended.job_name,
+                    metrics=metrics,
+                    champion_version=champion_version,
+                    reason=result.reason,
+                )
+            )
+        complete(
+            self._lineage,
+            claimed,
+            "approved" if result.approved else "rejected",
+            model_version=version.version,
+            gate=result.reason,
+        )
+        return RegisterOutcome(
+            status="approved" if result.approved else "rejected",
+            model_version=version.version,
+            gate=result,
+        )
+
+    @staticmethod
+    def _judge(
+        value: float,
+        metric: str,
+        minimum: float,
+        max_regression: float,
+        champion_score: float | None,
+        champion_version: int | None,
+        *,
+        lower_is_better: bool,
+    ) -> GateResult:
+        sign = -1.0 if lower_is_better else 1.0
+        if sign * value < sign * minimum:
+            word = "above the maximum" if lower_is_better else "below the minimum"
+            return GateResult(
+                False,
+                f"{metric} {value:.4f} is {word} {minimum:.4f}",
+                champion_version,
+                champion_score,
+            )
+        if champion_score is not None and sign * (champion_score - value) > max_regression:
+            return GateResult(
+                False,
+                f"{metric} {value:.4f} is worse than champion v{champion_version}'s "
+                f"{champion_score:.4f} on the same holdout by more than {max_regression}",
+                champion_version,
+                champion_score,
+            )
+        against = (
+            (f"; champion v{champion_version} scores {champion_score:.4f} on the same holdout")
+            if champion_score is not None
+            else "; no champion yet"
+        )
+        return GateResult(
+            True, f"{metric} {value:.4f} passes the gate{against}", champion_version, champion_score
+        )
+
+    def _unpack(self, ref: ObjectRef, into: Path) -> Path:
+        into.mkdir(parents=True)
+        archive = into / "model.tar.gz"
+        self._store.download(ref, archive)
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="data")  # no paths outside `into`, no devices
+        return into

@@ -1,0 +1,198 @@
+"""Register with real trainer artifacts, the moto model registry and in-memory ports."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from shared.adapters.aws import aws_client
+from shared.adapters.sagemaker_registry import SageMakerModelRegistry
+from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
+from shared.services.register import RegisterService
+from shared.settings import Settings
+from shared.specs import load_spec
+from shared.triggers import parse_training_state_change
+from shared.validation import validate_file
+from tests.helpers import MemoryBus, MemoryLineage, MemoryStore, load_event
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = "dhow-t-models"
+
+
+def train_artifact(tmp: Path, curated: Path, **hps: object) -> Path:
+    """Run the real trainer with SageMaker's contract and tar its model dir as SageMaker does."""
+    train = tmp / "input/data/train"
+    train.mkdir(parents=True)
+    (train / "data.parquet").write_bytes(curated.read_bytes())
+    env = {
+        **os.environ,
+        "SM_CHANNEL_TRAIN": str(train),
+        "SM_MODEL_DIR": str(tmp / "model"),
+        "SM_OUTPUT_DATA_DIR": str(tmp / "out"),
+        "SM_OUTPUT_DIR": str(tmp / "o"),
+        "SM_HPS": json.dumps(
+            {"target": "churned", "task": "classification", **{k: str(v) for k, v in hps.items()}}
+        ),
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "shared.trainer"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    archive = tmp / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in sorted((tmp / "model").iterdir()):
+            tar.add(f, arcname=f.name)
+    return archive
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("artifacts")
+    run = validate_file(
+        ROOT / "localstack/samples/customers.csv", "csv", load_spec("customers"), out_dir=base
+    )
+    assert run.curated is not None
+    return {
+        "good": train_artifact(
+            base / "good", run.curated, n_estimators=60, max_depth=3, learning_rate=0.1
+        ),
+        "weak": train_artifact(base / "weak", run.curated, n_estimators=1, max_depth=1),
+    }
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with mock_aws():
+        store, bus, lineage = MemoryStore(), MemoryBus(), MemoryLineage()
+        registry = SageMakerModelRegistry(aws_client("sagemaker", Settings()), stage="t")
+        yield {
+            "store": store,
+            "bus": bus,
+            "lineage": lineage,
+            "registry": registry,
+            "svc": RegisterService(store, bus, lineage, registry),
+        }
+
+
+def ended(
+    world: dict[str, Any],
+    job: str,
+    archive: Path | None,
+    status: str = "Completed",
+    reason: str | None = None,
+) -> Any:
+    event = copy.deepcopy(load_event("sagemaker_training_state_change.json"))
+    d = event["detail"]
+    d["TrainingJobName"] = job
+    d["TrainingJobStatus"] = status
+    if reason:
+        d["FailureReason"] = reason
+    key = f"models/customers/{job}/output/model.tar.gz"
+    d["ModelArtifacts"]["S3ModelArtifacts"] = f"s3://{MODELS}/{key}"
+    if archive is not None:
+        world["store"].put_bytes(ObjectRef(container=MODELS, key=key), archive.read_bytes())
+    return parse_training_state_change(json.dumps(event))
+
+
+def test_first_good_model_is_approved_with_lineage(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    out = world["svc"].handle(ended(world, "job-good", artifacts["good"]))
+    assert (out.status, out.model_version) == ("approved", 1)
+    completed, approved = world["bus"].events
+    assert isinstance(completed, TrainingCompleted)
+    assert completed.status == "Completed"
+    assert isinstance(approved, ModelApproved)
+    assert approved.model_version == "1"
+    assert approved.metrics["roc_auc"] > 0.6
+    [v] = world["registry"].versions("customers")
+    assert v.status == "Approved"
+    assert v.lineage["sha256"] == "9f86" * 16  # from the job's dhow_* hyperparameters
+    assert v.lineage["instance_type"] == "ml.g5.xlarge"
+    assert v.lineage["job_name"] == "job-good"
+
+
+def test_a_worse_model_is_rejected_against_the_champion_on_the_same_holdout(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    world["svc"].handle(ended(world, "job-good", artifacts["good"]))
+    out = world["svc"].handle(ended(world, "job-weak", artifacts["weak"]))
+    assert out.status == "rejected"
+    rejected = world["bus"].events[-1]
+    assert isinstance(rejected, ModelRejected)
+    assert rejected.champion_version == "1"
+    # 0.79 clears the 0.6 minimum: it is refused for regressing against the champion.
+    assert "worse than champion v1" in rejected.reason
+    versions = world["registry"].versions("customers")
+    assert [(v.version, v.status) for v in versions] == [(2, "Rejected"), (1, "Approved")]
+    assert world["registry"].champion("customers").version == 1
+    # The champion was scored on the challenger's holdout, and that figure is kept.
+    assert "champion_roc_auc_same_holdout" in versions[0].metrics
+
+
+def test_an_equal_model_passes_against_the_champion(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    world["svc"].handle(ended(world, "job-good", artifacts["good"]))
+    out = world["svc"].handle(ended(world, "job-good-again", artifacts["good"]))
+    assert out.status == "approved"
+    assert out.gate is not None
+    with tarfile.open(artifacts["good"]) as tar:
+        f = tar.extractfile("metrics.json")
+        assert f is not None
+        own = json.loads(f.read())["roc_auc"]
+    assert out.gate.champion_score == pytest.approx(own)
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_failed_and_stopped_jobs_are_reported_not_registered(
+    world: dict[str, Any], status: str
+) -> None:
+    out = world["svc"].handle(
+        ended(world, "job-x", None, status=status, reason="AlgorithmError: out of memory")
+    )
+    assert out.status == "failed"
+    [completed] = world["bus"].events
+    assert isinstance(completed, TrainingCompleted)
+    assert (completed.status, completed.reason) == (status, "AlgorithmError: out of memory")
+    assert world["registry"].versions("customers") == []
+
+
+def test_the_same_event_twice_registers_once(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    e = ended(world, "job-good", artifacts["good"])
+    world["svc"].handle(e)
+    assert world["svc"].handle(e).status == "duplicate"
+    assert len(world["registry"].versions("customers")) == 1
+    assert len(world["bus"].events) == 2
+
+
+def test_the_weak_model_really_is_weaker(artifacts: dict[str, Path]) -> None:
+    """Guards the rejection test: it must be rejected for being worse, not by luck."""
+
+    def auc(p: Path) -> float:
+        with tarfile.open(p) as tar:
+            f = tar.extractfile("metrics.json")
+            assert f is not None
+            return float(json.loads(f.read())["roc_auc"])
+
+    assert auc(artifacts["good"]) - auc(artifacts["weak"]) > 0.02
