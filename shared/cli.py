@@ -27,8 +27,12 @@ from shared.events import (
     DatasetIngested,
     DatasetRejected,
     DatasetValidated,
+    ModelApproved,
+    ModelRejected,
     ObjectRef,
     PipelineEvent,
+    TrainingCompleted,
+    TrainingLaunched,
 )
 from shared.services.ingest import (
     UPLOAD_ID_META,
@@ -41,8 +45,13 @@ from shared.settings import Settings
 from shared.topology import DATASETS_PREFIX, build_topology
 
 EXIT_REJECTED, EXIT_CONFIG, EXIT_TIMEOUT, EXIT_PLATFORM = 1, 2, 3, 4
-# Events after which `upload --wait` has nothing more to follow (for now: validation's answer).
-TERMINAL_EVENTS: tuple[type[PipelineEvent], ...] = (DatasetValidated, DatasetRejected)
+# Events after which `upload --wait` has nothing more to follow (for now: the model's verdict).
+TERMINAL_EVENTS: tuple[type[PipelineEvent], ...] = (ModelApproved, ModelRejected, DatasetRejected)
+
+
+def _is_final(event: PipelineEvent) -> bool:
+    failed_training = isinstance(event, TrainingCompleted) and event.status != "Completed"
+    return isinstance(event, TERMINAL_EVENTS) or failed_training
 
 
 def _emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
@@ -167,6 +176,16 @@ def _describe(event: PipelineEvent) -> str:
         )
     if isinstance(event, DatasetValidated):
         return f"{event.rows} rows, spec {event.spec_version}, curated at {event.curated.uri}"
+    if isinstance(event, TrainingLaunched):
+        return f"job {event.job_name} on {event.instance_type} ({event.backend})"
+    if isinstance(event, TrainingCompleted):
+        return f"job {event.job_name}: {event.status}" + (
+            f" ({event.reason})" if event.reason else ""
+        )
+    if isinstance(event, ModelApproved | ModelRejected):
+        shown = {k: round(v, 4) for k, v in event.metrics.items() if not k.startswith("n_")}
+        why = f"; {event.reason}" if isinstance(event, ModelRejected) else ""
+        return f"version {event.model_version}, {shown}{why}"
     if isinstance(event, DatasetRejected):
         where = f"\n{'':31}quarantined at {event.quarantined.uri}" if event.quarantined else ""
         report = f"\n{'':31}report: {event.report.uri}" if event.report else ""
@@ -273,9 +292,9 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
                 click.echo(
                     f"  {elapsed:7.2f}s  {tapped.event.event_type:<18} {_describe(tapped.event)}"
                 )
-            if isinstance(tapped.event, TERMINAL_EVENTS):
+            if _is_final(tapped.event):
                 final = tapped.event
-    ok = isinstance(final, DatasetValidated)
+    ok = isinstance(final, ModelApproved)
     payload = {
         "ok": ok,
         "upload_id": upload_id,
@@ -335,6 +354,50 @@ def lineage(dataset: str, as_json: bool) -> None:
     _emit(
         as_json,
         {"ok": True, "dataset": dataset, "records": [r.model_dump(mode="json") for r in rows]},
+        text,
+    )
+
+
+@main.command("models")
+@click.argument("dataset")
+@json_option
+def models(dataset: str, as_json: bool) -> None:
+    """List DATASET's registered model versions, newest first, with status and metrics."""
+    from shared.wiring import build_model_registry
+
+    try:
+        versions = build_model_registry(resolve_settings()).versions(dataset)
+    except DhowError as exc:
+        _fail(as_json, exc)
+    except Exception as exc:
+        _fail(
+            as_json,
+            PlatformError(
+                f"cannot read the model registry: {exc}",
+                hint="is the stack up? try `dhow local status`",
+            ),
+        )
+
+    def text() -> None:
+        if not versions:
+            click.echo(f"no model versions for {dataset!r} yet")
+        champion = next((v.version for v in versions if v.status == "Approved"), None)
+        for v in versions:
+            mark = "*" if v.version == champion else " "
+            shown = ", ".join(
+                f"{k}={val:.4f}" for k, val in sorted(v.metrics.items()) if not k.startswith("n_")
+            )
+            click.echo(
+                f"{mark} v{v.version:<3} {v.status:<9} {v.created_at:%Y-%m-%d %H:%M:%S} "
+                f"{shown}  data {v.lineage.get('sha256', '')[:12]}  "
+                f"job {v.lineage.get('job_name', '')}"
+            )
+            if v.status != "Approved" and v.status_reason:
+                click.echo(f"        {v.status_reason}")
+
+    _emit(
+        as_json,
+        {"ok": True, "dataset": dataset, "versions": [v.model_dump(mode="json") for v in versions]},
         text,
     )
 

@@ -53,6 +53,9 @@ class Settings:
     azure_location: str = c.AZURE_LOCATIONS_ALLOWED[0]
     aws_endpoint_url: str | None = None
     aws_dynamodb_endpoint_url: str | None = None
+    aws_sagemaker_endpoint_url: str | None = None
+    training_backend: str = "sagemaker"
+    training_image_uri: str | None = None
     azure_storage_connection_string: str | None = None
     max_upload_bytes: int = c.DEFAULT_MAX_UPLOAD_BYTES
     ingest_claim_seconds: int = 900
@@ -82,6 +85,11 @@ class Settings:
             )
         check_aws_region(self.aws_region)
         object.__setattr__(self, "azure_location", check_azure_location(self.azure_location))
+        if self.training_backend not in ("sagemaker", "azureml", "local"):
+            raise ConfigError(
+                f"unknown training backend {self.training_backend!r}",
+                hint=f"set {c.TRAINING_BACKEND} to sagemaker, azureml or local",
+            )
         if self.max_upload_bytes <= 0:
             raise ConfigError(
                 f"{c.MAX_UPLOAD_BYTES} must be a positive number of bytes",
@@ -107,6 +115,9 @@ class Settings:
             azure_location=env.get(c.AZURE_LOCATION, c.AZURE_LOCATIONS_ALLOWED[0]),
             aws_endpoint_url=env.get(c.AWS_ENDPOINT_URL) or None,
             aws_dynamodb_endpoint_url=env.get(c.AWS_DYNAMODB_ENDPOINT_URL) or None,
+            aws_sagemaker_endpoint_url=env.get(c.AWS_SAGEMAKER_ENDPOINT_URL) or None,
+            training_backend=env.get(c.TRAINING_BACKEND, "sagemaker"),
+            training_image_uri=env.get(c.TRAINING_IMAGE_URI) or None,
             azure_storage_connection_string=env.get(c.AZURE_STORAGE_CONNECTION_STRING) or None,
             max_upload_bytes=_int(env, c.MAX_UPLOAD_BYTES, c.DEFAULT_MAX_UPLOAD_BYTES),
             ingest_claim_seconds=_int(env, c.INGEST_CLAIM_SECONDS, 900),

@@ -151,12 +151,15 @@ def build_topology(stage: str) -> Topology:
             Bucket("staging", f"{p}-staging"),
             Bucket("curated", f"{p}-curated"),
             Bucket("quarantine", f"{p}-quarantine"),
+            Bucket("models", f"{p}-models"),
         ),
         queues=(
             Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq"),
             # Validation of up to the inline limit takes minutes, not seconds.
             Queue("validate", f"{p}-validate", f"{p}-validate-dlq", visibility_timeout_s=6 * 900),
             # Every pipeline event, for `dhow upload --wait` and for audit.
+            Queue("train", f"{p}-train", f"{p}-train-dlq"),
+            Queue("register", f"{p}-register", f"{p}-register-dlq", visibility_timeout_s=6 * 300),
             # Watchers hand back events that are not theirs, which counts as a
             # receive; the high count keeps those from reaching the DLQ.
             Queue(
@@ -191,6 +194,27 @@ def build_topology(stage: str) -> Topology:
                 bus="pipeline",
                 pattern={"source": [EVENT_SOURCE], "detail-type": ["DatasetIngested"]},
                 target_queue="validate",
+            ),
+            EventRule(
+                "dataset_validated",
+                f"{p}-dataset-validated",
+                bus="pipeline",
+                pattern={"source": [EVENT_SOURCE], "detail-type": ["DatasetValidated"]},
+                target_queue="train",
+            ),
+            EventRule(
+                "training_job_ended",
+                f"{p}-training-job-ended",
+                bus="default",
+                pattern={
+                    "source": ["aws.sagemaker"],
+                    "detail-type": ["SageMaker Training Job State Change"],
+                    "detail": {
+                        "TrainingJobName": [{"prefix": f"{p}-"}],
+                        "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+                    },
+                },
+                target_queue="register",
             ),
             EventRule(
                 "all_pipeline_events",
@@ -236,6 +260,56 @@ def build_topology(stage: str) -> Topology:
                 # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file.
                 memory_mb=3008,
                 timeout_s=900,
+                batch_size=1,
+            ),
+            Function(
+                "train_launch",
+                f"{p}-train-launch",
+                aws_handler="functions.train_launch.aws_lambda.handler",
+                trigger_queue="train",
+                permissions=(
+                    Permission(
+                        (
+                            "sagemaker:CreateTrainingJob",
+                            "sagemaker:DescribeTrainingJob",
+                            "sagemaker:AddTags",
+                        ),
+                        "training_jobs",
+                        "jobs",
+                    ),
+                    Permission(("servicequotas:ListServiceQuotas",), "service_quotas", "jobs"),
+                    Permission(("s3:GetObject", "s3:PutObject"), "models", "bucket"),
+                    Permission(ddb_rw, "lineage", "table"),
+                    Permission(("events:PutEvents",), "pipeline", "bus"),
+                    Permission(sqs_consume, "train", "queue"),
+                ),
+                timeout_s=60,
+                batch_size=1,
+            ),
+            Function(
+                "register",
+                f"{p}-register",
+                aws_handler="functions.register.aws_lambda.handler",
+                trigger_queue="register",
+                permissions=(
+                    Permission(s3_read, "models", "bucket"),
+                    Permission(
+                        (
+                            "sagemaker:CreateModelPackage",
+                            "sagemaker:CreateModelPackageGroup",
+                            "sagemaker:DescribeModelPackage",
+                            "sagemaker:ListModelPackages",
+                            "sagemaker:UpdateModelPackage",
+                        ),
+                        "model_registry",
+                        "jobs",
+                    ),
+                    Permission(ddb_rw, "lineage", "table"),
+                    Permission(("events:PutEvents",), "pipeline", "bus"),
+                    Permission(sqs_consume, "register", "queue"),
+                ),
+                memory_mb=2048,
+                timeout_s=300,
                 batch_size=1,
             ),
         ),

@@ -15,8 +15,9 @@ directories and variables) provides:
 
 scikit-learn does the preprocessing (one-hot for categories), the split and the
 metrics; XGBoost learns. The holdout is chosen by a hash of each row's
-content, so the same rows are held out whichever version of the dataset they
-appear in, and a new model and the champion can be compared on the same rows.
+features and target, so the same rows are held out whichever version of the
+dataset they appear in (and whatever their ids), and a new model and the
+champion can be compared on the same rows.
 """
 
 from __future__ import annotations
@@ -139,7 +140,10 @@ def train(hps: dict[str, Any]) -> dict[str, Any]:
     categorical = [c for c in features if data[c].dtype == object or data[c].dtype == bool]
     numeric = [c for c in features if c not in categorical]
 
-    held = holdout_mask(data)
+    # Hashed on what the model sees (features and target), not on identifiers: a row
+    # re-uploaded under a new id stays on its side of the split, so the champion is
+    # never scored on rows it trained on.
+    held = holdout_mask(data[[*features, target]])
     train_df, holdout_df = data[~held], data[held]
     if len(holdout_df) == 0 or len(train_df) == 0:
         raise TrainerError(f"{len(data)} rows are too few to hold out one in {HOLDOUT_EVERY}")

@@ -7,9 +7,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
-from shared.ports import EventBus, LineageStore, ObjectStore, ValidationJobLauncher
+from shared.errors import ConfigError
+from shared.ports import (
+    EventBus,
+    LineageStore,
+    ModelRegistry,
+    ObjectStore,
+    TrainingLauncher,
+    ValidationJobLauncher,
+)
 from shared.services.ingest import IngestService
+from shared.services.register import RegisterService
+from shared.services.train_launch import TrainLaunchService
 from shared.services.validate import ValidateService
 from shared.settings import Settings
 from shared.topology import Topology, build_topology
@@ -132,6 +143,88 @@ def build_validate_service(settings: Settings, ports: Ports | None = None) -> Va
         chunk_rows=settings.validate_chunk_rows,
         claim_seconds=settings.ingest_claim_seconds,
         jobs=build_validation_jobs(settings),
+    )
+
+
+def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) -> TrainingLauncher:
+    prefix = f"dhow-{settings.stage}"
+    if settings.training_backend == "local":
+        from shared.adapters.local_training import LocalTrainingLauncher
+
+        return LocalTrainingLauncher(ports.store, topo.bucket("models").name, prefix)
+    if settings.training_backend == "sagemaker":
+        from shared.adapters.aws import aws_client
+        from shared.adapters.sagemaker_training import SageMakerTrainingLauncher, TrainingJobConfig
+
+        if not (
+            settings.training_image_uri
+            and settings.sagemaker_role_arn
+            and settings.kms_key_id
+            and settings.private_subnets
+        ):
+            raise ConfigError(
+                "SageMaker training is not configured",
+                hint="the stack sets DHOW_TRAINING_IMAGE_URI, DHOW_SAGEMAKER_ROLE_ARN, "
+                "DHOW_KMS_KEY_ID and DHOW_PRIVATE_SUBNETS; locally use `dhow local up`",
+            )
+        models = topo.bucket("models").name
+        return SageMakerTrainingLauncher(
+            aws_client("sagemaker", settings),
+            aws_client("service-quotas", settings),
+            TrainingJobConfig(
+                image_uri=settings.training_image_uri,
+                role_arn=settings.sagemaker_role_arn,
+                name_prefix=prefix,
+                output_s3_uri=f"s3://{models}/models",
+                checkpoint_s3_uri=f"s3://{models}/checkpoints",
+                kms_key_id=settings.kms_key_id,
+                subnets=settings.private_subnets,
+                security_groups=settings.security_groups,
+                region=settings.aws_region,
+            ),
+        )
+    raise ConfigError(
+        "training on Azure ML is not built yet", hint="use DHOW_TRAINING_BACKEND=local or sagemaker"
+    )
+
+
+def build_train_launch_service(
+    settings: Settings, ports: Ports | None = None
+) -> TrainLaunchService:
+    topo = build_topology(settings.stage)
+    p = ports or build_ports(settings, topo)
+    backend: Literal["sagemaker", "azureml", "local"] = (
+        "local"
+        if settings.training_backend == "local"
+        else "azureml"
+        if settings.training_backend == "azureml"
+        else "sagemaker"
+    )
+    return TrainLaunchService(
+        build_training_launcher(settings, p, topo),
+        p.bus,
+        p.lineage,
+        backend=backend,
+        specs_dir=settings.specs_dir,
+    )
+
+
+def build_model_registry(settings: Settings) -> ModelRegistry:
+    from shared.adapters.aws import aws_client
+    from shared.adapters.sagemaker_registry import SageMakerModelRegistry
+
+    return SageMakerModelRegistry(aws_client("sagemaker", settings), settings.stage)
+
+
+def build_register_service(settings: Settings, ports: Ports | None = None) -> RegisterService:
+    p = ports or build_ports(settings)
+    return RegisterService(
+        p.store,
+        p.bus,
+        p.lineage,
+        build_model_registry(settings),
+        specs_dir=settings.specs_dir,
+        claim_seconds=settings.ingest_claim_seconds,
     )
 
 

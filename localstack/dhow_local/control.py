@@ -25,6 +25,9 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
         azure_location=b.azure_location,
         aws_endpoint_url=pf.LOCALSTACK_URL if cloud == "aws" else b.aws_endpoint_url,
         aws_dynamodb_endpoint_url=pf.DYNAMODB_URL if cloud == "aws" else None,
+        # moto's server on the same port also serves the SageMaker Model Registry.
+        aws_sagemaker_endpoint_url=pf.DYNAMODB_URL if cloud == "aws" else None,
+        training_backend="local",
         azure_storage_connection_string=(
             pf.AZURITE_CONNECTION_STRING if cloud == "azure" else b.azure_storage_connection_string
         ),
@@ -47,6 +50,9 @@ def runner_env(settings: Settings) -> dict[str, str]:
         env["DHOW_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
     if settings.aws_dynamodb_endpoint_url:
         env["DHOW_AWS_DYNAMODB_ENDPOINT_URL"] = settings.aws_dynamodb_endpoint_url
+    if settings.aws_sagemaker_endpoint_url:
+        env["DHOW_AWS_SAGEMAKER_ENDPOINT_URL"] = settings.aws_sagemaker_endpoint_url
+    env["DHOW_TRAINING_BACKEND"] = settings.training_backend
     return env
 
 

@@ -66,6 +66,8 @@ def aws_client(service: str, settings: Settings) -> Any:
     endpoint = settings.aws_endpoint_url
     if service == "dynamodb" and settings.aws_dynamodb_endpoint_url:
         endpoint = settings.aws_dynamodb_endpoint_url
+    if service == "sagemaker" and settings.aws_sagemaker_endpoint_url:
+        endpoint = settings.aws_sagemaker_endpoint_url
     if endpoint:
         kwargs["endpoint_url"] = endpoint
         if service == "s3":

@@ -39,6 +39,7 @@ class TrainingJobConfig:
 
     image_uri: str
     role_arn: str
+    name_prefix: str  # dhow-<stage>: the register rule matches it
     output_s3_uri: str  # s3://bucket/prefix, models land under <prefix>/<dataset>/
     checkpoint_s3_uri: str
     kms_key_id: str
@@ -50,12 +51,12 @@ class TrainingJobConfig:
     spot_wait_factor: int = 2
 
 
-def training_job_name(req: TrainingJobRequest) -> str:
-    """Deterministic and within SageMaker's 63 characters."""
+def training_job_name(req: TrainingJobRequest, prefix: str) -> str:
+    """Deterministic and within SageMaker's 63 characters; ``prefix`` is ``dhow-<stage>``."""
     ident = hashlib.sha256(
         f"{req.sha256}|{req.spec_version}|{req.trainer_version}".encode()
     ).hexdigest()[:12]
-    return f"dhow-{req.dataset[:30]}-{req.sha256[:8]}-{ident}"[:63]
+    return f"{prefix}-{req.dataset[:24]}-{req.sha256[:8]}-{ident}"[:63]
 
 
 def quota_name(instance_type: str, spot: bool) -> str:
@@ -119,7 +120,7 @@ class SageMakerTrainingLauncher(TrainingLauncher):
     def request(self, req: TrainingJobRequest, instance_type: str) -> dict[str, Any]:
         """The exact CreateTrainingJob parameters (tested field by field)."""
         cfg = self._cfg
-        name = training_job_name(req)
+        name = training_job_name(req, cfg.name_prefix)
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": req.max_runtime_s}
         params: dict[str, Any] = {
             "TrainingJobName": name,
@@ -184,7 +185,7 @@ class SageMakerTrainingLauncher(TrainingLauncher):
         return params
 
     def launch(self, request: TrainingJobRequest) -> LaunchedTraining:
-        name = training_job_name(request)
+        name = training_job_name(request, self._cfg.name_prefix)
         if self._existing(name):
             return LaunchedTraining(job_name=name, instance_type=None, created=False)
         instance_type, skipped = self.choose_instance_type(request)

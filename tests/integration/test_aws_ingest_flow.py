@@ -17,12 +17,20 @@ import pandas as pd
 import pytest
 
 from shared.adapters.aws import SqsEventTap, aws_client
-from shared.events import DatasetIngested, DatasetRejected, DatasetValidated, PipelineEvent
+from shared.events import (
+    DatasetIngested,
+    DatasetRejected,
+    DatasetValidated,
+    ModelApproved,
+    PipelineEvent,
+    TrainingCompleted,
+    TrainingLaunched,
+)
 from shared.services.ingest import ingest_record_id
 from shared.services.validate import validate_record_id
 from shared.settings import Settings
 from shared.topology import build_topology
-from shared.wiring import build_ports
+from shared.wiring import build_model_registry, build_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = b"customer_id,age,churned\nC1,30,0\nC2,41,1\n"
@@ -210,7 +218,13 @@ def test_cli_upload_wait_json_and_status(env: dict[str, Any], tmp_path: Path) ->
     r = _dhow("upload", str(f), "--dataset", "customers", "--wait", "--json", home=home)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert [e["type"] for e in out["events"]] == ["DatasetIngested", "DatasetValidated"]
+    assert [e["type"] for e in out["events"]] == [
+        "DatasetIngested",
+        "DatasetValidated",
+        "TrainingLaunched",
+        "TrainingCompleted",
+        "ModelApproved",
+    ]
     again = _dhow("upload", str(f), "--dataset", "customers", "--wait", "--json", home=home)
     assert again.returncode == 0
     assert json.loads(again.stdout)["duplicate_of"]
@@ -219,7 +233,14 @@ def test_cli_upload_wait_json_and_status(env: dict[str, Any], tmp_path: Path) ->
     mine = {
         r["kind"]: r["status"] for r in lineage["records"] if r["attributes"].get("sha256") == sha
     }
-    assert mine == {"ingest": "ingested", "validate": "validated"}
+    assert mine == {
+        "ingest": "ingested",
+        "validate": "validated",
+        "train": "launched",
+        "register": "approved",
+    }
+    models = json.loads(_dhow("models", "customers", "--json", home=home).stdout)
+    assert sha in {v["lineage"]["sha256"] for v in models["versions"]}
     status = _dhow("local", "status", "--json", home=home)
     assert status.returncode == 0
     assert json.loads(status.stdout)["ready"] is True
@@ -228,3 +249,61 @@ def test_cli_upload_wait_json_and_status(env: dict[str, Any], tmp_path: Path) ->
     rejected = _dhow("upload", str(empty), "--dataset", "customers", "--wait", home=home)
     assert rejected.returncode == 1
     assert "empty_object" in rejected.stdout
+
+
+def test_validated_dataset_is_trained_and_registered(env: dict[str, Any]) -> None:
+    t0 = time.monotonic()
+    upload_id = put(env, "datasets/customers/train.csv", customers_csv(uuid.uuid4().hex[:6]))
+    validated = wait_event(env["tap"], upload_id, DatasetValidated, timeout=60)
+    launched = wait_event(env["tap"], upload_id, TrainingLaunched, timeout=60)
+    completed = wait_event(env["tap"], upload_id, TrainingCompleted, timeout=120)
+    verdict = wait_event(env["tap"], upload_id, ModelApproved, timeout=60)
+    print(f"\nupload -> ModelApproved: {time.monotonic() - t0:.3f}s")
+    assert isinstance(launched, TrainingLaunched)
+    assert launched.backend == "local"
+    assert isinstance(completed, TrainingCompleted)
+    assert completed.status == "Completed"
+    assert completed.model_artifact is not None
+    assert completed.model_artifact.key.endswith(f"{launched.job_name}/output/model.tar.gz")
+    assert isinstance(verdict, ModelApproved)
+    registry = build_model_registry(env["settings"])
+    [version] = [
+        v for v in registry.versions("customers") if v.version == int(verdict.model_version)
+    ]
+    assert isinstance(validated, DatasetValidated)
+    # From the model back to the exact bytes it learned from.
+    assert version.lineage["sha256"] == validated.sha256
+    assert version.lineage["curated"] == validated.curated.uri
+    assert version.lineage["job_name"] == launched.job_name
+
+
+def test_a_second_identical_dataset_validated_launches_nothing(env: dict[str, Any]) -> None:
+    upload_id = put(env, "datasets/customers/twice.csv", customers_csv(uuid.uuid4().hex[:6]))
+    validated = wait_event(env["tap"], upload_id, DatasetValidated, timeout=60)
+    first = wait_event(env["tap"], upload_id, TrainingLaunched, timeout=60)
+    # Deliver the same DatasetValidated to train-launch again, as EventBridge may.
+    body = json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "DatasetValidated",
+            "source": "dhow.pipeline",
+            "account": "000000000000",
+            "time": "2026-11-22T00:00:00Z",
+            "region": "me-central-1",
+            "resources": [],
+            "detail": json.loads(validated.model_dump_json()),
+        }
+    )
+    url = env["sqs"].get_queue_url(QueueName=env["topo"].queue("train").name)["QueueUrl"]
+    env["sqs"].send_message(QueueUrl=url, MessageBody=body)
+    queue_drained(env, env["topo"].queue("train").name)
+    with pytest.raises(AssertionError):
+        wait_event(env["tap"], upload_id, TrainingLaunched, timeout=3)
+    assert isinstance(first, TrainingLaunched)
+    rows = [
+        r
+        for r in env["ports"].lineage.list("customers")
+        if r.kind == "train" and r.attributes.get("sha256") == validated.sha256
+    ]
+    assert [r.attributes["job_name"] for r in rows] == [first.job_name]

@@ -20,7 +20,7 @@ def test_every_reference_resolves() -> None:
         "queue": {q.logical for q in t.queues},
         "table": {x.logical for x in t.tables},
         "bus": {"pipeline"},
-        "jobs": {"processing_jobs"},
+        "jobs": {"processing_jobs", "training_jobs", "service_quotas", "model_registry"},
     }
     for fn in t.functions:
         assert fn.trigger_queue in logical["queue"]

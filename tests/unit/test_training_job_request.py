@@ -42,6 +42,7 @@ REQ = TrainingJobRequest(
 CFG = TrainingJobConfig(
     image_uri="1234.dkr.ecr.me-central-1.amazonaws.com/sagemaker-xgboost:1.7-1",
     role_arn="arn:aws:iam::123456789012:role/dhow-prod-training",
+    name_prefix="dhow-prod",
     output_s3_uri="s3://dhow-prod-models/models",
     checkpoint_s3_uri="s3://dhow-prod-models/checkpoints",
     kms_key_id="arn:aws:kms:me-central-1:123456789012:key/abcd",
@@ -49,7 +50,7 @@ CFG = TrainingJobConfig(
     security_groups=("sg-train",),
     region="me-central-1",
 )
-NAME = training_job_name(REQ)
+NAME = training_job_name(REQ, "dhow-prod")
 
 
 def expected(instance_type: str) -> dict[str, Any]:
@@ -212,13 +213,11 @@ def test_a_duplicate_event_finds_the_job_and_launches_nothing(clients: Any) -> N
 
 
 def test_name_changes_with_spec_or_trainer_but_not_with_delivery() -> None:
-    assert training_job_name(REQ) == training_job_name(
-        REQ.model_copy(update={"correlation_id": "another-upload"})
-    )
-    assert training_job_name(REQ) != training_job_name(
-        REQ.model_copy(update={"spec_version": "2+0"})
-    )
-    assert training_job_name(REQ) != training_job_name(
-        REQ.model_copy(update={"trainer_version": "0.2.0"})
-    )
+    def name(**update: str) -> str:
+        return training_job_name(REQ.model_copy(update=update), "dhow-prod")
+
+    assert name(correlation_id="another-upload") == NAME
+    assert name(spec_version="2+0") != NAME
+    assert name(trainer_version="0.2.0") != NAME
+    assert NAME.startswith("dhow-prod-customers-")
     assert len(NAME) <= 63

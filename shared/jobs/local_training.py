@@ -1,0 +1,120 @@
+"""`python -m shared.jobs.local_training`: one training job of the local backend.
+
+It lays out SageMaker's directories under a temporary root, downloads the
+curated data into the train channel, runs the trainer in a subprocess with the
+SM_* variables, uploads ``model.tar.gz`` to the same path SageMaker would use
+(``<models>/models/<dataset>/<job>/output/model.tar.gz``), and publishes the
+"SageMaker Training Job State Change" event. A crash of the trainer becomes a
+``Failed`` state with the trainer's own failure reason and its last log lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.adapters.aws import aws_client
+from shared.events import ObjectRef
+from shared.ports import TrainingJobRequest
+from shared.settings import Settings
+from shared.topology import build_topology
+from shared.wiring import build_ports
+
+LOG_TAIL_LINES = 20
+
+
+def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[str, Any]:
+    topo = build_topology(settings.stage)
+    ports = build_ports(settings, topo)
+    models = topo.bucket("models").name
+    output = ObjectRef(container=models, key=f"models/{req.dataset}/{job_name}/output/model.tar.gz")
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="dhow-train-") as tmp:
+        root = Path(tmp)
+        train = root / "input/data/train"
+        train.mkdir(parents=True)
+        ports.store.download(req.curated, train / "data.parquet")
+        env = {
+            **os.environ,
+            "SM_CHANNEL_TRAIN": str(train),
+            "SM_MODEL_DIR": str(root / "model"),
+            "SM_OUTPUT_DATA_DIR": str(root / "output/data"),
+            "SM_OUTPUT_DIR": str(root / "output"),
+            "SM_NUM_GPUS": "0",
+            "SM_HPS": json.dumps({**req.hyperparameters, "target": req.target, "task": req.task}),
+        }
+        r = subprocess.run(
+            [sys.executable, "-m", "shared.trainer"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        status, reason = "Completed", None
+        if r.returncode != 0:
+            status = "Failed"
+            failure = root / "output/failure"
+            tail = "\n".join((r.stdout + r.stderr).splitlines()[-LOG_TAIL_LINES:])
+            reason = failure.read_text() if failure.exists() else "the trainer crashed"
+            reason = f"{reason}\n--- last log lines ---\n{tail}"[:1024]
+        else:
+            archive = root / "model.tar.gz"
+            with tarfile.open(archive, "w:gz") as tar:
+                for f in sorted((root / "model").iterdir()):
+                    tar.add(f, arcname=f.name)
+            ports.store.upload_file(output, archive, {"job_name": job_name})
+    ended = datetime.now(UTC)
+    detail: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{settings.aws_region}:000000000000:"
+        f"training-job/{job_name}",
+        "TrainingJobStatus": status,
+        "SecondaryStatus": status,
+        "HyperParameters": {**req.hyperparameters, "target": req.target, "task": req.task},
+        "AlgorithmSpecification": {
+            "TrainingImage": "local:shared.trainer",
+            "TrainingInputMode": "File",
+        },
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 0},
+        "CreationTime": int(started.timestamp() * 1000),
+        "TrainingEndTime": int(ended.timestamp() * 1000),
+    }
+    if status == "Completed":
+        detail["ModelArtifacts"] = {"S3ModelArtifacts": f"s3://{output.container}/{output.key}"}
+    else:
+        detail["FailureReason"] = reason
+    aws_client("events", settings).put_events(
+        Entries=[
+            {
+                "Source": "aws.sagemaker",
+                "DetailType": "SageMaker Training Job State Change",
+                "Detail": json.dumps(detail),
+                "EventBusName": "default",
+                "Resources": [detail["TrainingJobArn"]],
+            }
+        ]
+    )
+    return detail
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m shared.jobs.local_training")
+    p.add_argument("--request", type=Path, required=True)
+    p.add_argument("--job-name", required=True)
+    args = p.parse_args(argv)
+    req = TrainingJobRequest.model_validate_json(args.request.read_text())
+    args.request.unlink(missing_ok=True)
+    detail = run_job(req, args.job_name, Settings.from_env())
+    return 0 if detail["TrainingJobStatus"] == "Completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
