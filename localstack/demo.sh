@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The story `make demo` tells: start the local platform, upload a good file, the
-# same file again, one that fails validation and one that fails ingest, then
-# show the lineage.
+# The story `make demo` tells: start the local platform, upload a good file and
+# follow it to a registered model, upload the same file again, one that fails
+# validation and one that fails ingest, then show the lineage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dhow=.venv/bin/dhow
@@ -10,8 +10,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "Start the local platform (LocalStack in me-central-1, the topology, the runner)"
 $dhow local up || exit 1
 
-step "Upload the sample dataset and follow its events"
+step "Upload the sample dataset and follow it: validated, trained, gated, registered"
 $dhow upload localstack/samples/customers.csv --dataset customers --wait || exit 1
+echo "-- the model registry (SageMaker Model Registry API; * marks the champion):"
+$dhow models customers || exit 1
 
 step "Upload the same bytes again: ingest is idempotent, nothing new runs"
 $dhow upload localstack/samples/customers.csv --dataset customers --wait || exit 1

@@ -340,7 +340,14 @@ def lineage(dataset: str, as_json: bool) -> None:
             click.echo(f"no lineage for {dataset!r} yet")
         for r in rows:
             a = r.attributes
-            if a.get("reason"):
+            where = a.get("source") or ""
+            if r.kind == "train":
+                what, where = f"job {a.get('job_name')} on {a.get('instance_type')}", ""
+            elif r.kind == "register":
+                verdict = f"model v{a['model_version']}" if a.get("model_version") else ""
+                what = f"{verdict} {a.get('gate') or a.get('reason') or ''}".strip()
+                where = ""
+            elif a.get("reason"):
                 what = str(a["reason"])
             elif r.kind == "validate":
                 what = f"{a.get('rows', '?')} rows, spec {a.get('spec_version')}"
@@ -348,7 +355,7 @@ def lineage(dataset: str, as_json: bool) -> None:
                 what = str(a.get("version", ""))
             click.echo(
                 f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {r.status:<9} "
-                f"{what}  {a.get('source')}  {a.get('uploader') or ''}".rstrip()
+                f"{what}  {where}  {a.get('uploader') or ''}".rstrip()
             )
 
     _emit(
