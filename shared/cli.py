@@ -317,11 +317,17 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
 
 
 @main.command("lineage")
-@click.argument("dataset")
+@click.argument("target", metavar="DATASET[@vN]")
 @json_option
-def lineage(dataset: str, as_json: bool) -> None:
-    """Show what happened to every upload of DATASET, oldest first."""
+def lineage(target: str, as_json: bool) -> None:
+    """Show what happened to every upload of DATASET, oldest first; or, for DATASET@vN,
+    trace model version N back to the raw upload it learnt from."""
     from shared.wiring import build_ports
+
+    if "@" in target:
+        _model_lineage(target, as_json)
+        return
+    dataset = target
 
     try:
         rows = build_ports(resolve_settings()).lineage.list(dataset)
@@ -361,6 +367,85 @@ def lineage(dataset: str, as_json: bool) -> None:
     _emit(
         as_json,
         {"ok": True, "dataset": dataset, "records": [r.model_dump(mode="json") for r in rows]},
+        text,
+    )
+
+
+def _model_lineage(target: str, as_json: bool) -> None:
+    from shared.wiring import build_model_registry, build_ports
+
+    dataset, _, tag = target.partition("@")
+    try:
+        number = int(tag.removeprefix("v"))
+    except ValueError:
+        _fail(
+            as_json,
+            DhowError(
+                f"{target!r} names no model version",
+                reason="invalid_version",
+                hint=f"write it as {dataset}@v3 (see `dhow models {dataset}`)",
+            ),
+        )
+    try:
+        settings = resolve_settings()
+        version = next(
+            (v for v in build_model_registry(settings).versions(dataset) if v.version == number),
+            None,
+        )
+        if version is None:
+            raise DhowError(
+                f"{dataset} has no model version {number}",
+                reason="unknown_model_version",
+                hint=f"`dhow models {dataset}` lists the versions",
+            )
+        sha = version.lineage.get("sha256", "")
+        rows = [
+            r
+            for r in build_ports(settings).lineage.list(dataset)
+            if r.attributes.get("sha256") == sha
+        ]
+    except DhowError as exc:
+        _fail(as_json, exc)
+    except Exception as exc:
+        _fail(
+            as_json,
+            PlatformError(
+                f"cannot read lineage: {exc}", hint="is the stack up? try `dhow local status`"
+            ),
+        )
+
+    def text() -> None:
+        m, lin = version, version.lineage
+        metrics = ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(m.metrics.items()) if not k.startswith("n_")
+        )
+        click.echo(f"model {dataset} v{m.version}  {m.status}  {metrics}")
+        click.echo(f"  artifact   {m.artifact}")
+        click.echo(
+            f"  trained by {lin.get('job_name')} on {lin.get('instance_type')} "
+            f"(trainer {lin.get('trainer_version')}, spec {lin.get('spec_version')})"
+        )
+        click.echo(f"  learnt from {lin.get('curated')}")
+        for r in rows:
+            a = r.attributes
+            if r.kind == "validate":
+                click.echo(
+                    f"  validated  {r.updated_at:%Y-%m-%d %H:%M:%S}  {a.get('rows')} rows "
+                    f"against spec {a.get('spec_version')}, staged {a.get('staged')}"
+                )
+            elif r.kind == "ingest":
+                click.echo(
+                    f"  uploaded   {r.created_at:%Y-%m-%d %H:%M:%S}  {a.get('source')} "
+                    f"by {a.get('uploader') or 'unknown'}, sha256 {sha}"
+                )
+
+    _emit(
+        as_json,
+        {
+            "ok": True,
+            "model": version.model_dump(mode="json"),
+            "records": [r.model_dump(mode="json") for r in rows],
+        },
         text,
     )
 

@@ -241,6 +241,13 @@ def test_cli_upload_wait_json_and_status(env: dict[str, Any], tmp_path: Path) ->
     }
     models = json.loads(_dhow("models", "customers", "--json", home=home).stdout)
     assert sha in {v["lineage"]["sha256"] for v in models["versions"]}
+    version = out["events"][-1]["event"]["model_version"]
+    traced = json.loads(_dhow("lineage", f"customers@v{version}", "--json", home=home).stdout)
+    assert traced["model"]["lineage"]["sha256"] == sha
+    # From the model back to the raw upload.
+    assert {r["kind"] for r in traced["records"]} >= {"ingest", "validate"}
+    [ingest] = [r for r in traced["records"] if r["kind"] == "ingest"]
+    assert ingest["attributes"]["source"].endswith("datasets/customers/cli.csv")
     status = _dhow("local", "status", "--json", home=home)
     assert status.returncode == 0
     assert json.loads(status.stdout)["ready"] is True
