@@ -71,6 +71,10 @@ class Settings:
     azureml_compute: str | None = None
     azureml_environment: str | None = None
     azureml_staging_datastore: str | None = None
+    azureml_gpu_compute: str | None = None
+    azureml_train_environment: str | None = None
+    azureml_curated_datastore: str | None = None
+    azureml_models_datastore: str | None = None
 
     def __post_init__(self) -> None:
         if self.cloud not in ("aws", "azure"):
@@ -133,6 +137,10 @@ class Settings:
             azureml_compute=env.get(c.AZUREML_COMPUTE) or None,
             azureml_environment=env.get(c.AZUREML_ENVIRONMENT) or None,
             azureml_staging_datastore=env.get(c.AZUREML_STAGING_DATASTORE) or None,
+            azureml_gpu_compute=env.get(c.AZUREML_GPU_COMPUTE) or None,
+            azureml_train_environment=env.get(c.AZUREML_TRAIN_ENVIRONMENT) or None,
+            azureml_curated_datastore=env.get(c.AZUREML_CURATED_DATASTORE) or None,
+            azureml_models_datastore=env.get(c.AZUREML_MODELS_DATASTORE) or None,
         )
 
 

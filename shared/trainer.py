@@ -123,7 +123,12 @@ def train(hps: dict[str, Any]) -> dict[str, Any]:
     from xgboost import XGBClassifier, XGBRegressor
 
     channel = _env_path("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")
-    files = sorted(p for p in channel.rglob("*") if p.suffix in (".parquet", ".pq"))
+    # A folder (SageMaker), or the file itself (an Azure ML uri_file input).
+    files = (
+        [channel]
+        if channel.is_file()
+        else sorted(p for p in channel.rglob("*") if p.suffix in (".parquet", ".pq"))
+    )
     if not files:
         raise TrainerError(f"no Parquet files in the train channel {channel}")
     data = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -183,8 +183,34 @@ def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) ->
                 region=settings.aws_region,
             ),
         )
-    raise ConfigError(
-        "training on Azure ML is not built yet", hint="use DHOW_TRAINING_BACKEND=local or sagemaker"
+    return _azureml_training_launcher(settings, prefix)
+
+
+def _azureml_training_launcher(settings: Settings, prefix: str) -> TrainingLauncher:
+    workspace = settings.azureml_workspace
+    compute, env = settings.azureml_gpu_compute, settings.azureml_train_environment
+    curated, models = settings.azureml_curated_datastore, settings.azureml_models_datastore
+    if not (workspace and compute and env and curated and models):
+        raise ConfigError(
+            "Azure ML training is not configured",
+            hint="the stack sets the DHOW_AZUREML_* workspace, GPU compute, train environment "
+            "and datastore variables; locally use `dhow local up`",
+        )
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    from shared.adapters.azure_ml import AzureMLTrainingConfig, AzureMLTrainingLauncher
+
+    client = MLClient(DefaultAzureCredential(), *workspace)
+    return AzureMLTrainingLauncher(
+        client.jobs,
+        AzureMLTrainingConfig(
+            compute=compute,
+            environment=env,
+            curated_datastore=curated,
+            models_datastore=models,
+            name_prefix=prefix,
+        ),
     )
 
 

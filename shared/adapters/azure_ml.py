@@ -1,4 +1,5 @@
-"""Azure ML adapter: validation too large for a function, as a command job on a CPU cluster.
+"""Azure ML adapters: validation too large for a function, as a command job on a CPU
+cluster; and training, as a command job on a GPU cluster.
 
 Kept apart from ``shared.adapters.azure`` because azure-ai-ml takes seconds to
 import and only a stack that hands work off to Azure ML needs it.
@@ -6,15 +7,23 @@ import and only a stack that hands work off to Azure ML needs it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from azure.ai.ml import Input
+from azure.ai.ml import Input, Output
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import CommandJob, ManagedIdentityConfiguration
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.ports import ValidationJobLauncher, ValidationJobRequest
+from shared.adapters.sagemaker_training import training_job_name
+from shared.ports import (
+    LaunchedTraining,
+    TrainingJobRequest,
+    TrainingLauncher,
+    ValidationJobLauncher,
+    ValidationJobRequest,
+)
 
 
 class JobOperations(Protocol):
@@ -92,3 +101,85 @@ class AzureMLValidationJobs(ValidationJobLauncher):
         except ResourceNotFoundError:
             self._jobs.create_or_update(job)
         return job.name
+
+
+@dataclass(frozen=True)
+class AzureMLTrainingConfig:
+    """Deploy-time facts of the GPU cluster training runs on; all set by the stack."""
+
+    compute: str  # a GPU cluster (low priority when the stack's spec asks)
+    environment: str
+    curated_datastore: str
+    models_datastore: str
+    name_prefix: str  # dhow-<stage>
+    gpus_per_node: int = 1
+    experiment: str = "dhow-train"
+
+
+class AzureMLTrainingLauncher(TrainingLauncher):
+    """``TrainingLauncher`` on Azure ML: the same trainer, under its SageMaker-style variables."""
+
+    def __init__(self, jobs: JobOperations, config: AzureMLTrainingConfig) -> None:
+        self._jobs = jobs
+        self._cfg = config
+
+    def request(self, req: TrainingJobRequest) -> CommandJob:
+        """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly)."""
+        cfg = self._cfg
+        name = training_job_name(req, cfg.name_prefix)
+        hps = json.dumps(
+            {**req.hyperparameters, "target": req.target, "task": req.task}, sort_keys=True
+        )
+        return CommandJob(
+            name=name,
+            display_name=f"train {req.dataset} {req.sha256[:12]}",
+            experiment_name=cfg.experiment,
+            # The trainer reads SageMaker's variables; Azure ML fills in the paths.
+            command=(
+                "SM_CHANNEL_TRAIN=${{inputs.train}} SM_MODEL_DIR=${{outputs.model}} "
+                "SM_OUTPUT_DATA_DIR=${{outputs.output}} SM_OUTPUT_DIR=${{outputs.output}} "
+                "python -m shared.trainer"
+            ),
+            inputs={
+                # The curated file itself: its folder also holds the drift reference sample.
+                "train": Input(
+                    type=AssetTypes.URI_FILE,
+                    path=f"azureml://datastores/{cfg.curated_datastore}/paths/{req.curated.key}",
+                )
+            },
+            outputs={
+                "model": Output(
+                    type=AssetTypes.URI_FOLDER,
+                    path=f"azureml://datastores/{cfg.models_datastore}/paths/"
+                    f"models/{req.dataset}/{name}/model/",
+                ),
+                "output": Output(
+                    type=AssetTypes.URI_FOLDER,
+                    path=f"azureml://datastores/{cfg.models_datastore}/paths/"
+                    f"models/{req.dataset}/{name}/output/",
+                ),
+            },
+            environment=cfg.environment,
+            compute=cfg.compute,
+            environment_variables={"SM_HPS": hps, "SM_NUM_GPUS": str(cfg.gpus_per_node)},
+            identity=ManagedIdentityConfiguration(),
+            tags={
+                "dhow:dataset": req.dataset,
+                "dhow:sha256": req.sha256,
+                "dhow:spec-version": req.spec_version,
+                "dhow:trainer-version": req.trainer_version,
+                "dhow:correlation-id": req.correlation_id,
+            },
+        )
+
+    def launch(self, request: TrainingJobRequest) -> LaunchedTraining:
+        job = self.request(request)
+        assert job.name is not None
+        try:
+            self._jobs.get(job.name)
+        except ResourceNotFoundError:
+            self._jobs.create_or_update(job)
+            return LaunchedTraining(
+                job_name=job.name, instance_type=self._cfg.compute, created=True
+            )
+        return LaunchedTraining(job_name=job.name, instance_type=None, created=False)

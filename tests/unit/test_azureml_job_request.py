@@ -6,9 +6,16 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.azure_ml import AzureMLJobConfig, AzureMLValidationJobs, azureml_job_name
+from shared.adapters.azure_ml import (
+    AzureMLJobConfig,
+    AzureMLTrainingConfig,
+    AzureMLTrainingLauncher,
+    AzureMLValidationJobs,
+    azureml_job_name,
+)
+from shared.adapters.sagemaker_training import training_job_name
 from shared.events import ObjectRef
-from shared.ports import ValidationJobRequest
+from shared.ports import TrainingJobRequest, ValidationJobRequest
 
 SHA = "cd34" * 16
 REQ = ValidationJobRequest(
@@ -95,3 +102,90 @@ def test_a_redelivery_finds_the_job_and_sends_nothing() -> None:
 
 def test_job_name_is_deterministic() -> None:
     assert azureml_job_name(REQ) == azureml_job_name(REQ.model_copy()) == NAME
+
+
+TRAIN_REQ = TrainingJobRequest(
+    dataset="customers",
+    sha256=SHA,
+    spec_version="1+x",
+    trainer_version="0.1.0",
+    curated=ObjectRef(
+        container="dhow-prod-curated", key=f"datasets/customers/sha256={SHA}/data.parquet"
+    ),
+    target="churned",
+    task="classification",
+    instance_types=("gpu",),
+    hyperparameters={"n_estimators": "200"},
+    correlation_id="u-1",
+)
+TRAIN_CFG = AzureMLTrainingConfig(
+    compute="azureml:dhow-prod-gpu",
+    environment="azureml:dhow-train:1",
+    curated_datastore="dhowprodcurated",
+    models_datastore="dhowprodmodels",
+    name_prefix="dhow-prod",
+)
+TRAIN_NAME = training_job_name(TRAIN_REQ, "dhow-prod")
+TRAIN_EXPECTED = {
+    "name": TRAIN_NAME,
+    "properties": {
+        "jobType": "Command",
+        "displayName": "train customers cd34cd34cd34",
+        "experimentName": "dhow-train",
+        "command": "SM_CHANNEL_TRAIN=${{inputs.train}} SM_MODEL_DIR=${{outputs.model}} "
+        "SM_OUTPUT_DATA_DIR=${{outputs.output}} SM_OUTPUT_DIR=${{outputs.output}} "
+        "python -m shared.trainer",
+        "computeId": "azureml:dhow-prod-gpu",
+        "environmentId": "azureml:dhow-train:1",
+        "environmentVariables": {
+            "SM_HPS": '{"n_estimators": "200", "target": "churned", "task": "classification"}',
+            "SM_NUM_GPUS": "1",
+        },
+        "identity": {"identityType": "Managed"},
+        "inputs": {
+            "train": {
+                "jobInputType": "uri_file",
+                "uri": f"azureml://datastores/dhowprodcurated/paths/datasets/customers/sha256={SHA}"
+                "/data.parquet",
+            }
+        },
+        "outputs": {
+            "model": {
+                "jobOutputType": "uri_folder",
+                "uri": f"azureml://datastores/dhowprodmodels/paths/models/customers/"
+                f"{TRAIN_NAME}/model/",
+            },
+            "output": {
+                "jobOutputType": "uri_folder",
+                "uri": f"azureml://datastores/dhowprodmodels/paths/models/customers/"
+                f"{TRAIN_NAME}/output/",
+            },
+        },
+        "properties": {},
+        "isArchived": False,
+        "tags": {
+            "dhow:dataset": "customers",
+            "dhow:sha256": SHA,
+            "dhow:spec-version": "1+x",
+            "dhow:trainer-version": "0.1.0",
+            "dhow:correlation-id": "u-1",
+        },
+    },
+}
+
+
+def test_gpu_training_job_body_is_exact() -> None:
+    jobs = RecordingJobs()
+    out = AzureMLTrainingLauncher(jobs, TRAIN_CFG).launch(TRAIN_REQ)
+    assert (out.job_name, out.created, out.instance_type) == (
+        TRAIN_NAME,
+        True,
+        "azureml:dhow-prod-gpu",
+    )
+    assert jobs.sent == [TRAIN_EXPECTED]
+
+
+def test_a_duplicate_training_request_starts_nothing() -> None:
+    jobs = RecordingJobs(existing={TRAIN_NAME})
+    out = AzureMLTrainingLauncher(jobs, TRAIN_CFG).launch(TRAIN_REQ)
+    assert (out.created, jobs.sent) == (False, [])

@@ -138,3 +138,14 @@ def test_scoring_a_saved_model_reproduces_its_holdout_metrics(
     again = score_on(tmp_path / "model", holdout)
     for name in ("roc_auc", "accuracy", "f1", "log_loss"):
         assert again[name] == pytest.approx(metrics[name], abs=1e-12)
+
+
+def test_the_train_channel_may_be_the_file_itself(tmp_path: Path, curated: pd.DataFrame) -> None:
+    """Azure ML mounts a uri_file input as a file, not a folder."""
+    env = sm_dirs(
+        tmp_path, curated, {"target": "churned", "task": "classification", "n_estimators": 20}
+    )
+    env["SM_CHANNEL_TRAIN"] = str(Path(env["SM_CHANNEL_TRAIN"]) / "data.parquet")
+    r = run(env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "model/metrics.json").read_text())["n_train"] > 0

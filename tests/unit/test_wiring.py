@@ -32,3 +32,19 @@ def test_half_configured_azureml_workspace_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"DHOW_AZUREML_WORKSPACE": "ws"})
     assert "DHOW_AZUREML_SUBSCRIPTION_ID" in info.value.hint
+
+
+def test_each_training_backend_needs_its_stack_settings() -> None:
+    from shared.adapters.local_training import LocalTrainingLauncher
+    from shared.topology import build_topology
+    from shared.wiring import Ports, build_training_launcher
+    from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+
+    ports = Ports(store=MemoryStore(), bus=MemoryBus(), lineage=MemoryLineage())
+    topo = build_topology("local")
+    local = build_training_launcher(Settings(training_backend="local"), ports, topo)
+    assert isinstance(local, LocalTrainingLauncher)
+    for backend in ("sagemaker", "azureml"):
+        with pytest.raises(ConfigError) as info:
+            build_training_launcher(Settings(training_backend=backend), ports, topo)
+        assert "dhow local up" in info.value.hint
