@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,6 +35,7 @@ from shared.events import (
     TrainingCompleted,
     TrainingLaunched,
 )
+from shared.ports import EventTap
 from shared.services.ingest import (
     UPLOAD_ID_META,
     UPLOADER_META,
@@ -201,6 +203,39 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _follow(
+    tap: EventTap,
+    correlation: str,
+    t0: float,
+    timeout: float,
+    as_json: bool,
+    events: list[dict[str, Any]],
+) -> PipelineEvent | None:
+    """Print (and collect) this correlation's events until a final one or the timeout."""
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        for tapped in tap.receive(wait_s=1):
+            if tapped.event.correlation_id != correlation:
+                tap.release(tapped)
+                continue
+            tap.ack(tapped)
+            elapsed = time.monotonic() - t0
+            events.append(
+                {
+                    "seconds": round(elapsed, 3),
+                    "type": tapped.event.event_type,
+                    "event": tapped.event.model_dump(mode="json"),
+                }
+            )
+            if not as_json:
+                click.echo(
+                    f"  {elapsed:7.2f}s  {tapped.event.event_type:<18} {_describe(tapped.event)}"
+                )
+            if _is_final(tapped.event):
+                return tapped.event
+    return None
+
+
 @main.command("upload")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dataset", required=True, help="Dataset name: the key becomes datasets/NAME/FILE.")
@@ -272,28 +307,7 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
     if tap is None:
         _emit(as_json, {"ok": True, "upload_id": upload_id, "key": key}, lambda: None)
         return
-    deadline = t0 + timeout
-    final: PipelineEvent | None = None
-    while final is None and time.monotonic() < deadline:
-        for tapped in tap.receive(wait_s=1):
-            if tapped.event.correlation_id != upload_id:
-                tap.release(tapped)
-                continue
-            tap.ack(tapped)
-            elapsed = time.monotonic() - t0
-            events.append(
-                {
-                    "seconds": round(elapsed, 3),
-                    "type": tapped.event.event_type,
-                    "event": tapped.event.model_dump(mode="json"),
-                }
-            )
-            if not as_json:
-                click.echo(
-                    f"  {elapsed:7.2f}s  {tapped.event.event_type:<18} {_describe(tapped.event)}"
-                )
-            if _is_final(tapped.event):
-                final = tapped.event
+    final = _follow(tap, upload_id, t0, timeout, as_json, events)
     ok = isinstance(final, ModelApproved)
     payload = {
         "ok": ok,
@@ -448,6 +462,90 @@ def _model_lineage(target: str, as_json: bool) -> None:
         },
         text,
     )
+
+
+@main.command("train")
+@click.argument("dataset")
+@click.option("--instance-type", help="Train on this type instead of the spec's list.")
+@click.option("--wait", is_flag=True, help="Follow the job to the model's verdict.")
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds --wait waits at most.")
+@json_option
+def train(
+    dataset: str, instance_type: str | None, wait: bool, timeout: float, as_json: bool
+) -> None:
+    """Retrain DATASET by hand on its latest validated version (recorded with who asked)."""
+    from shared.adapters.aws import SqsEventTap, aws_client
+    from shared.services.register import object_ref
+    from shared.wiring import build_ports, build_train_launch_service
+
+    try:
+        settings = resolve_settings()
+        topo = build_topology(settings.stage)
+        ports = build_ports(settings, topo)
+        validated = [
+            r
+            for r in ports.lineage.list(dataset)
+            if r.kind == "validate" and r.status == "validated"
+        ]
+        if not validated:
+            raise DhowError(
+                f"{dataset} has no validated version to train on",
+                reason="nothing_to_train",
+                hint=f"upload one: `dhow upload FILE --dataset {dataset} --wait`",
+            )
+        latest = max(validated, key=lambda r: r.updated_at)
+        a = latest.attributes
+        correlation = f"train-{uuid.uuid4().hex}"
+        event = DatasetValidated(
+            dataset=dataset,
+            correlation_id=correlation,
+            sha256=str(a["sha256"]),
+            rows=int(a.get("rows") or 0),
+            spec_version=str(a["spec_version"]),
+            curated=object_ref(str(a["curated"])),
+        )
+        tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
+        t0 = time.monotonic()
+        user = getpass.getuser()
+        outcome = build_train_launch_service(settings, ports).handle(
+            event,
+            instance_type=instance_type,
+            run_tag=f"manual-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+            requested_by=user,
+        )
+    except DhowError as exc:
+        _fail(as_json, exc)
+    except Exception as exc:
+        _fail(
+            as_json,
+            PlatformError(
+                f"cannot launch training: {exc}", hint="is the stack up? try `dhow local status`"
+            ),
+        )
+    if not as_json:
+        click.echo(
+            f"retraining {dataset} version {event.sha256[:12]} for {user}: "
+            f"{outcome.status} {outcome.job_name or ''}".rstrip()
+        )
+    events: list[dict[str, Any]] = []
+    final = _follow(tap, correlation, t0, timeout, as_json, events) if tap else None
+    ok = outcome.status == "launched" and (tap is None or isinstance(final, ModelApproved))
+    _emit(
+        as_json,
+        {
+            "ok": ok,
+            "status": outcome.status,
+            "job_name": outcome.job_name,
+            "sha256": event.sha256,
+            "events": events,
+            "timed_out": tap is not None and final is None,
+        },
+        lambda: None,
+    )
+    if tap is not None and final is None:
+        sys.exit(EXIT_TIMEOUT)
+    if not ok:
+        sys.exit(EXIT_REJECTED)
 
 
 @main.command("models")

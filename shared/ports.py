@@ -200,6 +200,13 @@ class TrainingJobRequest(BaseModel):
     use_spot: bool = False
     max_runtime_s: int = 3600
     correlation_id: str
+    # Empty for the pipeline's own launch (one job per version); a manual retrain or a
+    # drift policy sets one, so it gets a job of its own.
+    run_tag: str = ""
+    # Bring your own: a module run instead of shared.trainer (same SM_* contract), or
+    # a whole training image (SageMaker) whose own entrypoint runs.
+    entrypoint: str | None = None
+    image: str | None = None
 
 
 class LaunchedTraining(BaseModel):

@@ -100,6 +100,32 @@ class Settings:
                 hint=f"got {self.max_upload_bytes}",
             )
 
+    def to_env(self) -> dict[str, str]:
+        """The variables that make ``from_env`` build these settings again in a child
+        process (the runner, a local training job)."""
+        env = {
+            c.CLOUD: self.cloud,
+            c.STAGE: self.stage,
+            c.AWS_REGION: self.aws_region,
+            c.AWS_DEFAULT_REGION: self.aws_region,
+            c.AZURE_LOCATION: self.azure_location,
+            c.MAX_UPLOAD_BYTES: str(self.max_upload_bytes),
+            c.INGEST_CLAIM_SECONDS: str(self.ingest_claim_seconds),
+            c.VALIDATE_INLINE_MAX_BYTES: str(self.validate_inline_max_bytes),
+            c.VALIDATE_CHUNK_ROWS: str(self.validate_chunk_rows),
+            c.TRAINING_BACKEND: self.training_backend,
+        }
+        optional = {
+            c.AWS_ENDPOINT_URL: self.aws_endpoint_url,
+            c.AWS_DYNAMODB_ENDPOINT_URL: self.aws_dynamodb_endpoint_url,
+            c.AWS_SAGEMAKER_ENDPOINT_URL: self.aws_sagemaker_endpoint_url,
+            c.AZURE_STORAGE_CONNECTION_STRING: self.azure_storage_connection_string,
+            c.SPECS_DIR: self.specs_dir,
+            c.TRAINING_IMAGE_URI: self.training_image_uri,
+        }
+        env.update({k: v for k, v in optional.items() if v})
+        return env
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build the settings from environment variables (``os.environ`` by default).

@@ -151,7 +151,9 @@ def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) ->
     if settings.training_backend == "local":
         from shared.adapters.local_training import LocalTrainingLauncher
 
-        return LocalTrainingLauncher(ports.store, topo.bucket("models").name, prefix)
+        return LocalTrainingLauncher(
+            ports.store, topo.bucket("models").name, prefix, settings.to_env()
+        )
     if settings.training_backend == "sagemaker":
         from shared.adapters.aws import aws_client
         from shared.adapters.sagemaker_training import SageMakerTrainingLauncher, TrainingJobConfig

@@ -37,23 +37,7 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
 
 
 def runner_env(settings: Settings) -> dict[str, str]:
-    env = {
-        **os.environ,
-        **LOCAL_CREDENTIALS,
-        "DHOW_CLOUD": settings.cloud,
-        "DHOW_STAGE": settings.stage,
-        "AWS_REGION": settings.aws_region,
-        "AWS_DEFAULT_REGION": settings.aws_region,
-        "DHOW_MAX_UPLOAD_BYTES": str(settings.max_upload_bytes),
-    }
-    if settings.aws_endpoint_url:
-        env["DHOW_AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
-    if settings.aws_dynamodb_endpoint_url:
-        env["DHOW_AWS_DYNAMODB_ENDPOINT_URL"] = settings.aws_dynamodb_endpoint_url
-    if settings.aws_sagemaker_endpoint_url:
-        env["DHOW_AWS_SAGEMAKER_ENDPOINT_URL"] = settings.aws_sagemaker_endpoint_url
-    env["DHOW_TRAINING_BACKEND"] = settings.training_backend
-    return env
+    return {**os.environ, **LOCAL_CREDENTIALS, **settings.to_env()}
 
 
 def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print) -> dict[str, Any]:

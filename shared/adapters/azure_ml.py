@@ -138,7 +138,7 @@ class AzureMLTrainingLauncher(TrainingLauncher):
             command=(
                 "SM_CHANNEL_TRAIN=${{inputs.train}} SM_MODEL_DIR=${{outputs.model}} "
                 "SM_OUTPUT_DATA_DIR=${{outputs.output}} SM_OUTPUT_DIR=${{outputs.output}} "
-                "python -m shared.trainer"
+                f"python -m {req.entrypoint or 'shared.trainer'}"
             ),
             inputs={
                 # The curated file itself: its folder also holds the drift reference sample.
@@ -159,7 +159,7 @@ class AzureMLTrainingLauncher(TrainingLauncher):
                     f"models/{req.dataset}/{name}/output/",
                 ),
             },
-            environment=cfg.environment,
+            environment=req.image or cfg.environment,
             compute=cfg.compute,
             environment_variables={"SM_HPS": hps, "SM_NUM_GPUS": str(cfg.gpus_per_node)},
             identity=ManagedIdentityConfiguration(),

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 
 from shared.adapters.sagemaker_training import training_job_name
 from shared.events import ObjectRef
@@ -26,8 +27,16 @@ def job_marker(models_container: str, dataset: str, job_name: str) -> ObjectRef:
 
 class LocalTrainingLauncher(TrainingLauncher):
     def __init__(
-        self, store: ObjectStore, models_container: str, name_prefix: str, *, detach: bool = True
+        self,
+        store: ObjectStore,
+        models_container: str,
+        name_prefix: str,
+        env: Mapping[str, str],
+        *,
+        detach: bool = True,
     ) -> None:
+        # The job rebuilds the launcher's settings from these variables.
+        self._env = {**os.environ, **env}
         self._store = store
         self._models = models_container
         self._prefix = name_prefix
@@ -54,12 +63,12 @@ class LocalTrainingLauncher(TrainingLauncher):
         if self._detach:
             subprocess.Popen(
                 argv,
-                env=dict(os.environ),
+                env=self._env,
                 start_new_session=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
             )
         else:
-            subprocess.run(argv, env=dict(os.environ), check=False, capture_output=True)
+            subprocess.run(argv, env=self._env, check=False, capture_output=True)
         return LaunchedTraining(job_name=name, instance_type="local", created=True)

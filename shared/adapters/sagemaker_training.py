@@ -54,7 +54,7 @@ class TrainingJobConfig:
 def training_job_name(req: TrainingJobRequest, prefix: str) -> str:
     """Deterministic and within SageMaker's 63 characters; ``prefix`` is ``dhow-<stage>``."""
     ident = hashlib.sha256(
-        f"{req.sha256}|{req.spec_version}|{req.trainer_version}".encode()
+        f"{req.sha256}|{req.spec_version}|{req.trainer_version}|{req.run_tag}".encode()
     ).hexdigest()[:12]
     return f"{prefix}-{req.dataset[:24]}-{req.sha256[:8]}-{ident}"[:63]
 
@@ -125,7 +125,7 @@ class SageMakerTrainingLauncher(TrainingLauncher):
         params: dict[str, Any] = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
-                "TrainingImage": cfg.image_uri,
+                "TrainingImage": req.image or cfg.image_uri,
                 "TrainingInputMode": "File",
             },
             "RoleArn": cfg.role_arn,

@@ -52,7 +52,7 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
             "SM_HPS": json.dumps({**req.hyperparameters, "target": req.target, "task": req.task}),
         }
         r = subprocess.run(
-            [sys.executable, "-m", "shared.trainer"],
+            [sys.executable, "-m", req.entrypoint or "shared.trainer"],
             env=env,
             capture_output=True,
             text=True,

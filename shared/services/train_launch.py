@@ -31,7 +31,10 @@ class TrainLaunchOutcome:
 
 
 def training_request(
-    event: DatasetValidated, specs_dir: str | Path | None = None, instance_type: str | None = None
+    event: DatasetValidated,
+    specs_dir: str | Path | None = None,
+    instance_type: str | None = None,
+    run_tag: str = "",
 ) -> TrainingJobRequest:
     """The request for one validated version (also used by `dhow train`)."""
     spec = load_spec(event.dataset, specs_dir)
@@ -60,6 +63,9 @@ def training_request(
         use_spot=t.use_spot,
         max_runtime_s=t.max_runtime_s,
         correlation_id=event.correlation_id,
+        run_tag=run_tag,
+        entrypoint=t.entrypoint,
+        image=t.image,
     )
 
 
@@ -80,9 +86,14 @@ class TrainLaunchService:
         self._specs = specs_dir
 
     def handle(
-        self, event: DatasetValidated, instance_type: str | None = None
+        self,
+        event: DatasetValidated,
+        instance_type: str | None = None,
+        run_tag: str = "",
+        requested_by: str | None = None,
     ) -> TrainLaunchOutcome:
-        req = training_request(event, self._specs, instance_type)
+        """Launch training; ``run_tag`` and ``requested_by`` mark a manual retrain."""
+        req = training_request(event, self._specs, instance_type, run_tag)
         try:
             launched = self._launcher.launch(req)
         except DhowError as exc:
@@ -117,6 +128,8 @@ class TrainLaunchService:
                     "trainer_version": TRAINER_VERSION,
                     "skipped": list(launched.skipped),
                     "correlation_id": event.correlation_id,
+                    "run_tag": run_tag,
+                    "requested_by": requested_by,
                 },
             )
         )

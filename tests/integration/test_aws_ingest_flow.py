@@ -248,6 +248,13 @@ def test_cli_upload_wait_json_and_status(env: dict[str, Any], tmp_path: Path) ->
     assert {r["kind"] for r in traced["records"]} >= {"ingest", "validate"}
     [ingest] = [r for r in traced["records"] if r["kind"] == "ingest"]
     assert ingest["attributes"]["source"].endswith("datasets/customers/cli.csv")
+    # A manual retrain is a new job on the latest validated version, recorded with who asked.
+    retrain = _dhow("train", "customers", "--wait", "--json", "--timeout", "120", home=home)
+    assert retrain.returncode in (0, 1), retrain.stderr
+    manual = json.loads(retrain.stdout)
+    assert manual["status"] == "launched"
+    assert manual["events"][0]["type"] == "TrainingLaunched"
+    assert manual["events"][-1]["type"] in ("ModelApproved", "ModelRejected")
     status = _dhow("local", "status", "--json", home=home)
     assert status.returncode == 0
     assert json.loads(status.stdout)["ready"] is True

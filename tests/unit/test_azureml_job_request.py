@@ -189,3 +189,13 @@ def test_a_duplicate_training_request_starts_nothing() -> None:
     jobs = RecordingJobs(existing={TRAIN_NAME})
     out = AzureMLTrainingLauncher(jobs, TRAIN_CFG).launch(TRAIN_REQ)
     assert (out.created, jobs.sent) == (False, [])
+
+
+def test_bring_your_own_trainer_and_environment() -> None:
+    own = TRAIN_REQ.model_copy(
+        update={"entrypoint": "acme.churn_trainer", "image": "azureml:acme-train:4"}
+    )
+    body = AzureMLTrainingLauncher(RecordingJobs(), TRAIN_CFG).request(own)._to_rest_object()
+    props = body.as_dict()["properties"]
+    assert props["command"].endswith("python -m acme.churn_trainer")
+    assert props["environmentId"] == "azureml:acme-train:4"

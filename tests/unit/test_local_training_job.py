@@ -4,6 +4,7 @@ both end in SageMaker's own state-change event, which register parses."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,21 @@ def test_a_trainer_crash_is_a_failed_state_with_its_reason_and_log(aws: dict[str
     assert ended.failure_reason is not None
     assert "target 'no_such_column' is not a column" in ended.failure_reason
     assert "--- last log lines ---" in ended.failure_reason
+
+
+def test_a_spec_entrypoint_runs_instead_of_the_default_trainer(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "own_trainer.py").write_text(
+        "import os, pathlib, sys\n"
+        "out = pathlib.Path(os.environ['SM_OUTPUT_DIR'])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'failure').write_text('own trainer ran on ' + os.environ['SM_CHANNEL_TRAIN'])\n"
+        "sys.exit(1)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    req = request("churned").model_copy(update={"entrypoint": "own_trainer"})
+    run_job(req, "dhow-unit-customers-job3", SETTINGS)
+    ended = received(aws)
+    assert ended.failure_reason is not None
+    assert ended.failure_reason.startswith("own trainer ran on ")

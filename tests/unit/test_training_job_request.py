@@ -221,3 +221,16 @@ def test_name_changes_with_spec_or_trainer_but_not_with_delivery() -> None:
     assert name(trainer_version="0.2.0") != NAME
     assert NAME.startswith("dhow-prod-customers-")
     assert len(NAME) <= 63
+
+
+def test_a_spec_image_replaces_the_default_training_image(clients: Any) -> None:
+    sm, sq, sm_stub, sq_stub = clients
+    own = REQ.model_copy(update={"image": "1234.dkr.ecr.me-central-1.amazonaws.com/own:2"})
+    not_found(sm_stub)
+    sq_stub.add_response(
+        "list_service_quotas", quotas(ml_g5_xlarge=2.0), {"ServiceCode": "sagemaker"}
+    )
+    body = expected("ml.g5.xlarge")
+    body["AlgorithmSpecification"]["TrainingImage"] = own.image
+    sm_stub.add_response("create_training_job", {"TrainingJobArn": "arn:x"}, body)
+    SageMakerTrainingLauncher(sm, sq, CFG).launch(own)
