@@ -9,6 +9,7 @@ cloud SDKs take seconds to import, which `dhow --help` should not pay.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -16,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -71,6 +72,21 @@ def _fail(as_json: bool, exc: DhowError, code: int = EXIT_CONFIG) -> NoReturn:
         if exc.hint:
             click.echo(f"  what to do: {exc.hint}", err=True)
     sys.exit(EXIT_PLATFORM if isinstance(exc, PlatformError) else code)
+
+
+@contextlib.contextmanager
+def _cli_errors(as_json: bool, doing: str) -> Iterator[None]:
+    """Dhow's own errors as they are; anything else (an SDK's connection error, mostly)
+    as the platform being unreachable, with what to check."""
+    try:
+        yield
+    except DhowError as exc:
+        _fail(as_json, exc)
+    except Exception as exc:
+        _fail(
+            as_json,
+            PlatformError(f"{doing}: {exc}", hint="is the stack up? try `dhow local status`"),
+        )
 
 
 def resolve_settings() -> Settings:
@@ -249,7 +265,7 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
 
     key = f"{DATASETS_PREFIX}{dataset}/{file.name}"
     name, reason = dataset_of(key)
-    try:
+    with _cli_errors(as_json, "upload failed"):
         if name is None:
             raise DhowError(
                 f"{key!r} is not a valid upload key",
@@ -280,13 +296,6 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
         t0 = time.monotonic()
         ports.store.upload_file(
             ref, file, metadata={UPLOAD_ID_META: upload_id, UPLOADER_META: getpass.getuser()}
-        )
-    except DhowError as exc:
-        _fail(as_json, exc)
-    except Exception as exc:  # botocore's connection errors, mostly
-        _fail(
-            as_json,
-            PlatformError(f"upload failed: {exc}", hint="is the stack up? try `dhow local status`"),
         )
     if not as_json:
         click.echo(f"uploaded {file} to {ref.uri} (upload id {upload_id})")
@@ -343,17 +352,8 @@ def lineage(target: str, as_json: bool) -> None:
         return
     dataset = target
 
-    try:
+    with _cli_errors(as_json, "cannot read lineage"):
         rows = build_ports(resolve_settings()).lineage.list(dataset)
-    except DhowError as exc:
-        _fail(as_json, exc)
-    except Exception as exc:
-        _fail(
-            as_json,
-            PlatformError(
-                f"cannot read lineage: {exc}", hint="is the stack up? try `dhow local status`"
-            ),
-        )
 
     def text() -> None:
         if not rows:
@@ -400,7 +400,7 @@ def _model_lineage(target: str, as_json: bool) -> None:
                 hint=f"write it as {dataset}@v3 (see `dhow models {dataset}`)",
             ),
         )
-    try:
+    with _cli_errors(as_json, "cannot read lineage"):
         settings = resolve_settings()
         version = next(
             (v for v in build_model_registry(settings).versions(dataset) if v.version == number),
@@ -418,15 +418,6 @@ def _model_lineage(target: str, as_json: bool) -> None:
             for r in build_ports(settings).lineage.list(dataset)
             if r.attributes.get("sha256") == sha
         ]
-    except DhowError as exc:
-        _fail(as_json, exc)
-    except Exception as exc:
-        _fail(
-            as_json,
-            PlatformError(
-                f"cannot read lineage: {exc}", hint="is the stack up? try `dhow local status`"
-            ),
-        )
 
     def text() -> None:
         m, lin = version, version.lineage
@@ -478,7 +469,7 @@ def train(
     from shared.services.register import object_ref
     from shared.wiring import build_ports, build_train_launch_service
 
-    try:
+    with _cli_errors(as_json, "cannot launch training"):
         settings = resolve_settings()
         topo = build_topology(settings.stage)
         ports = build_ports(settings, topo)
@@ -513,15 +504,6 @@ def train(
             run_tag=f"manual-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             requested_by=user,
         )
-    except DhowError as exc:
-        _fail(as_json, exc)
-    except Exception as exc:
-        _fail(
-            as_json,
-            PlatformError(
-                f"cannot launch training: {exc}", hint="is the stack up? try `dhow local status`"
-            ),
-        )
     if not as_json:
         click.echo(
             f"retraining {dataset} version {event.sha256[:12]} for {user}: "
@@ -555,18 +537,8 @@ def models(dataset: str, as_json: bool) -> None:
     """List DATASET's registered model versions, newest first, with status and metrics."""
     from shared.wiring import build_model_registry
 
-    try:
+    with _cli_errors(as_json, "cannot read the model registry"):
         versions = build_model_registry(resolve_settings()).versions(dataset)
-    except DhowError as exc:
-        _fail(as_json, exc)
-    except Exception as exc:
-        _fail(
-            as_json,
-            PlatformError(
-                f"cannot read the model registry: {exc}",
-                hint="is the stack up? try `dhow local status`",
-            ),
-        )
 
     def text() -> None:
         if not versions:

@@ -45,6 +45,17 @@ class AzureMLJobConfig:
     environment_variables: tuple[tuple[str, str], ...] = ()
 
 
+def submit_once(jobs: JobOperations, job: CommandJob) -> bool:
+    """Submit ``job`` unless one of its (deterministic) name exists; True if submitted."""
+    assert job.name is not None
+    try:
+        jobs.get(job.name)
+    except ResourceNotFoundError:
+        jobs.create_or_update(job)
+        return True
+    return False
+
+
 def azureml_job_name(request: ValidationJobRequest) -> str:
     """Deterministic, so a redelivery finds the job instead of starting a second one."""
     spec = request.spec_version.replace("+", "-")
@@ -95,12 +106,8 @@ class AzureMLValidationJobs(ValidationJobLauncher):
 
     def launch(self, request: ValidationJobRequest) -> str:
         job = self.request(request)
-        assert job.name is not None
-        try:
-            self._jobs.get(job.name)
-        except ResourceNotFoundError:
-            self._jobs.create_or_update(job)
-        return job.name
+        submit_once(self._jobs, job)
+        return str(job.name)
 
 
 @dataclass(frozen=True)
@@ -174,12 +181,9 @@ class AzureMLTrainingLauncher(TrainingLauncher):
 
     def launch(self, request: TrainingJobRequest) -> LaunchedTraining:
         job = self.request(request)
-        assert job.name is not None
-        try:
-            self._jobs.get(job.name)
-        except ResourceNotFoundError:
-            self._jobs.create_or_update(job)
-            return LaunchedTraining(
-                job_name=job.name, instance_type=self._cfg.compute, created=True
-            )
-        return LaunchedTraining(job_name=job.name, instance_type=None, created=False)
+        created = submit_once(self._jobs, job)
+        return LaunchedTraining(
+            job_name=str(job.name),
+            created=created,
+            instance_type=self._cfg.compute if created else None,
+        )
