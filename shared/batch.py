@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
-from shared.errors import DhowError
-from shared.triggers import SqsMessage, sqs_messages
+from shared.errors import DhowError, EventParseError
+from shared.events import PipelineEvent
+from shared.triggers import SqsMessage, parse_bus_event, sqs_messages
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +47,23 @@ def process_sqs_batch(
             log.exception("message failed", extra={"message_id": message.message_id})
             failures.append({"itemIdentifier": message.message_id})
     return {"batchItemFailures": failures}
+
+
+def process_pipeline_events[E: PipelineEvent](
+    event: Mapping[str, Any], expected: type[E], handle: Callable[[E], object]
+) -> BatchResponse:
+    """An SQS batch of pipeline events from the bus, each of type ``expected``.
+
+    Any other event (a mis-wired rule) fails its message, so it ends in the DLQ.
+    """
+
+    def one(message: SqsMessage) -> None:
+        parsed = parse_bus_event(message.body)
+        if not isinstance(parsed, expected):
+            raise EventParseError(
+                f"this function takes {expected.event_type}, and was sent {parsed.event_type}",
+                hint="check the event rule that feeds its queue",
+            )
+        handle(parsed)
+
+    return process_sqs_batch(event, one)

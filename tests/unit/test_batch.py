@@ -33,3 +33,25 @@ def test_clean_batch_reports_no_failures() -> None:
     assert process_sqs_batch(load_event("sqs_batch_s3.json"), lambda m: None) == {
         "batchItemFailures": []
     }
+
+
+def test_pipeline_event_batches_refuse_the_wrong_event_type() -> None:
+    import json
+
+    from shared.batch import process_pipeline_events
+    from shared.events import DatasetIngested
+    from tests.helpers import sample_rejected
+
+    wrong = sample_rejected()
+    body = json.dumps(
+        {
+            "source": "dhow.pipeline",
+            "detail-type": wrong.event_type,
+            "detail": json.loads(wrong.model_dump_json()),
+        }
+    )
+    event = {"Records": [{"messageId": "m1", "body": body, "eventSource": "aws:sqs"}]}
+    handled: list[object] = []
+    out = process_pipeline_events(event, DatasetIngested, handled.append)
+    assert out == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert handled == []
