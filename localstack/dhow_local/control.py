@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from dhow_local import platform as pf
@@ -16,23 +16,24 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test
 
 
 def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None) -> Settings:
-    """Settings pointing at the local emulators, keeping the stage and limits of ``base``."""
+    """``base`` (the environment's settings) pointed at the local emulators; every other
+    setting, the stage and specs directory among them, is kept."""
     b = base or Settings.from_env()
-    return Settings(
+    if cloud == "azure":
+        return replace(
+            b,
+            cloud=cloud,
+            azure_storage_connection_string=pf.AZURITE_CONNECTION_STRING,
+            training_backend="local",
+        )
+    return replace(
+        b,
         cloud=cloud,
-        stage=b.stage,
-        aws_region=b.aws_region,
-        azure_location=b.azure_location,
-        aws_endpoint_url=pf.LOCALSTACK_URL if cloud == "aws" else b.aws_endpoint_url,
-        aws_dynamodb_endpoint_url=pf.DYNAMODB_URL if cloud == "aws" else None,
+        aws_endpoint_url=pf.LOCALSTACK_URL,
+        aws_dynamodb_endpoint_url=pf.DYNAMODB_URL,
         # moto's server on the same port also serves the SageMaker Model Registry.
-        aws_sagemaker_endpoint_url=pf.DYNAMODB_URL if cloud == "aws" else None,
+        aws_sagemaker_endpoint_url=pf.DYNAMODB_URL,
         training_backend="local",
-        azure_storage_connection_string=(
-            pf.AZURITE_CONNECTION_STRING if cloud == "azure" else b.azure_storage_connection_string
-        ),
-        max_upload_bytes=b.max_upload_bytes,
-        ingest_claim_seconds=b.ingest_claim_seconds,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from shared.events import DatasetIngested, ObjectRef
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     ports = build_ports(settings)
     # The job is the handed-off work: it must not hand off again.
-    settings_inline = Settings(**{**settings.__dict__, "validate_inline_max_bytes": 2**62})
+    settings_inline = replace(settings, validate_inline_max_bytes=2**62)
     service = build_validate_service(settings_inline, ports)
     staged = ObjectRef(container=container, key=key)
     src_container, _, src_key = args.source.removeprefix("s3://").partition("/")

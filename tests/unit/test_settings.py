@@ -119,3 +119,17 @@ def test_only_the_region_pinned_factory_creates_boto3_clients() -> None:
 def _factory_line() -> str:
     src = (ROOT / "shared/adapters/aws.py").read_text().splitlines()
     return str(next(i for i, line in enumerate(src, 1) if "boto3.client(" in line))
+
+
+def test_local_settings_keep_everything_but_the_endpoints() -> None:
+    from dhow_local import platform as pf
+    from dhow_local.control import local_settings
+
+    base = Settings.from_env(
+        {"DHOW_STAGE": "mine", "DHOW_SPECS_DIR": "/srv/specs", "DHOW_VALIDATE_CHUNK_ROWS": "5000"}
+    )
+    local = local_settings("aws", base)
+    assert (local.stage, local.specs_dir, local.validate_chunk_rows) == ("mine", "/srv/specs", 5000)
+    assert local.aws_endpoint_url == pf.LOCALSTACK_URL
+    assert local.training_backend == "local"
+    assert Settings.from_env(local.to_env()) == local  # what the runner rebuilds
