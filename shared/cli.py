@@ -466,7 +466,6 @@ def train(
 ) -> None:
     """Retrain DATASET by hand on its latest validated version (recorded with who asked)."""
     from shared.adapters.aws import SqsEventTap, aws_client
-    from shared.services.register import object_ref
     from shared.wiring import build_ports, build_train_launch_service
 
     with _cli_errors(as_json, "cannot launch training"):
@@ -493,7 +492,7 @@ def train(
             sha256=str(a["sha256"]),
             rows=int(a.get("rows") or 0),
             spec_version=str(a["spec_version"]),
-            curated=object_ref(str(a["curated"])),
+            curated=ObjectRef.from_uri(str(a["curated"])),
         )
         tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
         t0 = time.monotonic()

@@ -37,6 +37,16 @@ class ObjectRef(BaseModel):
     def uri(self) -> str:
         return f"{self.container}/{self.key}"
 
+    @classmethod
+    def from_uri(cls, uri: str) -> ObjectRef:
+        """``s3://bucket/key`` or ``container/key`` (the ``uri`` form) as an ObjectRef."""
+        container, _, key = uri.removeprefix("s3://").partition("/")
+        if not container or not key:
+            raise EventParseError(
+                f"not an object location: {uri!r}", hint="expected s3://bucket/key or container/key"
+            )
+        return cls(container=container, key=key)
+
 
 class PipelineEvent(BaseModel):
     """Base of every pipeline event."""

@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", type=Path, required=True, help="local copy (file or directory)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    container, _, key = args.staged.removeprefix("s3://").partition("/")
-    fmt = format_of(key)
+    staged = ObjectRef.from_uri(args.staged)
+    fmt = format_of(staged.key)
     if fmt is None:
-        p.error(f"unsupported staged key {key!r}")
+        p.error(f"unsupported staged key {staged.key!r}")
     local = args.input
     if local.is_dir():
         local = next(f for f in sorted(local.rglob("*")) if f.is_file())
@@ -42,15 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     # The job is the handed-off work: it must not hand off again.
     settings_inline = replace(settings, validate_inline_max_bytes=2**62)
     service = build_validate_service(settings_inline, ports)
-    staged = ObjectRef(container=container, key=key)
-    src_container, _, src_key = args.source.removeprefix("s3://").partition("/")
     event = DatasetIngested(
         dataset=args.dataset,
         correlation_id=args.correlation_id,
         sha256=args.sha256,
         size_bytes=args.size_bytes,
         format=fmt,
-        source=ObjectRef(container=src_container, key=src_key),
+        source=ObjectRef.from_uri(args.source),
         staged=staged,
     )
     outcome = service.handle(event, local_copy=local)

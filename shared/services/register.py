@@ -39,14 +39,6 @@ log = logging.getLogger(__name__)
 LINEAGE_KEYS = ("sha256", "spec_version", "trainer_version", "curated", "correlation_id")
 
 
-def object_ref(uri: str) -> ObjectRef:
-    """``s3://bucket/key`` (or ``container/key``) as an ObjectRef."""
-    container, _, key = uri.removeprefix("s3://").partition("/")
-    if not container or not key:
-        raise EventParseError(f"not an object location: {uri!r}")
-    return ObjectRef(container=container, key=key)
-
-
 @dataclass(frozen=True)
 class GateResult:
     approved: bool
@@ -110,7 +102,7 @@ class RegisterService:
         )
         if claimed.done:
             return RegisterOutcome(status="duplicate")
-        artifact = object_ref(ended.artifact) if ended.artifact else None
+        artifact = ObjectRef.from_uri(ended.artifact) if ended.artifact else None
         self._bus.publish(
             TrainingCompleted(
                 event_id=f"completed-{ended.job_name}",
@@ -146,7 +138,9 @@ class RegisterService:
             champion_score = None
             if champion is not None:
                 holdout = pd.read_parquet(model_dir / "holdout.parquet")
-                champ_dir = self._unpack(object_ref(champion.artifact), Path(tmp) / "champion")
+                champ_dir = self._unpack(
+                    ObjectRef.from_uri(champion.artifact), Path(tmp) / "champion"
+                )
                 champion_score = score_on(champ_dir, holdout)[gate.metric]
         if gate.metric not in metrics:
             raise EventParseError(

@@ -84,3 +84,15 @@ def test_unexpected_fields_are_refused() -> None:
     body = {**COMMON, **SAMPLES["TrainingCompleted"], "surprise": 1}
     with pytest.raises(EventParseError):
         parse_pipeline_event("TrainingCompleted", body)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/a/b.csv", "bucket/a/b.csv"])
+def test_object_locations_parse_from_both_forms(uri: str) -> None:
+    assert ObjectRef.from_uri(uri) == ObjectRef(container="bucket", key="a/b.csv")
+    assert ObjectRef.from_uri(ObjectRef.from_uri(uri).uri) == ObjectRef.from_uri(uri)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket", "bucket/", "", "s3:///key"])
+def test_incomplete_object_locations_are_refused(uri: str) -> None:
+    with pytest.raises(EventParseError):
+        ObjectRef.from_uri(uri)
