@@ -725,3 +725,242 @@ def dataset_validate(
 
 if __name__ == "__main__":
     main()
+
+
+def _predict_url(dataset: str, url: str | None) -> tuple[str, bool]:
+    """(the predict URL, whether to sign it for IAM auth)."""
+    if url:
+        return url.rstrip("/") + ("" if url.rstrip("/").endswith("/predict") else "/predict"), True
+    from dhow_local.platform import ROUTER_URL, PlatformState
+
+    if PlatformState.load().endpoint is None:
+        raise DhowError(
+            "no --url given and the local platform is not up",
+            hint="pass the serve function's URL (the stack exports it per dataset), "
+            "or start the local platform with `dhow local up`",
+            reason="no_serve_url",
+        )
+    return f"{ROUTER_URL}/datasets/{dataset}/predict", False
+
+
+def _signed_headers(url: str, body: bytes, region: str) -> dict[str, str]:
+    """SigV4 headers for a Lambda Function URL with AuthType AWS_IAM."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.session import get_session
+
+    # Only the credentials: no client is made here (clients come from aws_client).
+    credentials = get_session().get_credentials()
+    if credentials is None:
+        raise DhowError(
+            "no AWS credentials to sign the request with",
+            hint="the Function URL uses IAM auth; log in (aws sso login) first",
+            reason="no_credentials",
+        )
+    request = AWSRequest(
+        method="POST", url=url, data=body, headers={"content-type": "application/json"}
+    )
+    SigV4Auth(credentials, "lambda", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+@main.command("predict")
+@click.argument("dataset")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", help="The serve function's URL (default: the local router).")
+@click.option("--batch-rows", default=100, show_default=True, help="Rows per request.")
+@click.option("--limit", type=int, help="Predict the first N rows only.")
+@json_option
+def predict(
+    dataset: str, file: Path, url: str | None, batch_rows: int, limit: int | None, as_json: bool
+) -> None:
+    """Send FILE's rows (CSV, Parquet, JSON Lines) to DATASET's serve function in batches;
+    the target column, if present, is left out. Exit 1 if any request failed."""
+    import httpx2 as httpx
+
+    with _cli_errors(as_json, "cannot reach the serve function"):
+        settings = resolve_settings()
+        target_url, sign = _predict_url(dataset, url)
+        frame = _read_sample(file)
+        from shared.specs import load_spec
+
+        spec = load_spec(dataset, settings.specs_dir)
+        frame = frame.drop(columns=[spec.target], errors="ignore")
+        if limit is not None:
+            frame = frame.head(limit)
+        rows: list[dict[str, Any]] = json.loads(frame.to_json(orient="records", date_format="iso"))
+        predictions: list[Any] = []
+        versions: dict[str, int] = {}
+        failures: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        batches = range(0, len(rows), max(1, batch_rows))
+        with httpx.Client(timeout=60.0) as client:
+            for n, start in enumerate(batches, 1):
+                chunk = rows[start : start + batch_rows]
+                body = json.dumps(chunk).encode()
+                headers = (
+                    _signed_headers(target_url, body, settings.aws_region)
+                    if sign
+                    else {"content-type": "application/json"}
+                )
+                r = client.post(target_url, content=body, headers=headers)
+                if r.status_code == 200:
+                    answer = r.json()
+                    predictions.extend(answer["predictions"])
+                    v = answer["model_version"]
+                    versions[v] = versions.get(v, 0) + len(chunk)
+                else:
+                    predictions.extend([None] * len(chunk))
+                    try:
+                        detail: Any = r.json()
+                    except ValueError:
+                        detail = r.text[:500]
+                    failures.append(
+                        {
+                            "rows": [start, start + len(chunk)],
+                            "status": r.status_code,
+                            "detail": detail,
+                        }
+                    )
+                if not as_json and len(batches) > 10 and n % 10 == 0:
+                    click.echo(f"  {n}/{len(batches)} requests ...", err=True)
+        seconds = round(time.monotonic() - t0, 3)
+
+    def text() -> None:
+        by = ", ".join(f"v{v}: {k} rows" for v, k in sorted(versions.items()))
+        click.echo(
+            f"{len(rows)} rows in {len(batches)} request(s), {seconds}s; served by {by or 'none'}"
+        )
+        for i, p in enumerate(predictions[:5]):
+            click.echo(f"  row {i + 1}: {p}")
+        if len(predictions) > 5:
+            click.echo(f"  ... {len(predictions) - 5} more (--json for all)")
+        for f in failures:
+            click.secho(
+                f"  rows {f['rows'][0] + 1}-{f['rows'][1]}: HTTP {f['status']} "
+                + json.dumps(f["detail"])[:300],
+                fg="red",
+            )
+
+    _emit(
+        as_json,
+        {
+            "ok": not failures,
+            "dataset": dataset,
+            "url": target_url,
+            "rows": len(rows),
+            "seconds": seconds,
+            "served_by": versions,
+            "predictions": predictions,
+            "failures": failures,
+        },
+        text,
+    )
+    if failures:
+        sys.exit(EXIT_REJECTED)
+
+
+@main.group()
+def deploy() -> None:
+    """Deployments of approved models: what serves now, and rolling back by hand."""
+
+
+@deploy.command("status")
+@click.argument("dataset")
+@json_option
+def deploy_status(dataset: str, as_json: bool) -> None:
+    """Which model version serves what share of DATASET's traffic, and its rollouts."""
+    from shared.wiring import build_deploy_service
+
+    with _cli_errors(as_json, "cannot read the deployment state"):
+        result = build_deploy_service(resolve_settings()).status(dataset)
+
+    def text() -> None:
+        traffic = result["traffic"]
+        click.echo(
+            "serving: "
+            + (", ".join(f"v{v} {share:.0%}" for v, share in traffic.items()) or "nothing yet")
+        )
+        for h in result["history"]:
+            if h["kind"] == "rollback":
+                click.echo(
+                    f"  {h['at'][:19]}  rollback  v{h.get('from_version')} -> "
+                    f"v{h.get('to_version')} by {h.get('requested_by')}: {h.get('why')}"
+                )
+            else:
+                prev = h.get("previous_version")
+                click.echo(
+                    f"  {h['at'][:19]}  deploy    v{h.get('model_version')} "
+                    f"({h.get('strategy')}, from {('v' + str(prev)) if prev else 'nothing'}) "
+                    f"{h['status']}  {h.get('deployment_id', '')}"
+                )
+                if h.get("reason"):
+                    click.echo(f"              {h['reason']}")
+
+    _emit(as_json, {"ok": True, **result}, text)
+
+
+@deploy.command("rollback")
+@click.argument("dataset")
+@click.option(
+    "--to",
+    "to_version",
+    type=int,
+    help="Version to serve (default: the newest other approved one).",
+)
+@click.option("--reason", "why", required=True, help="Why: recorded in lineage with your name.")
+@json_option
+def deploy_rollback(dataset: str, to_version: int | None, why: str, as_json: bool) -> None:
+    """Send all of DATASET's traffic to an earlier version now, stopping any rollout."""
+    from shared.wiring import build_deploy_service
+
+    who = os.environ.get("DHOW_USER") or getpass.getuser()
+    with _cli_errors(as_json, "cannot roll back"):
+        outcome = build_deploy_service(resolve_settings()).rollback(dataset, to_version, who, why)
+    _emit(
+        as_json,
+        {
+            "ok": True,
+            "dataset": dataset,
+            "serving": outcome.model_version,
+            "id": outcome.deployment_id,
+            "requested_by": who,
+        },
+        lambda: click.echo(
+            f"{dataset}: all traffic to v{outcome.model_version} "
+            f"({outcome.deployment_id}), recorded as {who}'s"
+        ),
+    )
+
+
+@main.command("captures")
+@click.argument("dataset")
+@click.option("--limit", default=5, show_default=True, help="Show the newest N rows.")
+@json_option
+def captures(dataset: str, limit: int, as_json: bool) -> None:
+    """Rows the serve function captured for DATASET (inputs, prediction, version, time)."""
+    from shared.capture import read_captures
+    from shared.wiring import build_ports
+
+    with _cli_errors(as_json, "cannot read the captures"):
+        settings = resolve_settings()
+        container = build_topology(settings.stage).bucket("capture").name
+        rows = read_captures(build_ports(settings).store, container, dataset)
+
+    def text() -> None:
+        by: dict[str, int] = {}
+        for r in rows:
+            by[str(r["model_version"])] = by.get(str(r["model_version"]), 0) + 1
+        click.echo(
+            f"{len(rows)} captured rows in {container}/datasets/{dataset}/ "
+            f"({', '.join(f'v{v}: {n}' for v, n in sorted(by.items())) or 'none yet'})"
+        )
+        for r in rows[-limit:]:
+            click.echo(
+                f"  {r['captured_at'][:19]} v{r['model_version']} -> {r['prediction']}  "
+                + json.dumps(r["inputs"])[:120]
+            )
+
+    _emit(
+        as_json, {"ok": True, "dataset": dataset, "total": len(rows), "rows": rows[-limit:]}, text
+    )

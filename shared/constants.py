@@ -55,3 +55,13 @@ AZUREML_CURATED_DATASTORE = "DHOW_AZUREML_CURATED_DATASTORE"
 AZUREML_MODELS_DATASTORE = "DHOW_AZUREML_MODELS_DATASTORE"
 # Rows per validation chunk: bounds the function's memory whatever the file size.
 VALIDATE_CHUNK_ROWS = "DHOW_VALIDATE_CHUNK_ROWS"
+# Serving. The serve function of one dataset, and the model version it serves (set on
+# each published Lambda version by the deploy function; the champion when unset).
+SERVE_DATASET = "DHOW_SERVE_DATASET"
+SERVE_MODEL_VERSION = "DHOW_SERVE_MODEL_VERSION"
+# Where deployments go: "cloud" (CodeDeploy / SageMaker endpoints) or "local" (the router).
+SERVING_BACKEND = "DHOW_SERVING_BACKEND"
+# The SageMaker inference image for endpoint serving (set by the stack).
+INFERENCE_IMAGE_URI = "DHOW_INFERENCE_IMAGE_URI"
+# The local router's clock: how many seconds a deployment-schedule minute lasts locally.
+LOCAL_MINUTE_SECONDS = "DHOW_LOCAL_MINUTE_SECONDS"

@@ -143,6 +143,8 @@ class DeploymentStarted(PipelineEvent):
     model_version: str
     strategy: Literal["canary", "linear", "all_at_once"]
     previous_version: str | None = None
+    deployment_id: str | None = None
+    target: str | None = None  # the Lambda alias, endpoint or local router shifted
 
 
 class DeploymentCompleted(PipelineEvent):
@@ -150,6 +152,7 @@ class DeploymentCompleted(PipelineEvent):
 
     model_version: str
     traffic: dict[str, float]
+    deployment_id: str | None = None
 
 
 class DeploymentRolledBack(PipelineEvent):
@@ -158,6 +161,9 @@ class DeploymentRolledBack(PipelineEvent):
     model_version: str
     restored_version: str | None
     reason: str
+    deployment_id: str | None = None
+    # None for an automatic rollback (an alarm); who asked, for `dhow deploy rollback`.
+    requested_by: str | None = None
 
 
 class DriftChecked(PipelineEvent):

@@ -65,6 +65,11 @@ class ObjectStore(abc.ABC):
     def delete(self, ref: ObjectRef) -> None:
         """Remove an object; no error if it is already gone."""
 
+    @abc.abstractmethod
+    def list_keys(self, container: str, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix``, in lexical order (so date-partitioned keys come oldest
+        first), page by page: memory stays bounded however many there are."""
+
     def download(self, ref: ObjectRef, path: Path) -> int:
         """Stream the object to a local file; returns its size."""
         size = 0
@@ -273,3 +278,73 @@ class ModelRegistry(abc.ABC):
     def champion(self, dataset: str) -> ModelVersion | None:
         """The newest approved version: what serves, and what a challenger must beat."""
         return next((v for v in self.versions(dataset) if v.status == "Approved"), None)
+
+
+DeploymentStrategy = Literal["canary", "linear", "all_at_once"]
+
+
+class DeploymentPlan(BaseModel):
+    """Shift a dataset's serving traffic to ``model_version`` under the spec's schedule."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    model_version: int
+    previous_version: int | None  # what serves now; None on the first deployment
+    artifact: str
+    artifact_sha256: str
+    image: str
+    strategy: DeploymentStrategy
+    step_percent: int
+    interval_minutes: int
+    error_rate_threshold: float
+    p99_latency_ms: int
+    min_requests: int
+    capture_sampling: float = 1.0
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = 1
+
+
+class StartedDeployment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    deployment_id: str
+    target: str  # what was deployed to: a Lambda alias, an endpoint, the local router
+
+
+class DeploymentStateChange(BaseModel):
+    """A deployment ended, as its platform reports it (CodeDeploy, SageMaker, the local
+    router): succeeded, or failed and rolled back."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    deployment_id: str
+    status: Literal["Succeeded", "RolledBack"]
+    reason: str | None = None
+    # A SageMaker endpoint reports which config serves, not which deployment ended: any
+    # other deployment still open when it is back in service did not make it.
+    supersedes_open: bool = False
+
+
+class Deployer(abc.ABC):
+    """Serving traffic: a Lambda alias shifted by CodeDeploy, a SageMaker endpoint's
+    blue/green update, or the local router. Each rolls back by itself on its alarms."""
+
+    @abc.abstractmethod
+    def start(self, plan: DeploymentPlan) -> StartedDeployment:
+        """Begin shifting traffic; the platform finishes (or rolls back) on its own and
+        reports it as a ``DeploymentStateChange``."""
+
+    @abc.abstractmethod
+    def traffic(self, dataset: str) -> dict[str, float]:
+        """Which model version serves what share now (versions as strings)."""
+
+    @abc.abstractmethod
+    def rollback(self, dataset: str, to_version: int, reason: str) -> str:
+        """Stop any deployment in progress and send all traffic to ``to_version`` now;
+        returns an id for the record."""
+
+    def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
+        """Why the platform rolled a deployment back, where it says (an alarm's name)."""
+        return None

@@ -75,6 +75,11 @@ class Settings:
     azureml_train_environment: str | None = None
     azureml_curated_datastore: str | None = None
     azureml_models_datastore: str | None = None
+    serving_backend: str = "cloud"
+    inference_image_uri: str | None = None
+    serve_dataset: str | None = None
+    serve_model_version: int | None = None
+    local_minute_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.cloud not in ("aws", "azure"):
@@ -93,6 +98,11 @@ class Settings:
             raise ConfigError(
                 f"unknown training backend {self.training_backend!r}",
                 hint=f"set {c.TRAINING_BACKEND} to sagemaker, azureml or local",
+            )
+        if self.serving_backend not in ("cloud", "local"):
+            raise ConfigError(
+                f"unknown serving backend {self.serving_backend!r}",
+                hint=f"set {c.SERVING_BACKEND} to cloud or local",
             )
         if self.max_upload_bytes <= 0:
             raise ConfigError(
@@ -114,6 +124,8 @@ class Settings:
             c.VALIDATE_INLINE_MAX_BYTES: str(self.validate_inline_max_bytes),
             c.VALIDATE_CHUNK_ROWS: str(self.validate_chunk_rows),
             c.TRAINING_BACKEND: self.training_backend,
+            c.SERVING_BACKEND: self.serving_backend,
+            c.LOCAL_MINUTE_SECONDS: str(self.local_minute_seconds),
         }
         optional = {
             c.AWS_ENDPOINT_URL: self.aws_endpoint_url,
@@ -122,6 +134,11 @@ class Settings:
             c.AZURE_STORAGE_CONNECTION_STRING: self.azure_storage_connection_string,
             c.SPECS_DIR: self.specs_dir,
             c.TRAINING_IMAGE_URI: self.training_image_uri,
+            c.INFERENCE_IMAGE_URI: self.inference_image_uri,
+            c.SERVE_DATASET: self.serve_dataset,
+            c.SERVE_MODEL_VERSION: str(self.serve_model_version)
+            if self.serve_model_version is not None
+            else None,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env
@@ -167,6 +184,11 @@ class Settings:
             azureml_train_environment=env.get(c.AZUREML_TRAIN_ENVIRONMENT) or None,
             azureml_curated_datastore=env.get(c.AZUREML_CURATED_DATASTORE) or None,
             azureml_models_datastore=env.get(c.AZUREML_MODELS_DATASTORE) or None,
+            serving_backend=env.get(c.SERVING_BACKEND, "cloud"),
+            inference_image_uri=env.get(c.INFERENCE_IMAGE_URI) or None,
+            serve_dataset=env.get(c.SERVE_DATASET) or None,
+            serve_model_version=_int(env, c.SERVE_MODEL_VERSION, 0) or None,
+            local_minute_seconds=_float(env, c.LOCAL_MINUTE_SECONDS, 60.0),
         )
 
 
@@ -196,6 +218,19 @@ def _workspace(env: Mapping[str, str]) -> tuple[str, str, str] | None:
 
 def _csv(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number", hint=f"got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive", hint=f"got {raw!r}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

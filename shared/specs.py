@@ -79,6 +79,34 @@ class DriftSettings(BaseModel):
     reference_rows: int = 20_000
 
 
+class ServingSettings(BaseModel):
+    """How an approved model reaches traffic and what the serve function captures (used by
+    deploy and serve).
+
+    ``strategy`` canary shifts ``step_percent`` for ``interval_minutes`` then the rest;
+    linear adds ``step_percent`` every ``interval_minutes``; all_at_once shifts at once.
+    The alarms that roll a deployment back: the share of failed requests above
+    ``error_rate_threshold``, or a p99 latency above ``p99_latency_ms``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: Literal["lambda", "sagemaker_endpoint"] = "lambda"
+    strategy: Literal["canary", "linear", "all_at_once"] = "canary"
+    step_percent: int = Field(default=10, ge=1, le=99)
+    interval_minutes: int = Field(default=5, ge=1, le=2880)
+    error_rate_threshold: float = Field(default=0.05, gt=0, lt=1)
+    p99_latency_ms: int = Field(default=2000, ge=1)
+    # Requests an alarm needs before it may fire: one early failure is not a rate.
+    min_requests: int = Field(default=20, ge=1)
+    capture_sampling: float = Field(default=1.0, ge=0, le=1)
+    capture_batch_rows: int = Field(default=500, ge=1)
+    capture_max_seconds: float = Field(default=60.0, gt=0)
+    # sagemaker_endpoint only: models that need a GPU at inference.
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = Field(default=1, ge=1)
+
+
 class DatasetSpec(BaseModel):
     """One dataset's contract. ``schema_doc`` is pandera's YAML form, as a mapping."""
 
@@ -91,6 +119,7 @@ class DatasetSpec(BaseModel):
     schema_doc: dict[str, Any] = Field(alias="schema")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     @cached_property
     def dataframe_schema(self) -> pa.DataFrameSchema:

@@ -88,12 +88,16 @@ class Permission:
 
 @dataclass(frozen=True)
 class Function:
-    """A function with its handler per cloud, its trigger queue and its permissions."""
+    """A function with its handler per cloud, its trigger queue and its permissions.
+
+    A function without a trigger queue is called over HTTP (the serve function: one
+    per dataset spec, ``<name>-<dataset>``, behind a Function URL with IAM auth).
+    """
 
     logical: str
     name: str
     aws_handler: str
-    trigger_queue: str
+    trigger_queue: str | None
     permissions: tuple[Permission, ...]
     memory_mb: int = 512
     timeout_s: int = 60
@@ -152,6 +156,8 @@ def build_topology(stage: str) -> Topology:
             Bucket("curated", f"{p}-curated"),
             Bucket("quarantine", f"{p}-quarantine"),
             Bucket("models", f"{p}-models"),
+            # What the serve functions saw and answered, for the drift check.
+            Bucket("capture", f"{p}-capture"),
         ),
         queues=(
             Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq"),
@@ -160,6 +166,7 @@ def build_topology(stage: str) -> Topology:
             # Every pipeline event, for `dhow upload --wait` and for audit.
             Queue("train", f"{p}-train", f"{p}-train-dlq"),
             Queue("register", f"{p}-register", f"{p}-register-dlq", visibility_timeout_s=6 * 300),
+            Queue("deploy", f"{p}-deploy", f"{p}-deploy-dlq", visibility_timeout_s=6 * 180),
             # Watchers hand back events that are not theirs, which counts as a
             # receive; the high count keeps those from reaching the DLQ.
             Queue(
@@ -215,6 +222,41 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="register",
+            ),
+            EventRule(
+                "model_approved",
+                f"{p}-model-approved",
+                bus="pipeline",
+                pattern={"source": [EVENT_SOURCE], "detail-type": ["ModelApproved"]},
+                target_queue="deploy",
+            ),
+            EventRule(
+                "serving_deployment_ended",
+                f"{p}-serving-deployment-ended",
+                bus="default",
+                pattern={
+                    "source": ["aws.codedeploy"],
+                    "detail-type": ["CodeDeploy Deployment State-change Notification"],
+                    "detail": {
+                        "deploymentGroup": [{"prefix": f"{p}-serve-"}],
+                        "state": ["SUCCESS", "FAILURE", "STOP"],
+                    },
+                },
+                target_queue="deploy",
+            ),
+            EventRule(
+                "serving_endpoint_changed",
+                f"{p}-serving-endpoint-changed",
+                bus="default",
+                pattern={
+                    "source": ["aws.sagemaker"],
+                    "detail-type": ["SageMaker Endpoint State Change"],
+                    "detail": {
+                        "EndpointName": [{"prefix": f"{p}-serve-"}],
+                        "EndpointStatus": ["IN_SERVICE", "FAILED"],
+                    },
+                },
+                target_queue="deploy",
             ),
             EventRule(
                 "all_pipeline_events",
@@ -311,6 +353,86 @@ def build_topology(stage: str) -> Topology:
                 memory_mb=2048,
                 timeout_s=300,
                 batch_size=1,
+            ),
+            Function(
+                "deploy",
+                f"{p}-deploy",
+                aws_handler="functions.deploy.aws_lambda.handler",
+                trigger_queue="deploy",
+                permissions=(
+                    Permission(
+                        (
+                            "lambda:GetFunctionConfiguration",
+                            "lambda:UpdateFunctionConfiguration",
+                            "lambda:PublishVersion",
+                            "lambda:ListVersionsByFunction",
+                            "lambda:GetAlias",
+                            "lambda:UpdateAlias",
+                        ),
+                        "serve_functions",
+                        "jobs",
+                    ),
+                    Permission(
+                        (
+                            "codedeploy:CreateDeployment",
+                            "codedeploy:GetDeployment",
+                            "codedeploy:ListDeployments",
+                            "codedeploy:StopDeployment",
+                            "codedeploy:GetDeploymentConfig",
+                            "codedeploy:RegisterApplicationRevision",
+                        ),
+                        "serving_deployments",
+                        "jobs",
+                    ),
+                    Permission(
+                        (
+                            "sagemaker:CreateModel",
+                            "sagemaker:CreateEndpointConfig",
+                            "sagemaker:CreateEndpoint",
+                            "sagemaker:UpdateEndpoint",
+                            "sagemaker:DescribeEndpoint",
+                            "sagemaker:DescribeEndpointConfig",
+                            "sagemaker:DescribeModel",
+                            "sagemaker:ListEndpointConfigs",
+                            "sagemaker:ListTags",
+                            "sagemaker:AddTags",
+                        ),
+                        "serving_endpoints",
+                        "jobs",
+                    ),
+                    Permission(
+                        (
+                            "sagemaker:DescribeModelPackage",
+                            "sagemaker:ListModelPackages",
+                            "sagemaker:UpdateModelPackage",
+                        ),
+                        "model_registry",
+                        "jobs",
+                    ),
+                    Permission(ddb_rw, "lineage", "table"),
+                    Permission(("events:PutEvents",), "pipeline", "bus"),
+                    Permission(sqs_consume, "deploy", "queue"),
+                ),
+                timeout_s=180,
+                batch_size=1,
+            ),
+            Function(
+                "serve",
+                f"{p}-serve",
+                aws_handler="functions.serve.aws_lambda.handler",
+                trigger_queue=None,
+                permissions=(
+                    Permission(s3_read, "models", "bucket"),
+                    Permission(s3_write, "capture", "bucket"),
+                    Permission(
+                        ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
+                        "model_registry",
+                        "jobs",
+                    ),
+                ),
+                # One model in memory, pandas and XGBoost: a warm p99 well under a second.
+                memory_mb=1024,
+                timeout_s=30,
             ),
         ),
     )

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.constants import EVENT_SOURCE
 from shared.errors import EventParseError
 from shared.events import ObjectRef, PipelineEvent, parse_pipeline_event
+from shared.ports import DeploymentStateChange
 
 Json = Mapping[str, Any]
 
@@ -259,6 +260,56 @@ def parse_training_state_change(payload: str | bytes | Json) -> TrainingJobEnded
         instance_type=(d.get("ResourceConfig") or {}).get("InstanceType"),
         image=(d.get("AlgorithmSpecification") or {}).get("TrainingImage"),
         hyperparameters={str(k): str(v) for k, v in (d.get("HyperParameters") or {}).items()},
+    )
+
+
+CODEDEPLOY_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
+ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
+
+
+def is_deployment_state_change(data: Json) -> bool:
+    return (data.get("source"), data.get("detail-type")) in (
+        ("aws.codedeploy", CODEDEPLOY_STATE_CHANGE),
+        ("aws.sagemaker", ENDPOINT_STATE_CHANGE),
+    )
+
+
+def parse_deployment_state_change(
+    payload: str | bytes | Json, serve_prefix: str
+) -> DeploymentStateChange | None:
+    """CodeDeploy's or SageMaker's end-of-deployment event for a Dhow serve target
+    (``<serve_prefix><dataset>``); None for a state that is not an end (START, UPDATING)."""
+    data = _loads(payload)
+    if not is_deployment_state_change(data):
+        raise EventParseError(
+            "payload is not a CodeDeploy or SageMaker endpoint state change",
+            hint=f"got source {data.get('source')!r}, detail-type {data.get('detail-type')!r}",
+        )
+    d = data["detail"]
+    if data["source"] == "aws.codedeploy":
+        group = str(d.get("deploymentGroup", ""))
+        state = d.get("state")
+        if not group.startswith(serve_prefix) or state not in ("SUCCESS", "FAILURE", "STOP"):
+            return None
+        return DeploymentStateChange(
+            dataset=group.removeprefix(serve_prefix),
+            deployment_id=d["deploymentId"],
+            status="Succeeded" if state == "SUCCESS" else "RolledBack",
+            reason=None
+            if state == "SUCCESS"
+            else f"CodeDeploy deployment {d['deploymentId']} ended {state}; the alias was "
+            "rolled back (an alarm fired or a step failed)",
+        )
+    endpoint = str(d.get("EndpointName", ""))
+    status = d.get("EndpointStatus")
+    if not endpoint.startswith(serve_prefix) or status not in ("IN_SERVICE", "FAILED"):
+        return None
+    return DeploymentStateChange(
+        dataset=endpoint.removeprefix(serve_prefix),
+        deployment_id=d["EndpointConfigName"],
+        status="Succeeded" if status == "IN_SERVICE" else "RolledBack",
+        reason=None if status == "IN_SERVICE" else d.get("FailureReason", "endpoint FAILED"),
+        supersedes_open=True,
     )
 
 

@@ -6,24 +6,32 @@ Handlers and the CLI call these; nothing else picks adapters or creates clients.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from shared.errors import ConfigError
 from shared.ports import (
+    Deployer,
+    DeploymentPlan,
     EventBus,
     LineageStore,
     ModelRegistry,
     ObjectStore,
+    StartedDeployment,
     TrainingLauncher,
     ValidationJobLauncher,
 )
+from shared.services.deploy import DeployService
 from shared.services.ingest import IngestService
 from shared.services.register import RegisterService
 from shared.services.train_launch import TrainLaunchService
 from shared.services.validate import ValidateService
 from shared.settings import Settings
 from shared.topology import Topology, build_topology
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 @dataclass(frozen=True)
@@ -267,3 +275,138 @@ def build_ingest_service(settings: Settings, ports: Ports | None = None) -> Inge
         max_upload_bytes=settings.max_upload_bytes,
         claim_seconds=settings.ingest_claim_seconds,
     )
+
+
+class SpecRoutedDeployer(Deployer):
+    """Each dataset's deployments go where its spec's ``serving.target`` says: a Lambda
+    alias (CodeDeploy) or a SageMaker endpoint (GPU inference)."""
+
+    def __init__(
+        self,
+        lambda_deployer: Callable[[], Deployer],
+        endpoint_deployer: Callable[[], Deployer],
+        specs_dir: str | None,
+    ) -> None:
+        self._make = {"lambda": lambda_deployer, "sagemaker_endpoint": endpoint_deployer}
+        self._built: dict[str, Deployer] = {}
+        self._specs = specs_dir
+
+    def for_dataset(self, dataset: str) -> Deployer:
+        from shared.specs import load_spec
+
+        target = load_spec(dataset, self._specs).serving.target
+        if target not in self._built:
+            self._built[target] = self._make[target]()
+        return self._built[target]
+
+    def start(self, plan: DeploymentPlan) -> StartedDeployment:
+        return self.for_dataset(plan.dataset).start(plan)
+
+    def traffic(self, dataset: str) -> dict[str, float]:
+        return self.for_dataset(dataset).traffic(dataset)
+
+    def rollback(self, dataset: str, to_version: int, reason: str) -> str:
+        return self.for_dataset(dataset).rollback(dataset, to_version, reason)
+
+    def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
+        return self.for_dataset(dataset).failure_reason(dataset, deployment_id)
+
+
+def serve_prefix(settings: Settings) -> str:
+    """Serve functions, deployment groups and endpoints are ``<this><dataset>``."""
+    return f"dhow-{settings.stage}-serve-"
+
+
+def build_deployer(settings: Settings, ports: Ports) -> Deployer:
+    if settings.serving_backend == "local":
+        from shared.adapters.local_serving import LocalRouterDeployer
+
+        return LocalRouterDeployer(ports.lineage)
+    if settings.cloud != "aws":
+        raise ConfigError(
+            "deployments on Azure are not built yet",
+            hint="Azure serving (slots / Azure ML online endpoints) comes with the Azure "
+            "Functions app; use the AWS stack or the local platform",
+        )
+    prefix = f"dhow-{settings.stage}"
+
+    def lambda_deployer() -> Deployer:
+        from shared.adapters.aws import aws_client
+        from shared.adapters.codedeploy import LambdaCodeDeployDeployer, LambdaServingConfig
+
+        return LambdaCodeDeployDeployer(
+            aws_client("lambda", settings),
+            aws_client("codedeploy", settings),
+            LambdaServingConfig(name_prefix=prefix),
+        )
+
+    def endpoint_deployer() -> Deployer:
+        from shared.adapters.aws import aws_client
+        from shared.adapters.sagemaker_endpoint import EndpointConfig, SageMakerEndpointDeployer
+
+        if not (
+            settings.inference_image_uri and settings.sagemaker_role_arn and settings.kms_key_id
+        ):
+            raise ConfigError(
+                "SageMaker endpoint serving is not configured",
+                hint="the stack sets DHOW_INFERENCE_IMAGE_URI, DHOW_SAGEMAKER_ROLE_ARN and "
+                "DHOW_KMS_KEY_ID; or set the spec's serving.target to lambda",
+            )
+        return SageMakerEndpointDeployer(
+            aws_client("sagemaker", settings),
+            EndpointConfig(
+                name_prefix=prefix,
+                role_arn=settings.sagemaker_role_arn,
+                image_uri=settings.inference_image_uri,
+                kms_key_id=settings.kms_key_id,
+                capture_bucket=build_topology(settings.stage).bucket("capture").name,
+                subnets=settings.private_subnets,
+                security_groups=settings.security_groups,
+            ),
+        )
+
+    return SpecRoutedDeployer(lambda_deployer, endpoint_deployer, settings.specs_dir)
+
+
+def build_deploy_service(settings: Settings, ports: Ports | None = None) -> DeployService:
+    p = ports or build_ports(settings)
+    return DeployService(
+        build_deployer(settings, p),
+        build_model_registry(settings),
+        p.bus,
+        p.lineage,
+        specs_dir=settings.specs_dir,
+        claim_seconds=settings.ingest_claim_seconds,
+    )
+
+
+def build_serve_app(settings: Settings, ports: Ports | None = None) -> FastAPI:
+    """The serve function of ``DHOW_SERVE_DATASET``, serving ``DHOW_SERVE_MODEL_VERSION``
+    (the champion when unset). The model loads on first use, once per warm container."""
+    from shared.capture import InferenceCapture
+    from shared.serve_app import create_app
+    from shared.serving import ModelSlot, load_model_version
+    from shared.specs import load_spec
+
+    if not settings.serve_dataset:
+        raise ConfigError(
+            "the serve function does not know its dataset",
+            hint="the stack sets DHOW_SERVE_DATASET on each dataset's serve function",
+        )
+    dataset = settings.serve_dataset
+    topo = build_topology(settings.stage)
+    p = ports or build_ports(settings, topo)
+    spec = load_spec(dataset, settings.specs_dir)
+    registry = build_model_registry(settings)
+    s = spec.serving
+    capture = InferenceCapture(
+        p.store,
+        topo.bucket("capture").name,
+        dataset,
+        sampling=s.capture_sampling,
+        batch_rows=s.capture_batch_rows,
+        max_seconds=s.capture_max_seconds,
+    )
+    version = settings.serve_model_version
+    slot = ModelSlot(lambda: load_model_version(p.store, registry, dataset, version))
+    return create_app(spec, slot, capture)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,9 @@ class MemoryStore(ObjectStore):
     def delete(self, ref: ObjectRef) -> None:
         self.objects.pop((ref.container, ref.key), None)
 
+    def list_keys(self, container: str, prefix: str) -> Iterator[str]:
+        yield from sorted(k for c, k in self.objects if c == container and k.startswith(prefix))
+
     def copy(
         self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
     ) -> None:
@@ -117,3 +124,38 @@ class MemoryLineage(LineageStore):
         return sorted(
             (r for (d, _), r in self.rows.items() if d == dataset), key=lambda r: r.created_at
         )
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_artifact(tmp: Path, curated: Path, **hps: object) -> Path:
+    """Run the real trainer with SageMaker's contract and tar its model dir as SageMaker does."""
+    train = tmp / "input/data/train"
+    train.mkdir(parents=True)
+    (train / "data.parquet").write_bytes(curated.read_bytes())
+    env = {
+        **os.environ,
+        "SM_CHANNEL_TRAIN": str(train),
+        "SM_MODEL_DIR": str(tmp / "model"),
+        "SM_OUTPUT_DATA_DIR": str(tmp / "out"),
+        "SM_OUTPUT_DIR": str(tmp / "o"),
+        "SM_HPS": json.dumps(
+            {"target": "churned", "task": "classification", **{k: str(v) for k, v in hps.items()}}
+        ),
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "shared.trainer"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    archive = tmp / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in sorted((tmp / "model").iterdir()):
+            tar.add(f, arcname=f.name)
+    return archive

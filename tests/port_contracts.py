@@ -61,6 +61,18 @@ class ObjectStoreContract:
         assert not store.exists(ref)
         store.delete(ref)  # already gone: no error
 
+    def test_list_keys_in_order_under_prefix(self, store: ObjectStore, container: str) -> None:
+        base = f"captures/{uuid.uuid4().hex}/"
+        for key in ("2026/11/02/b.jsonl", "2026/11/01/a.jsonl", "2026/11/02/a.jsonl"):
+            store.put_bytes(ObjectRef(container=container, key=base + key), b"{}")
+        store.put_bytes(ObjectRef(container=container, key=base.rstrip("/") + "-other/x"), b"")
+        assert list(store.list_keys(container, base)) == [
+            base + "2026/11/01/a.jsonl",
+            base + "2026/11/02/a.jsonl",
+            base + "2026/11/02/b.jsonl",
+        ]
+        assert list(store.list_keys(container, base + "2027/")) == []
+
     def test_upload_file(self, store: ObjectStore, container: str, tmp_path: Path) -> None:
         path = tmp_path / "f.csv"
         path.write_bytes(b"x,y\n" * 1000)

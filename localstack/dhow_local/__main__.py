@@ -1,4 +1,4 @@
-"""`python -m dhow_local runner`: the runner process that `dhow local up` starts."""
+"""`python -m dhow_local runner|router`: the processes `dhow local up` starts."""
 
 from __future__ import annotations
 
@@ -15,11 +15,20 @@ from shared.topology import build_topology
 
 
 def main(argv: list[str]) -> int:
-    if argv[1:] != ["runner"]:
-        print("usage: python -m dhow_local runner", file=sys.stderr)
+    if argv[1:] not in (["runner"], ["router"]):
+        print("usage: python -m dhow_local runner|router", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
     settings = Settings.from_env()
+    if argv[1] == "router":
+        import uvicorn
+
+        from dhow_local.platform import ROUTER_PORT
+        from dhow_local.router import build_router
+
+        # uvicorn stops cleanly on SIGTERM; the router's lifespan flushes the captures.
+        uvicorn.run(build_router(settings), host="127.0.0.1", port=ROUTER_PORT, log_level="warning")
+        return 0
     runner = Runner(settings, build_topology(settings.stage))
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -34,6 +34,7 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
         # moto's server on the same port also serves the SageMaker Model Registry.
         aws_sagemaker_endpoint_url=pf.DYNAMODB_URL,
         training_backend="local",
+        serving_backend="local",
     )
 
 
@@ -68,7 +69,13 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
         made = provision_aws(settings, topo)
         if not any(p.name == "runner" for p in state.processes):
             track(pf.start_runner(home, runner_env(settings)))
-        progress(f"runner polling {', '.join(f.name for f in topo.functions)}")
+        progress(
+            "runner polling "
+            + ", ".join(f.name for f in topo.functions if f.trigger_queue is not None)
+        )
+        if not any(p.name == "router" for p in state.processes):
+            track(pf.start_router(home, runner_env(settings)))
+        progress(f"router serving {pf.ROUTER_URL}/datasets/<dataset>/predict")
     else:
         progress("starting Azurite ...")
         proc = pf.start_azurite(home)
@@ -92,8 +99,8 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
 def down() -> dict[str, Any]:
     home = pf.local_home()
     state = pf.PlatformState.load(home)
-    # The runner first, so it does not log errors about a vanished LocalStack.
-    ordered = sorted(state.processes, key=lambda p: p.name != "runner")
+    # The runner and router first, so they do not log errors about a vanished LocalStack.
+    ordered = sorted(state.processes, key=lambda p: p.name not in ("runner", "router"))
     result = {p.name: pf.stop_process(p, closed=pf.SHUTDOWN_DONE.get(p.name)) for p in ordered}
     pf.PlatformState().save(home)
     return {"stopped": result}

@@ -33,6 +33,9 @@ LOCALSTACK_URL = f"http://127.0.0.1:{LOCALSTACK_PORT}"
 # server (pure Python, from PyPI) serves DynamoDB instead, on its own port.
 LOCALSTACK_SERVICES = "s3,sqs,events,scheduler,sns,sts,iam,cloudwatch,logs"
 DYNAMODB_PORT = 4567
+# The local router: the serve functions' alias and CodeDeploy (dhow_local.router).
+ROUTER_PORT = 4570
+ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 DYNAMODB_URL = f"http://127.0.0.1:{DYNAMODB_PORT}"
 AZURITE_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
 # Azurite's published development account; it only exists inside Azurite.
@@ -354,4 +357,20 @@ def start_runner(home: Path, env: dict[str, str], timeout: float = 60.0) -> Mana
     if not ready.exists():
         tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
         raise PlatformError("the runner exited during start-up", hint=f"{proc.log}:\n{tail}")
+    return proc
+
+
+def start_router(home: Path, env: dict[str, str], timeout: float = 60.0) -> ManagedProcess:
+    """Start the local router and wait until it answers."""
+    proc = spawn("router", [sys.executable, "-m", "dhow_local", "router"], env, home)
+    status = f"{ROUTER_URL}/_router/status"
+    wait_until(
+        lambda: http_answers(status) or not pid_alive(proc.pid),
+        timeout,
+        "the router",
+        Path(proc.log),
+    )
+    if not http_answers(status):
+        tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
+        raise PlatformError("the router exited during start-up", hint=f"{proc.log}:\n{tail}")
     return proc

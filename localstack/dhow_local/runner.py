@@ -92,6 +92,7 @@ class FunctionPoller:
         self._handler = handler
         self._retry_delay = retry_delay_s
         self._region = settings.aws_region
+        assert fn.trigger_queue is not None, f"{fn.name} has no queue to poll"
         self._url = sqs.get_queue_url(QueueName=topo.queue(fn.trigger_queue).name)["QueueUrl"]
         self._arn = sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["QueueArn"])[
             "Attributes"
@@ -146,9 +147,11 @@ class Runner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         sqs = aws_client("sqs", settings)
+        # Functions called over HTTP (serve) are the local router's, not the runner's.
         self.pollers = [
             FunctionPoller(fn, topo, settings, sqs, load_handler(fn.aws_handler), retry_delay_s)
             for fn in topo.functions
+            if fn.trigger_queue is not None
         ]
 
     def start(self) -> None:

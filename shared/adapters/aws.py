@@ -36,8 +36,10 @@ from shared.settings import Settings, check_aws_region
 from shared.triggers import parse_bus_event
 
 if TYPE_CHECKING:
+    from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_service_quotas import ServiceQuotasClient
@@ -56,6 +58,10 @@ def aws_client(service: Literal["sqs"], settings: Settings) -> SQSClient: ...
 def aws_client(service: Literal["sagemaker"], settings: Settings) -> SageMakerClient: ...
 @overload
 def aws_client(service: Literal["service-quotas"], settings: Settings) -> ServiceQuotasClient: ...
+@overload
+def aws_client(service: Literal["lambda"], settings: Settings) -> LambdaClient: ...
+@overload
+def aws_client(service: Literal["codedeploy"], settings: Settings) -> CodeDeployClient: ...
 def aws_client(service: str, settings: Settings) -> Any:
     """A boto3 client in the pinned region (and at the local endpoint, when set)."""
     region = check_aws_region(settings.aws_region)
@@ -139,6 +145,14 @@ class S3ObjectStore(ObjectStore):
 
     def delete(self, ref: ObjectRef) -> None:
         self._s3.delete_object(Bucket=ref.container, Key=ref.key)
+
+    def list_keys(self, container: str, prefix: str) -> Iterator[str]:
+        # ListObjectsV2 returns keys in UTF-8 binary order, which is lexical for our keys.
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=container, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
 
     def copy(
         self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None

@@ -129,6 +129,11 @@ class BlobObjectStore(ObjectStore):
         with contextlib.suppress(ResourceNotFoundError):
             self._blobs.get_blob_client(ref.container, ref.key).delete_blob()
 
+    def list_keys(self, container: str, prefix: str) -> Iterator[str]:
+        # The service lists blobs in lexical order, a page at a time.
+        for blob in self._blobs.get_container_client(container).list_blobs(name_starts_with=prefix):
+            yield blob.name
+
     def copy(
         self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
     ) -> None:

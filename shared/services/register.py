@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from shared.artifacts import ARTIFACT_SHA256, fetch_model
 from shared.errors import EventParseError
 from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
 from shared.ports import EventBus, LineageRecord, LineageStore, ModelRegistry, ObjectStore
@@ -131,15 +131,20 @@ class RegisterService:
         gate = spec.training.gate
         champion = self._registry.champion(dataset)
         with tempfile.TemporaryDirectory(prefix="dhow-register-") as tmp:
-            model_dir = self._unpack(artifact, Path(tmp) / "challenger")
+            model_dir, artifact_sha256 = fetch_model(
+                self._store, artifact, Path(tmp) / "challenger"
+            )
             metrics = {
                 k: float(v) for k, v in json.loads((model_dir / "metrics.json").read_text()).items()
             }
             champion_score = None
             if champion is not None:
                 holdout = pd.read_parquet(model_dir / "holdout.parquet")
-                champ_dir = self._unpack(
-                    ObjectRef.from_uri(champion.artifact), Path(tmp) / "champion"
+                champ_dir, _ = fetch_model(
+                    self._store,
+                    ObjectRef.from_uri(champion.artifact),
+                    Path(tmp) / "champion",
+                    champion.lineage.get(ARTIFACT_SHA256),
                 )
                 champion_score = score_on(champ_dir, holdout)[gate.metric]
         if gate.metric not in metrics:
@@ -172,6 +177,8 @@ class RegisterService:
                 **facts,
                 "job_name": ended.job_name,
                 "instance_type": ended.instance_type or "",
+                # What serve checks the artifact against before it loads it.
+                ARTIFACT_SHA256: artifact_sha256,
             },
             status="Approved" if result.approved else "Rejected",
             reason=result.reason,
@@ -252,11 +259,3 @@ class RegisterService:
         return GateResult(
             True, f"{metric} {value:.4f} passes the gate{against}", champion_version, champion_score
         )
-
-    def _unpack(self, ref: ObjectRef, into: Path) -> Path:
-        into.mkdir(parents=True)
-        archive = into / "model.tar.gz"
-        self._store.download(ref, archive)
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")  # no paths outside `into`, no devices
-        return into

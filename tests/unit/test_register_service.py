@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,42 +21,10 @@ from shared.settings import Settings
 from shared.specs import load_spec
 from shared.triggers import parse_training_state_change
 from shared.validation import validate_file
-from tests.helpers import MemoryBus, MemoryLineage, MemoryStore, load_event
+from tests.helpers import MemoryBus, MemoryLineage, MemoryStore, load_event, train_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = "dhow-t-models"
-
-
-def train_artifact(tmp: Path, curated: Path, **hps: object) -> Path:
-    """Run the real trainer with SageMaker's contract and tar its model dir as SageMaker does."""
-    train = tmp / "input/data/train"
-    train.mkdir(parents=True)
-    (train / "data.parquet").write_bytes(curated.read_bytes())
-    env = {
-        **os.environ,
-        "SM_CHANNEL_TRAIN": str(train),
-        "SM_MODEL_DIR": str(tmp / "model"),
-        "SM_OUTPUT_DATA_DIR": str(tmp / "out"),
-        "SM_OUTPUT_DIR": str(tmp / "o"),
-        "SM_HPS": json.dumps(
-            {"target": "churned", "task": "classification", **{k: str(v) for k, v in hps.items()}}
-        ),
-    }
-    r = subprocess.run(
-        [sys.executable, "-m", "shared.trainer"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    archive = tmp / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for f in sorted((tmp / "model").iterdir()):
-            tar.add(f, arcname=f.name)
-    return archive
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,18 @@ def test_every_reference_resolves() -> None:
         "queue": {q.logical for q in t.queues},
         "table": {x.logical for x in t.tables},
         "bus": {"pipeline"},
-        "jobs": {"processing_jobs", "training_jobs", "service_quotas", "model_registry"},
+        "jobs": {
+            "processing_jobs",
+            "training_jobs",
+            "service_quotas",
+            "model_registry",
+            "serve_functions",
+            "serving_deployments",
+            "serving_endpoints",
+        },
     }
     for fn in t.functions:
-        assert fn.trigger_queue in logical["queue"]
+        assert fn.trigger_queue in logical["queue"] or (fn.logical == "serve")
         for perm in fn.permissions:
             assert perm.resource in logical[perm.kind], (fn.name, perm)
             assert all("*" not in action for action in perm.actions)
@@ -37,7 +45,24 @@ def test_queues_have_dlqs_and_room_for_their_consumer() -> None:
         assert q.dlq_name.endswith("-dlq")
         assert q.max_receive_count >= 1
     for fn in t.functions:
-        assert t.queue(fn.trigger_queue).visibility_timeout_s >= 6 * fn.timeout_s
+        if fn.trigger_queue is not None:
+            assert t.queue(fn.trigger_queue).visibility_timeout_s >= 6 * fn.timeout_s
+
+
+def test_approvals_and_deployment_ends_route_to_deploy() -> None:
+    t = build_topology("acme-prod")
+    to_deploy = {r.logical: r.pattern for r in t.rules if r.target_queue == "deploy"}
+    assert to_deploy["model_approved"]["detail-type"] == ["ModelApproved"]
+    codedeploy = to_deploy["serving_deployment_ended"]
+    assert codedeploy["detail"] == {
+        "deploymentGroup": [{"prefix": "dhow-acme-prod-serve-"}],
+        "state": ["SUCCESS", "FAILURE", "STOP"],
+    }
+    endpoint = to_deploy["serving_endpoint_changed"]
+    assert endpoint["detail"]["EndpointName"] == [{"prefix": "dhow-acme-prod-serve-"}]
+    serve = t.function("serve")
+    assert serve.trigger_queue is None
+    assert {p.resource for p in serve.permissions} == {"models", "capture", "model_registry"}
 
 
 def test_raw_uploads_route_to_ingest() -> None:

@@ -1,0 +1,1 @@
+"""deploy: ModelApproved starts a rollout; the platform's end-of-deployment event finishes it."""

@@ -1,0 +1,1 @@
+"""serve: the dataset's FastAPI app behind mangum (Lambda)."""

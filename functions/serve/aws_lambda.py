@@ -1,0 +1,20 @@
+"""Lambda entry point of serve: the dataset's FastAPI app behind mangum, reached through a
+Function URL with IAM auth. One function per dataset spec; each published version
+serves the model version its ``DHOW_SERVE_MODEL_VERSION`` names."""
+
+from __future__ import annotations
+
+import logging
+
+from mangum import Mangum
+
+from shared.settings import Settings
+from shared.wiring import build_serve_app
+
+logging.getLogger().setLevel(logging.INFO)
+
+# Built once per cold start: the app now, the model on its first request (then kept
+# for the life of the warm container). A non-UAE region stops the function here.
+SETTINGS = Settings.from_env()
+APP = build_serve_app(SETTINGS)
+handler = Mangum(APP, lifespan="off")

@@ -1,0 +1,238 @@
+"""``Deployer`` for Lambda serving: a new function version, its alias shifted by CodeDeploy.
+
+Each dataset has its own serve function ``dhow-<stage>-serve-<dataset>`` with an
+alias ``live``, and a CodeDeploy deployment group of the same name in the
+application ``dhow-<stage>-serving``; the stack gives the group its CloudWatch
+alarms (errors and p99 latency of the alias) with rollback on alarm. A deployment:
+
+1. sets ``DHOW_SERVE_MODEL_VERSION`` on the function and waits for the update;
+2. publishes a version (the function's code and that model version, frozen);
+3. asks CodeDeploy to move the alias from its current version to the new one,
+   with the spec's deployment config and automatic rollback on failure or alarm.
+
+CodeDeploy steps the weights, watches the alarms and reports the end on
+EventBridge ("CodeDeploy Deployment State-change Notification"), which the
+deploy function turns into ``DeploymentCompleted`` or ``DeploymentRolledBack``.
+Weight stepping is never done by hand here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.constants import SERVE_MODEL_VERSION
+from shared.errors import DhowError
+from shared.ports import Deployer, DeploymentPlan, StartedDeployment
+
+if TYPE_CHECKING:
+    from mypy_boto3_codedeploy import CodeDeployClient
+    from mypy_boto3_lambda import LambdaClient
+
+ALIAS = "live"
+
+# CodeDeploy's predefined Lambda configs, by (strategy, percent, minutes).
+_PREDEFINED = {
+    ("canary", 10, 5): "CodeDeployDefault.LambdaCanary10Percent5Minutes",
+    ("canary", 10, 10): "CodeDeployDefault.LambdaCanary10Percent10Minutes",
+    ("canary", 10, 15): "CodeDeployDefault.LambdaCanary10Percent15Minutes",
+    ("canary", 10, 30): "CodeDeployDefault.LambdaCanary10Percent30Minutes",
+    ("linear", 10, 1): "CodeDeployDefault.LambdaLinear10PercentEvery1Minute",
+    ("linear", 10, 2): "CodeDeployDefault.LambdaLinear10PercentEvery2Minutes",
+    ("linear", 10, 3): "CodeDeployDefault.LambdaLinear10PercentEvery3Minutes",
+    ("linear", 10, 10): "CodeDeployDefault.LambdaLinear10PercentEvery10Minutes",
+}
+
+
+class DeploymentRefused(DhowError):
+    """The serving platform would not start or change a deployment."""
+
+    reason = "deployment_refused"
+
+
+def serve_function_name(prefix: str, dataset: str) -> str:
+    return f"{prefix}-serve-{dataset}"
+
+
+def deployment_config_name(prefix: str, strategy: str, percent: int, minutes: int) -> str:
+    """CodeDeploy's predefined config where one matches the spec, else the custom config
+    the stack creates for it (``<prefix>-lambda-canary-20pct-3min``)."""
+    if strategy == "all_at_once":
+        return "CodeDeployDefault.LambdaAllAtOnce"
+    return _PREDEFINED.get(
+        (strategy, percent, minutes), f"{prefix}-lambda-{strategy}-{percent}pct-{minutes}min"
+    )
+
+
+@dataclass(frozen=True)
+class LambdaServingConfig:
+    name_prefix: str  # dhow-<stage>
+    poll_s: float = 1.0
+    update_timeout_s: float = 120.0
+
+
+class LambdaCodeDeployDeployer(Deployer):
+    def __init__(
+        self,
+        lambda_client: LambdaClient,
+        codedeploy: CodeDeployClient,
+        config: LambdaServingConfig,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._lambda = lambda_client
+        self._cd = codedeploy
+        self._cfg = config
+        self._sleep = sleep
+
+    @property
+    def application(self) -> str:
+        return f"{self._cfg.name_prefix}-serving"
+
+    def _function(self, dataset: str) -> str:
+        return serve_function_name(self._cfg.name_prefix, dataset)
+
+    def _publish(self, dataset: str, version: int, sha256: str) -> str:
+        """A function version serving model ``version``; returns its number."""
+        fn = self._function(dataset)
+        current = self._lambda.get_function_configuration(FunctionName=fn)
+        variables = dict(current.get("Environment", {}).get("Variables", {}))
+        revision = current["RevisionId"]
+        if variables.get(SERVE_MODEL_VERSION) != str(version):
+            variables[SERVE_MODEL_VERSION] = str(version)
+            revision = self._lambda.update_function_configuration(
+                FunctionName=fn, Environment={"Variables": variables}, RevisionId=revision
+            )["RevisionId"]
+            deadline = time.monotonic() + self._cfg.update_timeout_s
+            while True:
+                state = self._lambda.get_function_configuration(FunctionName=fn)
+                status = state.get("LastUpdateStatus")
+                if status == "Successful":
+                    revision = state["RevisionId"]
+                    break
+                if status == "Failed" or time.monotonic() > deadline:
+                    raise DeploymentRefused(
+                        f"updating {fn} for model v{version} did not succeed ({status}): "
+                        f"{state.get('LastUpdateStatusReason', '')}",
+                        hint="see the function's configuration in the console; retried",
+                    )
+                self._sleep(self._cfg.poll_s)
+        # Publishing an unchanged function returns the existing version: a redelivery
+        # publishes nothing new.
+        return self._lambda.publish_version(
+            FunctionName=fn,
+            Description=f"dhow {dataset} model v{version} sha256 {sha256[:12]}",
+            RevisionId=revision,
+        )["Version"]
+
+    def appspec(self, dataset: str, current: str, target: str) -> dict[str, Any]:
+        fn = self._function(dataset)
+        return {
+            "version": 0.0,
+            "Resources": [
+                {
+                    fn: {
+                        "Type": "AWS::Lambda::Function",
+                        "Properties": {
+                            "Name": fn,
+                            "Alias": ALIAS,
+                            "CurrentVersion": current,
+                            "TargetVersion": target,
+                        },
+                    }
+                }
+            ],
+        }
+
+    def start(self, plan: DeploymentPlan) -> StartedDeployment:
+        fn = self._function(plan.dataset)
+        target = self._publish(plan.dataset, plan.model_version, plan.artifact_sha256)
+        current = self._lambda.get_alias(FunctionName=fn, Name=ALIAS)["FunctionVersion"]
+        content = json.dumps(self.appspec(plan.dataset, current, target), sort_keys=True)
+        config = deployment_config_name(
+            self._cfg.name_prefix, plan.strategy, plan.step_percent, plan.interval_minutes
+        )
+        try:
+            deployment_id = self._cd.create_deployment(
+                applicationName=self.application,
+                deploymentGroupName=fn,
+                revision={
+                    "revisionType": "AppSpecContent",
+                    "appSpecContent": {
+                        "content": content,
+                        "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                    },
+                },
+                deploymentConfigName=config,
+                description=f"dhow {plan.dataset} model v{plan.model_version} ({plan.strategy})",
+                autoRollbackConfiguration={
+                    "enabled": True,
+                    "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"],
+                },
+            )["deploymentId"]
+        except self._cd.exceptions.DeploymentGroupDoesNotExistException as exc:
+            raise DeploymentRefused(
+                f"CodeDeploy has no deployment group {fn} in {self.application}",
+                hint="the stack creates one per dataset spec; run `pulumi up` after adding a spec",
+            ) from exc
+        return StartedDeployment(deployment_id=deployment_id, target=f"{fn}:{ALIAS}")
+
+    def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
+        info = self._cd.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+        error = info.get("errorInformation", {})
+        message = error.get("message")
+        return f"{error.get('code', 'error')}: {message}" if message else None
+
+    def _model_version_of(self, fn: str, lambda_version: str) -> str | None:
+        cfg = self._lambda.get_function_configuration(FunctionName=fn, Qualifier=lambda_version)
+        return cfg.get("Environment", {}).get("Variables", {}).get(SERVE_MODEL_VERSION)
+
+    def traffic(self, dataset: str) -> dict[str, float]:
+        fn = self._function(dataset)
+        try:
+            alias = self._lambda.get_alias(FunctionName=fn, Name=ALIAS)
+        except self._lambda.exceptions.ResourceNotFoundException:
+            return {}
+        extra = alias.get("RoutingConfig", {}).get("AdditionalVersionWeights", {})
+        shares = {alias["FunctionVersion"]: 1.0 - sum(extra.values()), **extra}
+        out: dict[str, float] = {}
+        for lambda_version, share in shares.items():
+            model = self._model_version_of(fn, lambda_version)
+            if model is not None and share > 0:
+                out[model] = round(out.get(model, 0.0) + share, 6)
+        return out
+
+    def rollback(self, dataset: str, to_version: int, reason: str) -> str:
+        fn = self._function(dataset)
+        # A deployment in progress is stopped first, with CodeDeploy's own rollback.
+        active = self._cd.list_deployments(
+            applicationName=self.application,
+            deploymentGroupName=fn,
+            includeOnlyStatuses=["Created", "Queued", "InProgress", "Ready"],
+        ).get("deployments", [])
+        for deployment_id in active:
+            self._cd.stop_deployment(deploymentId=deployment_id, autoRollbackEnabled=True)
+        lambda_version = None
+        for page in self._lambda.get_paginator("list_versions_by_function").paginate(
+            FunctionName=fn
+        ):
+            for v in page["Versions"]:
+                env = v.get("Environment", {}).get("Variables", {})
+                if v["Version"] != "$LATEST" and env.get(SERVE_MODEL_VERSION) == str(to_version):
+                    lambda_version = v["Version"]  # the newest such version wins
+        if lambda_version is None:
+            raise DeploymentRefused(
+                f"{fn} has no published version serving model v{to_version}",
+                hint="only versions that were deployed before can be rolled back to",
+            )
+        self._lambda.update_alias(
+            FunctionName=fn,
+            Name=ALIAS,
+            FunctionVersion=lambda_version,
+            Description=f"rollback to model v{to_version}: {reason}"[:256],
+            RoutingConfig={"AdditionalVersionWeights": {}},
+        )
+        return f"rollback-{fn}-{lambda_version}"

@@ -1,0 +1,182 @@
+"""The serve function: one FastAPI app per dataset, the same on Lambda (mangum), Azure
+Functions (ASGI) and locally (uvicorn).
+
+- ``POST /predict``: one row (a JSON object) or a batch (a JSON array of them),
+  checked against the spec's columns; a wrong column or type is a 422 naming it.
+- ``GET /health``: 200 once the model is loaded, 503 with the reason otherwise.
+- ``GET /model``: the served version, its metrics and lineage.
+- ``/docs`` and ``/openapi.json``: the request contract, from the spec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.capture import InferenceCapture
+from shared.errors import DhowError
+from shared.serving import MAX_BATCH_ROWS, ModelSlot, PredictResponse, request_row_model
+from shared.specs import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION_HEADER = "x-dhow-model-version"
+
+
+def _error(status: int, exc: DhowError) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": exc.as_dict()})
+
+
+def create_app(
+    spec: DatasetSpec, slot: ModelSlot, capture: InferenceCapture | None = None
+) -> FastAPI:
+    """The serve app of one dataset, serving the model in ``slot``."""
+    row_model = request_row_model(spec)
+    rows_adapter = TypeAdapter(list[row_model])  # type: ignore[valid-type]
+    row_schema = row_model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if capture is not None:  # what is buffered is written when the server stops
+            capture.flush()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title=f"Dhow serve: {spec.name}",
+        version=spec.spec_version,
+        description=f"Predicts `{spec.target}` ({spec.task}) for dataset `{spec.name}`.",
+    )
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        try:
+            model = slot.get()
+        except DhowError as exc:
+            return _error(503, exc)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "dataset": spec.name,
+                "model_version": str(model.version.version),
+                "capture": capture.snapshot() if capture else None,
+            }
+        )
+
+    @app.get("/model")
+    def model_info() -> JSONResponse:
+        try:
+            model = slot.get()
+        except DhowError as exc:
+            return _error(503, exc)
+        v = model.version
+        return JSONResponse(
+            {
+                "dataset": spec.name,
+                "model_version": str(v.version),
+                "status": v.status,
+                "artifact": v.artifact,
+                "artifact_sha256": model.artifact_sha256,
+                "metrics": v.metrics,
+                "lineage": v.lineage,
+                "features": model.features,
+                "task": model.card.get("task"),
+                "labels": model.card.get("labels"),
+            }
+        )
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                row_schema,
+                                {"type": "array", "items": row_schema, "maxItems": MAX_BATCH_ROWS},
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "body is not JSON"}]
+            ) from None
+        single = isinstance(body, dict)
+        batch = [body] if single else body
+        if not isinstance(batch, list) or not batch:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "body_shape",
+                        "loc": ("body",),
+                        "msg": "send one row (an object) or a non-empty array of rows",
+                    }
+                ]
+            )
+        if len(batch) > MAX_BATCH_ROWS:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "too_long",
+                        "loc": ("body",),
+                        "msg": f"at most {MAX_BATCH_ROWS} rows a request; split the batch",
+                    }
+                ]
+            )
+        try:
+            rows: list[BaseModel] = rows_adapter.validate_python(batch)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            for e in errors:  # name the body, and the row only when a batch was sent
+                e["loc"] = ("body", *(e["loc"][1:] if single else e["loc"]))
+            raise RequestValidationError(errors) from None
+        try:
+            model = slot.get()
+        except DhowError as exc:
+            return _error(503, exc)
+        records = [r.model_dump() for r in rows]
+        try:
+            predictions, scores = model.predict(records)
+        except Exception as exc:
+            log.exception("prediction failed on model v%s", model.version.version)
+            err = (
+                exc
+                if isinstance(exc, DhowError)
+                else DhowError(
+                    f"model v{model.version.version} failed on this request: {type(exc).__name__}",
+                    hint="the deployment's alarms count this; see the function's log",
+                    reason="prediction_failed",
+                )
+            )
+            return _error(500, err)
+        version = str(model.version.version)
+        if capture is not None:
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            capture.record(records, predictions, version, request_id)
+        payload = PredictResponse(
+            model_version=version,
+            predictions=predictions,
+            scores=scores,
+            labels=model.card.get("labels"),
+        )
+        return JSONResponse(payload.model_dump(), headers={MODEL_VERSION_HEADER: version})
+
+    return app

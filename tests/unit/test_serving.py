@@ -1,0 +1,200 @@
+"""The serve app with a real trained model, the moto model registry and in-memory storage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from moto import mock_aws
+
+from shared.adapters.aws import aws_client
+from shared.adapters.sagemaker_registry import SageMakerModelRegistry
+from shared.artifacts import ARTIFACT_SHA256, sha256_file
+from shared.capture import InferenceCapture, read_captures
+from shared.events import ObjectRef
+from shared.serve_app import MODEL_VERSION_HEADER, create_app
+from shared.serving import ModelSlot, load_model_version
+from shared.settings import Settings
+from shared.specs import load_spec
+from shared.validation import validate_file
+from tests.helpers import ROOT, MemoryStore, train_artifact
+
+MODELS, CAPTURE = "dhow-t-models", "dhow-t-capture"
+ROW = {
+    "customer_id": "C-1",
+    "age": 41,
+    "tenure_months": 3,
+    "monthly_spend_aed": 120.5,
+    "support_calls": 7,
+    "segment": "bronze",
+    "emirate": "dubai",
+    "has_mobile_app": False,
+}
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("serve-artifact")
+    run = validate_file(
+        ROOT / "localstack/samples/customers.csv", "csv", load_spec("customers"), out_dir=base
+    )
+    assert run.curated is not None
+    return train_artifact(base / "m", run.curated, n_estimators=50, max_depth=2)
+
+
+@pytest.fixture
+def world(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with mock_aws():
+        store = MemoryStore()
+        registry = SageMakerModelRegistry(aws_client("sagemaker", Settings()), stage="t")
+        ref = ObjectRef(container=MODELS, key="models/customers/job-1/output/model.tar.gz")
+        store.put_bytes(ref, artifact.read_bytes())
+        registry.register(
+            "customers",
+            artifact=f"s3://{ref.uri}",
+            image="local:shared.trainer",
+            metrics={"roc_auc": 0.7},
+            lineage={ARTIFACT_SHA256: sha256_file(artifact), "sha256": "ab" * 32},
+            status="Approved",
+        )
+        yield {"store": store, "registry": registry, "ref": ref}
+
+
+def client_for(world: dict[str, Any], capture: InferenceCapture | None = None) -> TestClient:
+    spec = load_spec("customers")
+    slot = ModelSlot(
+        lambda: load_model_version(world["store"], world["registry"], "customers", None)
+    )
+    return TestClient(create_app(spec, slot, capture))
+
+
+def test_one_row_and_a_batch_are_predicted_by_the_champion(world: dict[str, Any]) -> None:
+    with client_for(world) as c:
+        one = c.post("/predict", json=ROW)
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert body["model_version"] == "1"
+        assert one.headers[MODEL_VERSION_HEADER] == "1"
+        assert body["labels"] == ["0", "1"]
+        assert len(body["predictions"]) == 1
+        assert body["predictions"][0] in ("0", "1")
+        assert abs(sum(body["scores"][0]) - 1.0) < 1e-6
+        many = c.post("/predict", json=[ROW, {**ROW, "age": 70}, {**ROW, "customer_id": None}])
+        assert many.status_code == 200
+        assert len(many.json()["predictions"]) == 3
+        health = c.get("/health").json()
+        assert (health["status"], health["model_version"]) == ("ok", "1")
+        info = c.get("/model").json()
+        assert (
+            info["artifact_sha256"]
+            == world["registry"].versions("customers")[0].lineage[ARTIFACT_SHA256]
+        )
+        assert "customer_id" not in info["features"]  # an identifier is never a feature
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "kind"),
+    [
+        ({**ROW, "agee": 41}, ["body", "agee"], "extra_forbidden"),
+        ({k: v for k, v in ROW.items() if k != "age"}, ["body", "age"], "missing"),
+        ({**ROW, "age": "forty"}, ["body", "age"], "int_parsing"),
+        ({**ROW, "age": 7}, ["body", "age"], "greater_than_equal"),
+        ({**ROW, "segment": "platinum"}, ["body", "segment"], "literal_error"),
+        ([ROW, {**ROW, "tenure_months": "x"}], ["body", 1, "tenure_months"], "int_parsing"),
+        ([], ["body"], "body_shape"),
+    ],
+)
+def test_a_wrong_column_or_type_is_a_422_that_names_it(
+    world: dict[str, Any], body: Any, loc: list[Any], kind: str
+) -> None:
+    with client_for(world) as c:
+        r = c.post("/predict", json=body)
+    assert r.status_code == 422
+    assert {"loc": loc, "type": kind} in [
+        {"loc": e["loc"], "type": e["type"]} for e in r.json()["detail"]
+    ]
+
+
+def test_openapi_documents_the_spec_columns(world: dict[str, Any]) -> None:
+    with client_for(world) as c:
+        doc = c.get("/openapi.json").json()
+    schema = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    row = schema["schema"]["oneOf"][0]
+    assert set(row["properties"]) == set(ROW)
+    assert "churned" not in row["properties"]
+    assert row["properties"]["age"]["minimum"] == 18.0
+
+
+def test_an_artifact_changed_after_approval_is_never_served(world: dict[str, Any]) -> None:
+    world["store"].put_bytes(world["ref"], b"not the approved bytes")
+    with client_for(world) as c:
+        health = c.get("/health")
+        predicted = c.post("/predict", json=ROW)
+    assert health.status_code == 503
+    assert health.json()["error"]["reason"] == "artifact_hash_mismatch"
+    assert predicted.status_code == 503
+
+
+def test_captured_rows_are_written_in_batches(world: dict[str, Any]) -> None:
+    capture = InferenceCapture(world["store"], CAPTURE, "customers", batch_rows=3)
+    with client_for(world, capture) as c:
+        for age in (30, 40):
+            assert c.post("/predict", json={**ROW, "age": age}).status_code == 200
+        assert read_captures(world["store"], CAPTURE, "customers") == []  # 2 < 3 rows
+        assert c.post("/predict", json={**ROW, "age": 50}).status_code == 200
+    rows = read_captures(world["store"], CAPTURE, "customers")
+    assert [r["inputs"]["age"] for r in rows] == [30, 40, 50]
+    assert {r["model_version"] for r in rows} == {"1"}
+    assert all(r["prediction"] in ("0", "1") for r in rows)
+    [key] = [k for c_, k in world["store"].objects if c_ == CAPTURE]
+    assert key.startswith("datasets/customers/20")
+    assert key.endswith(".jsonl")
+
+
+class BrokenStore(MemoryStore):
+    def put_bytes(self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+        if ref.container == CAPTURE:
+            raise ConnectionError("capture bucket unreachable")
+        super().put_bytes(ref, data, metadata)
+
+
+def test_a_capture_failure_never_fails_a_prediction(world: dict[str, Any]) -> None:
+    broken = BrokenStore()
+    broken.objects = world["store"].objects
+    capture = InferenceCapture(broken, CAPTURE, "customers", batch_rows=1, max_buffer_rows=2)
+    with client_for(world, capture) as c:
+        answers = [c.post("/predict", json={**ROW, "age": 20 + i}) for i in range(4)]
+        assert all(a.status_code == 200 for a in answers)
+        stats = c.get("/health").json()["capture"]
+    assert stats["failed_writes"] == 4
+    assert stats["buffered_rows"] == 2  # bounded: the oldest were dropped and counted
+    assert stats["dropped_rows"] == 2
+    assert stats["captured_rows"] == 0
+
+
+def test_sampling_keeps_about_the_asked_share(world: dict[str, Any]) -> None:
+    import random
+
+    capture = InferenceCapture(
+        world["store"],
+        CAPTURE,
+        "customers",
+        sampling=0.25,
+        batch_rows=10_000,
+        rng=random.Random(7),  # noqa: S311
+    )
+    for i in range(400):
+        capture.record([{"i": i}], ["0"], "1", f"r{i}")
+    kept = capture.flush()
+    assert 70 <= kept <= 130
+    assert capture.stats.sampled_out_rows == 400 - kept
+    rows = read_captures(world["store"], CAPTURE, "customers")
+    assert len(rows) == kept
+    assert rows[0]["model_version"] == "1"
+    assert json.dumps(rows[0]["inputs"]).startswith('{"i": ')
