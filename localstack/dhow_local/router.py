@@ -35,7 +35,7 @@ from shared.errors import DhowError
 from shared.ports import LineageStore, ModelRegistry, ObjectStore
 from shared.serve_app import create_app
 from shared.serving import ModelSlot, load_model_version
-from shared.specs import DatasetSpec, load_spec
+from shared.specs import DatasetSpec, load_spec, specs_dir
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +243,13 @@ class Router:
         for route in list(self._routes.values()):
             route.capture.flush()
 
+    def _datasets(self) -> list[str]:
+        """Every dataset with a spec: a rollout must finish even if nobody calls it."""
+        return sorted({p.stem for p in specs_dir(self._specs).glob("*.yaml")} | set(self._routes))
+
     def _loop(self) -> None:
         while not self._stop.wait(self._tick):
-            for dataset in list(self._routes):
+            for dataset in self._datasets():
                 try:
                     self.tick(dataset)
                 except Exception:
@@ -253,7 +257,7 @@ class Router:
 
     def tick(self, dataset: str, now: datetime | None = None) -> None:
         """Refresh the rollout from its row, step it, and judge its alarms."""
-        route = self._routes[dataset]
+        route = self._route(dataset)
         route.capture.flush_if_due()
         state, row = load_router_state(self._lineage, dataset)
         with self._lock:

@@ -257,9 +257,23 @@ class DeployService:
     def rollback(
         self, dataset: str, to_version: int | None, requested_by: str, why: str
     ) -> DeployOutcome:
-        """Send all traffic to ``to_version`` (the newest other approved version if None)."""
+        """Send all traffic to ``to_version`` now. By default: during a rollout, the version
+        it started from; otherwise the newest approved version other than the serving one."""
         serving = self.serving_version(dataset)
         versions = self._registry.versions(dataset)
+        open_rollout = next(
+            (
+                r
+                for r in reversed(self._lineage.list(dataset))
+                if r.kind == DEPLOY_KIND and r.status == "started"
+            ),
+            None,
+        )
+        if open_rollout is not None:
+            # What is being rolled out is what is rolled back, whatever its share now.
+            serving = int(open_rollout.attributes["model_version"])
+            if to_version is None and open_rollout.attributes.get("previous_version"):
+                to_version = int(open_rollout.attributes["previous_version"])
         if to_version is None:
             target = next(
                 (v for v in versions if v.status == "Approved" and v.version != serving), None
@@ -281,6 +295,17 @@ class DeployService:
         ref = self._deployer.rollback(dataset, target.version, why)
         now = datetime.now(UTC)
         reason = f"manual rollback by {requested_by}: {why}"
+        if open_rollout is not None:  # its platform's own end event is then a duplicate
+            self._lineage.replace(
+                open_rollout.model_copy(
+                    update={
+                        "status": "rolled_back",
+                        "attributes": {**open_rollout.attributes, "reason": reason},
+                        "updated_at": now,
+                    }
+                ),
+                open_rollout.revision,
+            )
         if serving is not None and serving != target.version:
             self._registry.set_status(dataset, serving, "Rejected", reason)
         if target.status != "Approved":
