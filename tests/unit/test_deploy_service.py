@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from dhow_local.router import Router
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
-from dhow_local.router import Router
 from shared.adapters.aws import aws_client
 from shared.adapters.local_serving import LocalRouterDeployer, RouterState, rollout_schedule
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
@@ -164,7 +164,7 @@ def test_a_broken_canary_rolls_back_by_itself_failing_only_its_share(world: Worl
     world.router.tick("customers")
     world.deliver_platform_events()
     approved = world.approve("broken")
-    out = world.svc.on_model_approved(approved)
+    assert world.svc.on_model_approved(approved).status == "started"
     assert world.svc.on_model_approved(approved).status == "duplicate"  # a redelivery
     started = world.bus.events[-1]
     assert isinstance(started, DeploymentStarted)
