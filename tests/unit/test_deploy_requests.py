@@ -1,0 +1,348 @@
+"""The exact requests deploy sends to Lambda, CodeDeploy and SageMaker.
+
+None of them can run here (LocalStack's free edition has no CodeDeploy or SageMaker,
+and cannot execute Lambda without Docker); botocore's Stubber checks every call,
+in order, with every parameter, and fails on any call not expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from shared.adapters.aws import aws_client
+from shared.adapters.codedeploy import (
+    LambdaCodeDeployDeployer,
+    LambdaServingConfig,
+    deployment_config_name,
+)
+from shared.adapters.sagemaker_endpoint import EndpointConfig, SageMakerEndpointDeployer
+from shared.ports import DeploymentPlan
+from shared.settings import Settings
+from shared.triggers import parse_deployment_state_change
+from tests.helpers import load_event
+
+FN = "dhow-prod-serve-customers"
+SHA = "0a1b2c3d" + "e" * 56
+
+
+@pytest.fixture(autouse=True)
+def creds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
+def plan(**kw: Any) -> DeploymentPlan:
+    base: dict[str, Any] = {
+        "dataset": "customers",
+        "model_version": 3,
+        "previous_version": 2,
+        "artifact": "s3://dhow-prod-models/models/customers/job-3/output/model.tar.gz",
+        "artifact_sha256": SHA,
+        "image": "local:shared.trainer",
+        "strategy": "canary",
+        "step_percent": 10,
+        "interval_minutes": 5,
+        "error_rate_threshold": 0.05,
+        "p99_latency_ms": 2000,
+        "min_requests": 20,
+        "capture_sampling": 0.5,
+        "instance_type": "ml.g5.xlarge",
+        "instance_count": 2,
+    }
+    return DeploymentPlan(**{**base, **kw})
+
+
+def test_lambda_canary_publishes_a_version_and_asks_codedeploy_to_shift_the_alias() -> None:
+    settings = Settings(stage="prod")
+    lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    deployer = LambdaCodeDeployDeployer(
+        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None
+    )
+    env = {"DHOW_SERVE_DATASET": "customers", "DHOW_SERVE_MODEL_VERSION": "2"}
+    appspec = {
+        "Resources": [
+            {
+                FN: {
+                    "Properties": {
+                        "Alias": "live",
+                        "CurrentVersion": "7",
+                        "Name": FN,
+                        "TargetVersion": "8",
+                    },
+                    "Type": "AWS::Lambda::Function",
+                }
+            }
+        ],
+        "version": 0.0,
+    }
+    content = json.dumps(appspec, sort_keys=True)
+    with Stubber(lam) as ls, Stubber(cd) as cs:
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r1", "Environment": {"Variables": env}},
+            {"FunctionName": FN},
+        )
+        ls.add_response(
+            "update_function_configuration",
+            {"RevisionId": "r2"},
+            {
+                "FunctionName": FN,
+                "Environment": {"Variables": {**env, "DHOW_SERVE_MODEL_VERSION": "3"}},
+                "RevisionId": "r1",
+            },
+        )
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r2", "LastUpdateStatus": "InProgress"},
+            {"FunctionName": FN},
+        )
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r3", "LastUpdateStatus": "Successful"},
+            {"FunctionName": FN},
+        )
+        ls.add_response(
+            "publish_version",
+            {"Version": "8"},
+            {
+                "FunctionName": FN,
+                "Description": f"dhow customers model v3 sha256 {SHA[:12]}",
+                "RevisionId": "r3",
+            },
+        )
+        ls.add_response("get_alias", {"FunctionVersion": "7"}, {"FunctionName": FN, "Name": "live"})
+        cs.add_response(
+            "create_deployment",
+            {"deploymentId": "d-7XKQ2ZB1C"},
+            {
+                "applicationName": "dhow-prod-serving",
+                "deploymentGroupName": FN,
+                "revision": {
+                    "revisionType": "AppSpecContent",
+                    "appSpecContent": {
+                        "content": content,
+                        "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                    },
+                },
+                "deploymentConfigName": "CodeDeployDefault.LambdaCanary10Percent5Minutes",
+                "description": "dhow customers model v3 (canary)",
+                "autoRollbackConfiguration": {
+                    "enabled": True,
+                    "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"],
+                },
+            },
+        )
+        started = deployer.start(plan())
+        ls.assert_no_pending_responses()
+        cs.assert_no_pending_responses()
+    assert started.deployment_id == "d-7XKQ2ZB1C"
+    assert started.target == f"{FN}:live"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "pct", "minutes", "name"),
+    [
+        ("canary", 10, 5, "CodeDeployDefault.LambdaCanary10Percent5Minutes"),
+        ("canary", 10, 30, "CodeDeployDefault.LambdaCanary10Percent30Minutes"),
+        ("linear", 10, 1, "CodeDeployDefault.LambdaLinear10PercentEvery1Minute"),
+        ("linear", 10, 10, "CodeDeployDefault.LambdaLinear10PercentEvery10Minutes"),
+        ("all_at_once", 10, 5, "CodeDeployDefault.LambdaAllAtOnce"),
+        # No predefined config: the stack creates this custom one from the spec.
+        ("canary", 20, 1, "dhow-prod-lambda-canary-20pct-1min"),
+    ],
+)
+def test_deployment_configs(strategy: str, pct: int, minutes: int, name: str) -> None:
+    assert deployment_config_name("dhow-prod", strategy, pct, minutes) == name
+
+
+def test_lambda_traffic_reads_the_alias_weights_as_model_versions() -> None:
+    settings = Settings(stage="prod")
+    lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    deployer = LambdaCodeDeployDeployer(lam, cd, LambdaServingConfig(name_prefix="dhow-prod"))
+    with Stubber(lam) as ls:
+        ls.add_response(
+            "get_alias",
+            {"FunctionVersion": "7", "RoutingConfig": {"AdditionalVersionWeights": {"8": 0.1}}},
+            {"FunctionName": FN, "Name": "live"},
+        )
+        for lv, mv in (("7", "2"), ("8", "3")):
+            ls.add_response(
+                "get_function_configuration",
+                {"Environment": {"Variables": {"DHOW_SERVE_MODEL_VERSION": mv}}},
+                {"FunctionName": FN, "Qualifier": lv},
+            )
+        assert deployer.traffic("customers") == {"2": 0.9, "3": 0.1}
+
+
+def endpoint_deployer() -> tuple[SageMakerEndpointDeployer, Any]:
+    sm = aws_client("sagemaker", Settings(stage="prod"))
+    cfg = EndpointConfig(
+        name_prefix="dhow-prod",
+        role_arn="arn:aws:iam::123456789012:role/dhow-prod-sagemaker",
+        image_uri="123456789012.dkr.ecr.me-central-1.amazonaws.com/dhow-serve:1",
+        kms_key_id="arn:aws:kms:me-central-1:123456789012:key/k1",
+        capture_bucket="dhow-prod-capture",
+        subnets=("subnet-a", "subnet-b"),
+        security_groups=("sg-1",),
+    )
+    return SageMakerEndpointDeployer(sm, cfg), sm
+
+
+def stub_model_and_config(stub: Stubber) -> None:
+    tags = [
+        {"Key": "dhow:dataset", "Value": "customers"},
+        {"Key": "dhow:model-version", "Value": "3"},
+    ]
+    stub.add_response(
+        "create_model",
+        {"ModelArn": "arn:aws:sagemaker:me-central-1:123456789012:model/dhow-prod-customers-v3"},
+        {
+            "ModelName": "dhow-prod-customers-v3",
+            "PrimaryContainer": {
+                "Image": "123456789012.dkr.ecr.me-central-1.amazonaws.com/dhow-serve:1",
+                "ModelDataUrl": plan().artifact,
+                "Environment": {
+                    "DHOW_DATASET": "customers",
+                    "DHOW_MODEL_VERSION": "3",
+                    "DHOW_ARTIFACT_SHA256": SHA,
+                },
+            },
+            "ExecutionRoleArn": "arn:aws:iam::123456789012:role/dhow-prod-sagemaker",
+            "EnableNetworkIsolation": True,
+            "Tags": tags,
+            "VpcConfig": {"Subnets": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-1"]},
+        },
+    )
+    stub.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": "arn:aws:sagemaker:me-central-1:123456789012:endpoint-config/x"},
+        {
+            "EndpointConfigName": "dhow-prod-customers-v3-0a1b2c3d",
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "dhow-prod-customers-v3",
+                    "InstanceType": "ml.g5.xlarge",
+                    "InitialInstanceCount": 2,
+                }
+            ],
+            "KmsKeyId": "arn:aws:kms:me-central-1:123456789012:key/k1",
+            "DataCaptureConfig": {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": 50,
+                "DestinationS3Uri": "s3://dhow-prod-capture/endpoints/customers",
+                "KmsKeyId": "arn:aws:kms:me-central-1:123456789012:key/k1",
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+            },
+            "Tags": tags,
+        },
+    )
+
+
+def test_endpoint_update_is_blue_green_canary_with_alarm_rollback() -> None:
+    deployer, sm = endpoint_deployer()
+    with Stubber(sm) as stub:
+        stub_model_and_config(stub)
+        stub.add_response(
+            "describe_endpoint",
+            {
+                "EndpointName": FN,
+                "EndpointArn": "arn:aws:sagemaker:me-central-1:123456789012:endpoint/x",
+                "EndpointConfigName": "dhow-prod-customers-v2-99999999",
+                "EndpointStatus": "InService",
+                "CreationTime": "2026-11-01T00:00:00Z",
+                "LastModifiedTime": "2026-11-01T00:00:00Z",
+            },
+            {"EndpointName": FN},
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": "arn:aws:sagemaker:me-central-1:123456789012:endpoint/x"},
+            {
+                "EndpointName": FN,
+                "EndpointConfigName": "dhow-prod-customers-v3-0a1b2c3d",
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "CANARY",
+                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+                            "WaitIntervalInSeconds": 300,
+                        },
+                        "TerminationWaitInSeconds": 600,
+                        "MaximumExecutionTimeoutInSeconds": 6600,
+                    },
+                    "AutoRollbackConfiguration": {
+                        "Alarms": [
+                            {"AlarmName": f"{FN}-5xx-errors"},
+                            {"AlarmName": f"{FN}-p99-latency"},
+                        ]
+                    },
+                },
+            },
+        )
+        started = deployer.start(plan())
+        stub.assert_no_pending_responses()
+    assert started.deployment_id == "dhow-prod-customers-v3-0a1b2c3d"
+
+
+def test_a_new_endpoint_is_created_and_linear_routing_is_spelled_out() -> None:
+    deployer, sm = endpoint_deployer()
+    with Stubber(sm) as stub:
+        stub_model_and_config(stub)
+        stub.add_client_error(
+            "describe_endpoint",
+            service_error_code="ValidationException",
+            service_message=f'Could not find endpoint "{FN}".',
+        )
+        stub.add_response(
+            "create_endpoint",
+            {"EndpointArn": "arn:aws:sagemaker:me-central-1:123456789012:endpoint/x"},
+            {
+                "EndpointName": FN,
+                "EndpointConfigName": "dhow-prod-customers-v3-0a1b2c3d",
+                "Tags": ANY,
+            },
+        )
+        deployer.start(plan(previous_version=None, strategy="all_at_once"))
+        stub.assert_no_pending_responses()
+    linear = SageMakerEndpointDeployer.traffic_routing(plan(strategy="linear", step_percent=25))
+    assert linear == {
+        "Type": "LINEAR",
+        "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+        "WaitIntervalInSeconds": 300,
+    }
+
+
+def test_platform_end_events_parse_into_state_changes() -> None:
+    cd = parse_deployment_state_change(
+        json.dumps(load_event("codedeploy_deployment_state_change.json")), "dhow-prod-serve-"
+    )
+    assert cd is not None
+    assert (cd.dataset, cd.deployment_id, cd.status) == ("customers", "d-7XKQ2ZB1C", "RolledBack")
+    assert not cd.supersedes_open
+    ep = parse_deployment_state_change(
+        json.dumps(load_event("sagemaker_endpoint_state_change.json")), "dhow-prod-serve-"
+    )
+    assert ep is not None
+    assert (ep.dataset, ep.deployment_id, ep.status) == (
+        "customers",
+        "dhow-prod-customers-v3-0a1b2c3d",
+        "Succeeded",
+    )
+    assert ep.supersedes_open
+    # Another stage's deployment group is not ours; a START is not an end.
+    assert (
+        parse_deployment_state_change(
+            json.dumps(load_event("codedeploy_deployment_state_change.json")), "dhow-dev-serve-"
+        )
+        is None
+    )
+    started = load_event("codedeploy_deployment_state_change.json")
+    started["detail"]["state"] = "START"
+    assert parse_deployment_state_change(json.dumps(started), "dhow-prod-serve-") is None
