@@ -5,6 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dhow=.venv/bin/dhow
+# A deployment schedule's minute lasts 5 s on the local router (60 s is the default).
+export DHOW_LOCAL_MINUTE_SECONDS="${DHOW_LOCAL_MINUTE_SECONDS:-5}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Start the local platform (LocalStack in me-central-1, the topology, the runner)"
@@ -31,6 +33,35 @@ $dhow dataset validate customers localstack/samples/customers-bad.csv
 
 step "Upload a broken file (CSV text named .parquet): refused at ingest, nothing deleted"
 expect_rejected $dhow upload localstack/samples/broken.parquet --dataset customers --wait
+
+step "The approved model is deployed by itself: the local router serves it"
+wait_deployed() {
+  for _ in $(seq 1 60); do
+    if $dhow deploy status customers --json | .venv/bin/python -c \
+      'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["traffic"] and d["history"] and d["history"][0]["status"]=="completed" else 1)'; then
+      return 0
+    fi
+    sleep 1
+  done
+  echo "the deployment did not complete in 60 s"; return 1
+}
+wait_deployed || exit 1
+$dhow deploy status customers || exit 1
+
+step "Predict: 100 rows of the sample through POST /datasets/customers/predict"
+$dhow predict customers localstack/samples/customers.csv --limit 100 --batch-rows 25 || exit 1
+echo "-- a wrong type is refused with a 422 that names the column:"
+curl -s -X POST http://127.0.0.1:4570/datasets/customers/predict -H 'content-type: application/json' \
+  -d '{"customer_id":"X","age":"forty","tenure_months":3,"monthly_spend_aed":12.5,"support_calls":1,"segment":"gold","emirate":"dubai","has_mobile_app":true}'
+echo
+
+step "Inference capture: the rows just served, as the drift check will read them"
+for _ in $(seq 1 15); do
+  n=$($dhow captures customers --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+  [ "$n" -ge 100 ] && break
+  sleep 1
+done
+$dhow captures customers --limit 3 || exit 1
 
 step "Summary: lineage of the dataset"
 $dhow lineage customers || exit 1

@@ -166,7 +166,15 @@ def build_topology(stage: str) -> Topology:
             # Every pipeline event, for `dhow upload --wait` and for audit.
             Queue("train", f"{p}-train", f"{p}-train-dlq"),
             Queue("register", f"{p}-register", f"{p}-register-dlq", visibility_timeout_s=6 * 300),
-            Queue("deploy", f"{p}-deploy", f"{p}-deploy-dlq", visibility_timeout_s=6 * 180),
+            # An approval that arrives during a rollout waits for it (the deployer refuses,
+            # the message comes back): ten receives cover the longest canary.
+            Queue(
+                "deploy",
+                f"{p}-deploy",
+                f"{p}-deploy-dlq",
+                max_receive_count=10,
+                visibility_timeout_s=6 * 180,
+            ),
             # Watchers hand back events that are not theirs, which counts as a
             # receive; the high count keeps those from reaching the DLQ.
             Queue(

@@ -24,7 +24,13 @@ def aws_platform(local_home: Path) -> Iterator[dict[str, object]]:
 
     saved = dict(os.environ)
     os.environ.update(
-        {"DHOW_LOCAL_HOME": str(local_home), "DHOW_STAGE": ITEST_STAGE, **control.LOCAL_CREDENTIALS}
+        {
+            "DHOW_LOCAL_HOME": str(local_home),
+            "DHOW_STAGE": ITEST_STAGE,
+            # A rollout's schedule minute lasts 5 s here: canaries end within a test.
+            "DHOW_LOCAL_MINUTE_SECONDS": "5",
+            **control.LOCAL_CREDENTIALS,
+        }
     )
     try:
         settings = control.local_settings("aws")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -159,3 +160,24 @@ def train_artifact(tmp: Path, curated: Path, **hps: object) -> Path:
         for f in sorted((tmp / "model").iterdir()):
             tar.add(f, arcname=f.name)
     return archive
+
+
+def broken_model(archive: bytes) -> bytes:
+    """The same model.tar.gz with a card that asks for a column no request has, so every
+    prediction it makes fails (as a model trained on a renamed column would)."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(archive)) as src,
+        tarfile.open(fileobj=out, mode="w:gz") as dst,
+    ):
+        for member in src.getmembers():
+            f = src.extractfile(member)
+            assert f is not None
+            body = f.read()
+            if member.name == "model.json":
+                card = json.loads(body)
+                card["features"].append("churn_score_v2")
+                body = json.dumps(card).encode()
+            member.size = len(body)
+            dst.addfile(member, io.BytesIO(body))
+    return out.getvalue()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.artifacts import ARTIFACT_SHA256
-from shared.errors import DhowError
+from shared.errors import DhowError, WorkInProgress
 from shared.events import (
     DeploymentCompleted,
     DeploymentRolledBack,
@@ -105,7 +105,14 @@ class DeployService:
             status="claimed",
             attributes={"model_version": version, "correlation_id": event.correlation_id},
         )
-        claimed = claim(self._lineage, row, self._claim, done_statuses=DONE | {"started"})
+        # "waiting": an earlier delivery found a rollout in progress and let go at once.
+        claimed = claim(
+            self._lineage,
+            row,
+            self._claim,
+            done_statuses=DONE | {"started"},
+            handover_statuses=frozenset({"waiting"}),
+        )
         if claimed.done:
             return DeployOutcome(status="duplicate", model_version=version)
         spec = load_spec(event.dataset, self._specs)
@@ -138,7 +145,13 @@ class DeployService:
             instance_type=s.instance_type,
             instance_count=s.instance_count,
         )
-        started = self._deployer.start(plan)
+        try:
+            started = self._deployer.start(plan)
+        except WorkInProgress:
+            # Another rollout is under way: let go of the claim so the redelivery, not a
+            # stale-claim timeout, decides when this one starts.
+            complete(self._lineage, claimed, "waiting")
+            raise
         self._bus.publish(
             DeploymentStarted(
                 event_id=f"deploy-started-{event.dataset}-{version}",

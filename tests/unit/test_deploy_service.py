@@ -3,9 +3,7 @@ the moto model registry, in-memory storage and lineage."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +31,14 @@ from shared.settings import Settings
 from shared.specs import load_spec
 from shared.triggers import CODEDEPLOY_STATE_CHANGE, parse_deployment_state_change
 from shared.validation import validate_file
-from tests.helpers import ROOT, MemoryBus, MemoryLineage, MemoryStore, train_artifact
+from tests.helpers import (
+    ROOT,
+    MemoryBus,
+    MemoryLineage,
+    MemoryStore,
+    broken_model,
+    train_artifact,
+)
 from tests.unit.test_serving import ROW
 
 MODELS, PREFIX = "dhow-t-models", "dhow-t-serve-"
@@ -47,20 +52,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     assert run.curated is not None
     good = train_artifact(base / "good", run.curated, n_estimators=30, max_depth=2)
-    # Deliberately broken: its card asks for a column no request has, so every
-    # prediction it makes fails (as a model trained on a renamed column would).
     broken = base / "broken.tar.gz"
-    with tarfile.open(good) as src, tarfile.open(broken, "w:gz") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member)
-            assert data is not None
-            body = data.read()
-            if member.name == "model.json":
-                card = json.loads(body)
-                card["features"].append("churn_score_v2")
-                body = json.dumps(card).encode()
-            member.size = len(body)
-            dst.addfile(member, io.BytesIO(body))
+    broken.write_bytes(broken_model(good.read_bytes()))
     return {"good": good, "broken": broken}
 
 
@@ -235,3 +228,17 @@ def test_rollout_schedules_follow_codedeploy_configs() -> None:
     linear = rollout_schedule("linear", 25, 2)
     assert linear == [(0.0, 0.25), (2.0, 0.5), (4.0, 0.75), (6.0, 1.0)]
     assert rollout_schedule("all_at_once", 10, 5) == [(0.0, 1.0)]
+
+
+def test_an_approval_during_a_rollout_waits_and_starts_on_redelivery(world: World) -> None:
+    from shared.errors import WorkInProgress
+
+    world.svc.on_model_approved(world.approve("good"))  # v1 rolling out, not yet ticked
+    second = world.approve("good")
+    with pytest.raises(WorkInProgress):
+        world.svc.on_model_approved(second)
+    assert world.lineage.get("customers", "deploy:v2").status == "waiting"  # type: ignore[union-attr]
+    world.router.tick("customers")
+    world.deliver_platform_events()
+    # The redelivery takes the claim over at once, not after the 15-minute claim window.
+    assert world.svc.on_model_approved(second).status == "started"
