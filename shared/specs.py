@@ -14,12 +14,14 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
-import pandera.pandas as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
 
 from shared.constants import SPECS_DIR
 from shared.errors import DhowError
@@ -123,6 +125,9 @@ class DatasetSpec(BaseModel):
 
     @cached_property
     def dataframe_schema(self) -> pa.DataFrameSchema:
+        # pandera takes seconds to import; the serve function reads the spec without it.
+        import pandera.pandas as pa
+
         try:
             return pa.DataFrameSchema.from_yaml(yaml.safe_dump(self.schema_doc))
         except Exception as exc:
@@ -168,7 +173,9 @@ def load_spec(name: str, directory: str | Path | None = None) -> DatasetSpec:
         raise SpecInvalid(f"spec {path} cannot be read: {exc}", hint="fix the YAML") from exc
     if spec.name != name:
         raise SpecInvalid(f"{path} declares name {spec.name!r}", hint=f"set name: {name}")
-    if spec.target not in spec.dataframe_schema.columns:  # also parses the schema now
+    # The schema's columns from the document: parsing it with pandera (seconds to
+    # import) is left to validation, so the serve function starts without pandera.
+    if spec.target not in (spec.schema_doc.get("columns") or {}):
         raise SpecInvalid(f"target {spec.target!r} is not a column of the schema")
     return spec
 
@@ -193,6 +200,9 @@ def infer_spec(
     for col in unique or []:
         if col not in sample.columns:
             raise SpecInvalid(f"--unique column {col!r} is not in the sample")
+    import pandas as pd
+    import pandera.pandas as pa
+
     schema = pa.infer_schema(sample)
     assert isinstance(schema, pa.DataFrameSchema)
     doc = yaml.safe_load(schema.to_yaml() or "")

@@ -22,16 +22,17 @@ from shared.ports import (
     TrainingLauncher,
     ValidationJobLauncher,
 )
-from shared.services.deploy import DeployService
-from shared.services.ingest import IngestService
-from shared.services.register import RegisterService
-from shared.services.train_launch import TrainLaunchService
-from shared.services.validate import ValidateService
 from shared.settings import Settings
 from shared.topology import Topology, build_topology
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from shared.services.deploy import DeployService
+    from shared.services.ingest import IngestService
+    from shared.services.register import RegisterService
+    from shared.services.train_launch import TrainLaunchService
+    from shared.services.validate import ValidateService
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ def _azureml_validation_jobs(settings: Settings) -> ValidationJobLauncher | None
 
 
 def build_validate_service(settings: Settings, ports: Ports | None = None) -> ValidateService:
+    from shared.services.validate import ValidateService
+
     topo = build_topology(settings.stage)
     p = ports or build_ports(settings, topo)
     return ValidateService(
@@ -227,6 +230,8 @@ def _azureml_training_launcher(settings: Settings, prefix: str) -> TrainingLaunc
 def build_train_launch_service(
     settings: Settings, ports: Ports | None = None
 ) -> TrainLaunchService:
+    from shared.services.train_launch import TrainLaunchService
+
     topo = build_topology(settings.stage)
     p = ports or build_ports(settings, topo)
     backend: Literal["sagemaker", "azureml", "local"] = (
@@ -253,6 +258,8 @@ def build_model_registry(settings: Settings) -> ModelRegistry:
 
 
 def build_register_service(settings: Settings, ports: Ports | None = None) -> RegisterService:
+    from shared.services.register import RegisterService
+
     p = ports or build_ports(settings)
     return RegisterService(
         p.store,
@@ -265,6 +272,8 @@ def build_register_service(settings: Settings, ports: Ports | None = None) -> Re
 
 
 def build_ingest_service(settings: Settings, ports: Ports | None = None) -> IngestService:
+    from shared.services.ingest import IngestService
+
     topo = build_topology(settings.stage)
     p = ports or build_ports(settings, topo)
     return IngestService(
@@ -369,6 +378,8 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
 
 
 def build_deploy_service(settings: Settings, ports: Ports | None = None) -> DeployService:
+    from shared.services.deploy import DeployService
+
     p = ports or build_ports(settings)
     return DeployService(
         build_deployer(settings, p),

@@ -86,63 +86,66 @@ def test_a_broken_canary_is_rolled_back_by_itself(env: dict[str, Any]) -> None: 
 
     settings = env["settings"]
     registry = build_model_registry(settings)
-    client = httpx.Client(timeout=30)
-    deadline = time.monotonic() + 90
-    while _serving_status(client).get("status") == "InProgress":  # let any rollout finish
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    serving = int(_serving_status(client)["stable"])
-    good = next(v for v in registry.versions("customers") if v.version == serving)
-    good_bytes = b"".join(env["ports"].store.iter_chunks(ObjectRef.from_uri(good.artifact)))
-    broken = broken_model(good_bytes)
-    ref = ObjectRef(
-        container=env["topo"].bucket("models").name,
-        key=f"models/customers/broken-{uuid.uuid4().hex[:6]}/output/model.tar.gz",
-    )
-    env["ports"].store.put_bytes(ref, broken)
-    version = registry.register(
-        "customers",
-        artifact=f"s3://{ref.uri}",
-        image=good.image,
-        metrics=good.metrics,
-        lineage={**good.lineage, ARTIFACT_SHA256: hashlib.sha256(broken).hexdigest()},
-        status="Approved",
-        reason="deliberately broken, for the rollback test",
-    )
-    correlation = f"itest-broken-{uuid.uuid4().hex[:6]}"
-    env["ports"].bus.publish(
-        ModelApproved(
-            dataset="customers",
-            correlation_id=correlation,
-            model_version=str(version.version),
-            job_name="itest-broken",
-            metrics=good.metrics,
+    with httpx.Client(timeout=30) as client:
+        deadline = time.monotonic() + 90
+        while _serving_status(client).get("status") == "InProgress":  # let any rollout finish
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        serving = int(_serving_status(client)["stable"])
+        good = next(v for v in registry.versions("customers") if v.version == serving)
+        good_bytes = b"".join(env["ports"].store.iter_chunks(ObjectRef.from_uri(good.artifact)))
+        broken = broken_model(good_bytes)
+        ref = ObjectRef(
+            container=env["topo"].bucket("models").name,
+            key=f"models/customers/broken-{uuid.uuid4().hex[:6]}/output/model.tar.gz",
         )
-    )
-    started = wait_event(env["tap"], correlation, DeploymentStarted, timeout=60)
-    assert isinstance(started, DeploymentStarted)
-    assert (started.strategy, started.previous_version) == ("canary", str(serving))
-    while _serving_status(client).get("candidate") != version.version:
-        time.sleep(0.2)  # the router reads the rollout on its next tick
-    sent, failed = 0, []
-    while sent < 400 and _serving_status(client).get("status") == "InProgress":
-        for _ in range(5):
-            r = client.post(PREDICT, json=ROW)
-            sent += 1
-            if r.status_code != 200:
-                failed.append(r)
-    rolled = wait_event(env["tap"], correlation, DeploymentRolledBack, timeout=30)
-    assert isinstance(rolled, DeploymentRolledBack)
-    assert (rolled.model_version, rolled.restored_version) == (str(version.version), str(serving))
-    assert "requests failed" in rolled.reason
-    assert failed, "the broken canary never received a request"
-    # No failed request beyond the canary's 10% share, and every failure was the canary's.
-    assert len(failed) <= math.ceil(0.1 * sent)
-    assert {r.headers["x-dhow-routed-version"] for r in failed} == {str(version.version)}
-    after = [client.post(PREDICT, json=ROW) for _ in range(20)]
-    assert [a.status_code for a in after] == [200] * 20
-    assert {a.json()["model_version"] for a in after} == {str(serving)}
-    champion = registry.champion("customers")
-    assert champion is not None
-    assert champion.version == serving
+        env["ports"].store.put_bytes(ref, broken)
+        version = registry.register(
+            "customers",
+            artifact=f"s3://{ref.uri}",
+            image=good.image,
+            metrics=good.metrics,
+            lineage={**good.lineage, ARTIFACT_SHA256: hashlib.sha256(broken).hexdigest()},
+            status="Approved",
+            reason="deliberately broken, for the rollback test",
+        )
+        correlation = f"itest-broken-{uuid.uuid4().hex[:6]}"
+        env["ports"].bus.publish(
+            ModelApproved(
+                dataset="customers",
+                correlation_id=correlation,
+                model_version=str(version.version),
+                job_name="itest-broken",
+                metrics=good.metrics,
+            )
+        )
+        started = wait_event(env["tap"], correlation, DeploymentStarted, timeout=60)
+        assert isinstance(started, DeploymentStarted)
+        assert (started.strategy, started.previous_version) == ("canary", str(serving))
+        while _serving_status(client).get("candidate") != version.version:
+            time.sleep(0.2)  # the router reads the rollout on its next tick
+        sent, failed = 0, []
+        while sent < 400 and _serving_status(client).get("status") == "InProgress":
+            for _ in range(5):
+                r = client.post(PREDICT, json=ROW)
+                sent += 1
+                if r.status_code != 200:
+                    failed.append(r)
+        rolled = wait_event(env["tap"], correlation, DeploymentRolledBack, timeout=30)
+        assert isinstance(rolled, DeploymentRolledBack)
+        assert (rolled.model_version, rolled.restored_version) == (
+            str(version.version),
+            str(serving),
+        )
+        assert "requests failed" in rolled.reason
+        assert failed, "the broken canary never received a request"
+        # No failed request beyond the canary's 10% share, and every failure was the canary's.
+        assert len(failed) <= math.ceil(0.1 * sent)
+        assert {r.headers["x-dhow-routed-version"] for r in failed} == {str(version.version)}
+        after = [client.post(PREDICT, json=ROW) for _ in range(20)]
+        assert [a.status_code for a in after] == [200] * 20
+        assert {a.json()["model_version"] for a in after} == {str(serving)}
+        champion = registry.champion("customers")
+        assert champion is not None
+        assert champion.version == serving
     print(f"\nbroken canary: {len(failed)} of {sent} requests failed before the rollback")
