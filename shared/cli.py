@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from typing import Any, NoReturn
 
 import click
 
+from shared.artifacts import sha256_file
 from shared.errors import DhowError, PlatformError
 from shared.events import (
     DatasetIngested,
@@ -211,14 +211,6 @@ def _describe(event: PipelineEvent) -> str:
     return event.model_dump_json(exclude={"event_id", "occurred_at", "correlation_id"})
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _follow(
     tap: EventTap,
     correlation: str,
@@ -289,7 +281,7 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
         topo = build_topology(settings.stage)
         ports = build_ports(settings, topo)
         tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
-        sha = _sha256_file(file)
+        sha = sha256_file(file)
         known = ports.lineage.get(name, ingest_record_id(sha))
         upload_id = uuid.uuid4().hex
         ref = ObjectRef(container=topo.bucket("raw").name, key=key)
