@@ -394,10 +394,7 @@ def _model_lineage(target: str, as_json: bool) -> None:
         )
     with _cli_errors(as_json, "cannot read lineage"):
         settings = resolve_settings()
-        version = next(
-            (v for v in build_model_registry(settings).versions(dataset) if v.version == number),
-            None,
-        )
+        version = build_model_registry(settings).version(dataset, number)
         if version is None:
             raise DhowError(
                 f"{dataset} has no model version {number}",

@@ -275,6 +275,10 @@ class ModelRegistry(abc.ABC):
     def set_status(self, dataset: str, version: int, status: ApprovalStatus, reason: str) -> None:
         """Approve or reject a version (a rollback rejects the champion)."""
 
+    def version(self, dataset: str, number: int) -> ModelVersion | None:
+        """Version ``number`` of the dataset, or None if the registry has no such one."""
+        return next((v for v in self.versions(dataset) if v.version == number), None)
+
     def champion(self, dataset: str) -> ModelVersion | None:
         """The newest approved version: what serves, and what a challenger must beat."""
         return next((v for v in self.versions(dataset) if v.status == "Approved"), None)

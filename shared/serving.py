@@ -145,16 +145,15 @@ def load_model_version(
 
     from shared.trainer import MODEL_FILE
 
-    versions = registry.versions(dataset)
     if version is None:
-        chosen = next((v for v in versions if v.status == "Approved"), None)
+        chosen = registry.champion(dataset)
         if chosen is None:
             raise ModelNotServable(
                 f"{dataset} has no approved model version",
                 hint=f"upload data to train one; `dhow models {dataset}` lists the versions",
             )
     else:
-        chosen = next((v for v in versions if v.version == version), None)
+        chosen = registry.version(dataset, version)
         if chosen is None:
             raise ModelNotServable(
                 f"{dataset} has no model version {version}",

@@ -117,7 +117,7 @@ class DeployService:
             return DeployOutcome(status="duplicate", model_version=version)
         spec = load_spec(event.dataset, self._specs)
         s = spec.serving
-        mv = next((v for v in self._registry.versions(event.dataset) if v.version == version), None)
+        mv = self._registry.version(event.dataset, version)
         if mv is None:
             raise DhowError(
                 f"{event.dataset} v{version} is not in the model registry",
@@ -273,7 +273,6 @@ class DeployService:
         """Send all traffic to ``to_version`` now. By default: during a rollout, the version
         it started from; otherwise the newest approved version other than the serving one."""
         serving = self.serving_version(dataset)
-        versions = self._registry.versions(dataset)
         open_rollout = next(
             (
                 r
@@ -289,10 +288,15 @@ class DeployService:
                 to_version = int(open_rollout.attributes["previous_version"])
         if to_version is None:
             target = next(
-                (v for v in versions if v.status == "Approved" and v.version != serving), None
+                (
+                    v
+                    for v in self._registry.versions(dataset)
+                    if v.status == "Approved" and v.version != serving
+                ),
+                None,
             )
         else:
-            target = next((v for v in versions if v.version == to_version), None)
+            target = self._registry.version(dataset, to_version)
         if target is None:
             raise NothingToRollBackTo(
                 f"{dataset} has no "

@@ -92,7 +92,8 @@ def test_a_broken_canary_is_rolled_back_by_itself(env: dict[str, Any]) -> None: 
             assert time.monotonic() < deadline
             time.sleep(0.5)
         serving = int(_serving_status(client)["stable"])
-        good = next(v for v in registry.versions("customers") if v.version == serving)
+        good = registry.version("customers", serving)
+        assert good is not None
         good_bytes = b"".join(env["ports"].store.iter_chunks(ObjectRef.from_uri(good.artifact)))
         broken = broken_model(good_bytes)
         ref = ObjectRef(

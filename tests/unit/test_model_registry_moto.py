@@ -76,3 +76,16 @@ def test_rejecting_the_champion_hands_back_to_the_previous_one(
     assert registry.versions("customers")[0].status_reason == "rolled back by amal: alarms"
     with pytest.raises(UnknownModelVersion):
         registry.set_status("customers", 9, "Rejected", "x")
+
+
+def test_version_by_number_or_none(registry: SageMakerModelRegistry) -> None:
+    first = registry.register(
+        "customers",
+        artifact="s3://m/1.tar.gz",
+        image="i",
+        metrics={},
+        lineage={},
+        status="Approved",
+    )
+    assert registry.version("customers", first.version) == first
+    assert registry.version("customers", first.version + 1) is None
