@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.events import ObjectRef
 from shared.ports import ObjectStore
+from shared.specs import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,19 @@ class InferenceCapture:
         self._first_at: float | None = None
         self._lock = threading.Lock()
         self.stats = CaptureStats()
+
+    @classmethod
+    def for_spec(cls, store: ObjectStore, container: str, spec: DatasetSpec) -> InferenceCapture:
+        """The capture the spec's ``serving`` section asks for."""
+        s = spec.serving
+        return cls(
+            store,
+            container,
+            spec.name,
+            sampling=s.capture_sampling,
+            batch_rows=s.capture_batch_rows,
+            max_seconds=s.capture_max_seconds,
+        )
 
     def record(
         self,

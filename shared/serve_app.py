@@ -23,7 +23,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
-from shared.serving import MAX_BATCH_ROWS, ModelSlot, PredictResponse, request_row_model
+from shared.ports import ModelRegistry, ObjectStore
+from shared.serving import (
+    MAX_BATCH_ROWS,
+    ModelSlot,
+    PredictResponse,
+    load_model_version,
+    request_row_model,
+)
 from shared.specs import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -56,12 +63,15 @@ def create_app(
         description=f"Predicts `{spec.target}` ({spec.task}) for dataset `{spec.name}`.",
     )
 
+    # A Dhow error that reaches here is the model failing to load (none approved, a
+    # changed artifact): the service is unavailable, with the reason and what to do.
+    @app.exception_handler(DhowError)
+    async def model_unavailable(_request: Request, exc: DhowError) -> JSONResponse:
+        return _error(503, exc)
+
     @app.get("/health")
     def health() -> JSONResponse:
-        try:
-            model = slot.get()
-        except DhowError as exc:
-            return _error(503, exc)
+        model = slot.get()
         return JSONResponse(
             {
                 "status": "ok",
@@ -73,10 +83,7 @@ def create_app(
 
     @app.get("/model")
     def model_info() -> JSONResponse:
-        try:
-            model = slot.get()
-        except DhowError as exc:
-            return _error(503, exc)
+        model = slot.get()
         v = model.version
         return JSONResponse(
             {
@@ -148,10 +155,7 @@ def create_app(
             for e in errors:  # name the body, and the row only when a batch was sent
                 e["loc"] = ("body", *(e["loc"][1:] if single else e["loc"]))
             raise RequestValidationError(errors) from None
-        try:
-            model = slot.get()
-        except DhowError as exc:
-            return _error(503, exc)
+        model = slot.get()
         records = [r.model_dump() for r in rows]
         try:
             predictions, scores = model.predict(records)
@@ -180,3 +184,17 @@ def create_app(
         return JSONResponse(payload.model_dump(), headers={MODEL_VERSION_HEADER: version})
 
     return app
+
+
+def model_app(
+    spec: DatasetSpec,
+    store: ObjectStore,
+    registry: ModelRegistry,
+    version: int | None,
+    capture: InferenceCapture | None,
+) -> FastAPI:
+    """The serve app for model ``version`` of ``spec``'s dataset (the champion if None),
+    loaded from the registry on first use and verified against its recorded hash."""
+    return create_app(
+        spec, ModelSlot(lambda: load_model_version(store, registry, spec.name, version)), capture
+    )

@@ -395,8 +395,7 @@ def build_serve_app(settings: Settings, ports: Ports | None = None) -> FastAPI:
     """The serve function of ``DHOW_SERVE_DATASET``, serving ``DHOW_SERVE_MODEL_VERSION``
     (the champion when unset). The model loads on first use, once per warm container."""
     from shared.capture import InferenceCapture
-    from shared.serve_app import create_app
-    from shared.serving import ModelSlot, load_model_version
+    from shared.serve_app import model_app
     from shared.specs import load_spec
 
     if not settings.serve_dataset:
@@ -408,16 +407,7 @@ def build_serve_app(settings: Settings, ports: Ports | None = None) -> FastAPI:
     topo = build_topology(settings.stage)
     p = ports or build_ports(settings, topo)
     spec = load_spec(dataset, settings.specs_dir)
-    registry = build_model_registry(settings)
-    s = spec.serving
-    capture = InferenceCapture(
-        p.store,
-        topo.bucket("capture").name,
-        dataset,
-        sampling=s.capture_sampling,
-        batch_rows=s.capture_batch_rows,
-        max_seconds=s.capture_max_seconds,
+    capture = InferenceCapture.for_spec(p.store, topo.bucket("capture").name, spec)
+    return model_app(
+        spec, p.store, build_model_registry(settings), settings.serve_model_version, capture
     )
-    version = settings.serve_model_version
-    slot = ModelSlot(lambda: load_model_version(p.store, registry, dataset, version))
-    return create_app(spec, slot, capture)

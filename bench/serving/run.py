@@ -1,8 +1,9 @@
 """bench/serving: the serve app's warm /predict latency and cold import, against a bare
 FastAPI app that loads the same model.
 
-- ours: ``shared.serve_app.create_app`` (spec-derived request checks, the artifact's
-  hash verified at load, inference capture on, to an in-memory store);
+- ours: ``shared.serve_app.create_app`` (spec-derived request checks, inference
+  capture on, to an in-memory store), its model handed in already loaded, since the
+  load and its hash check happen once per container, outside the warm path;
 - bare: a FastAPI app with one ``POST /predict`` taking a list of dicts, the same
   joblib model, no checks, no capture.
 

@@ -33,8 +33,7 @@ from shared.adapters.local_serving import RouterState, load_router_state, save_r
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
 from shared.ports import LineageStore, ModelRegistry, ObjectStore
-from shared.serve_app import create_app
-from shared.serving import ModelSlot, load_model_version
+from shared.serve_app import model_app
 from shared.specs import DatasetSpec, load_spec, specs_dir
 
 log = logging.getLogger(__name__)
@@ -112,15 +111,7 @@ class Router:
             route = self._routes.get(dataset)
         if route is None:
             spec = load_spec(dataset, self._specs)
-            s = spec.serving
-            capture = InferenceCapture(
-                self._store,
-                self._capture_container,
-                dataset,
-                sampling=s.capture_sampling,
-                batch_rows=s.capture_batch_rows,
-                max_seconds=s.capture_max_seconds,
-            )
+            capture = InferenceCapture.for_spec(self._store, self._capture_container, spec)
             route = DatasetRoute(spec, capture)
             route.state, _ = load_router_state(self._lineage, dataset)
             with self._lock:
@@ -130,11 +121,7 @@ class Router:
     def _app(self, route: DatasetRoute, version: int) -> ASGIApp:
         app = route.apps.get(version)
         if app is None:
-            dataset = route.spec.name
-            slot = ModelSlot(
-                lambda: load_model_version(self._store, self._registry, dataset, version)
-            )
-            app = create_app(route.spec, slot, route.capture)
+            app = model_app(route.spec, self._store, self._registry, version, route.capture)
             route.apps[version] = app
         return app
 

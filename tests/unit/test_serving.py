@@ -16,8 +16,7 @@ from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.artifacts import ARTIFACT_SHA256, sha256_file
 from shared.capture import InferenceCapture, read_captures
 from shared.events import ObjectRef
-from shared.serve_app import MODEL_VERSION_HEADER, create_app
-from shared.serving import ModelSlot, load_model_version
+from shared.serve_app import MODEL_VERSION_HEADER, model_app
 from shared.settings import Settings
 from shared.specs import load_spec
 from shared.validation import validate_file
@@ -67,11 +66,9 @@ def world(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
 
 
 def client_for(world: dict[str, Any], capture: InferenceCapture | None = None) -> TestClient:
-    spec = load_spec("customers")
-    slot = ModelSlot(
-        lambda: load_model_version(world["store"], world["registry"], "customers", None)
+    return TestClient(
+        model_app(load_spec("customers"), world["store"], world["registry"], None, capture)
     )
-    return TestClient(create_app(spec, slot, capture))
 
 
 def test_one_row_and_a_batch_are_predicted_by_the_champion(world: dict[str, Any]) -> None:
