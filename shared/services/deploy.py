@@ -176,24 +176,28 @@ class DeployService:
         )
         return DeployOutcome("started", started.deployment_id, version)
 
+    def _deploy_rows(self, dataset: str, status: str | None = None) -> list[LineageRecord]:
+        """The dataset's deployments, newest first (only those in ``status`` if given)."""
+        return [
+            r
+            for r in reversed(self._lineage.list(dataset))
+            if r.kind == DEPLOY_KIND and (status is None or r.status == status)
+        ]
+
     def _find(self, dataset: str, deployment_id: str) -> LineageRecord | None:
         return next(
             (
                 r
-                for r in reversed(self._lineage.list(dataset))
-                if r.kind == DEPLOY_KIND and r.attributes.get("deployment_id") == deployment_id
+                for r in self._deploy_rows(dataset)
+                if r.attributes.get("deployment_id") == deployment_id
             ),
             None,
         )
 
     def on_state_change(self, change: DeploymentStateChange) -> DeployOutcome:
         if change.supersedes_open:
-            for other in self._lineage.list(change.dataset):
-                if (
-                    other.kind == DEPLOY_KIND
-                    and other.status == "started"
-                    and other.attributes.get("deployment_id") != change.deployment_id
-                ):
+            for other in self._deploy_rows(change.dataset, "started"):
+                if other.attributes.get("deployment_id") != change.deployment_id:
                     self._finish(
                         other,
                         "RolledBack",
@@ -216,6 +220,7 @@ class DeployService:
         correlation = str(row.attributes.get("correlation_id") or deployment_id)
         now = datetime.now(UTC)
         status: Literal["completed", "rolled_back"]
+        reason: str | None = None
         if status_in == "Succeeded":
             traffic = {str(version): 1.0}
             self._bus.publish(
@@ -259,7 +264,8 @@ class DeployService:
                     **row.attributes,
                     "traffic": traffic,
                     "ended_at": now.isoformat(),
-                    **({"reason": reason_in} if reason_in else {}),
+                    # What the event says, so `dhow deploy status` and the event agree.
+                    **({"reason": reason} if reason else {}),
                 },
                 "updated_at": now,
             }
@@ -273,14 +279,7 @@ class DeployService:
         """Send all traffic to ``to_version`` now. By default: during a rollout, the version
         it started from; otherwise the newest approved version other than the serving one."""
         serving = self.serving_version(dataset)
-        open_rollout = next(
-            (
-                r
-                for r in reversed(self._lineage.list(dataset))
-                if r.kind == DEPLOY_KIND and r.status == "started"
-            ),
-            None,
-        )
+        open_rollout = next(iter(self._deploy_rows(dataset, "started")), None)
         if open_rollout is not None:
             # What is being rolled out is what is rolled back, whatever its share now.
             serving = int(open_rollout.attributes["model_version"])

@@ -179,7 +179,9 @@ def test_a_broken_canary_rolls_back_by_itself_failing_only_its_share(world: Worl
     assert event.requested_by is None
     assert world.registry.champion("customers").version == 1  # type: ignore[union-attr]
     assert [world.predict().status_code for _ in range(20)] == [200] * 20
-    assert world.svc.status("customers")["history"][0]["status"] == "rolled_back"
+    latest = world.svc.status("customers")["history"][0]
+    assert latest["status"] == "rolled_back"
+    assert latest["reason"] == event.reason  # the alarm's own words, as the event says
 
 
 def test_a_good_canary_completes_on_schedule(world: World) -> None:
