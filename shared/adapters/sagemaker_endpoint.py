@@ -39,10 +39,18 @@ class EndpointConfig:
     termination_wait_s: int = 600
 
 
+def model_name(prefix: str, dataset: str, version: int) -> str:
+    """The SageMaker model of one version: at most 54 characters, so that its endpoint
+    configs (``-<hash8>``) fit SageMaker's 63. A long dataset name is shortened, never
+    the version, so two versions never share a name."""
+    suffix = f"-v{version}"
+    return f"{prefix}-{dataset}"[: 54 - len(suffix)] + suffix
+
+
 def endpoint_names(prefix: str, dataset: str, version: int, sha256: str) -> tuple[str, str]:
-    """(model name, endpoint config name) of one model version; at most 63 characters."""
-    base = f"{prefix}-{dataset}-v{version}"[:54]
-    return base, f"{base}-{sha256[:8]}"
+    """(model name, endpoint config name) of one model version."""
+    model = model_name(prefix, dataset, version)
+    return model, f"{model}-{sha256[:8]}"
 
 
 def alarm_names(endpoint: str) -> list[str]:
@@ -142,22 +150,37 @@ class SageMakerEndpointDeployer(Deployer):
                 EndpointName=endpoint, EndpointConfigName=config, Tags=self._tags(plan)
             )
         else:
-            deployment: Any = {
-                "BlueGreenUpdatePolicy": {
-                    "TrafficRoutingConfiguration": self.traffic_routing(plan),
-                    "TerminationWaitInSeconds": cfg.termination_wait_s,
-                    "MaximumExecutionTimeoutInSeconds": min(
+            self._sm.update_endpoint(
+                EndpointName=endpoint,
+                EndpointConfigName=config,
+                DeploymentConfig=self._blue_green(
+                    endpoint,
+                    self.traffic_routing(plan),
+                    cfg.termination_wait_s,
+                    max_s=min(
                         28800, 3600 + plan.interval_minutes * 60 * (100 // plan.step_percent)
                     ),
-                },
-                "AutoRollbackConfiguration": {
-                    "Alarms": [{"AlarmName": a} for a in alarm_names(endpoint)]
-                },
-            }
-            self._sm.update_endpoint(
-                EndpointName=endpoint, EndpointConfigName=config, DeploymentConfig=deployment
+                ),
             )
         return StartedDeployment(deployment_id=config, target=f"endpoint/{endpoint}")
+
+    @staticmethod
+    def _blue_green(
+        endpoint: str, routing: dict[str, Any], termination_wait_s: int, max_s: int | None = None
+    ) -> Any:
+        """A blue/green update that rolls back on the endpoint's alarms."""
+        policy: dict[str, Any] = {
+            "TrafficRoutingConfiguration": routing,
+            "TerminationWaitInSeconds": termination_wait_s,
+        }
+        if max_s is not None:
+            policy["MaximumExecutionTimeoutInSeconds"] = max_s
+        return {
+            "BlueGreenUpdatePolicy": policy,
+            "AutoRollbackConfiguration": {
+                "Alarms": [{"AlarmName": a} for a in alarm_names(endpoint)]
+            },
+        }
 
     def _current_config(self, endpoint: str) -> str | None:
         try:
@@ -193,7 +216,7 @@ class SageMakerEndpointDeployer(Deployer):
 
     def rollback(self, dataset: str, to_version: int, reason: str) -> str:
         endpoint = self.endpoint(dataset)
-        prefix = f"{self._cfg.name_prefix}-{dataset}-v{to_version}-"
+        prefix = f"{model_name(self._cfg.name_prefix, dataset, to_version)}-"
         configs = self._sm.list_endpoint_configs(
             NameContains=prefix, SortBy="CreationTime", SortOrder="Descending"
         )["EndpointConfigs"]
@@ -213,17 +236,8 @@ class SageMakerEndpointDeployer(Deployer):
         self._sm.update_endpoint(
             EndpointName=endpoint,
             EndpointConfigName=config,
-            DeploymentConfig={
-                "BlueGreenUpdatePolicy": {
-                    "TrafficRoutingConfiguration": {
-                        "Type": "ALL_AT_ONCE",
-                        "WaitIntervalInSeconds": 0,
-                    },
-                    "TerminationWaitInSeconds": 0,
-                },
-                "AutoRollbackConfiguration": {
-                    "Alarms": [{"AlarmName": a} for a in alarm_names(endpoint)]
-                },
-            },
+            DeploymentConfig=self._blue_green(
+                endpoint, {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 0}, 0
+            ),
         )
         return config

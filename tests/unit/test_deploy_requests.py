@@ -20,7 +20,11 @@ from shared.adapters.codedeploy import (
     LambdaServingConfig,
     deployment_config_name,
 )
-from shared.adapters.sagemaker_endpoint import EndpointConfig, SageMakerEndpointDeployer
+from shared.adapters.sagemaker_endpoint import (
+    EndpointConfig,
+    SageMakerEndpointDeployer,
+    endpoint_names,
+)
 from shared.ports import DeploymentPlan
 from shared.settings import Settings
 from shared.triggers import parse_deployment_state_change
@@ -346,3 +350,51 @@ def test_platform_end_events_parse_into_state_changes() -> None:
     started = load_event("codedeploy_deployment_state_change.json")
     started["detail"]["state"] = "START"
     assert parse_deployment_state_change(json.dumps(started), "dhow-prod-serve-") is None
+
+
+def test_rollback_of_a_long_named_dataset_finds_its_config_and_shifts_at_once() -> None:
+    deployer, sm = endpoint_deployer()
+    dataset = "d" * 63  # the longest name ingest accepts
+    model, config = endpoint_names("dhow-prod", dataset, 12, SHA)
+    assert len(config) <= 63
+    assert model.endswith("-v12")  # the dataset is shortened, never the version
+    endpoint = f"dhow-prod-serve-{dataset}"
+    with Stubber(sm) as stub:
+        stub.add_response(
+            "list_endpoint_configs",
+            {
+                "EndpointConfigs": [
+                    {
+                        "EndpointConfigName": config,
+                        "EndpointConfigArn": "arn:aws:sagemaker:me-central-1:1:endpoint-config/x",
+                        "CreationTime": "2026-11-01T00:00:00Z",
+                    }
+                ]
+            },
+            {"NameContains": f"{model}-", "SortBy": "CreationTime", "SortOrder": "Descending"},
+        )
+        stub.add_response(
+            "update_endpoint",
+            {"EndpointArn": "arn:aws:sagemaker:me-central-1:123456789012:endpoint/x"},
+            {
+                "EndpointName": endpoint,
+                "EndpointConfigName": config,
+                "DeploymentConfig": {
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {
+                            "Type": "ALL_AT_ONCE",
+                            "WaitIntervalInSeconds": 0,
+                        },
+                        "TerminationWaitInSeconds": 0,
+                    },
+                    "AutoRollbackConfiguration": {
+                        "Alarms": [
+                            {"AlarmName": f"{endpoint}-5xx-errors"},
+                            {"AlarmName": f"{endpoint}-p99-latency"},
+                        ]
+                    },
+                },
+            },
+        )
+        assert deployer.rollback(dataset, 12, "bad canary") == config
+        stub.assert_no_pending_responses()
