@@ -44,7 +44,6 @@ class CaptureStats:
     written_objects: int = 0
     failed_writes: int = 0
     dropped_rows: int = 0
-    buffered_rows: int = 0
 
 
 class InferenceCapture:
@@ -152,7 +151,6 @@ class InferenceCapture:
                     del self._buffer[:excess]
                     self.stats.dropped_rows += excess
                 self._first_at = self._clock()
-                self.stats.buffered_rows = len(self._buffer)
             # An Embedded Metric Format line: CloudWatch turns it into a metric on Lambda.
             log.warning(
                 json.dumps(
@@ -176,8 +174,6 @@ class InferenceCapture:
             return 0
         self.stats.captured_rows += len(rows)
         self.stats.written_objects += 1
-        with self._lock:
-            self.stats.buffered_rows = len(self._buffer)
         return len(rows)
 
     def flush_if_due(self) -> int:
@@ -190,17 +186,16 @@ class InferenceCapture:
         return self.flush() if due else 0
 
     def snapshot(self) -> dict[str, int]:
+        """The counters, and how many rows wait in the buffer now."""
         with self._lock:
-            self.stats.buffered_rows = len(self._buffer)
-        return asdict(self.stats)
+            buffered = len(self._buffer)
+        return {**asdict(self.stats), "buffered_rows": buffered}
 
 
-def read_captures(
-    store: ObjectStore, container: str, dataset: str, limit: int | None = None
-) -> list[dict[str, Any]]:
-    """Captured rows of a dataset, oldest first (``limit`` newest rows at most)."""
+def read_captures(store: ObjectStore, container: str, dataset: str) -> list[dict[str, Any]]:
+    """Captured rows of a dataset, oldest first."""
     rows: list[dict[str, Any]] = []
     for key in store.list_keys(container, capture_prefix(dataset)):
         data = b"".join(store.iter_chunks(ObjectRef(container=container, key=key)))
         rows.extend(json.loads(line) for line in data.splitlines() if line.strip())
-    return rows[-limit:] if limit else rows
+    return rows
