@@ -19,9 +19,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.events import ObjectRef
@@ -192,10 +192,35 @@ class InferenceCapture:
         return {**asdict(self.stats), "buffered_rows": buffered}
 
 
-def read_captures(store: ObjectStore, container: str, dataset: str) -> list[dict[str, Any]]:
-    """Captured rows of a dataset, oldest first."""
+def _read_objects(store: ObjectStore, container: str, keys: Iterable[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for key in store.list_keys(container, capture_prefix(dataset)):
+    for key in keys:
         data = b"".join(store.iter_chunks(ObjectRef(container=container, key=key)))
         rows.extend(json.loads(line) for line in data.splitlines() if line.strip())
     return rows
+
+
+def read_captures(store: ObjectStore, container: str, dataset: str) -> list[dict[str, Any]]:
+    """Captured rows of a dataset, oldest first."""
+    return _read_objects(store, container, store.list_keys(container, capture_prefix(dataset)))
+
+
+def read_window(
+    store: ObjectStore, container: str, dataset: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Rows captured in ``[start, end)``, oldest first, reading only the hours it spans.
+
+    An object is filed under the hour it was written, up to a batch's
+    ``capture_max_seconds`` after its first row, so the hour before ``start`` is
+    read too and every row is filtered on its own ``captured_at``.
+    """
+    hour = (start - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    keys: list[str] = []
+    while hour < end:
+        keys.extend(store.list_keys(container, f"{capture_prefix(dataset)}{hour:%Y/%m/%d/%H}/"))
+        hour += timedelta(hours=1)
+    return [
+        r
+        for r in _read_objects(store, container, keys)
+        if start <= datetime.fromisoformat(r["captured_at"]) < end
+    ]

@@ -455,34 +455,15 @@ def train(
 ) -> None:
     """Retrain DATASET by hand on its latest validated version (recorded with who asked)."""
     from shared.adapters.aws import SqsEventTap, aws_client
+    from shared.services.train_launch import latest_validated
     from shared.wiring import build_ports, build_train_launch_service
 
     with _cli_errors(as_json, "cannot launch training"):
         settings = resolve_settings()
         topo = build_topology(settings.stage)
         ports = build_ports(settings, topo)
-        validated = [
-            r
-            for r in ports.lineage.list(dataset)
-            if r.kind == "validate" and r.status == "validated"
-        ]
-        if not validated:
-            raise DhowError(
-                f"{dataset} has no validated version to train on",
-                reason="nothing_to_train",
-                hint=f"upload one: `dhow upload FILE --dataset {dataset} --wait`",
-            )
-        latest = max(validated, key=lambda r: r.updated_at)
-        a = latest.attributes
         correlation = f"train-{uuid.uuid4().hex}"
-        event = DatasetValidated(
-            dataset=dataset,
-            correlation_id=correlation,
-            sha256=str(a["sha256"]),
-            rows=int(a.get("rows") or 0),
-            spec_version=str(a["spec_version"]),
-            curated=ObjectRef.from_uri(str(a["curated"])),
-        )
+        event = latest_validated(ports.lineage, dataset, correlation)
         tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
         t0 = time.monotonic()
         user = getpass.getuser()

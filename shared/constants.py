@@ -59,6 +59,8 @@ VALIDATE_CHUNK_ROWS = "DHOW_VALIDATE_CHUNK_ROWS"
 # each published Lambda version by the deploy function; the champion when unset).
 SERVE_DATASET = "DHOW_SERVE_DATASET"
 SERVE_MODEL_VERSION = "DHOW_SERVE_MODEL_VERSION"
+# The drift check's alerts go to this SNS topic (the stack sets it).
+ALERTS_TOPIC_ARN = "DHOW_ALERTS_TOPIC_ARN"
 # Where deployments go: "cloud" (CodeDeploy / SageMaker endpoints) or "local" (the router).
 SERVING_BACKEND = "DHOW_SERVING_BACKEND"
 # The SageMaker inference image for endpoint serving (set by the stack).

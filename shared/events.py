@@ -167,23 +167,31 @@ class DeploymentRolledBack(PipelineEvent):
 
 
 class DriftChecked(PipelineEvent):
-    """A scheduled drift check ran; always emitted."""
+    """A drift check ran (scheduled or asked for); always emitted."""
 
     model_version: str | None
     verdict: Literal["no_drift", "drift", "insufficient_data"]
     drifted_columns: list[str] = Field(default_factory=list)
     drift_share: float | None = None
     report: ObjectRef | None = None
+    check_id: str | None = None
+    summary: ObjectRef | None = None  # the JSON: every column's test and statistic
+    current_rows: int | None = None
 
 
 class DriftDetected(PipelineEvent):
-    """A drift check found drift; the spec's policy decides the action."""
+    """A drift check found drift. ``action`` is what happens now: the spec's policy, or
+    ``alert`` alone while the policy is cooling down (``cooldown_until``)."""
 
     model_version: str | None
     drifted_columns: list[str]
     drift_share: float
     action: Literal["alert", "retrain", "rollback"]
     report: ObjectRef | None = None
+    check_id: str | None = None
+    summary: ObjectRef | None = None
+    policy: Literal["alert", "retrain", "rollback"] | None = None
+    cooldown_until: datetime | None = None
 
 
 EVENT_TYPES: dict[str, type[PipelineEvent]] = {

@@ -352,3 +352,30 @@ class Deployer(abc.ABC):
     def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
         """Why the platform rolled a deployment back, where it says (an alarm's name)."""
         return None
+
+
+class MetricPoint(BaseModel):
+    """One value for a metrics backend, with the dimensions it is filed under."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: float
+    unit: Literal["None", "Count", "Percent"] = "None"
+    dimensions: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricsSink(abc.ABC):
+    """Custom metrics (CloudWatch; Azure Monitor)."""
+
+    @abc.abstractmethod
+    def put(self, namespace: str, points: list[MetricPoint]) -> None:
+        """Record the points now; raises if the backend refused them."""
+
+
+class AlertChannel(abc.ABC):
+    """Where on-call hears of a problem (an SNS topic; an Azure Monitor action group)."""
+
+    @abc.abstractmethod
+    def send(self, subject: str, message: str, attributes: Mapping[str, str]) -> str:
+        """Deliver one alert to every subscriber; returns the channel's message id."""

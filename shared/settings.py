@@ -80,6 +80,7 @@ class Settings:
     serve_dataset: str | None = None
     serve_model_version: int | None = None
     local_minute_seconds: float = 60.0
+    alerts_topic_arn: str | None = None
 
     def __post_init__(self) -> None:
         if self.cloud not in ("aws", "azure"):
@@ -136,6 +137,7 @@ class Settings:
             c.TRAINING_IMAGE_URI: self.training_image_uri,
             c.INFERENCE_IMAGE_URI: self.inference_image_uri,
             c.SERVE_DATASET: self.serve_dataset,
+            c.ALERTS_TOPIC_ARN: self.alerts_topic_arn,
             c.SERVE_MODEL_VERSION: str(self.serve_model_version)
             if self.serve_model_version is not None
             else None,
@@ -189,6 +191,7 @@ class Settings:
             serve_dataset=env.get(c.SERVE_DATASET) or None,
             serve_model_version=_int(env, c.SERVE_MODEL_VERSION, 0) or None,
             local_minute_seconds=_float(env, c.LOCAL_MINUTE_SECONDS, 60.0),
+            alerts_topic_arn=env.get(c.ALERTS_TOPIC_ARN) or None,
         )
 
 

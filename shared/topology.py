@@ -16,7 +16,7 @@ from typing import Literal
 
 from shared.constants import EVENT_SOURCE
 
-ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs"]
+ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs", "topic"]
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,26 @@ class EventRule:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A recurring invocation (EventBridge Scheduler, Azure timer trigger)."""
+    """A recurring message to a function's queue (EventBridge Scheduler; an Azure timer
+    trigger), one per dataset spec: ``<name>-<dataset>``, at the expression the spec's
+    ``expression_from`` setting names (``drift.schedule``), with ``{"dataset": ...}``
+    as the message body."""
 
     logical: str
     name: str
-    expression: str
-    target_function: str
+    expression_from: str
+    target_queue: str
+
+    def name_for(self, dataset: str) -> str:
+        return f"{self.name}-{dataset}"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """An SNS topic (an Azure Monitor action group) that people subscribe to."""
+
+    logical: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,9 @@ class Function:
     timeout_s: int = 60
     batch_size: int = 10
     reserved_concurrency: int | None = None
+    # "zip" fits Lambda's 250 MB; "image" is a container image (up to 10 GB), for
+    # functions whose libraries do not fit (the drift check's evidently).
+    package: Literal["zip", "image"] = "zip"
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,7 @@ class Topology:
     rules: tuple[EventRule, ...]
     schedules: tuple[Schedule, ...]
     functions: tuple[Function, ...]
+    topics: tuple[Topic, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
     def bucket(self, logical: str) -> Bucket:
@@ -129,8 +147,16 @@ class Topology:
     def function(self, logical: str) -> Function:
         return _find(self.functions, logical)
 
+    def topic(self, logical: str) -> Topic:
+        return _find(self.topics, logical)
 
-def _find[T: (Bucket, Queue, Table, Function)](items: tuple[T, ...], logical: str) -> T:
+    def schedule(self, logical: str) -> Schedule:
+        return _find(self.schedules, logical)
+
+
+def _find[T: (Bucket, Queue, Table, Function, Topic, Schedule)](
+    items: tuple[T, ...], logical: str
+) -> T:
     for item in items:
         if item.logical == logical:
             return item
@@ -158,6 +184,8 @@ def build_topology(stage: str) -> Topology:
             Bucket("models", f"{p}-models"),
             # What the serve functions saw and answered, for the drift check.
             Bucket("capture", f"{p}-capture"),
+            # Drift checks' JSON summaries and HTML reports, for on-call to open.
+            Bucket("reports", f"{p}-reports"),
         ),
         queues=(
             Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq"),
@@ -175,6 +203,8 @@ def build_topology(stage: str) -> Topology:
                 max_receive_count=10,
                 visibility_timeout_s=6 * 180,
             ),
+            # One message per scheduled (or requested) drift check of a dataset.
+            Queue("drift", f"{p}-drift", f"{p}-drift-dlq", visibility_timeout_s=6 * 900),
             # Watchers hand back events that are not theirs, which counts as a
             # receive; the high count keeps those from reaching the DLQ.
             Queue(
@@ -266,6 +296,29 @@ def build_topology(stage: str) -> Topology:
                 },
                 target_queue="deploy",
             ),
+            # A drift policy's action is carried out by the function that owns it.
+            EventRule(
+                "drift_retrain",
+                f"{p}-drift-retrain",
+                bus="pipeline",
+                pattern={
+                    "source": [EVENT_SOURCE],
+                    "detail-type": ["DriftDetected"],
+                    "detail": {"action": ["retrain"]},
+                },
+                target_queue="train",
+            ),
+            EventRule(
+                "drift_rollback",
+                f"{p}-drift-rollback",
+                bus="pipeline",
+                pattern={
+                    "source": [EVENT_SOURCE],
+                    "detail-type": ["DriftDetected"],
+                    "detail": {"action": ["rollback"]},
+                },
+                target_queue="deploy",
+            ),
             EventRule(
                 "all_pipeline_events",
                 f"{p}-all-pipeline-events",
@@ -274,7 +327,8 @@ def build_topology(stage: str) -> Topology:
                 target_queue="events",
             ),
         ),
-        schedules=(),
+        schedules=(Schedule("drift_check", f"{p}-drift", "drift.schedule", target_queue="drift"),),
+        topics=(Topic("alerts", f"{p}-alerts"),),
         functions=(
             Function(
                 "ingest",
@@ -441,6 +495,33 @@ def build_topology(stage: str) -> Topology:
                 # One model in memory, pandas and XGBoost: a warm p99 well under a second.
                 memory_mb=1024,
                 timeout_s=30,
+            ),
+            Function(
+                "drift_check",
+                f"{p}-drift-check",
+                aws_handler="functions.drift_check.aws_lambda.handler",
+                trigger_queue="drift",
+                permissions=(
+                    Permission(("s3:GetObject", "s3:ListBucket"), "capture", "bucket"),
+                    Permission(s3_read, "curated", "bucket"),
+                    Permission(s3_write, "reports", "bucket"),
+                    Permission(
+                        ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
+                        "model_registry",
+                        "jobs",
+                    ),
+                    Permission(("cloudwatch:PutMetricData",), "drift_metrics", "jobs"),
+                    Permission(("sns:Publish",), "alerts", "topic"),
+                    Permission(ddb_rw, "lineage", "table"),
+                    Permission(("events:PutEvents",), "pipeline", "bus"),
+                    Permission(sqs_consume, "drift", "queue"),
+                ),
+                # A day of captures (a million rows) and the reference fit in 3 GB;
+                # evidently (the HTML report) is why this one is a container image.
+                memory_mb=3008,
+                timeout_s=900,
+                batch_size=1,
+                package="image",
             ),
         ),
     )

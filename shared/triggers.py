@@ -228,6 +228,27 @@ def parse_bus_event(payload: str | bytes | Json) -> PipelineEvent:
     )
 
 
+class DriftRequest(BaseModel):
+    """Check one dataset for drift: the body the schedule sends to the drift queue."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str
+    requested_by: str = "schedule"
+
+
+def parse_drift_request(payload: str | bytes | Json) -> DriftRequest:
+    """A schedule's ``{"dataset": ...}`` message (or a direct invocation's payload)."""
+    data = _loads(payload)
+    try:
+        return DriftRequest.model_validate(data)
+    except ValueError as exc:
+        raise EventParseError(
+            f"not a drift check request: {str(exc).splitlines()[0]}",
+            hint='the schedule sends {"dataset": "<name>"}',
+        ) from exc
+
+
 class TrainingJobEnded(BaseModel):
     """A training job reached an end state (SageMaker's "Training Job State Change")."""
 

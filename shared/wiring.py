@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Literal
 
 from shared.errors import ConfigError
 from shared.ports import (
+    AlertChannel,
     Deployer,
     DeploymentPlan,
     EventBus,
     LineageStore,
+    MetricsSink,
     ModelRegistry,
     ObjectStore,
     StartedDeployment,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from shared.services.deploy import DeployService
+    from shared.services.drift import DriftService
     from shared.services.ingest import IngestService
     from shared.services.register import RegisterService
     from shared.services.train_launch import TrainLaunchService
@@ -410,4 +413,45 @@ def build_serve_app(settings: Settings, ports: Ports | None = None) -> FastAPI:
     capture = InferenceCapture.for_spec(p.store, topo.bucket("capture").name, spec)
     return model_app(
         spec, p.store, build_model_registry(settings), settings.serve_model_version, capture
+    )
+
+
+def build_drift_outputs(settings: Settings) -> tuple[MetricsSink, AlertChannel]:
+    """Where the drift check's figures and alerts go: CloudWatch and the alerts topic."""
+    if settings.cloud != "aws":
+        raise ConfigError(
+            "drift metrics and alerts on Azure are not built yet",
+            hint="Azure Monitor metrics and an action group come with the Azure Functions "
+            "app; use the AWS stack or the local platform (`dhow local up`)",
+        )
+    if not settings.alerts_topic_arn:
+        raise ConfigError(
+            "the drift check does not know where to send alerts",
+            hint="the stack sets DHOW_ALERTS_TOPIC_ARN to its alerts topic; locally "
+            "`dhow local up` does",
+        )
+    from shared.adapters.aws import CloudWatchMetrics, SnsAlerts, aws_client
+
+    return (
+        CloudWatchMetrics(aws_client("cloudwatch", settings)),
+        SnsAlerts(aws_client("sns", settings), settings.alerts_topic_arn),
+    )
+
+
+def build_drift_service(settings: Settings, ports: Ports | None = None) -> DriftService:
+    from shared.services.drift import DriftService
+
+    topo = build_topology(settings.stage)
+    p = ports or build_ports(settings, topo)
+    metrics, alerts = build_drift_outputs(settings)
+    return DriftService(
+        p.store,
+        p.bus,
+        p.lineage,
+        build_model_registry(settings),
+        metrics,
+        alerts,
+        capture_container=topo.bucket("capture").name,
+        reports_container=topo.bucket("reports").name,
+        specs_dir=settings.specs_dir,
     )

@@ -1,6 +1,6 @@
-"""Lambda entry point of deploy: an SQS batch of ``ModelApproved`` events and of the
-serving platform's end-of-deployment events (CodeDeploy, SageMaker endpoints) in,
-partial batch failures out."""
+"""Lambda entry point of deploy: an SQS batch of ``ModelApproved`` events, of the
+serving platform's end-of-deployment events (CodeDeploy, SageMaker endpoints) and of
+``DriftDetected`` events whose policy is rollback in, partial batch failures out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.batch import BatchResponse, process_sqs_batch
 from shared.errors import EventParseError
-from shared.events import ModelApproved
+from shared.events import DriftDetected, ModelApproved
 from shared.settings import Settings
 from shared.triggers import (
     SqsMessage,
@@ -36,10 +36,14 @@ def _handle(message: SqsMessage) -> None:
             SERVICE.on_state_change(change)
         return
     event = parse_bus_event(data)
+    if isinstance(event, DriftDetected) and event.action == "rollback":
+        SERVICE.on_drift(event)
+        return
     if not isinstance(event, ModelApproved):
         raise EventParseError(
-            f"deploy takes ModelApproved, and was sent {event.event_type}",
-            hint="check the event rule that feeds its queue",
+            f"deploy takes ModelApproved or a rollback's DriftDetected, and was sent "
+            f"{event.event_type}",
+            hint="check the event rules that feed its queue",
         )
     SERVICE.on_model_approved(event)
 

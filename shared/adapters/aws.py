@@ -22,10 +22,13 @@ from shared.constants import EVENT_SOURCE
 from shared.errors import DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
 from shared.ports import (
+    AlertChannel,
     EventBus,
     EventTap,
     LineageRecord,
     LineageStore,
+    MetricPoint,
+    MetricsSink,
     ObjectInfo,
     ObjectStore,
     TappedEvent,
@@ -36,13 +39,16 @@ from shared.settings import Settings, check_aws_region
 from shared.triggers import parse_bus_event
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_lambda import LambdaClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
     from mypy_boto3_service_quotas import ServiceQuotasClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -62,6 +68,12 @@ def aws_client(service: Literal["service-quotas"], settings: Settings) -> Servic
 def aws_client(service: Literal["lambda"], settings: Settings) -> LambdaClient: ...
 @overload
 def aws_client(service: Literal["codedeploy"], settings: Settings) -> CodeDeployClient: ...
+@overload
+def aws_client(service: Literal["sns"], settings: Settings) -> SNSClient: ...
+@overload
+def aws_client(service: Literal["cloudwatch"], settings: Settings) -> CloudWatchClient: ...
+@overload
+def aws_client(service: Literal["scheduler"], settings: Settings) -> EventBridgeSchedulerClient: ...
 def aws_client(service: str, settings: Settings) -> Any:
     """A boto3 client in the pinned region (and at the local endpoint, when set)."""
     region = check_aws_region(settings.aws_region)
@@ -434,3 +446,49 @@ class SageMakerValidationJobs(ValidationJobLauncher):
             if _error_code(exc) != "ResourceInUse" and "already exists" not in str(exc):
                 raise
         return str(params["ProcessingJobName"])
+
+
+class CloudWatchMetrics(MetricsSink):
+    """``MetricsSink`` on CloudWatch custom metrics."""
+
+    def __init__(self, client: CloudWatchClient) -> None:
+        self._cw = client
+
+    def put(self, namespace: str, points: list[MetricPoint]) -> None:
+        # PutMetricData takes at most 1,000 values a call.
+        for start in range(0, len(points), 1000):
+            self._cw.put_metric_data(
+                Namespace=namespace,
+                MetricData=[
+                    {
+                        "MetricName": p.name,
+                        "Value": p.value,
+                        "Unit": p.unit,
+                        "Dimensions": [
+                            {"Name": k, "Value": v} for k, v in sorted(p.dimensions.items())
+                        ],
+                    }
+                    for p in points[start : start + 1000]
+                ],
+            )
+
+
+class SnsAlerts(AlertChannel):
+    """``AlertChannel`` on an SNS topic (email, chat or paging subscribers)."""
+
+    def __init__(self, client: SNSClient, topic_arn: str) -> None:
+        self._sns = client
+        self._topic = topic_arn
+
+    def send(self, subject: str, message: str, attributes: Mapping[str, str]) -> str:
+        # SNS subjects are at most 100 printable ASCII characters.
+        safe = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in subject)
+        r = self._sns.publish(
+            TopicArn=self._topic,
+            Subject=safe[:100],
+            Message=message,
+            MessageAttributes={
+                k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
+            },
+        )
+        return r["MessageId"]

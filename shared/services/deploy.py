@@ -11,7 +11,7 @@ misbehaves.
   emits ``DeploymentCompleted`` or ``DeploymentRolledBack``. A rolled-back version
   is marked Rejected in the registry, so the champion is again the one serving.
 - ``rollback`` is the manual path (`dhow deploy rollback`), recorded with who
-  asked and why.
+  asked and why; ``on_drift`` is a drift policy's rollback (once per check).
 
 Every step is a lineage row, so `dhow deploy status` and an auditor read the same
 history.
@@ -32,6 +32,7 @@ from shared.events import (
     DeploymentCompleted,
     DeploymentRolledBack,
     DeploymentStarted,
+    DriftDetected,
     ModelApproved,
 )
 from shared.ports import (
@@ -272,6 +273,39 @@ class DeployService:
         )
         self._lineage.replace(done, row.revision)
         return DeployOutcome(status, deployment_id, version)
+
+    def on_drift(self, event: DriftDetected) -> DeployOutcome:
+        """A drift policy's rollback to the previous approved version, once per check
+        (a redelivered event must not roll back one version further)."""
+        check = event.check_id or event.event_id
+        first = self._lineage.put_if_absent(
+            LineageRecord(
+                dataset=event.dataset,
+                record_id=f"drift-rollback:{check}",
+                kind="drift_action",
+                status="requested",
+                attributes={"check_id": check, "drifted_columns": event.drifted_columns},
+            )
+        )
+        if not first:
+            return DeployOutcome("duplicate")
+        report = event.report.uri if event.report else "no report"
+        why = f"drift in {', '.join(event.drifted_columns)} (check {check}; {report})"
+        try:
+            return self.rollback(event.dataset, None, "drift", why)
+        except NothingToRollBackTo as exc:
+            # Retrying cannot make an older version appear: record it and stop.
+            row = self._lineage.get(event.dataset, f"drift-rollback:{check}")
+            if row is not None:
+                failed = row.model_copy(
+                    update={
+                        "status": "failed",
+                        "attributes": {**row.attributes, "reason": exc.message},
+                    }
+                )
+                self._lineage.replace(failed, row.revision)
+            log.warning("drift rollback of %s not possible: %s", event.dataset, exc.message)
+            return DeployOutcome("ignored")
 
     def rollback(
         self, dataset: str, to_version: int | None, requested_by: str, why: str

@@ -16,12 +16,41 @@ from pathlib import Path
 from typing import Literal
 
 from shared.errors import DhowError
-from shared.events import DatasetValidated, TrainingCompleted, TrainingLaunched
+from shared.events import (
+    DatasetValidated,
+    DriftDetected,
+    ObjectRef,
+    TrainingCompleted,
+    TrainingLaunched,
+)
 from shared.ports import EventBus, LineageRecord, LineageStore, TrainingJobRequest, TrainingLauncher
 from shared.specs import load_spec
 from shared.trainer import TRAINER_VERSION
 
 Backend = Literal["sagemaker", "azureml", "local"]
+
+
+def latest_validated(lineage: LineageStore, dataset: str, correlation_id: str) -> DatasetValidated:
+    """The newest validated version of a dataset, as the event that announced it, for a
+    retrain (by hand or by a drift policy) under a new ``correlation_id``."""
+    validated = [
+        r for r in lineage.list(dataset) if r.kind == "validate" and r.status == "validated"
+    ]
+    if not validated:
+        raise DhowError(
+            f"{dataset} has no validated version to train on",
+            reason="nothing_to_train",
+            hint=f"upload one: `dhow upload FILE --dataset {dataset} --wait`",
+        )
+    a = max(validated, key=lambda r: r.updated_at).attributes
+    return DatasetValidated(
+        dataset=dataset,
+        correlation_id=correlation_id,
+        sha256=str(a["sha256"]),
+        rows=int(a.get("rows") or 0),
+        spec_version=str(a["spec_version"]),
+        curated=ObjectRef.from_uri(str(a["curated"])),
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,14 @@ class TrainLaunchService:
         self._lineage = lineage
         self._backend: Backend = backend
         self._specs = specs_dir
+
+    def on_drift(self, event: DriftDetected) -> TrainLaunchOutcome:
+        """A drift policy's retrain: the latest validated version, tagged with the check
+        (one check launches one job, however often its event is delivered)."""
+        validated = latest_validated(self._lineage, event.dataset, event.correlation_id)
+        return self.handle(
+            validated, run_tag=f"drift-{event.check_id or event.event_id}", requested_by="drift"
+        )
 
     def handle(
         self,

@@ -244,3 +244,37 @@ def test_an_approval_during_a_rollout_waits_and_starts_on_redelivery(world: Worl
     world.deliver_platform_events()
     # The redelivery takes the claim over at once, not after the 15-minute claim window.
     assert world.svc.on_model_approved(second).status == "started"
+
+
+def test_a_drift_rollback_goes_back_one_version_once_per_check(world: World) -> None:
+    from shared.events import DriftDetected
+
+    world.svc.on_model_approved(world.approve("good"))
+    world.router.tick("customers")
+    world.deliver_platform_events()
+    world.svc.on_model_approved(world.approve("good"))
+    world.router.tick("customers", now=None)
+    drift = DriftDetected(
+        dataset="customers",
+        correlation_id="drift-customers-c9",
+        model_version="2",
+        drifted_columns=["age", "emirate"],
+        drift_share=0.6,
+        action="rollback",
+        check_id="c9",
+    )
+    out = world.svc.on_drift(drift)
+    assert out.model_version == 1
+    rolled = world.bus.events[-1]
+    assert isinstance(rolled, DeploymentRolledBack)
+    assert rolled.requested_by == "drift"
+    assert "drift in age, emirate (check c9" in rolled.reason
+    # Delivered again: it must not go back one version further.
+    assert world.svc.on_drift(drift).status == "duplicate"
+    assert world.svc.status("customers")["traffic"] == {"1": 1.0}
+    # Nothing older to go to: recorded, not retried forever.
+    again = drift.model_copy(update={"check_id": "c10"})
+    assert world.svc.on_drift(again).status == "ignored"
+    row = world.lineage.get("customers", "drift-rollback:c10")
+    assert row is not None
+    assert row.status == "failed"

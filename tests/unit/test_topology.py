@@ -28,7 +28,9 @@ def test_every_reference_resolves() -> None:
             "serve_functions",
             "serving_deployments",
             "serving_endpoints",
+            "drift_metrics",
         },
+        "topic": {x.logical for x in t.topics},
     }
     for fn in t.functions:
         assert fn.trigger_queue in logical["queue"] or (fn.logical == "serve")
@@ -37,6 +39,8 @@ def test_every_reference_resolves() -> None:
             assert all("*" not in action for action in perm.actions)
     for rule in t.rules:
         assert rule.target_queue in logical["queue"]
+    for schedule in t.schedules:
+        assert schedule.target_queue in logical["queue"]
 
 
 def test_queues_have_dlqs_and_room_for_their_consumer() -> None:
@@ -73,3 +77,19 @@ def test_raw_uploads_route_to_ingest() -> None:
         "bucket": {"name": ["dhow-local-raw"]},
         "object": {"key": [{"prefix": "datasets/"}]},
     }
+
+
+def test_drift_checks_are_scheduled_per_dataset_and_their_actions_routed() -> None:
+    t = build_topology("acme-prod")
+    schedule = t.schedule("drift_check")
+    assert schedule.name_for("customers") == "dhow-acme-prod-drift-customers"
+    assert schedule.expression_from == "drift.schedule"
+    assert t.function("drift_check").trigger_queue == schedule.target_queue == "drift"
+    assert t.function("drift_check").package == "image"  # evidently does not fit a zip
+    routes = {
+        r.target_queue: r.pattern["detail"]
+        for r in t.rules
+        if r.pattern.get("detail-type") == ["DriftDetected"]
+    }
+    assert routes == {"train": {"action": ["retrain"]}, "deploy": {"action": ["rollback"]}}
+    assert t.topic("alerts").name == "dhow-acme-prod-alerts"

@@ -94,3 +94,69 @@ def test_no_gpu_quota_is_answered_with_the_quota_to_raise() -> None:
     assert failed.status == "Failed"
     assert failed.reason is not None
     assert "'ml.g5.xlarge for training job usage' (L-1)" in failed.reason
+
+
+def _validated_row(lineage: MemoryLineage, sha: str, at: str) -> None:
+    from datetime import datetime
+
+    from shared.ports import LineageRecord
+
+    when = datetime.fromisoformat(at)
+    lineage.put_if_absent(
+        LineageRecord(
+            dataset="customers",
+            record_id=f"validate:{sha}",
+            kind="validate",
+            status="validated",
+            attributes={
+                "sha256": sha,
+                "spec_version": "2+y",
+                "curated": f"s3://c/datasets/customers/{sha}/data.parquet",
+                "rows": 400,
+            },
+            created_at=when,
+            updated_at=when,
+        )
+    )
+
+
+def test_a_drift_retrain_trains_the_newest_validated_version_once() -> None:
+    from shared.events import DriftDetected
+
+    launcher, bus, lineage = Recording(), MemoryBus(), MemoryLineage()
+    _validated_row(lineage, "aa" * 32, "2026-11-20T10:00:00+00:00")
+    _validated_row(lineage, "bb" * 32, "2026-11-22T10:00:00+00:00")
+    svc = TrainLaunchService(launcher, bus, lineage, backend="local")
+    drift = DriftDetected(
+        dataset="customers",
+        correlation_id="drift-customers-c1",
+        model_version="1",
+        drifted_columns=["age"],
+        drift_share=0.6,
+        action="retrain",
+        check_id="c1",
+    )
+    assert svc.on_drift(drift).status == "launched"
+    assert svc.on_drift(drift).status == "duplicate"  # redelivered: one job per check
+    req = launcher.requests[0]
+    assert req.sha256 == "bb" * 32
+    assert req.run_tag == "drift-c1"
+    [row] = [r for r in lineage.list("customers") if r.kind == "train"]
+    assert row.attributes["requested_by"] == "drift"
+    assert row.attributes["correlation_id"] == "drift-customers-c1"
+
+
+def test_a_drift_retrain_without_validated_data_says_what_to_do() -> None:
+    import pytest
+
+    from shared.errors import DhowError
+    from shared.events import DriftDetected
+
+    svc = TrainLaunchService(Recording(), MemoryBus(), MemoryLineage(), backend="local")
+    drift = DriftDetected(
+        dataset="customers", correlation_id="c", model_version="1",
+        drifted_columns=["age"], drift_share=0.6, action="retrain", check_id="c2",
+    )  # fmt: skip
+    with pytest.raises(DhowError, match="no validated version") as err:
+        svc.on_drift(drift)
+    assert "dhow upload" in (err.value.hint or "")

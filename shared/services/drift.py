@@ -1,0 +1,450 @@
+"""Drift check: is what the model sees now still what it learned from?
+
+For one dataset (on its schedule, or `dhow drift run`):
+
+1. the current data is the serve function's captured inputs of the spec's
+   ``drift.window_hours``; the reference is the champion's own training sample
+   (``reference.parquet`` beside the curated data it was trained on);
+2. ``shared.drift.compare`` gives every column's test and the dataset verdict;
+   fewer than ``drift.min_rows`` captured rows is ``insufficient_data``, never an
+   alarm;
+3. a JSON summary and evidently's HTML report (on a bounded sample, and saying
+   so) go to the reports bucket; the figures go to the metrics backend;
+4. ``DriftChecked`` always; on drift, ``DriftDetected`` and an alert naming the
+   drifted columns and the report;
+5. the spec's ``drift.policy`` (``retrain`` or ``rollback``) is carried out by
+   the function that owns it (train-launch, deploy), which an event rule sends
+   ``DriftDetected`` to. A policy acts at most once per ``cooldown_hours``: the
+   cooldown is a lineage row taken by a conditional write, so two checks at once
+   cannot both act, and a drifting feed cannot retrain every hour. In cooldown
+   the event's action is ``alert`` and it says until when.
+
+Every check is a lineage row (``drift:<check id>``) with its verdict, where its
+summary and report are, and what was done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from shared.capture import read_window
+from shared.drift import ColumnKind, DriftVerdict, compare, feature_kinds
+from shared.errors import DhowError, ObjectMissing
+from shared.events import DriftChecked, DriftDetected, ObjectRef
+from shared.ports import (
+    AlertChannel,
+    EventBus,
+    LineageRecord,
+    LineageStore,
+    MetricPoint,
+    MetricsSink,
+    ModelRegistry,
+    ModelVersion,
+    ObjectStore,
+)
+from shared.specs import DatasetSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+DRIFT_KIND = "drift"
+POLICY_RECORD = "drift:policy"
+METRICS_NAMESPACE = "Dhow/Drift"
+
+Action = Literal["none", "alert", "retrain", "rollback"]
+
+
+def drift_record_id(check_id: str) -> str:
+    return f"drift:{check_id}"
+
+
+@dataclass(frozen=True)
+class DriftOutcome:
+    check_id: str
+    dataset: str
+    verdict: DriftVerdict
+    model_version: str | None
+    summary: ObjectRef
+    report: ObjectRef | None
+    action: Action  # what this check did: none, alert only, or the policy's action
+    cooldown_until: datetime | None
+    alert_id: str | None
+    note: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check_id": self.check_id,
+            "dataset": self.dataset,
+            "model_version": self.model_version,
+            **self.verdict.model_dump(mode="json"),
+            "summary": self.summary.uri,
+            "report": self.report.uri if self.report else None,
+            "action": self.action,
+            "cooldown_until": self.cooldown_until.isoformat() if self.cooldown_until else None,
+            "alert_id": self.alert_id,
+            "note": self.note,
+        }
+
+
+class DriftService:
+    """Runs one dataset's drift check. See the module docstring."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        bus: EventBus,
+        lineage: LineageStore,
+        registry: ModelRegistry,
+        metrics: MetricsSink,
+        alerts: AlertChannel,
+        *,
+        capture_container: str,
+        reports_container: str,
+        specs_dir: str | Path | None = None,
+        report_sample_rows: int = 5000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._lineage = lineage
+        self._registry = registry
+        self._metrics = metrics
+        self._alerts = alerts
+        self._capture = capture_container
+        self._reports = reports_container
+        self._specs = specs_dir
+        self._sample_rows = report_sample_rows
+        self._clock = clock
+
+    # --- the data -----------------------------------------------------------------
+
+    def _reference(self, champion: ModelVersion, kinds: dict[str, ColumnKind]) -> pd.DataFrame:
+        curated = champion.lineage.get("curated")
+        if not curated:
+            raise DhowError(
+                f"model v{champion.version} of {champion.dataset} does not say what it was "
+                "trained on, so there is no reference to compare with",
+                reason="no_reference",
+                hint="retrain it (`dhow train DATASET`): newer versions record their data",
+            )
+        data = ObjectRef.from_uri(curated)
+        ref = ObjectRef(
+            container=data.container, key=f"{data.key.rsplit('/', 1)[0]}/reference.parquet"
+        )
+        with tempfile.TemporaryDirectory(prefix="dhow-drift-") as tmp:
+            path = Path(tmp) / "reference.parquet"
+            try:
+                self._store.download(ref, path)
+            except ObjectMissing as exc:
+                raise DhowError(
+                    f"the reference sample of model v{champion.version} is missing: {ref.uri}",
+                    reason="no_reference",
+                    hint="validation writes it beside the curated data; re-upload the "
+                    "training data, or retrain, to make a new one",
+                ) from exc
+            return pd.read_parquet(path, columns=list(kinds))
+
+    def _current(
+        self, dataset: str, kinds: dict[str, ColumnKind], start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        rows = read_window(self._store, self._capture, dataset, start, end)
+        frame = pd.DataFrame.from_records([r["inputs"] for r in rows], columns=list(kinds))
+        for col, kind in kinds.items():
+            if kind == "num":
+                frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        return frame
+
+    # --- the policy ---------------------------------------------------------------
+
+    def _take_action(
+        self, spec: DatasetSpec, check_id: str, now: datetime
+    ) -> tuple[bool, datetime | None]:
+        """Whether this check may act on the policy now; if not, until when it cools."""
+        cooldown = timedelta(hours=spec.drift.cooldown_hours)
+        attrs = {"last_action_at": now.isoformat(), "check_id": check_id}
+        for _ in range(3):  # a lost race re-reads the row once more
+            row = self._lineage.get(spec.name, POLICY_RECORD)
+            if row is None:
+                fresh = LineageRecord(
+                    dataset=spec.name,
+                    record_id=POLICY_RECORD,
+                    kind="drift_policy",
+                    status=spec.drift.policy,
+                    attributes=attrs,
+                )
+                if self._lineage.put_if_absent(fresh):
+                    return True, None
+                continue
+            until = datetime.fromisoformat(row.attributes["last_action_at"]) + cooldown
+            if now < until:
+                return False, until
+            taken = row.model_copy(
+                update={"status": spec.drift.policy, "attributes": attrs, "updated_at": now}
+            )
+            if self._lineage.replace(taken, row.revision):
+                return True, None
+        raise DhowError(
+            "the drift policy's cooldown row kept changing under this check",
+            reason="drift_policy_contended",
+            hint="another check is acting on this dataset; this one is retried",
+        )
+
+    # --- outputs ------------------------------------------------------------------
+
+    def _metric_points(self, dataset: str, verdict: DriftVerdict) -> list[MetricPoint]:
+        dims = {"Dataset": dataset}
+        points = [
+            MetricPoint(
+                name="CurrentRows", value=verdict.current_rows, unit="Count", dimensions=dims
+            ),
+            MetricPoint(
+                name="InsufficientData",
+                value=float(verdict.verdict == "insufficient_data"),
+                dimensions=dims,
+            ),
+        ]
+        if verdict.verdict == "insufficient_data":
+            return points
+        points += [
+            MetricPoint(
+                name="DatasetDrift", value=float(verdict.verdict == "drift"), dimensions=dims
+            ),
+            MetricPoint(
+                name="DriftShare",
+                value=100 * (verdict.drift_share or 0.0),
+                unit="Percent",
+                dimensions=dims,
+            ),
+            MetricPoint(
+                name="DriftedColumns",
+                value=len(verdict.drifted_columns),
+                unit="Count",
+                dimensions=dims,
+            ),
+        ]
+        for c in verdict.columns:
+            col = {**dims, "Column": c.column, "Test": c.stattest}
+            points.append(MetricPoint(name="ColumnStatistic", value=c.statistic, dimensions=col))
+            points.append(MetricPoint(name="ColumnDrifted", value=float(c.drifted), dimensions=col))
+        return points
+
+    def _alert_text(
+        self,
+        dataset: str,
+        verdict: DriftVerdict,
+        report: ObjectRef | None,
+        summary: ObjectRef,
+        action: Action,
+        policy: str,
+        until: datetime | None,
+        model_version: str | None,
+    ) -> tuple[str, str]:
+        by = {c.column: c for c in verdict.columns}
+        lines = [
+            f"Drift in dataset {dataset} (model v{model_version}): "
+            f"{len(verdict.drifted_columns)} of {len(verdict.columns)} columns drifted "
+            f"({(verdict.drift_share or 0):.0%}, threshold {verdict.drift_share_threshold:.0%}); "
+            f"{verdict.current_rows} captured rows against {verdict.reference_rows} "
+            "reference rows.",
+            "",
+            "Drifted columns:",
+            *(
+                f"  - {c}: {by[c].stattest} = {by[c].statistic:.4g} (threshold {by[c].threshold:g})"
+                for c in verdict.drifted_columns
+            ),
+            "",
+            f"Report:  {report.uri if report else '(none)'}",
+            f"Summary: {summary.uri}",
+            "",
+        ]
+        if action in ("retrain", "rollback"):
+            lines.append(f"Policy: {policy}; the {action} has been requested.")
+        elif policy != "alert":
+            lines.append(
+                f"Policy: {policy}, cooling down until {until:%Y-%m-%d %H:%M} UTC; "
+                "nothing was done this time."
+                if until
+                else f"Policy: {policy}; nothing was done."
+            )
+        else:
+            lines.append("Policy: alert only.")
+        cols = ", ".join(verdict.drifted_columns)
+        return f"[dhow] drift in {dataset}: {cols}", "\n".join(lines)
+
+    # --- the check ----------------------------------------------------------------
+
+    def check(self, dataset: str, requested_by: str = "schedule") -> DriftOutcome:
+        """Run one check now. Safe to repeat: each run is its own check."""
+        spec = load_spec(dataset, self._specs)
+        d = spec.drift
+        now = self._clock()
+        check_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        correlation = f"drift-{dataset}-{check_id}"
+        kinds = feature_kinds(spec)
+        start = now - timedelta(hours=d.window_hours)
+        champion = self._registry.champion(dataset)
+        current = self._current(dataset, kinds, start, now)
+        note = None
+        if champion is None:
+            note = "no approved model serves this dataset yet"
+            reference = pd.DataFrame(columns=list(kinds))
+        else:
+            reference = self._reference(champion, kinds)
+        verdict = compare(
+            reference,
+            current,
+            kinds,
+            drift_share=d.drift_share,
+            stattests=d.stattests,
+            thresholds=d.thresholds,
+            min_rows=d.min_rows,
+        )
+        if verdict.verdict == "insufficient_data" and note is None:
+            note = (
+                f"{verdict.current_rows} rows captured in {d.window_hours} h, "
+                f"fewer than the {d.min_rows} the spec asks for"
+            )
+        model_version = str(champion.version) if champion else None
+        base = f"drift/{dataset}/{check_id}"
+        report = None
+        if verdict.verdict != "insufficient_data":
+            report = ObjectRef(container=self._reports, key=f"{base}/report.html")
+            page = render_report(reference, current, kinds, verdict, dataset, self._sample_rows)
+            self._store.put_bytes(report, page, {"dataset": dataset, "check_id": check_id})
+
+        action: Action = "none"
+        until = None
+        if verdict.verdict == "drift":
+            action = "alert"
+            if d.policy != "alert":
+                acted, until = self._take_action(spec, check_id, now)
+                if acted:
+                    action = d.policy
+        summary = ObjectRef(container=self._reports, key=f"{base}/summary.json")
+        outcome = DriftOutcome(
+            check_id=check_id,
+            dataset=dataset,
+            verdict=verdict,
+            model_version=model_version,
+            summary=summary,
+            report=report,
+            action=action,
+            cooldown_until=until,
+            alert_id=None,
+            note=note,
+        )
+        doc = {
+            **outcome.as_dict(),
+            "checked_at": now.isoformat(),
+            "window": {"start": start.isoformat(), "end": now.isoformat()},
+            "policy": d.policy,
+            "requested_by": requested_by,
+            "spec_version": spec.spec_version,
+        }
+        self._store.put_bytes(summary, json.dumps(doc, indent=2).encode(), {"dataset": dataset})
+        try:
+            self._metrics.put(METRICS_NAMESPACE, self._metric_points(dataset, verdict))
+        except Exception:
+            # The verdict, report and alert matter more than a graph: go on.
+            log.exception("drift metrics for %s were not recorded", dataset)
+
+        alert_id = None
+        if verdict.verdict == "drift":
+            subject, text = self._alert_text(
+                dataset, verdict, report, summary, action, d.policy, until, model_version
+            )
+            alert_id = self._alerts.send(
+                subject,
+                text,
+                {"dataset": dataset, "verdict": verdict.verdict, "check_id": check_id},
+            )
+        outcome = DriftOutcome(**{**outcome.__dict__, "alert_id": alert_id})
+
+        self._bus.publish(
+            DriftChecked(
+                event_id=f"drift-checked-{dataset}-{check_id}",
+                dataset=dataset,
+                correlation_id=correlation,
+                model_version=model_version,
+                verdict=verdict.verdict,
+                drifted_columns=verdict.drifted_columns,
+                drift_share=verdict.drift_share,
+                report=report,
+                check_id=check_id,
+                summary=summary,
+                current_rows=verdict.current_rows,
+            )
+        )
+        if verdict.verdict == "drift":
+            self._bus.publish(
+                DriftDetected(
+                    event_id=f"drift-detected-{dataset}-{check_id}",
+                    dataset=dataset,
+                    correlation_id=correlation,
+                    model_version=model_version,
+                    drifted_columns=verdict.drifted_columns,
+                    drift_share=verdict.drift_share or 0.0,
+                    action="alert" if action == "alert" else d.policy,
+                    report=report,
+                    check_id=check_id,
+                    summary=summary,
+                    policy=d.policy,
+                    cooldown_until=until,
+                )
+            )
+        self._lineage.put_if_absent(
+            LineageRecord(
+                dataset=dataset,
+                record_id=drift_record_id(check_id),
+                kind=DRIFT_KIND,
+                status=verdict.verdict,
+                attributes={
+                    "check_id": check_id,
+                    "model_version": model_version,
+                    "drifted_columns": verdict.drifted_columns,
+                    "drift_share": verdict.drift_share,
+                    "current_rows": verdict.current_rows,
+                    "reference_rows": verdict.reference_rows,
+                    "summary": summary.uri,
+                    "report": report.uri if report else None,
+                    "action": action,
+                    "policy": d.policy,
+                    "cooldown_until": until.isoformat() if until else None,
+                    "alert_id": alert_id,
+                    "requested_by": requested_by,
+                    "correlation_id": correlation,
+                    "note": note,
+                },
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return outcome
+
+    def history(self, dataset: str, limit: int = 20) -> list[LineageRecord]:
+        """The newest checks first."""
+        rows = [r for r in self._lineage.list(dataset) if r.kind == DRIFT_KIND]
+        return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
+def render_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: dict[str, ColumnKind],
+    verdict: DriftVerdict,
+    dataset: str,
+    sample_rows: int,
+) -> bytes:
+    # evidently is imported here only: a quiet check never pays for it.
+    from shared.drift_report import render_html
+
+    return render_html(reference, current, kinds, verdict, f"Drift check of {dataset}", sample_rows)
