@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The story `make demo` tells: start the local platform, upload a good file and
 # follow it to a registered model, upload the same file again, one that fails
-# validation and one that fails ingest, then show the lineage.
+# validation and one that fails ingest; the model is deployed and serves; a drift
+# check finds nothing, then drift after shifted data is replayed, alerts and
+# retrains; then the lineage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dhow=.venv/bin/dhow
@@ -48,20 +50,55 @@ wait_deployed() {
 wait_deployed || exit 1
 $dhow deploy status customers || exit 1
 
-step "Predict: 100 rows of the sample through POST /datasets/customers/predict"
-$dhow predict customers localstack/samples/customers.csv --limit 100 --batch-rows 25 || exit 1
+step "Predict: the 400 rows of the sample through POST /datasets/customers/predict"
+$dhow predict customers localstack/samples/customers.csv --batch-rows 50 || exit 1
 echo "-- a wrong type is refused with a 422 that names the column:"
 curl -s -X POST http://127.0.0.1:4570/datasets/customers/predict -H 'content-type: application/json' \
   -d '{"customer_id":"X","age":"forty","tenure_months":3,"monthly_spend_aed":12.5,"support_calls":1,"segment":"gold","emirate":"dubai","has_mobile_app":true}'
 echo
 
+wait_captured() {
+  for _ in $(seq 1 20); do
+    n=$($dhow captures customers --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+    [ "$n" -ge "$1" ] && return 0
+    sleep 1
+  done
+  echo "only $n rows were captured, expected $1"; return 1
+}
 step "Inference capture: the rows just served, as the drift check will read them"
-for _ in $(seq 1 15); do
-  n=$($dhow captures customers --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["total"])')
-  [ "$n" -ge 100 ] && break
+wait_captured 400 || exit 1
+$dhow captures customers --limit 3 || exit 1
+
+step "Drift check on the captured inputs against the model's training sample: no drift"
+$dhow drift run customers || exit 1
+
+step "A campaign brings in different customers: replay 400 shifted rows, check again"
+$dhow predict customers localstack/samples/customers-shifted.csv --batch-rows 50 || exit 1
+wait_captured 800 || exit 1
+expect_drift() {
+  "$@"
+  rc=$?
+  if [ "$rc" -ne 1 ]; then echo "expected drift (exit 1), got $rc"; exit 1; fi
+}
+expect_drift $dhow drift run customers
+echo "-- the alert on-call got (the alerts topic's local subscriber queue):"
+$dhow local alerts --wait 10 || exit 1
+
+echo "-- the spec's policy is retrain: a new training job on the latest validated data:"
+for _ in $(seq 1 30); do
+  job=$($dhow lineage customers --json | .venv/bin/python -c '
+import json, sys
+rows = [r for r in json.load(sys.stdin)["records"] if r["kind"] == "train" and r["attributes"].get("requested_by") == "drift"]
+print(rows[-1]["attributes"]["job_name"] if rows else "")')
+  [ -n "$job" ] && break
   sleep 1
 done
-$dhow captures customers --limit 3 || exit 1
+[ -n "$job" ] || { echo "no retrain was launched"; exit 1; }
+echo "training job $job launched by the drift policy"
+
+echo "-- checked again: still drifting, but the policy is cooling down (no second retrain):"
+expect_drift $dhow drift run customers
+$dhow drift status customers --limit 3 || exit 1
 
 step "Summary: lineage of the dataset"
 $dhow lineage customers || exit 1

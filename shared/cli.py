@@ -934,3 +934,123 @@ def captures(dataset: str, limit: int, as_json: bool) -> None:
     _emit(
         as_json, {"ok": True, "dataset": dataset, "total": len(rows), "rows": rows[-limit:]}, text
     )
+
+
+@main.group()
+def drift() -> None:
+    """Drift checks: captured inputs against the champion's training data."""
+
+
+def _print_check(r: dict[str, Any]) -> None:
+    verdict = str(r["verdict"]).replace("_", " ")
+    share = f", {r['drift_share']:.0%} of columns drifted" if r["drift_share"] is not None else ""
+    click.echo(
+        f"{r['dataset']}: {verdict.upper()}{share} "
+        f"({r['current_rows']} captured rows vs {r['reference_rows']} reference rows, "
+        f"model v{r['model_version']})"
+    )
+    for c in r["columns"]:
+        mark = "DRIFT" if c["drifted"] else "ok"
+        click.echo(
+            f"  {c['column']:<20} {c['stattest']:<14} {c['statistic']:>11.4g}  "
+            f"threshold {c['threshold']:<6g} {mark}"
+        )
+    if r.get("note"):
+        click.echo(f"  note: {r['note']}")
+    if r["action"] in ("retrain", "rollback"):
+        click.echo(f"  action: {r['action']} requested (policy)")
+    elif r["action"] == "alert":
+        until = r.get("cooldown_until")
+        click.echo(
+            "  action: alert" + (f" only; policy cooling down until {until}" if until else "")
+        )
+    click.echo(f"  summary: {r['summary']}")
+    if r.get("report"):
+        click.echo(f"  report:  {r['report']}")
+
+
+@drift.command("run")
+@click.argument("dataset")
+@json_option
+def drift_run(dataset: str, as_json: bool) -> None:
+    """Check DATASET for drift now, as its schedule would (exit 1 on drift)."""
+    from shared.wiring import build_drift_service
+
+    who = os.environ.get("DHOW_USER") or getpass.getuser()
+    with _cli_errors(as_json, "cannot run the drift check"):
+        if not as_json:
+            click.echo(f"checking {dataset} (evidently's report takes a few seconds) ...")
+        outcome = build_drift_service(resolve_settings()).check(dataset, requested_by=who)
+    result = outcome.as_dict()
+    _emit(as_json, {"ok": True, **result}, lambda: _print_check(result))
+    if outcome.verdict.verdict == "drift":
+        sys.exit(EXIT_REJECTED)
+
+
+@drift.command("status")
+@click.argument("dataset")
+@click.option("--limit", default=10, show_default=True, help="Show the newest N checks.")
+@json_option
+def drift_status(dataset: str, limit: int, as_json: bool) -> None:
+    """DATASET's recent drift checks: verdict, drifted columns, action, report."""
+    from shared.wiring import build_ports
+
+    with _cli_errors(as_json, "cannot read the drift checks"):
+        rows = [
+            r for r in build_ports(resolve_settings()).lineage.list(dataset) if r.kind == "drift"
+        ]
+    rows.sort(key=lambda r: r.created_at, reverse=True)
+    checks = [
+        {"checked_at": r.created_at.isoformat(), "verdict": r.status, **r.attributes}
+        for r in rows[:limit]
+    ]
+
+    def text() -> None:
+        if not checks:
+            click.echo(f"{dataset}: no drift checks yet (run `dhow drift run {dataset}`)")
+        for c in checks:
+            cols = ", ".join(c.get("drifted_columns") or []) or "-"
+            click.echo(
+                f"{c['checked_at'][:19]}  {c['verdict']:<17} rows {c.get('current_rows')!s:<7} "
+                f"action {c.get('action')!s:<8} drifted: {cols}"
+            )
+            if c.get("report"):
+                click.echo(f"{'':21}report {c['report']}")
+
+    _emit(as_json, {"ok": True, "dataset": dataset, "checks": checks}, text)
+
+
+@local.command("alerts")
+@click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for one.")
+@json_option
+def local_alerts(wait: float, as_json: bool) -> None:
+    """Alerts the local alerts topic delivered (what on-call would get), oldest first;
+    each is shown once."""
+    from dhow_local.provision import inbox_queue_name
+
+    from shared.adapters.aws import aws_client
+
+    with _cli_errors(as_json, "cannot read the local alerts"):
+        settings = resolve_settings()
+        sqs = aws_client("sqs", settings)
+        topic = build_topology(settings.stage).topic("alerts").name
+        url = sqs.get_queue_url(QueueName=inbox_queue_name(topic))["QueueUrl"]
+        alerts: list[dict[str, Any]] = []
+        deadline = time.monotonic() + wait
+        while True:
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for m in got.get("Messages", []):
+                body = json.loads(m["Body"])
+                alerts.append({"subject": body.get("Subject"), "message": body.get("Message")})
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            if not got.get("Messages") and (alerts or time.monotonic() >= deadline):
+                break
+
+    def text() -> None:
+        if not alerts:
+            click.echo("no alerts")
+        for a in alerts:
+            click.echo(f"--- {a['subject']}")
+            click.echo(a["message"])
+
+    _emit(as_json, {"ok": True, "topic": topic, "alerts": alerts}, text)

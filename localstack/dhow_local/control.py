@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from dhow_local import platform as pf
-from dhow_local.provision import provision_aws, provision_azure
+from dhow_local.provision import LOCAL_ACCOUNT, provision_aws, provision_azure
 from shared.settings import Settings
 from shared.topology import build_topology
 
@@ -26,9 +26,11 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
             azure_storage_connection_string=pf.AZURITE_CONNECTION_STRING,
             training_backend="local",
         )
+    alerts = build_topology(b.stage).topic("alerts").name
     return replace(
         b,
         cloud=cloud,
+        alerts_topic_arn=f"arn:aws:sns:{b.aws_region}:{LOCAL_ACCOUNT}:{alerts}",
         aws_endpoint_url=pf.LOCALSTACK_URL,
         aws_dynamodb_endpoint_url=pf.DYNAMODB_URL,
         # moto's server on the same port also serves the SageMaker Model Registry.

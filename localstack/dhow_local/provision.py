@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -21,6 +22,17 @@ class Provisioned:
     tables: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
     bus: str | None = None
+    topics: dict[str, str] = field(default_factory=dict)  # name -> arn
+    schedules: list[str] = field(default_factory=list)
+
+
+# Each topic gets a local subscriber queue, where `dhow local alerts` reads what on-call
+# would have been sent.
+def inbox_queue_name(topic_name: str) -> str:
+    return f"{topic_name}-local-inbox"
+
+
+LOCAL_ACCOUNT = "000000000000"
 
 
 def provision_aws(settings: Settings, topo: Topology) -> Provisioned:
@@ -109,7 +121,57 @@ def provision_aws(settings: Settings, topo: Topology) -> Provisioned:
     for table in topo.tables:
         DynamoLineageStore.create_table(ddb, table.name)
         out.tables.append(table.name)
+
+    sns = aws_client("sns", settings)
+    for topic in topo.topics:
+        topic_arn = sns.create_topic(Name=topic.name)["TopicArn"]
+        inbox = sqs.create_queue(QueueName=inbox_queue_name(topic.name))["QueueUrl"]
+        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn)
+        out.topics[topic.name] = topic_arn
+        out.queues[inbox_queue_name(topic.name)] = inbox
+
+    out.schedules = provision_schedules(settings, topo, arns)
     return out
+
+
+def provision_schedules(
+    settings: Settings, topo: Topology, queue_arns: dict[str, str]
+) -> list[str]:
+    """One schedule per dataset spec and per schedule of the topology, at the spec's own
+    expression, sending ``{"dataset": ...}`` to the target queue (as the stack does)."""
+    from shared.specs import load_spec, specs_dir
+
+    scheduler = aws_client("scheduler", settings)
+    names: list[str] = []
+    datasets = sorted(p.stem for p in specs_dir(settings.specs_dir).glob("*.yaml"))
+    for schedule in topo.schedules:
+        for dataset in datasets:
+            spec = load_spec(dataset, settings.specs_dir)
+            section, _, key = schedule.expression_from.partition(".")
+            expression = str(getattr(getattr(spec, section), key))
+            name = schedule.name_for(dataset)
+            params: dict[str, Any] = {
+                "Name": name,
+                "ScheduleExpression": expression,
+                "FlexibleTimeWindow": {"Mode": "OFF"},
+                "State": "ENABLED",
+                "Target": {
+                    "Arn": queue_arns[schedule.target_queue],
+                    "RoleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/dhow-{topo.stage}-scheduler",
+                    "Input": json.dumps({"dataset": dataset}),
+                },
+            }
+            try:
+                scheduler.create_schedule(**params)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConflictException":
+                    raise
+                scheduler.update_schedule(**params)
+            names.append(name)
+    return names
 
 
 def provision_azure(settings: Settings, topo: Topology) -> Provisioned:

@@ -7,6 +7,9 @@ honoured: successful messages are deleted, failed ones are left on the queue,
 and a message that keeps failing reaches the DLQ by the queue's own redrive
 policy (``maxReceiveCount``), exactly as in the cloud.
 
+Another thread plays EventBridge Scheduler (``dhow_local.scheduler``), which
+LocalStack stores but does not fire.
+
 One difference, for speed: Lambda leaves a failed message invisible for the
 rest of its visibility timeout (6 minutes in our topology); the runner makes it
 visible again after ``retry_delay_s`` (1 s by default).
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dhow_local.scheduler import SchedulePlayer
 from shared.adapters.aws import aws_client
 from shared.settings import Settings
 from shared.topology import Function, Topology
@@ -141,11 +145,12 @@ class FunctionPoller:
 
 
 class Runner:
-    """One polling thread per function of the topology."""
+    """One polling thread per function of the topology, and one playing the schedules."""
 
     def __init__(self, settings: Settings, topo: Topology, retry_delay_s: int = 1) -> None:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.schedules = SchedulePlayer(settings, prefix=f"dhow-{topo.stage}-")
         sqs = aws_client("sqs", settings)
         # Functions called over HTTP (serve) are the local router's, not the runner's.
         self.pollers = [
@@ -160,6 +165,16 @@ class Runner:
             t.daemon = True
             t.start()
             self._threads.append(t)
+        t = threading.Thread(target=self._play_schedules, name="schedules", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _play_schedules(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.schedules.tick()
+            except Exception:
+                log.exception("playing the schedules failed; retrying in 1 s")
 
     def _loop(self, poller: FunctionPoller) -> None:
         while not self._stop.is_set():

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ def env(aws_platform: dict[str, Any]) -> dict[str, Any]:
 
 
 def wait_event(
-    tap: SqsEventTap, correlation: str, kind: type[PipelineEvent], timeout: float = 30
+    tap: SqsEventTap,
+    correlation: str,
+    kind: type[PipelineEvent] | types.UnionType,
+    timeout: float = 30,
 ) -> PipelineEvent:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,7 +65,7 @@ def wait_event(
                 tap.ack(t)
                 return t.event
             tap.release(t)
-    raise AssertionError(f"no {kind.__name__} for {correlation} within {timeout}s")
+    raise AssertionError(f"no {kind} for {correlation} within {timeout}s")
 
 
 def put(env: dict[str, Any], key: str, body: bytes) -> str:
