@@ -65,6 +65,7 @@ test: setup lint typecheck  ## Lint, types, unit and integration tests
 bench: venv  ## Benchmarks (bench/*/run.py), each against its baseline in the same run
 	$(VENV)/bin/python bench/validation/run.py
 	$(VENV)/bin/python bench/serving/run.py
+	$(VENV)/bin/python bench/drift/run.py
 
 down: venv  ## Stop the local platform
 	$(VENV)/bin/dhow local down
