@@ -30,7 +30,7 @@ import logging
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -318,7 +318,12 @@ class DriftService:
         report = None
         if verdict.verdict != "insufficient_data":
             report = ObjectRef(container=self._reports, key=f"{base}/report.html")
-            page = render_report(reference, current, kinds, verdict, dataset, self._sample_rows)
+            # evidently is imported here only: a check without a verdict never pays for it.
+            from shared.drift_report import render_html
+
+            page = render_html(
+                reference, current, kinds, verdict, f"Drift check of {dataset}", self._sample_rows
+            )
             self._store.put_bytes(report, page, {"dataset": dataset, "check_id": check_id})
 
         action: Action = "none"
@@ -367,38 +372,36 @@ class DriftService:
                 text,
                 {"dataset": dataset, "verdict": verdict.verdict, "check_id": check_id},
             )
-        outcome = DriftOutcome(**{**outcome.__dict__, "alert_id": alert_id})
+        outcome = replace(outcome, alert_id=alert_id)
 
+        # What both events say of this check.
+        about: dict[str, Any] = {
+            "dataset": dataset,
+            "correlation_id": correlation,
+            "model_version": model_version,
+            "drifted_columns": verdict.drifted_columns,
+            "report": report,
+            "check_id": check_id,
+            "summary": summary,
+        }
         self._bus.publish(
             DriftChecked(
                 event_id=f"drift-checked-{dataset}-{check_id}",
-                dataset=dataset,
-                correlation_id=correlation,
-                model_version=model_version,
                 verdict=verdict.verdict,
-                drifted_columns=verdict.drifted_columns,
                 drift_share=verdict.drift_share,
-                report=report,
-                check_id=check_id,
-                summary=summary,
                 current_rows=verdict.current_rows,
+                **about,
             )
         )
         if verdict.verdict == "drift":
             self._bus.publish(
                 DriftDetected(
                     event_id=f"drift-detected-{dataset}-{check_id}",
-                    dataset=dataset,
-                    correlation_id=correlation,
-                    model_version=model_version,
-                    drifted_columns=verdict.drifted_columns,
                     drift_share=verdict.drift_share or 0.0,
                     action="alert" if action == "alert" else d.policy,
-                    report=report,
-                    check_id=check_id,
-                    summary=summary,
                     policy=d.policy,
                     cooldown_until=until,
+                    **about,
                 )
             )
         self._lineage.put_if_absent(
@@ -434,17 +437,3 @@ class DriftService:
         """The newest checks first."""
         rows = [r for r in self._lineage.list(dataset) if r.kind == DRIFT_KIND]
         return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
-
-
-def render_report(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    kinds: dict[str, ColumnKind],
-    verdict: DriftVerdict,
-    dataset: str,
-    sample_rows: int,
-) -> bytes:
-    # evidently is imported here only: a quiet check never pays for it.
-    from shared.drift_report import render_html
-
-    return render_html(reference, current, kinds, verdict, f"Drift check of {dataset}", sample_rows)
