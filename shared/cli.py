@@ -993,16 +993,13 @@ def drift_run(dataset: str, as_json: bool) -> None:
 @json_option
 def drift_status(dataset: str, limit: int, as_json: bool) -> None:
     """DATASET's recent drift checks: verdict, drifted columns, action, report."""
+    from shared.services.drift import drift_history
     from shared.wiring import build_ports
 
     with _cli_errors(as_json, "cannot read the drift checks"):
-        rows = [
-            r for r in build_ports(resolve_settings()).lineage.list(dataset) if r.kind == "drift"
-        ]
-    rows.sort(key=lambda r: r.created_at, reverse=True)
+        rows = drift_history(build_ports(resolve_settings()).lineage, dataset, limit)
     checks = [
-        {"checked_at": r.created_at.isoformat(), "verdict": r.status, **r.attributes}
-        for r in rows[:limit]
+        {"checked_at": r.created_at.isoformat(), "verdict": r.status, **r.attributes} for r in rows
     ]
 
     def text() -> None:

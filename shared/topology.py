@@ -12,9 +12,12 @@ role assignments are generated from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from shared.constants import EVENT_SOURCE
+
+if TYPE_CHECKING:
+    from shared.specs import DatasetSpec
 
 ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs", "topic"]
 
@@ -81,6 +84,11 @@ class Schedule:
 
     def name_for(self, dataset: str) -> str:
         return f"{self.name}-{dataset}"
+
+    def expression_for(self, spec: DatasetSpec) -> str:
+        """The spec's own schedule expression (``expression_from``, e.g. ``drift.schedule``)."""
+        section, _, key = self.expression_from.partition(".")
+        return str(getattr(getattr(spec, section), key))
 
 
 @dataclass(frozen=True)

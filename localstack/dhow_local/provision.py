@@ -149,9 +149,7 @@ def provision_schedules(
     datasets = sorted(p.stem for p in specs_dir(settings.specs_dir).glob("*.yaml"))
     for schedule in topo.schedules:
         for dataset in datasets:
-            spec = load_spec(dataset, settings.specs_dir)
-            section, _, key = schedule.expression_from.partition(".")
-            expression = str(getattr(getattr(spec, section), key))
+            expression = schedule.expression_for(load_spec(dataset, settings.specs_dir))
             name = schedule.name_for(dataset)
             params: dict[str, Any] = {
                 "Name": name,

@@ -67,6 +67,12 @@ def drift_record_id(check_id: str) -> str:
     return f"drift:{check_id}"
 
 
+def drift_history(lineage: LineageStore, dataset: str, limit: int = 20) -> list[LineageRecord]:
+    """A dataset's drift checks, newest first (what `dhow drift status` shows)."""
+    rows = [r for r in lineage.list(dataset) if r.kind == DRIFT_KIND]
+    return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
 @dataclass(frozen=True)
 class DriftOutcome:
     check_id: str
@@ -171,7 +177,7 @@ class DriftService:
         """Whether this check may act on the policy now; if not, until when it cools."""
         cooldown = timedelta(hours=spec.drift.cooldown_hours)
         attrs = {"last_action_at": now.isoformat(), "check_id": check_id}
-        for _ in range(3):  # a lost race re-reads the row once more
+        for _ in range(3):  # a lost race re-reads the row, up to three tries in all
             row = self._lineage.get(spec.name, POLICY_RECORD)
             if row is None:
                 fresh = LineageRecord(
@@ -432,8 +438,3 @@ class DriftService:
             )
         )
         return outcome
-
-    def history(self, dataset: str, limit: int = 20) -> list[LineageRecord]:
-        """The newest checks first."""
-        rows = [r for r in self._lineage.list(dataset) if r.kind == DRIFT_KIND]
-        return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]

@@ -62,8 +62,7 @@ def kinds_of(df: pd.DataFrame) -> dict[str, ColumnKind]:
     return {
         c: ("num" if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool else "cat")
         for c in df.columns
-        if c not in ("emirate", "segment", "has_app", "plan")
-    } | {c: "cat" for c in ("emirate", "segment", "has_app", "plan") if c in df.columns}
+    }
 
 
 def evidently_run(

@@ -19,7 +19,7 @@ from shared.adapters.aws import CloudWatchMetrics, SnsAlerts, aws_client
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.capture import InferenceCapture
 from shared.events import DriftChecked, DriftDetected, ObjectRef
-from shared.services.drift import POLICY_RECORD, DriftService
+from shared.services.drift import POLICY_RECORD, DriftService, drift_history
 from shared.settings import Settings
 from shared.specs import load_spec
 from shared.validation import validate_file
@@ -173,7 +173,7 @@ def test_a_shift_alerts_names_the_columns_and_retrains_once_per_cooldown(world: 
     policy = world.lineage.get("customers", POLICY_RECORD)
     assert policy is not None
     assert policy.attributes["check_id"] == third.check_id
-    actions = [r.attributes["action"] for r in world.svc.history("customers")]
+    actions = [r.attributes["action"] for r in drift_history(world.lineage, "customers")]
     assert actions == ["retrain", "alert", "retrain"]
 
 
