@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(LOGS)
 	@test -n "$(PY312)" || { echo "Python 3.12 not found: install it (pyenv install 3.12) or set PY312=/path/to/python3.12"; exit 2; }
 	@echo "setting up $(VENV) with $(PY312) ..."
 	@test -x $(VENV)/bin/python || $(PY312) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q -e '.[dev,local,azureml,train,drift]' > $(LOGS)/pip-project.log 2>&1 || { tail -30 $(LOGS)/pip-project.log; exit 1; }
+	@$(VENV)/bin/pip install -q -e '.[dev,local,azureml,train,drift,infra]' > $(LOGS)/pip-project.log 2>&1 || { tail -30 $(LOGS)/pip-project.log; exit 1; }
 	@touch $@
 
 $(LS_VENV)/.installed: Makefile | $(LOGS)

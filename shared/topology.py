@@ -19,7 +19,10 @@ from shared.constants import EVENT_SOURCE
 if TYPE_CHECKING:
     from shared.specs import DatasetSpec
 
-ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs", "topic"]
+# "jobs" are the cloud services' own resources named by the stage's prefix (training
+# jobs, model packages, serve functions, ...); "role" is a role the stack creates and a
+# function hands to a managed job (iam:PassRole).
+ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs", "topic", "role"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ def build_topology(stage: str) -> Topology:
     s3_write = ("s3:PutObject",)
     ddb_rw = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query")
     sqs_consume = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    # Training, processing and endpoint models run as the stack's SageMaker role.
+    pass_role = ("iam:PassRole",)
     return Topology(
         stage=stage,
         buckets=(
@@ -368,6 +373,7 @@ def build_topology(stage: str) -> Topology:
                     Permission(("events:PutEvents",), "pipeline", "bus"),
                     Permission(sqs_consume, "validate", "queue"),
                     Permission(("sagemaker:CreateProcessingJob",), "processing_jobs", "jobs"),
+                    Permission(pass_role, "sagemaker_execution", "role"),
                 ),
                 # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file.
                 memory_mb=3008,
@@ -390,6 +396,7 @@ def build_topology(stage: str) -> Topology:
                         "jobs",
                     ),
                     Permission(("servicequotas:ListServiceQuotas",), "service_quotas", "jobs"),
+                    Permission(pass_role, "sagemaker_execution", "role"),
                     Permission(("s3:GetObject", "s3:PutObject"), "models", "bucket"),
                     Permission(ddb_rw, "lineage", "table"),
                     Permission(("events:PutEvents",), "pipeline", "bus"),
@@ -470,6 +477,7 @@ def build_topology(stage: str) -> Topology:
                         "serving_endpoints",
                         "jobs",
                     ),
+                    Permission(pass_role, "sagemaker_execution", "role"),
                     Permission(
                         (
                             "sagemaker:DescribeModelPackage",

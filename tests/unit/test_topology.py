@@ -31,6 +31,7 @@ def test_every_reference_resolves() -> None:
             "drift_metrics",
         },
         "topic": {x.logical for x in t.topics},
+        "role": {"sagemaker_execution"},
     }
     for fn in t.functions:
         assert fn.trigger_queue in logical["queue"] or (fn.logical == "serve")

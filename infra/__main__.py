@@ -1,0 +1,18 @@
+"""`pulumi up`: read the stack's configuration once, build the stack of its cloud, export."""
+
+import importlib
+
+import pulumi
+
+from infra import config
+from infra.packaging import missing_layers
+
+cfg = config.load()
+if cfg.cloud == "aws" and (missing := missing_layers(cfg)):
+    raise config.StackConfigError(
+        f"{', '.join(map(str, missing))} not built: run `make layers` first "
+        f"(it builds the {cfg.arch} layers from PyPI and checks them against Lambda's limits)"
+    )
+stack = importlib.import_module(f"infra.{cfg.cloud}.stack")
+for name, value in stack.build(cfg).items():
+    pulumi.export(name, value)

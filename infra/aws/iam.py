@@ -1,0 +1,309 @@
+"""Least-privilege IAM documents, generated from the topology's permissions.
+
+Each function's role may take exactly the actions its topology entry names, on exactly
+the resources it names (an object action on ``bucket/*``, a bucket action on the
+bucket, a SageMaker action on the stage's own jobs and models). The few actions AWS
+cannot scope to a resource (listing quotas or model packages, putting metrics, X-Ray)
+get ``*`` as their resource, one named action at a time, never ``*`` as an action.
+
+Pure functions of plain strings, so the tests read the documents without Pulumi.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.topology import Function, Permission, Topology
+
+# Actions with no resource-level permissions in IAM's service authorization reference.
+UNSCOPED_ACTIONS = frozenset(
+    {
+        "servicequotas:ListServiceQuotas",
+        "sagemaker:ListModelPackages",
+        "sagemaker:ListEndpointConfigs",
+        "cloudwatch:PutMetricData",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ecr:GetAuthorizationToken",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeVpcs",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeDhcpOptions",
+    }
+)
+# An unscoped action is still held to the stack's own namespace where IAM has a key for it.
+_METRIC_NAMESPACES = {"drift_metrics": "Dhow/Drift"}
+S3_BUCKET_ACTIONS = frozenset({"s3:ListBucket", "s3:GetBucketLocation"})
+
+Statement = dict[str, Any]
+PolicyDocument = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AwsScope:
+    """Where ARNs point: the stack's region, account and name prefix."""
+
+    region: str
+    account: str
+    prefix: str
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
+
+    def role_arn(self, name: str) -> str:
+        return f"arn:aws:iam::{self.account}:role/{name}"
+
+
+def sagemaker_role_name(prefix: str) -> str:
+    return f"{prefix}-sagemaker"
+
+
+def _bucket_arns(name: str, actions: tuple[str, ...]) -> list[str]:
+    arns = []
+    if any(a in S3_BUCKET_ACTIONS for a in actions):
+        arns.append(f"arn:aws:s3:::{name}")
+    if any(a not in S3_BUCKET_ACTIONS for a in actions):
+        arns.append(f"arn:aws:s3:::{name}/*")
+    return arns
+
+
+def _jobs_arns(logical: str, scope: AwsScope) -> list[str]:
+    p = scope.prefix
+
+    def sm(resource: str) -> str:
+        return scope.arn("sagemaker", resource)
+
+    table: dict[str, list[str]] = {
+        # The processing job's name starts with dhow-validate- (shared/adapters/aws.py).
+        "processing_jobs": [sm("processing-job/dhow-validate-*")],
+        "training_jobs": [sm(f"training-job/{p}-*")],
+        "model_registry": [sm(f"model-package-group/{p}-*"), sm(f"model-package/{p}-*/*")],
+        "serving_endpoints": [
+            sm(f"model/{p}-*"),
+            sm(f"endpoint-config/{p}-*"),
+            sm(f"endpoint/{p}-serve-*"),
+        ],
+        "serve_functions": [
+            scope.arn("lambda", f"function:{p}-serve-*"),
+            scope.arn("lambda", f"function:{p}-serve-*:*"),
+        ],
+        "serving_deployments": [
+            scope.arn("codedeploy", f"application:{p}-serving"),
+            scope.arn("codedeploy", f"deploymentgroup:{p}-serving/*"),
+            scope.arn("codedeploy", "deploymentconfig:*"),
+        ],
+    }
+    if logical not in table:
+        raise KeyError(f"no ARNs for {logical!r}: add it to infra/aws/iam.py")
+    return table[logical]
+
+
+def resource_arns(perm: Permission, topology: Topology, scope: AwsScope) -> list[str]:
+    """The ARNs one permission of the topology names (its scoped actions' resources)."""
+    kind, logical = perm.kind, perm.resource
+    if kind == "bucket":
+        return _bucket_arns(topology.bucket(logical).name, perm.actions)
+    if kind == "queue":
+        return [scope.arn("sqs", topology.queue(logical).name)]
+    if kind == "table":
+        return [scope.arn("dynamodb", f"table/{topology.table(logical).name}")]
+    if kind == "bus":
+        return [scope.arn("events", f"event-bus/{topology.bus_name}")]
+    if kind == "topic":
+        return [scope.arn("sns", topology.topic(logical).name)]
+    if kind == "role":
+        return [scope.role_arn(sagemaker_role_name(scope.prefix))]
+    return _jobs_arns(logical, scope)
+
+
+def _statements(perm: Permission, topology: Topology, scope: AwsScope) -> list[Statement]:
+    sid = "".join(part.title() for part in perm.resource.split("_"))
+    scoped = sorted(a for a in perm.actions if a not in UNSCOPED_ACTIONS)
+    unscoped = sorted(a for a in perm.actions if a in UNSCOPED_ACTIONS)
+    out: list[Statement] = []
+    if scoped:
+        stmt: Statement = {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": scoped,
+            "Resource": resource_arns(perm, topology, scope),
+        }
+        if perm.kind == "role":
+            stmt["Condition"] = {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+        out.append(stmt)
+    if unscoped:
+        stmt = {"Sid": f"{sid}Unscoped", "Effect": "Allow", "Action": unscoped, "Resource": "*"}
+        if perm.resource in _METRIC_NAMESPACES:
+            ns = _METRIC_NAMESPACES[perm.resource]
+            stmt["Condition"] = {"StringEquals": {"cloudwatch:namespace": ns}}
+        out.append(stmt)
+    return out
+
+
+def function_policy(
+    topology: Topology,
+    fn: Function,
+    scope: AwsScope,
+    *,
+    function_name: str,
+    key_arn: str,
+    dlq_arn: str,
+) -> PolicyDocument:
+    """The inline policy of one deployed function's own role (``function_name``: the
+    serve function has one per dataset)."""
+    statements: list[Statement] = []
+    for perm in fn.permissions:
+        statements += _statements(perm, topology, scope)
+    # Every bucket, queue, table, topic and log group is encrypted with the stack's key.
+    statements.append(
+        {
+            "Sid": "StackKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [key_arn],
+        }
+    )
+    if any(p.kind == "role" for p in fn.permissions):
+        # A job's volumes and outputs are encrypted with the key: SageMaker takes a grant.
+        statements.append(
+            {
+                "Sid": "StackKeyGrantsForJobs",
+                "Effect": "Allow",
+                "Action": ["kms:CreateGrant", "kms:DescribeKey"],
+                "Resource": [key_arn],
+                "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            }
+        )
+    statements += [
+        {
+            "Sid": "OwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [scope.arn("logs", f"log-group:/aws/lambda/{function_name}:*")],
+        },
+        {
+            "Sid": "AsyncFailures",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": [dlq_arn],
+        },
+        {
+            "Sid": "Tracing",
+            "Effect": "Allow",
+            "Action": ["xray:PutTelemetryRecords", "xray:PutTraceSegments"],
+            "Resource": "*",
+        },
+    ]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def sagemaker_role_policy(topology: Topology, scope: AwsScope, *, key_arn: str) -> PolicyDocument:
+    """What training, processing (validation) jobs and endpoint models may do."""
+    b = topology.bucket
+    read = ["s3:GetObject"]
+    write = ["s3:PutObject"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadInputs",
+                "Effect": "Allow",
+                "Action": read,
+                "Resource": [
+                    f"arn:aws:s3:::{b('staging').name}/*",
+                    f"arn:aws:s3:::{b('curated').name}/*",
+                    f"arn:aws:s3:::{b('models').name}/*",
+                ],
+            },
+            {
+                "Sid": "ListInputs",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{b(x).name}" for x in ("staging", "curated", "models")],
+            },
+            {
+                "Sid": "WriteOutputs",
+                "Effect": "Allow",
+                "Action": write,
+                "Resource": [
+                    f"arn:aws:s3:::{b(x).name}/*"
+                    for x in ("curated", "quarantine", "models", "capture")
+                ],
+            },
+            {
+                "Sid": "StackKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+                "Resource": [key_arn],
+            },
+            {
+                "Sid": "JobLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [scope.arn("logs", "log-group:/aws/sagemaker/*")],
+            },
+            {
+                "Sid": "JobMetrics",
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData"],
+                "Resource": "*",
+                "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+            },
+            {
+                # Jobs run in the stack's private subnets: SageMaker attaches their ENIs.
+                "Sid": "JobNetwork",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:CreateNetworkInterface",
+                    "ec2:CreateNetworkInterfacePermission",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DeleteNetworkInterfacePermission",
+                ],
+                "Resource": [
+                    scope.arn("ec2", "network-interface/*"),
+                    scope.arn("ec2", "subnet/*"),
+                    scope.arn("ec2", "security-group/*"),
+                ],
+            },
+            {
+                "Sid": "JobNetworkDescribe",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DescribeDhcpOptions",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeVpcs",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "PullImages",
+                "Effect": "Allow",
+                "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": [f"arn:aws:ecr:{scope.region}:*:repository/*"],
+            },
+            {
+                "Sid": "PullImagesToken",
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def assume_role_policy(service: str, account: str | None = None) -> PolicyDocument:
+    """Trust ``service`` (``lambda.amazonaws.com``, ...); with ``account``, only when it
+    acts for this account (for services that send ``aws:SourceAccount``: SageMaker,
+    Scheduler), against the confused-deputy problem."""
+    stmt: Statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    }
+    if account:
+        stmt["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
+    return {"Version": "2012-10-17", "Statement": [stmt]}

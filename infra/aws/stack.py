@@ -1,0 +1,74 @@
+"""The AWS stack: the components wired in order, in the pinned region."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.aws.data_lake import DataLake
+from infra.aws.events import EventWiring
+from infra.aws.functions import Functions
+from infra.aws.lineage import Lineage
+from infra.aws.monitoring import Monitoring
+from infra.aws.serving import Serving
+from infra.aws.training import Training
+from infra.config import StackConfig
+from shared import constants as c
+
+
+def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
+    """Create the stack; returns what ``__main__`` exports."""
+    # Explicit provider: every resource is created in the checked region, whatever the
+    # engineer's AWS_REGION or aws:region says.
+    provider = aws.Provider(
+        "uae", region=cfg.region, default_tags={"tags": cfg.tags}, skip_region_validation=False
+    )
+    opts = pulumi.ResourceOptions(providers=[provider])
+    account = aws.get_caller_identity_output(
+        opts=pulumi.InvokeOutputOptions(provider=provider)
+    ).account_id
+
+    lake = DataLake("data-lake", cfg, account, opts)
+    lineage = Lineage("lineage", cfg, lake.key, opts)
+    training = Training("training", cfg, account, lake.key, provider, opts)
+    events = EventWiring("events", cfg, lake.key, opts)
+    monitoring = Monitoring("monitoring", cfg, account, lake.key, events.queues, events.dlqs, opts)
+    env: dict[str, pulumi.Input[str]] = {
+        c.CLOUD: "aws",
+        c.STAGE: cfg.stage,
+        c.TRAINING_BACKEND: "sagemaker",
+        c.SERVING_BACKEND: "cloud",
+        c.TRAINING_IMAGE_URI: cfg.training_image_uri,
+        c.INFERENCE_IMAGE_URI: cfg.inference_image_uri,
+        c.PROCESSING_IMAGE_URI: training.jobs_image_uri,
+        c.SAGEMAKER_ROLE_ARN: training.role.arn,
+        c.KMS_KEY_ID: lake.key.arn,
+        c.PRIVATE_SUBNETS: pulumi.Output.all(*[s.id for s in training.subnets]).apply(
+            lambda ids: ",".join(ids)
+        ),
+        c.SECURITY_GROUPS: training.security_group.id,
+        c.ALERTS_TOPIC_ARN: monitoring.topics["alerts"].arn,
+    }
+    functions = Functions(
+        "functions",
+        cfg,
+        account,
+        lake.key,
+        events.queues,
+        events.dlqs,
+        env,
+        training.jobs_image_uri,
+        opts,
+    )
+    serving = Serving("serving", cfg, account, functions.lambdas, monitoring.topics["alerts"], opts)
+    return {
+        "region": cfg.region,
+        "buckets": {k: b.id for k, b in lake.buckets.items()},
+        "lineage_table": lineage.tables["lineage"].name,
+        "event_bus": events.bus.name,
+        "alerts_topic_arn": monitoring.topics["alerts"].arn,
+        "functions": {k: f.arn for k, f in functions.lambdas.items()},
+        "serve_urls": serving.urls,
+        "sagemaker_role_arn": training.role.arn,
+        "jobs_image_uri": training.jobs_image_uri,
+    }

@@ -1,0 +1,46 @@
+"""Which dependencies each function ships with, as Lambda layers or in the jobs image.
+
+One layer per function shape: a function uses exactly one layer, so its size against
+Lambda's limits is the layer plus our code, nothing hidden. Versions come from
+``pyproject.toml``'s pins (one source of truth). boto3 and botocore are not shipped:
+the Lambda Python runtime provides them, and botocore alone is ~80 MB unzipped.
+"""
+
+from __future__ import annotations
+
+# Distribution names as pyproject.toml pins them.
+_CORE = ("pydantic", "PyYAML")
+_FRAME = ("pandas", "numpy")
+_MODEL = ("scikit-learn", "xgboost-cpu", "joblib", "scipy")
+
+LAYERS: dict[str, tuple[str, ...]] = {
+    # ingest, train-launch, deploy: events, lineage and AWS calls only.
+    "core": _CORE,
+    # validate: chunked pandera validation, Parquet output.
+    "validate": (*_CORE, *_FRAME, "pyarrow", "pandera"),
+    # register: scores the candidate and the champion on the curated test split.
+    "score": (*_CORE, *_FRAME, "pyarrow", *_MODEL),
+    # serve: FastAPI behind mangum, the model in memory.
+    "serve": (*_CORE, *_FRAME, *_MODEL, "fastapi", "mangum"),
+}
+
+FUNCTION_LAYERS: dict[str, str] = {
+    "ingest": "core",
+    "validate": "validate",
+    "train_launch": "core",
+    "register": "score",
+    "deploy": "core",
+    "serve": "serve",
+    # drift_check is a container image (layers/jobs.Dockerfile): evidently is ~1 GB.
+}
+
+# Provided by the Lambda runtime; never shipped in a layer.
+RUNTIME_PROVIDED = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "urllib3",
+    "python-dateutil",
+    "six",
+)

@@ -1,0 +1,363 @@
+"""The AWS program under Pulumi's mocks: what `pulumi up` on an aws-uae stack asks AWS
+to create, resource by resource and argument by argument."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from infra.aws import iam
+from infra.aws.serving import lambda_alarm_names
+from infra.config import StackConfig
+from infra.policy.rules import violations
+from shared.adapters.codedeploy import deployment_config_name
+from shared.topology import build_topology
+from tests.infra.harness import ACCOUNT, Program, run
+
+
+def _by_name(program: Program, typ: str, key: str = "name") -> dict[str, dict[str, Any]]:
+    return {r.inputs[key]: r.inputs for r in program.of_type(typ)}
+
+
+def test_one_provider_pinned_to_me_central_1(aws_program: Program) -> None:
+    providers = aws_program.providers()
+    assert [p.inputs["region"] for p in providers.values()] == ["me-central-1"]
+    for r in aws_program.resources:
+        if r.typ.startswith("aws:"):
+            assert r.provider_id.endswith("::uae_id"), r.name
+            assert "region" not in r.inputs  # no per-resource override
+
+
+def test_buckets_are_the_topology_s_plus_access_logs(aws_program: Program) -> None:
+    topo = build_topology("uae-prod")
+    names = {r.inputs["bucket"] for r in aws_program.of_type("aws:s3/bucket:Bucket")}
+    assert names == {b.name for b in topo.buckets} | {"dhow-uae-prod-access-logs"}
+    notified = aws_program.of_type("aws:s3/bucketNotification:BucketNotification")
+    assert [(n.inputs["bucket"], n.inputs["eventbridge"]) for n in notified] == [
+        ("dhow-uae-prod-raw", True)
+    ]
+
+
+def test_every_data_bucket_is_kms_encrypted_versioned_private_logged(
+    aws_program: Program,
+) -> None:
+    key_arn = aws_program.of_type("aws:kms/key:Key")[0].outputs["arn"]
+    sse = {
+        r.inputs["bucket"]: r.inputs["rules"][0]["applyServerSideEncryptionByDefault"]
+        for r in aws_program.of_type(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
+    }
+    logging = {
+        r.inputs["bucket"]: r.inputs["targetBucket"]
+        for r in aws_program.of_type("aws:s3/bucketLogging:BucketLogging")
+    }
+    versioned = {
+        r.inputs["bucket"]
+        for r in aws_program.of_type("aws:s3/bucketVersioning:BucketVersioning")
+        if r.inputs["versioningConfiguration"]["status"] == "Enabled"
+    }
+    tls = {
+        r.inputs["bucket"]: json.loads(r.inputs["policy"])
+        for r in aws_program.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    }
+    for b in build_topology("uae-prod").buckets:
+        assert sse[b.name] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
+        assert logging[b.name] == "dhow-uae-prod-access-logs"
+        assert b.name in versioned
+        deny = tls[b.name]["Statement"][0]
+        assert deny["Effect"] == "Deny"
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # S3 delivers access logs only to an SSE-S3 bucket.
+    assert sse["dhow-uae-prod-access-logs"] == {"sseAlgorithm": "AES256"}
+    key = aws_program.of_type("aws:kms/key:Key")[0].inputs
+    assert key["enableKeyRotation"] is True
+
+
+def test_lifecycle_rules_expire_staging_and_capture(aws_program: Program) -> None:
+    rules = {
+        r.inputs["bucket"]: {x["id"]: x for x in r.inputs["rules"]}
+        for r in aws_program.of_type(
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+        )
+    }
+    assert rules["dhow-uae-prod-staging"]["expire-after-30-days"]["expiration"] == {"days": 30}
+    assert rules["dhow-uae-prod-capture"]["expire-after-90-days"]["expiration"] == {"days": 90}
+    assert "expire-after-30-days" not in rules["dhow-uae-prod-curated"]  # data is kept
+    assert all("old-versions" in r for r in rules.values())
+
+
+def test_queues_dlqs_rules_and_mappings_match_the_topology(aws_program: Program) -> None:
+    topo = build_topology("uae-prod")
+    queues = _by_name(aws_program, "aws:sqs/queue:Queue")
+    expected = {q.name for q in topo.queues} | {q.dlq_name for q in topo.queues}
+    assert set(queues) == expected | {"dhow-uae-prod-async-failures"}
+    for q in topo.queues:
+        redrive = json.loads(queues[q.name]["redrivePolicy"])
+        assert redrive["maxReceiveCount"] == q.max_receive_count
+        assert redrive["deadLetterTargetArn"].endswith(f":{q.dlq_name}")
+        assert queues[q.name]["visibilityTimeoutSeconds"] == q.visibility_timeout_s
+    rules = _by_name(aws_program, "aws:cloudwatch/eventRule:EventRule")
+    targets = {
+        t.inputs["rule"]: t.inputs
+        for t in aws_program.of_type("aws:cloudwatch/eventTarget:EventTarget")
+    }
+    for r in topo.rules:
+        assert json.loads(rules[r.name]["eventPattern"]) == r.pattern
+        bus = "default" if r.bus == "default" else topo.bus_name
+        assert rules[r.name]["eventBusName"] == bus
+        assert targets[r.name]["arn"].endswith(f":{topo.queue(r.target_queue).name}")
+        assert targets[r.name]["deadLetterConfig"]["arn"].endswith(
+            f":{topo.queue(r.target_queue).dlq_name}"
+        )
+    mappings = {
+        m.inputs["eventSourceArn"].rsplit(":", 1)[-1]: m.inputs
+        for m in aws_program.of_type("aws:lambda/eventSourceMapping:EventSourceMapping")
+    }
+    for fn in topo.functions:
+        if fn.trigger_queue is None:
+            continue
+        m = mappings[topo.queue(fn.trigger_queue).name]
+        assert m["functionName"].endswith(f":{fn.name}")
+        assert m["functionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert m["batchSize"] == fn.batch_size
+
+
+def test_queue_policies_admit_only_the_stack_s_rules(aws_program: Program) -> None:
+    for policy in aws_program.of_type("aws:sqs/queuePolicy:QueuePolicy"):
+        stmt = json.loads(policy.inputs["policy"])["Statement"][0]
+        assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
+        sources = stmt["Condition"]["ArnEquals"]["aws:SourceArn"]
+        assert sources and all(":dhow-uae-prod-" in s for s in sources)
+
+
+def test_functions_one_per_topology_entry_serve_per_dataset(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    topo = aws_cfg.topology
+    fns = _by_name(aws_program, "aws:lambda/function:Function")
+    expected = {f.name for f in topo.functions if f.trigger_queue} | {
+        f"dhow-uae-prod-serve-{s.name}" for s in aws_cfg.specs
+    }
+    assert set(fns) == expected
+    layers = {r.outputs["arn"] for r in aws_program.of_type("aws:lambda/layerVersion:LayerVersion")}
+    for fn in topo.functions:
+        for name, args in fns.items():
+            if not name.startswith(fn.name):
+                continue
+            assert args["tracingConfig"] == {"mode": "Active"}
+            assert args["deadLetterConfig"]["targetArn"].startswith("arn:aws:sqs:me-central-1:")
+            assert args["loggingConfig"]["logGroup"] == f"/aws/lambda/{name}"
+            assert args["kmsKeyArn"].startswith("arn:aws:kms:me-central-1:")
+            assert args["memorySize"] == fn.memory_mb and args["timeout"] == fn.timeout_s
+            env = args["environment"]["variables"]
+            assert env["DHOW_STAGE"] == "uae-prod" and env["DHOW_CLOUD"] == "aws"
+            assert env["DHOW_ALERTS_TOPIC_ARN"].endswith(":dhow-uae-prod-alerts")
+            assert "AWS_REGION" not in env  # reserved: Lambda sets it to the function's region
+            if fn.package == "image":
+                assert args["packageType"] == "Image"
+                assert args["imageUri"].startswith(
+                    f"{ACCOUNT}.dkr.ecr.me-central-1.amazonaws.com/dhow-uae-prod-jobs:"
+                )
+                assert args["imageConfig"] == {"commands": [fn.aws_handler]}
+            else:
+                assert args["packageType"] == "Zip" and args["handler"] == fn.aws_handler
+                assert args["runtime"] == "python3.12"
+                assert len(args["layers"]) == 1 and args["layers"][0] in layers
+    assert (
+        fns["dhow-uae-prod-serve-customers"]["environment"]["variables"]["DHOW_SERVE_DATASET"]
+        == "customers"
+    )
+    groups = _by_name(aws_program, "aws:cloudwatch/logGroup:LogGroup")
+    assert {g["retentionInDays"] for g in groups.values()} == {365}
+    assert all(g["kmsKeyId"].startswith("arn:aws:kms:") for g in groups.values())
+
+
+def test_function_code_is_the_package_without_caches(aws_program: Program) -> None:
+    fn = _by_name(aws_program, "aws:lambda/function:Function")["dhow-uae-prod-ingest"]
+    files = set(fn["code"].assets)
+    assert "functions/ingest/aws_lambda.py" in files
+    assert "shared/specs/customers.yaml" in files
+    assert not [f for f in files if "__pycache__" in f or f.startswith("tests/")]
+
+
+def _policies(program: Program) -> dict[str, dict[str, Any]]:
+    return {
+        r.name: json.loads(r.inputs["policy"])
+        for r in program.of_type("aws:iam/rolePolicy:RolePolicy")
+    }
+
+
+def test_every_function_role_holds_exactly_its_topology_permissions(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    topo = aws_cfg.topology
+    policies = _policies(aws_program)
+    common = {
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:SendMessage",
+        "xray:PutTelemetryRecords",
+        "xray:PutTraceSegments",
+    }
+    for fn in topo.functions:
+        name = fn.name if fn.trigger_queue else f"{fn.name}-customers"
+        doc = policies[name]
+        actions = {a for s in doc["Statement"] for a in s["Action"]}
+        granted = {a for p in fn.permissions for a in p.actions}
+        grants = {"kms:CreateGrant", "kms:DescribeKey"} if "iam:PassRole" in granted else set()
+        assert actions == granted | common | grants, fn.logical
+        for stmt in doc["Statement"]:
+            assert "*" not in stmt["Action"]
+            if stmt["Resource"] == "*":
+                assert set(stmt["Action"]) <= iam.UNSCOPED_ACTIONS, (fn.logical, stmt)
+            else:
+                for arn in stmt["Resource"]:
+                    assert ":me-central-1:" in arn or arn.startswith(
+                        ("arn:aws:s3:::", "arn:aws:iam::")
+                    )
+        # Only the buckets it names: ingest never touches curated, serve never raw.
+        named = {topo.bucket(p.resource).name for p in fn.permissions if p.kind == "bucket"}
+        mentioned = {
+            arn.split(":::")[1].split("/")[0]
+            for s in doc["Statement"]
+            for arn in (s["Resource"] if isinstance(s["Resource"], list) else [])
+            if arn.startswith("arn:aws:s3:::")
+        }
+        assert mentioned == named, fn.logical
+
+
+def test_list_bucket_on_the_bucket_object_actions_on_its_objects(aws_program: Program) -> None:
+    doc = _policies(aws_program)["dhow-uae-prod-drift-check"]
+    capture = next(s for s in doc["Statement"] if s["Sid"] == "Capture")
+    assert capture["Resource"] == [
+        "arn:aws:s3:::dhow-uae-prod-capture",
+        "arn:aws:s3:::dhow-uae-prod-capture/*",
+    ]
+    metrics = next(s for s in doc["Statement"] if s["Sid"] == "DriftMetricsUnscoped")
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Dhow/Drift"}}
+
+
+def test_pass_role_only_to_sagemaker_and_only_the_stack_s_role(aws_program: Program) -> None:
+    for name in ("dhow-uae-prod-train-launch", "dhow-uae-prod-validate", "dhow-uae-prod-deploy"):
+        stmt = next(
+            s for s in _policies(aws_program)[name]["Statement"] if "iam:PassRole" in s["Action"]
+        )
+        assert stmt["Resource"] == [f"arn:aws:iam::{ACCOUNT}:role/dhow-uae-prod-sagemaker"]
+        assert stmt["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
+    ingest = _policies(aws_program)["dhow-uae-prod-ingest"]
+    assert not [s for s in ingest["Statement"] if "iam:PassRole" in s["Action"]]
+
+
+def test_training_has_no_internet_path(aws_program: Program) -> None:
+    types = {r.typ for r in aws_program.resources}
+    assert "aws:ec2/internetGateway:InternetGateway" not in types
+    assert "aws:ec2/natGateway:NatGateway" not in types
+    subnets = aws_program.of_type("aws:ec2/subnet:Subnet")
+    assert len(subnets) == 2
+    assert {s.inputs["availabilityZone"] for s in subnets} == {"me-central-1a", "me-central-1b"}
+    assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in subnets)
+    (endpoint,) = aws_program.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert endpoint.inputs["serviceName"] == "com.amazonaws.me-central-1.s3"
+    assert endpoint.inputs["vpcEndpointType"] == "Gateway"
+    (sg,) = aws_program.of_type("aws:ec2/securityGroup:SecurityGroup")
+    for rule in [*sg.inputs["egress"], *sg.inputs["ingress"]]:
+        assert not rule.get("cidrBlocks"), rule  # S3's prefix list or the group itself
+    role = _by_name(aws_program, "aws:iam/role:Role")["dhow-uae-prod-sagemaker"]
+    trust = json.loads(role["assumeRolePolicy"])["Statement"][0]
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+
+
+def test_serving_alias_codedeploy_group_and_alarms(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    spec = aws_cfg.specs[0]
+    fn = f"dhow-uae-prod-serve-{spec.name}"
+    (alias,) = aws_program.of_type("aws:lambda/alias:Alias")
+    assert alias.inputs["name"] == "live" and alias.inputs["functionName"] == fn
+    (url,) = aws_program.of_type("aws:lambda/functionUrl:FunctionUrl")
+    assert url.inputs["authorizationType"] == "AWS_IAM" and url.inputs["qualifier"] == "live"
+    (app,) = aws_program.of_type("aws:codedeploy/application:Application")
+    assert app.inputs["name"] == "dhow-uae-prod-serving"
+    (group,) = aws_program.of_type("aws:codedeploy/deploymentGroup:DeploymentGroup")
+    s = spec.serving
+    config = deployment_config_name("dhow-uae-prod", s.strategy, s.step_percent, s.interval_minutes)
+    assert group.inputs["deploymentGroupName"] == fn
+    assert group.inputs["deploymentConfigName"] == config
+    assert group.inputs["alarmConfiguration"]["alarms"] == lambda_alarm_names(fn)
+    assert group.inputs["autoRollbackConfiguration"]["events"] == [
+        "DEPLOYMENT_FAILURE",
+        "DEPLOYMENT_STOP_ON_ALARM",
+    ]
+    alarms = _by_name(aws_program, "aws:cloudwatch/metricAlarm:MetricAlarm")
+    errors = alarms[f"{fn}-errors"]
+    assert errors["threshold"] == s.error_rate_threshold
+    assert f"invocations >= {s.min_requests}" in errors["metricQueries"][0]["expression"]
+    assert alarms[f"{fn}-p99-latency"]["threshold"] == s.p99_latency_ms
+    if config.startswith("dhow-uae-prod"):  # a custom config the stack must create
+        (dc,) = aws_program.of_type("aws:codedeploy/deploymentConfig:DeploymentConfig")
+        assert dc.inputs["deploymentConfigName"] == config
+
+
+def test_drift_schedules_per_spec_topic_and_dlq_alarms(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    topo = aws_cfg.topology
+    schedules = _by_name(aws_program, "aws:scheduler/schedule:Schedule")
+    for sched in topo.schedules:
+        for spec in aws_cfg.specs:
+            s = schedules[sched.name_for(spec.name)]
+            assert s["scheduleExpression"] == sched.expression_for(spec)
+            assert json.loads(s["target"]["input"]) == {"dataset": spec.name}
+            assert s["target"]["arn"].endswith(f":{topo.queue(sched.target_queue).name}")
+            assert s["target"]["roleArn"].endswith(":dhow-uae-prod-scheduler")
+    (topic,) = aws_program.of_type("aws:sns/topic:Topic")
+    assert topic.inputs["name"] == "dhow-uae-prod-alerts"
+    assert topic.inputs["kmsMasterKeyId"].startswith("arn:aws:kms:me-central-1:")
+    (sub,) = aws_program.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert sub.inputs["endpoint"] == "oncall@example.ae"
+    alarms = _by_name(aws_program, "aws:cloudwatch/metricAlarm:MetricAlarm")
+    for q in topo.queues:
+        assert alarms[f"{q.dlq_name}-not-empty"]["dimensions"] == {"QueueName": q.dlq_name}
+    (board,) = aws_program.of_type("aws:cloudwatch/dashboard:Dashboard")
+    assert len(json.loads(board.inputs["dashboardBody"])["widgets"]) == 4
+
+
+def test_lineage_table_has_pitr_and_the_stack_key(aws_program: Program) -> None:
+    (table,) = aws_program.of_type("aws:dynamodb/table:Table")
+    assert table.inputs["name"] == "dhow-uae-prod-lineage"
+    assert table.inputs["pointInTimeRecovery"] == {"enabled": True}
+    assert table.inputs["serverSideEncryption"]["enabled"] is True
+    assert table.inputs["serverSideEncryption"]["kmsKeyArn"].startswith("arn:aws:kms:")
+
+
+def test_policy_pack_passes_on_the_program(aws_program: Program) -> None:
+    assert violations(aws_program.policy_view()) == []
+
+
+def test_policy_pack_refuses_the_program_in_another_region(aws_cfg: StackConfig) -> None:
+    # A mutated program: the config check bypassed, the provider pointed at Ireland.
+    program = run(dataclasses.replace(aws_cfg, region="eu-west-1"))
+    found = violations(program.policy_view())
+    regional = [v for v in found if v.policy == "uae-region-only"]
+    aws_resources = [r for r in program.resources if r.typ.startswith("aws:")]
+    assert len(regional) == len(aws_resources) > 100
+    assert "me-central-1" in regional[0].message
+
+
+def test_policy_pack_refuses_a_wildcard_role(
+    aws_cfg: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def admin(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+    monkeypatch.setattr("infra.aws.functions.function_policy", admin)
+    found = violations(run(aws_cfg).policy_view())
+    assert {v.policy for v in found} == {"no-wildcard-iam"}
+    assert len(found) == len(aws_cfg.topology.functions)  # 6 functions + 1 serve per spec
