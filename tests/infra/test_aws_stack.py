@@ -131,7 +131,8 @@ def test_queue_policies_admit_only_the_stack_s_rules(aws_program: Program) -> No
         stmt = json.loads(policy.inputs["policy"])["Statement"][0]
         assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
         sources = stmt["Condition"]["ArnEquals"]["aws:SourceArn"]
-        assert sources and all(":dhow-uae-prod-" in s for s in sources)
+        assert sources
+        assert all(":dhow-uae-prod-" in s for s in sources)
 
 
 def test_functions_one_per_topology_entry_serve_per_dataset(
@@ -152,9 +153,11 @@ def test_functions_one_per_topology_entry_serve_per_dataset(
             assert args["deadLetterConfig"]["targetArn"].startswith("arn:aws:sqs:me-central-1:")
             assert args["loggingConfig"]["logGroup"] == f"/aws/lambda/{name}"
             assert args["kmsKeyArn"].startswith("arn:aws:kms:me-central-1:")
-            assert args["memorySize"] == fn.memory_mb and args["timeout"] == fn.timeout_s
+            assert args["memorySize"] == fn.memory_mb
+            assert args["timeout"] == fn.timeout_s
             env = args["environment"]["variables"]
-            assert env["DHOW_STAGE"] == "uae-prod" and env["DHOW_CLOUD"] == "aws"
+            assert env["DHOW_STAGE"] == "uae-prod"
+            assert env["DHOW_CLOUD"] == "aws"
             assert env["DHOW_ALERTS_TOPIC_ARN"].endswith(":dhow-uae-prod-alerts")
             assert "AWS_REGION" not in env  # reserved: Lambda sets it to the function's region
             if fn.package == "image":
@@ -164,9 +167,11 @@ def test_functions_one_per_topology_entry_serve_per_dataset(
                 )
                 assert args["imageConfig"] == {"commands": [fn.aws_handler]}
             else:
-                assert args["packageType"] == "Zip" and args["handler"] == fn.aws_handler
+                assert args["packageType"] == "Zip"
+                assert args["handler"] == fn.aws_handler
                 assert args["runtime"] == "python3.12"
-                assert len(args["layers"]) == 1 and args["layers"][0] in layers
+                assert len(args["layers"]) == 1
+                assert args["layers"][0] in layers
     assert (
         fns["dhow-uae-prod-serve-customers"]["environment"]["variables"]["DHOW_SERVE_DATASET"]
         == "customers"
@@ -280,9 +285,11 @@ def test_serving_alias_codedeploy_group_and_alarms(
     spec = aws_cfg.specs[0]
     fn = f"dhow-uae-prod-serve-{spec.name}"
     (alias,) = aws_program.of_type("aws:lambda/alias:Alias")
-    assert alias.inputs["name"] == "live" and alias.inputs["functionName"] == fn
+    assert alias.inputs["name"] == "live"
+    assert alias.inputs["functionName"] == fn
     (url,) = aws_program.of_type("aws:lambda/functionUrl:FunctionUrl")
-    assert url.inputs["authorizationType"] == "AWS_IAM" and url.inputs["qualifier"] == "live"
+    assert url.inputs["authorizationType"] == "AWS_IAM"
+    assert url.inputs["qualifier"] == "live"
     (app,) = aws_program.of_type("aws:codedeploy/application:Application")
     assert app.inputs["name"] == "dhow-uae-prod-serving"
     (group,) = aws_program.of_type("aws:codedeploy/deploymentGroup:DeploymentGroup")
