@@ -8,7 +8,7 @@ functions on resources built by hand and on everything the mocked program regist
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,6 +185,9 @@ _PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restr
 
 def _bucket_name(res: Res) -> str:
     return str(res.props.get("bucket") or res.props.get("id") or res.name)
+
+
+StackRule = Callable[[Iterable[Res]], list["Violation"]]
 
 
 def bucket_violations(resources: Iterable[Res]) -> list[Violation]:
