@@ -164,8 +164,11 @@ class Topology:
     def schedule(self, logical: str) -> Schedule:
         return _find(self.schedules, logical)
 
+    def rule(self, logical: str) -> EventRule:
+        return _find(self.rules, logical)
 
-def _find[T: (Bucket, Queue, Table, Function, Topic, Schedule)](
+
+def _find[T: (Bucket, Queue, Table, Function, Topic, Schedule, EventRule)](
     items: tuple[T, ...], logical: str
 ) -> T:
     for item in items:

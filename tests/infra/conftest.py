@@ -25,3 +25,13 @@ def aws_cfg() -> StackConfig:
 @pytest.fixture(scope="session")
 def aws_program(aws_cfg: StackConfig) -> Program:
     return run(aws_cfg)
+
+
+@pytest.fixture(scope="session")
+def azure_cfg() -> StackConfig:
+    return stack_config("azure")
+
+
+@pytest.fixture(scope="session")
+def azure_program(azure_cfg: StackConfig) -> Program:
+    return run(azure_cfg)

@@ -34,6 +34,21 @@ class Recorded:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
+# The input that holds an Azure resource's own name, where it is not ``name``.
+_AZURE_NAME_KEYS = {
+    "azure-native:resources:ResourceGroup": "resourceGroupName",
+    "azure-native:storage:StorageAccount": "accountName",
+    "azure-native:storage:BlobContainer": "containerName",
+    "azure-native:storage:Queue": "queueName",
+    "azure-native:storage:Table": "tableName",
+    "azure-native:eventgrid:Topic": "topicName",
+    "azure-native:eventgrid:SystemTopic": "systemTopicName",
+    "azure-native:machinelearningservices:Workspace": "workspaceName",
+    "azure-native:machinelearningservices:Compute": "computeName",
+    "azure-native:keyvault:Vault": "vaultName",
+}
+
+
 def _service(typ: str) -> str:
     return typ.split(":")[1].split("/")[0]
 
@@ -76,8 +91,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "docker-build:index:Image":
             out["ref"] = f"{inputs['tags'][0]}@sha256:{'0' * 64}"
         if typ.startswith("azure-native:"):
+            physical = str(inputs.get(_AZURE_NAME_KEYS.get(typ, "name")) or name)
             rid = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/{typ}/{physical}"
-            out.setdefault("name", physical)
+            out["name"] = physical
             out["principalId"] = f"{name}-principal"
             out["identity"] = {**(inputs.get("identity") or {}), "principalId": f"{name}-principal"}
             out["primaryEndpoints"] = {"blob": f"https://{physical}.blob.core.windows.net/"}

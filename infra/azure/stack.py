@@ -1,0 +1,608 @@
+"""The Azure stack: a resource group in the pinned location and one component per concern,
+built from the same topology as the AWS stack and the local platform."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pulumi
+import pulumi_azure_native as az
+
+from infra.azure.roles import (
+    BLOB_CONTRIBUTOR,
+    BLOB_OWNER,
+    QUEUE_CONTRIBUTOR,
+    QUEUE_SENDER,
+    TABLE_CONTRIBUTOR,
+    Grant,
+    function_app_grants,
+)
+from infra.config import StackConfig
+from shared import constants as c
+from shared.topology import Topology
+from shared.wiring import azure_table_name
+
+POISON = "-poison"  # the Functions host's poison queue of each queue
+
+
+def account_name(cfg: StackConfig, role: str) -> str:
+    """Storage account names: 3-24 lowercase letters and digits, unique in Azure."""
+    return (re.sub(r"[^a-z0-9]", "", f"dhow{cfg.stage}") + role)[:24]
+
+
+def role_id(subscription: str, role: str) -> str:
+    return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+
+
+def assignment_name(*parts: str) -> str:
+    """Role assignment names are GUIDs; the same grant always gets the same one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "dhow/" + "/".join(parts)))
+
+
+def _assign(
+    logical: str,
+    cfg: StackConfig,
+    subscription: pulumi.Input[str],
+    principal: pulumi.Input[str],
+    role: str,
+    scope: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> az.authorization.RoleAssignment:
+    return az.authorization.RoleAssignment(
+        logical,
+        role_assignment_name=assignment_name(cfg.stage, logical),
+        principal_id=principal,
+        principal_type="ServicePrincipal",
+        role_definition_id=pulumi.Output.from_input(subscription).apply(lambda s: role_id(s, role)),
+        scope=scope,
+        opts=opts,
+    )
+
+
+def _principal(identity: pulumi.Output[Any]) -> pulumi.Output[str]:
+    return identity.apply(lambda i: (i or {}).get("principal_id") or "")
+
+
+def _storage_account(
+    name: str, cfg: StackConfig, group: az.resources.ResourceGroup, child: pulumi.ResourceOptions
+) -> az.storage.StorageAccount:
+    return az.storage.StorageAccount(
+        name,
+        account_name=account_name(cfg, name),
+        resource_group_name=group.name,
+        location=cfg.location,
+        kind="StorageV2",
+        sku={"name": "Standard_ZRS"},
+        allow_blob_public_access=False,
+        # Identities only: no account keys, no SAS signed with them.
+        allow_shared_key_access=False,
+        default_to_o_auth_authentication=True,
+        enable_https_traffic_only=True,
+        minimum_tls_version="TLS1_2",
+        allow_cross_tenant_replication=False,
+        encryption=az.storage.EncryptionArgs(
+            key_source="Microsoft.Storage",
+            require_infrastructure_encryption=True,
+            services={
+                "blob": {"enabled": True, "key_type": "Account"},
+                "file": {"enabled": True, "key_type": "Account"},
+                "queue": {"enabled": True, "key_type": "Account"},
+                "table": {"enabled": True, "key_type": "Account"},
+            },
+        ),
+        tags=cfg.tags,
+        opts=child,
+    )
+
+
+class DataLake(pulumi.ComponentResource):
+    """The data account (a container per bucket of the topology) and Key Vault."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        tenant_id: pulumi.Input[str],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("dhow:azure:DataLake", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.account = _storage_account("data", cfg, group, child)
+        self.containers = {
+            b.logical: az.storage.BlobContainer(
+                b.logical,
+                container_name=b.name,
+                account_name=self.account.name,
+                resource_group_name=group.name,
+                public_access="None",
+                opts=child,
+            )
+            for b in cfg.topology.buckets
+        }
+        # What Event Grid cannot deliver is kept here, not dropped.
+        self.dead_letters = az.storage.BlobContainer(
+            "dead-letters",
+            container_name=f"{cfg.prefix}-dead-letters",
+            account_name=self.account.name,
+            resource_group_name=group.name,
+            public_access="None",
+            opts=child,
+        )
+        self.vault = az.keyvault.Vault(
+            "vault",
+            vault_name=f"{cfg.prefix}-kv"[:24],
+            resource_group_name=group.name,
+            location=cfg.location,
+            properties=az.keyvault.VaultPropertiesArgs(
+                tenant_id=tenant_id,
+                sku={"family": "A", "name": "standard"},
+                enable_rbac_authorization=True,
+                enable_purge_protection=True,
+                enable_soft_delete=True,
+                soft_delete_retention_in_days=90,
+            ),
+            tags=cfg.tags,
+            opts=child,
+        )
+        self.register_outputs({"account": self.account.name})
+
+
+class Lineage(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        account: az.storage.StorageAccount,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("dhow:azure:Lineage", name, None, opts)
+        self.tables = {
+            t.logical: az.storage.Table(
+                t.logical,
+                table_name=azure_table_name(t.name),
+                account_name=account.name,
+                resource_group_name=group.name,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for t in cfg.topology.tables
+        }
+        self.register_outputs({})
+
+
+def _queue_destination(account: az.storage.StorageAccount, queue: str) -> dict[str, Any]:
+    return {
+        "identity": {"type": "SystemAssigned"},
+        "destination": {
+            "endpoint_type": "StorageQueue",
+            "resource_id": account.id,
+            "queue_name": queue,
+        },
+    }
+
+
+class EventWiring(pulumi.ComponentResource):
+    """Storage queues (each with its poison queue), the storage account's Event Grid
+    system topic (BlobCreated under ``datasets/`` in the raw container to the ingest
+    queue) and the pipeline's own Event Grid topic with one subscription per rule."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        lake: DataLake,
+        subscription: pulumi.Input[str],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("dhow:azure:EventWiring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        topo = cfg.topology
+        account = lake.account
+        self.queues: dict[str, az.storage.Queue] = {}
+        for q in topo.queues:
+            for logical, queue_name in ((q.logical, q.name), (q.logical + POISON, q.name + POISON)):
+                self.queues[logical] = az.storage.Queue(
+                    logical,
+                    queue_name=queue_name,
+                    account_name=account.name,
+                    resource_group_name=group.name,
+                    opts=child,
+                )
+        self.system_topic = az.eventgrid.SystemTopic(
+            "storage-events",
+            system_topic_name=f"{cfg.prefix}-storage-events",
+            resource_group_name=group.name,
+            location=cfg.location,
+            source=account.id,
+            topic_type="Microsoft.Storage.StorageAccounts",
+            identity={"type": "SystemAssigned"},
+            tags=cfg.tags,
+            opts=child,
+        )
+        self.topic = az.eventgrid.Topic(
+            "pipeline",
+            topic_name=topo.bus_name,
+            resource_group_name=group.name,
+            location=cfg.location,
+            input_schema="CloudEventSchemaV1_0",
+            # Event Grid keeps the events of this topic in its region, even on failover.
+            data_residency_boundary="WithinRegion",
+            disable_local_auth=True,
+            minimum_tls_version_allowed="1.2",
+            identity={"type": "SystemAssigned"},
+            tags=cfg.tags,
+            opts=child,
+        )
+        self.subscriptions = []
+        dead_letter = {
+            "identity": {"type": "SystemAssigned"},
+            "dead_letter_destination": {
+                "endpoint_type": "StorageBlob",
+                "resource_id": account.id,
+                "blob_container_name": lake.dead_letters.name,
+            },
+        }
+        for rule in topo.rules:
+            target = topo.queue(rule.target_queue).name
+            if rule.logical == "raw_object_created":
+                raw = topo.bucket("raw").name
+                self.subscriptions.append(
+                    az.eventgrid.SystemTopicEventSubscription(
+                        rule.logical,
+                        event_subscription_name=rule.name,
+                        system_topic_name=self.system_topic.name,
+                        resource_group_name=group.name,
+                        delivery_with_resource_identity=_queue_destination(account, target),
+                        dead_letter_with_resource_identity=dead_letter,
+                        event_delivery_schema="EventGridSchema",
+                        filter={
+                            "included_event_types": ["Microsoft.Storage.BlobCreated"],
+                            "subject_begins_with": (
+                                f"/blobServices/default/containers/{raw}/blobs/datasets/"
+                            ),
+                        },
+                        retry_policy={
+                            "max_delivery_attempts": 30,
+                            "event_time_to_live_in_minutes": 1440,
+                        },
+                        opts=child,
+                    )
+                )
+            elif rule.bus == "pipeline":
+                self.subscriptions.append(
+                    az.eventgrid.EventSubscription(
+                        rule.logical,
+                        event_subscription_name=rule.name,
+                        scope=self.topic.id,
+                        delivery_with_resource_identity=_queue_destination(account, target),
+                        dead_letter_with_resource_identity=dead_letter,
+                        event_delivery_schema="CloudEventSchemaV1_0",
+                        filter=_pipeline_filter(rule.pattern),
+                        opts=child,
+                    )
+                )
+            # Rules on AWS service events (SageMaker, CodeDeploy) have Azure ML
+            # counterparts that the Azure Functions app subscribes to (issue 8).
+
+        # Each topic's identity may send to the queues its subscriptions deliver to, and
+        # write dead letters; nothing else.
+        for label, identity, rules in (
+            ("storage-events", self.system_topic.identity, ["raw_object_created"]),
+            (
+                "pipeline",
+                self.topic.identity,
+                [r.logical for r in topo.rules if r.bus == "pipeline"],
+            ),
+        ):
+            principal = _principal(identity)
+            targets = sorted({topo.rule(r).target_queue for r in rules})
+            for queue in targets:
+                _assign(
+                    f"{label}-sends-{queue}",
+                    cfg,
+                    subscription,
+                    principal,
+                    QUEUE_SENDER,
+                    self.queues[queue].id,
+                    child,
+                )
+            _assign(
+                f"{label}-dead-letters",
+                cfg,
+                subscription,
+                principal,
+                BLOB_CONTRIBUTOR,
+                lake.dead_letters.id,
+                child,
+            )
+        self.register_outputs({"topic": self.topic.name})
+
+
+def _pipeline_filter(pattern: dict[str, Any]) -> dict[str, Any]:
+    """An EventBridge pattern of the pipeline bus as an Event Grid filter: ``detail-type``
+    is the CloudEvent ``type``; ``detail`` fields are ``data`` fields."""
+    out: dict[str, Any] = {}
+    if types := pattern.get("detail-type"):
+        out["included_event_types"] = list(types)
+    detail = pattern.get("detail") or {}
+    if detail:
+        # Typed: a plain dict inside this union would reach ARM with snake_case keys.
+        out["advanced_filters"] = [
+            az.eventgrid.StringInAdvancedFilterArgs(
+                operator_type="StringIn", key=f"data.{field}", values=list(values)
+            )
+            for field, values in detail.items()
+        ]
+    return out
+
+
+class Training(pulumi.ComponentResource):
+    """The Azure ML workspace, its GPU training cluster (low priority when a spec asks
+    for spot capacity) and a CPU cluster for validation hand-offs; both scale to zero."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        storage: az.storage.StorageAccount,
+        vault: az.keyvault.Vault,
+        insights: az.applicationinsights.Component,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("dhow:azure:Training", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.workspace = az.machinelearningservices.Workspace(
+            "workspace",
+            workspace_name=f"{cfg.prefix}-ml",
+            resource_group_name=group.name,
+            location=cfg.location,
+            identity={"type": "SystemAssigned"},
+            sku={"name": "Basic", "tier": "Basic"},
+            storage_account=storage.id,
+            key_vault=vault.id,
+            application_insights=insights.id,
+            system_datastores_auth_mode="identity",
+            hbi_workspace=True,
+            tags=cfg.tags,
+            opts=child,
+        )
+        spot = any(s.training.use_spot for s in cfg.specs)
+        self.gpu = self._cluster(
+            cfg, group, "gpu", cfg.azure_gpu_vm_size, cfg.azure_gpu_max_nodes, spot, child
+        )
+        self.cpu = self._cluster(cfg, group, "cpu", "Standard_D4s_v5", 2, False, child)
+        self.register_outputs({"workspace": self.workspace.name})
+
+    def _cluster(
+        self,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        kind: str,
+        vm_size: str,
+        max_nodes: int,
+        low_priority: bool,
+        child: pulumi.ResourceOptions,
+    ) -> az.machinelearningservices.Compute:
+        return az.machinelearningservices.Compute(
+            kind,
+            compute_name=f"{kind}-cluster",
+            workspace_name=self.workspace.name,
+            resource_group_name=group.name,
+            location=cfg.location,
+            identity={"type": "SystemAssigned"},
+            properties=az.machinelearningservices.AmlComputeArgs(
+                compute_type="AmlCompute",
+                disable_local_auth=True,
+                properties=az.machinelearningservices.AmlComputePropertiesArgs(
+                    vm_size=vm_size,
+                    vm_priority="LowPriority" if low_priority else "Dedicated",
+                    os_type="Linux",
+                    remote_login_port_public_access="Disabled",
+                    scale_settings={
+                        "min_node_count": 0,
+                        "max_node_count": max_nodes,
+                        "node_idle_time_before_scale_down": "PT10M",
+                    },
+                ),
+            ),
+            opts=child,
+        )
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Logs and Application Insights, in the stack's location."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("dhow:azure:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.logs = az.operationalinsights.Workspace(
+            "logs",
+            workspace_name=f"{cfg.prefix}-logs",
+            resource_group_name=group.name,
+            location=cfg.location,
+            sku={"name": "PerGB2018"},
+            retention_in_days=min(cfg.log_retention_days, 730),
+            tags=cfg.tags,
+            opts=child,
+        )
+        self.insights = az.applicationinsights.Component(
+            "insights",
+            resource_name_=f"{cfg.prefix}-insights",
+            resource_group_name=group.name,
+            location=cfg.location,
+            kind="web",
+            application_type="web",
+            workspace_resource_id=self.logs.id,
+            disable_local_auth=True,
+            tags=cfg.tags,
+            opts=child,
+        )
+        self.register_outputs({})
+
+
+class Functions(pulumi.ComponentResource):
+    """A Flex Consumption Python Function App with a system identity, its own host
+    storage account, and the identity's least-privilege role assignments."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        group: az.resources.ResourceGroup,
+        subscription: pulumi.Input[str],
+        scopes: dict[tuple[str, str], pulumi.Input[str]],
+        settings: dict[str, pulumi.Input[str]],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("dhow:azure:Functions", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.host = _storage_account("host", cfg, group, child)
+        package = az.storage.BlobContainer(
+            "app-package",
+            container_name="app-package",
+            account_name=self.host.name,
+            resource_group_name=group.name,
+            public_access="None",
+            opts=child,
+        )
+        plan = az.web.AppServicePlan(
+            "plan",
+            name=f"{cfg.prefix}-plan",
+            resource_group_name=group.name,
+            location=cfg.location,
+            kind="functionapp",
+            reserved=True,  # Linux
+            sku={"name": "FC1", "tier": "FlexConsumption"},
+            tags=cfg.tags,
+            opts=child,
+        )
+        host_blob = self.host.primary_endpoints.apply(lambda e: e["blob"])
+        self.app = az.web.WebApp(
+            "app",
+            name=f"{cfg.prefix}-functions",
+            resource_group_name=group.name,
+            location=cfg.location,
+            kind="functionapp,linux",
+            server_farm_id=plan.id,
+            https_only=True,
+            identity={"type": "SystemAssigned"},
+            function_app_config=az.web.FunctionAppConfigArgs(
+                deployment={
+                    "storage": {
+                        "type": "blobContainer",
+                        "value": host_blob.apply(lambda b: f"{b}app-package"),
+                        "authentication": {"type": "SystemAssignedIdentity"},
+                    }
+                },
+                runtime={"name": "python", "version": "3.12"},
+                scale_and_concurrency={"maximum_instance_count": 40, "instance_memory_mb": 2048},
+            ),
+            site_config={
+                "min_tls_version": "1.2",
+                "ftps_state": "Disabled",
+                "app_settings": [
+                    # The host's own storage, reached with the app's identity.
+                    {"name": "AzureWebJobsStorage__accountName", "value": self.host.name},
+                    *({"name": k, "value": v} for k, v in settings.items()),
+                ],
+            },
+            tags=cfg.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[package]),
+        )
+        principal = _principal(self.app.identity)
+        # The host's own account: blobs (deployment package, leases), queues, tables.
+        host_roles = (
+            (BLOB_OWNER, "blob"),
+            (QUEUE_CONTRIBUTOR, "queue"),
+            (TABLE_CONTRIBUTOR, "table"),
+        )
+        self.assignments = [
+            _assign(f"host-{short}", cfg, subscription, principal, role, self.host.id, child)
+            for role, short in host_roles
+        ]
+        for grant in function_app_grants(cfg.topology):
+            scope = scopes[(grant.scope_kind, grant.scope)]
+            self.assignments.append(
+                _assign(_grant_name(grant), cfg, subscription, principal, grant.role, scope, child)
+            )
+        self.register_outputs({"app": self.app.name})
+
+
+def _grant_name(grant: Grant) -> str:
+    return f"grant-{grant.scope_kind}-{grant.scope}-{grant.role[:8]}"
+
+
+def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
+    """Create the Azure stack; returns what ``__main__`` exports."""
+    provider = az.Provider("uae", location=cfg.location)
+    opts = pulumi.ResourceOptions(providers=[provider])
+    client = az.authorization.get_client_config_output(
+        opts=pulumi.InvokeOutputOptions(provider=provider)
+    )
+    group = az.resources.ResourceGroup(
+        "group",
+        resource_group_name=f"{cfg.prefix}-rg",
+        location=cfg.location,
+        tags=cfg.tags,
+        opts=pulumi.ResourceOptions(provider=provider),
+    )
+    lake = DataLake("data-lake", cfg, group, client.tenant_id, opts)
+    lineage = Lineage("lineage", cfg, group, lake.account, opts)
+    events = EventWiring("events", cfg, group, lake, client.subscription_id, opts)
+    monitoring = Monitoring("monitoring", cfg, group, opts)
+    # The workspace's own account (its system datastores), reached by identity.
+    ml_storage = _storage_account("ml", cfg, group, pulumi.ResourceOptions(provider=provider))
+    training = Training("training", cfg, group, ml_storage, lake.vault, monitoring.insights, opts)
+    scopes = _scopes(cfg.topology, lake, lineage, events, training, monitoring)
+    settings: dict[str, pulumi.Input[str]] = {
+        c.CLOUD: "azure",
+        c.STAGE: cfg.stage,
+        c.AZURE_LOCATION: cfg.location,
+        c.TRAINING_BACKEND: "azureml",
+        c.SERVING_BACKEND: "cloud",
+        c.AZUREML_SUBSCRIPTION_ID: client.subscription_id,
+        c.AZUREML_RESOURCE_GROUP: group.name,
+        c.AZUREML_WORKSPACE: training.workspace.name,
+        c.AZUREML_COMPUTE: training.cpu.name,
+        c.AZUREML_GPU_COMPUTE: training.gpu.name,
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": monitoring.insights.connection_string,
+    }
+    functions = Functions("functions", cfg, group, client.subscription_id, scopes, settings, opts)
+    return {
+        "location": cfg.location,
+        "resource_group": group.name,
+        "data_account": lake.account.name,
+        "function_app": functions.app.name,
+        "workspace": training.workspace.name,
+        "pipeline_topic": events.topic.name,
+    }
+
+
+def _scopes(
+    topo: Topology,
+    lake: DataLake,
+    lineage: Lineage,
+    events: EventWiring,
+    training: Training,
+    monitoring: Monitoring,
+) -> dict[tuple[str, str], pulumi.Input[str]]:
+    scopes: dict[tuple[str, str], pulumi.Input[str]] = {
+        ("container", k): v.id for k, v in lake.containers.items()
+    }
+    scopes |= {("queue", k): v.id for k, v in events.queues.items()}
+    scopes |= {("table", k): v.id for k, v in lineage.tables.items()}
+    scopes[("topic", "pipeline")] = events.topic.id
+    scopes[("workspace", "workspace")] = training.workspace.id
+    scopes[("insights", "insights")] = monitoring.insights.id
+    return scopes

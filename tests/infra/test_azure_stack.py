@@ -1,0 +1,160 @@
+"""The Azure program under Pulumi's mocks: what `pulumi up` on an azure-uae stack asks
+Azure Resource Manager to create."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from infra.azure import roles
+from infra.config import StackConfig
+from infra.policy.rules import violations
+from shared.wiring import azure_table_name
+from tests.infra.harness import Program, run
+
+
+def test_everything_in_uaenorth(azure_program: Program) -> None:
+    (provider,) = azure_program.providers().values()
+    assert provider.inputs["location"] == "uaenorth"
+    located = [r for r in azure_program.resources if "location" in r.inputs]
+    assert len(located) >= 14
+    assert {r.inputs["location"] for r in located} == {"uaenorth"}
+    (group,) = azure_program.of_type("azure-native:resources:ResourceGroup")
+    assert group.inputs["resourceGroupName"] == "dhow-uae-prod-rg"
+
+
+def test_storage_matches_the_topology(azure_program: Program, azure_cfg: StackConfig) -> None:
+    topo = azure_cfg.topology
+    containers = {
+        r.inputs["containerName"]
+        for r in azure_program.of_type("azure-native:storage:BlobContainer")
+    }
+    assert {b.name for b in topo.buckets} <= containers
+    queues = {r.inputs["queueName"] for r in azure_program.of_type("azure-native:storage:Queue")}
+    assert queues == {q.name for q in topo.queues} | {f"{q.name}-poison" for q in topo.queues}
+    tables = {r.inputs["tableName"] for r in azure_program.of_type("azure-native:storage:Table")}
+    assert tables == {azure_table_name(t.name) for t in topo.tables}
+
+
+def test_storage_accounts_encrypted_twice_private_identity_only(azure_program: Program) -> None:
+    accounts = azure_program.of_type("azure-native:storage:StorageAccount")
+    assert sorted(a.inputs["accountName"] for a in accounts) == [
+        "dhowuaeproddata",
+        "dhowuaeprodhost",
+        "dhowuaeprodml",
+    ]
+    for a in accounts:
+        assert a.inputs["encryption"]["requireInfrastructureEncryption"] is True
+        assert a.inputs["allowBlobPublicAccess"] is False
+        assert a.inputs["allowSharedKeyAccess"] is False
+        assert a.inputs["minimumTlsVersion"] == "TLS1_2"
+    for c in azure_program.of_type("azure-native:storage:BlobContainer"):
+        assert c.inputs["publicAccess"] == "None"
+
+
+def test_uploads_reach_the_ingest_queue_through_event_grid(azure_program: Program) -> None:
+    (sub,) = azure_program.of_type("azure-native:eventgrid:SystemTopicEventSubscription")
+    f = sub.inputs["filter"]
+    assert f["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert f["subjectBeginsWith"] == (
+        "/blobServices/default/containers/dhow-uae-prod-raw/blobs/datasets/"
+    )
+    dest = sub.inputs["deliveryWithResourceIdentity"]["destination"]
+    assert dest == {
+        "endpointType": "StorageQueue",
+        "resourceId": dest["resourceId"],
+        "queueName": "dhow-uae-prod-ingest",
+    }
+    assert (
+        sub.inputs["deadLetterWithResourceIdentity"]["deadLetterDestination"]["blobContainerName"]
+        == "dhow-uae-prod-dead-letters"
+    )
+
+
+def test_pipeline_rules_become_topic_subscriptions(
+    azure_program: Program, azure_cfg: StackConfig
+) -> None:
+    (topic,) = azure_program.of_type("azure-native:eventgrid:Topic")
+    assert topic.inputs["dataResidencyBoundary"] == "WithinRegion"
+    assert topic.inputs["disableLocalAuth"] is True
+    subs = {
+        s.inputs["eventSubscriptionName"]: s.inputs
+        for s in azure_program.of_type("azure-native:eventgrid:EventSubscription")
+    }
+    pipeline_rules = [r for r in azure_cfg.topology.rules if r.bus == "pipeline"]
+    assert set(subs) == {r.name for r in pipeline_rules}
+    retrain = subs["dhow-uae-prod-drift-retrain"]
+    assert retrain["filter"]["includedEventTypes"] == ["DriftDetected"]
+    assert retrain["filter"]["advancedFilters"] == [
+        {"operatorType": "StringIn", "key": "data.action", "values": ["retrain"]}
+    ]
+    assert retrain["deliveryWithResourceIdentity"]["destination"]["queueName"] == (
+        "dhow-uae-prod-train"
+    )
+
+
+def test_function_app_is_flex_consumption_python_with_an_identity(azure_program: Program) -> None:
+    (plan,) = azure_program.of_type("azure-native:web:AppServicePlan")
+    assert plan.inputs["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    (app,) = azure_program.of_type("azure-native:web:WebApp")
+    assert app.inputs["kind"] == "functionapp,linux"
+    assert app.inputs["identity"] == {"type": "SystemAssigned"}
+    assert app.inputs["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.12"}
+    settings = {s["name"]: s["value"] for s in app.inputs["siteConfig"]["appSettings"]}
+    assert settings["DHOW_CLOUD"] == "azure"
+    assert settings["DHOW_AZURE_LOCATION"] == "uaenorth"
+    assert settings["AzureWebJobsStorage__accountName"] == "dhowuaeprodhost"
+    assert not [k for k in settings if "ConnectionString" in k and "STORAGE" in k.upper()]
+
+
+def test_role_assignments_are_narrow(azure_program: Program, azure_cfg: StackConfig) -> None:
+    assignments = azure_program.of_type("azure-native:authorization:RoleAssignment")
+    app = [a for a in assignments if a.name.startswith("grant-")]
+    assert len(app) == len(roles.function_app_grants(azure_cfg.topology))
+    for a in assignments:
+        role = a.inputs["roleDefinitionId"].rsplit("/", 1)[-1]
+        assert role not in (
+            "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+            "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        )
+        scope = a.inputs["scope"]
+        # Never the data account as a whole: a container, queue, table or service.
+        assert not scope.endswith("azure-native:storage:StorageAccount/dhowuaeproddata"), a.name
+    by_scope = {
+        (a.inputs["scope"].rsplit("/", 1)[-1], a.inputs["roleDefinitionId"][-36:]) for a in app
+    }
+    # Read-only where the topology only reads: the serve function reads models.
+    assert ("dhow-uae-prod-models", roles.BLOB_CONTRIBUTOR) in by_scope  # train writes them
+    assert ("dhow-uae-prod-raw", roles.BLOB_READER) in by_scope
+    assert ("dhow-uae-prod-raw", roles.BLOB_CONTRIBUTOR) not in by_scope
+    assert ("dhow-uae-prod-ingest-poison", roles.QUEUE_CONTRIBUTOR) in by_scope
+
+
+def test_gpu_cluster_low_priority_only_when_a_spec_asks(azure_cfg: StackConfig) -> None:
+    def priority(cfg: StackConfig) -> str:
+        program = run(cfg)
+        (gpu,) = [
+            c
+            for c in program.of_type("azure-native:machinelearningservices:Compute")
+            if c.inputs["computeName"] == "gpu-cluster"
+        ]
+        props = gpu.inputs["properties"]["properties"]
+        assert props["vmSize"] == "Standard_NC4as_T4_v3"
+        assert props["scaleSettings"]["minNodeCount"] == 0
+        return str(props["vmPriority"])
+
+    assert priority(azure_cfg) == "Dedicated"
+    spec = azure_cfg.specs[0]
+    spot = spec.model_copy(update={"training": spec.training.model_copy(update={"use_spot": True})})
+    assert priority(dataclasses.replace(azure_cfg, specs=(spot,))) == "LowPriority"
+
+
+def test_policy_pack_passes_on_the_program(azure_program: Program) -> None:
+    assert violations(azure_program.policy_view()) == []
+
+
+def test_policy_pack_refuses_the_program_in_west_europe(azure_cfg: StackConfig) -> None:
+    program = run(dataclasses.replace(azure_cfg, location="westeurope"))
+    found = [v for v in violations(program.policy_view()) if v.policy == "uae-region-only"]
+    located = [r for r in program.resources if r.typ.startswith("azure-native:")]
+    # Every resource: those with a location twice (their own and the provider's).
+    assert len({v.resource for v in found}) == len(located)
