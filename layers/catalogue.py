@@ -18,8 +18,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": _CORE,
     # validate: chunked pandera validation, Parquet output.
     "validate": (*_CORE, *_FRAME, "pyarrow", "pandera"),
-    # register: scores the candidate and the champion on the curated test split.
-    "score": (*_CORE, *_FRAME, "pyarrow", *_MODEL),
     # serve: FastAPI behind mangum, the model in memory.
     "serve": (*_CORE, *_FRAME, *_MODEL, "fastapi", "mangum"),
 }
@@ -28,10 +26,11 @@ FUNCTION_LAYERS: dict[str, str] = {
     "ingest": "core",
     "validate": "validate",
     "train_launch": "core",
-    "register": "score",
     "deploy": "core",
     "serve": "serve",
-    # drift_check is a container image (layers/jobs.Dockerfile): evidently is ~1 GB.
+    # Container images (layers/jobs.Dockerfile): register scores models on Parquet
+    # (pyarrow + scikit-learn + scipy + xgboost: 315 MB stripped), drift_check has
+    # evidently (~1 GB).
 }
 
 # Provided by the Lambda runtime; never shipped in a layer.

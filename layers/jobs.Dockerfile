@@ -1,10 +1,10 @@
-# The Dhow jobs image: the drift-check Lambda (evidently is ~1 GB installed, over the
-# 250 MB zip limit) and the validation processing job run it. Built and pushed by
+# The Dhow jobs image: the register and drift-check Lambdas (over the 250 MB zip limit:
+# scikit-learn with pyarrow; evidently) and the validation processing job run it. Built and pushed by
 # `pulumi up` (infra/aws/training.py) from the repository root as context.
 FROM public.ecr.aws/lambda/python:3.12
 
 # Dependencies first, so a code change reuses this layer: pyproject.toml's exact pins of
-# the core and the drift extra (tests/infra/test_layers.py keeps the file equal to them).
+# the core, train and drift (tests/infra/test_layers.py keeps the file equal to them).
 COPY layers/jobs-requirements.txt /tmp/jobs-requirements.txt
 RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/jobs-requirements.txt \
     && ln -sf /var/lang/bin/python3 /usr/local/bin/python

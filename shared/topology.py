@@ -433,6 +433,8 @@ def build_topology(stage: str) -> Topology:
                 memory_mb=2048,
                 timeout_s=300,
                 batch_size=1,
+                # pyarrow + scikit-learn + scipy + xgboost are over the 250 MB zip limit.
+                package="image",
             ),
             Function(
                 "deploy",

@@ -119,6 +119,9 @@ class DataLake(pulumi.ComponentResource):
         self.buckets = {
             b.logical: self._bucket(cfg, b.logical, b.name, self.key) for b in cfg.topology.buckets
         }
+        # The stack's own deployment artifacts (Lambda layers, published from here:
+        # a direct upload is limited to 50 MB zipped).
+        self.artifacts = self._bucket(cfg, "artifacts", f"{cfg.prefix}-artifacts", self.key)
         for b in cfg.topology.buckets:
             if b.emits_object_events:  # uploads reach EventBridge's default bus
                 aws.s3.BucketNotification(

@@ -35,9 +35,11 @@ class Functions(pulumi.ComponentResource):
         dlqs: dict[str, aws.sqs.Queue],
         env: Env,
         jobs_image_uri: pulumi.Input[str],
+        artifacts: aws.s3.Bucket,
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("dhow:aws:Functions", name, None, opts)
+        self._artifacts = artifacts
         self._cfg, self._account, self._key = cfg, account, key
         self._image_uri = jobs_image_uri
         self._code = code_archive()
@@ -80,14 +82,26 @@ class Functions(pulumi.ComponentResource):
     def _layer(self, fn: Function) -> aws.lambda_.LayerVersion:
         layer = FUNCTION_LAYERS[fn.logical]
         if layer not in self.layers:
-            arch = self._cfg.arch
+            arch, child = self._cfg.arch, pulumi.ResourceOptions(parent=self)
+            archive = layer_archive(self._cfg, fn.logical)
+            obj = aws.s3.BucketObjectv2(
+                f"layer-{layer}",
+                bucket=self._artifacts.id,
+                key=f"layers/{layer}-{arch}.zip",
+                source=archive,
+                server_side_encryption="aws:kms",
+                kms_key_id=self._key.arn,
+                opts=child,
+            )
             self.layers[layer] = aws.lambda_.LayerVersion(
                 f"layer-{layer}",
                 layer_name=f"{self._cfg.prefix}-{layer}-{arch.replace('_', '-')}",
-                code=layer_archive(self._cfg, fn.logical),
+                s3_bucket=obj.bucket,
+                s3_key=obj.key,
+                s3_object_version=obj.version_id,
                 compatible_runtimes=[RUNTIME],
                 compatible_architectures=[arch],
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child,
             )
         return self.layers[layer]
 

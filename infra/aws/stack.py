@@ -58,6 +58,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         events.dlqs,
         env,
         training.jobs_image_uri,
+        lake.artifacts,
         opts,
     )
     serving = Serving("serving", cfg, account, functions.lambdas, monitoring.topics["alerts"], opts)

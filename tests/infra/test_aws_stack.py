@@ -34,7 +34,10 @@ def test_one_provider_pinned_to_me_central_1(aws_program: Program) -> None:
 def test_buckets_are_the_topology_s_plus_access_logs(aws_program: Program) -> None:
     topo = build_topology("uae-prod")
     names = {r.inputs["bucket"] for r in aws_program.of_type("aws:s3/bucket:Bucket")}
-    assert names == {b.name for b in topo.buckets} | {"dhow-uae-prod-access-logs"}
+    assert names == {b.name for b in topo.buckets} | {
+        "dhow-uae-prod-access-logs",
+        "dhow-uae-prod-artifacts",
+    }
     notified = aws_program.of_type("aws:s3/bucketNotification:BucketNotification")
     assert [(n.inputs["bucket"], n.inputs["eventbridge"]) for n in notified] == [
         ("dhow-uae-prod-raw", True)
@@ -64,11 +67,11 @@ def test_every_data_bucket_is_kms_encrypted_versioned_private_logged(
         r.inputs["bucket"]: json.loads(r.inputs["policy"])
         for r in aws_program.of_type("aws:s3/bucketPolicy:BucketPolicy")
     }
-    for b in build_topology("uae-prod").buckets:
-        assert sse[b.name] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
-        assert logging[b.name] == "dhow-uae-prod-access-logs"
-        assert b.name in versioned
-        deny = tls[b.name]["Statement"][0]
+    for name in [b.name for b in build_topology("uae-prod").buckets] + ["dhow-uae-prod-artifacts"]:
+        assert sse[name] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
+        assert logging[name] == "dhow-uae-prod-access-logs"
+        assert name in versioned
+        deny = tls[name]["Statement"][0]
         assert deny["Effect"] == "Deny"
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     # S3 delivers access logs only to an SSE-S3 bucket.
@@ -144,7 +147,11 @@ def test_functions_one_per_topology_entry_serve_per_dataset(
         f"dhow-uae-prod-serve-{s.name}" for s in aws_cfg.specs
     }
     assert set(fns) == expected
-    layers = {r.outputs["arn"] for r in aws_program.of_type("aws:lambda/layerVersion:LayerVersion")}
+    layer_versions = aws_program.of_type("aws:lambda/layerVersion:LayerVersion")
+    layers = {r.outputs["arn"] for r in layer_versions}
+    for lv in layer_versions:  # published from the artifacts bucket: no 50 MB upload limit
+        assert lv.inputs["s3Bucket"] == "dhow-uae-prod-artifacts"
+        assert lv.inputs["s3Key"].endswith("-x86_64.zip")
     for fn in topo.functions:
         for name, args in fns.items():
             if not name.startswith(fn.name):
