@@ -11,6 +11,8 @@ stubs and docs are stripped. arm64 is built where every wheel exists for it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import json
 import os
 import re
@@ -21,7 +23,7 @@ import tomllib
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from layers.catalogue import FUNCTION_LAYERS, LAYERS, RUNTIME_PROVIDED
 
@@ -67,9 +69,18 @@ class FunctionSize:
         return self.unzipped <= UNZIPPED_LIMIT
 
 
+class LayerBuildError(RuntimeError):
+    """A layer could not be built (a wheel missing for the platform, the registry down)."""
+
+
+def _project(root: Path) -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    return project
+
+
 def pins(root: Path = ROOT) -> dict[str, str]:
     """``name -> requirement`` for every exact pin in pyproject.toml (core and extras)."""
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    project = _project(root)
     reqs = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         reqs += extra
@@ -89,13 +100,13 @@ def requirements(layer: str, root: Path = ROOT) -> list[str]:
     table = pins(root)
     missing = [n for n in LAYERS[layer] if _norm(n) not in table]
     if missing:
-        raise SystemExit(f"layer {layer}: {missing} not pinned in pyproject.toml")
+        raise LayerBuildError(f"layer {layer}: {missing} not pinned in pyproject.toml")
     return [table[_norm(n)] for n in LAYERS[layer]]
 
 
 def jobs_requirements(root: Path = ROOT) -> list[str]:
     """What layers/jobs.Dockerfile installs: the core dependencies, train and drift."""
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    project = _project(root)
     extras = project["optional-dependencies"]
     return [*project["dependencies"], *extras["train"], *extras["drift"]]
 
@@ -105,7 +116,7 @@ def strip(target: Path) -> int:
     removed = 0
     for path in sorted(target.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if path.is_dir() and path.name in _STRIP_DIRS:
-            removed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            removed += tree_size(path)
             shutil.rmtree(path)
         elif path.is_file() and path.suffix in _STRIP_SUFFIXES:
             removed += path.stat().st_size
@@ -212,9 +223,7 @@ def smoke(layer: str, fn: str, target: Path, work: Path) -> None:
     Python 3.12 on x86_64 would do. Catches a stripped file that is needed after all."""
     runtime = work / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
-    import importlib.util
-
-    for name in ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six"):
+    for name in RUNTIME_PROVIDED.values():
         spec = importlib.util.find_spec(name)
         if spec and spec.origin:
             src = Path(spec.origin)
@@ -245,22 +254,16 @@ def smoke(layer: str, fn: str, target: Path, work: Path) -> None:
         )
 
 
-class LayerBuildError(RuntimeError):
-    """A layer could not be built (a wheel missing for the platform, the registry down)."""
-
-
 def code_size(root: Path = ROOT) -> tuple[int, int]:
     """Our code in every zip function (the Pulumi program's archive), unzipped and zipped."""
     from infra.packaging import code_files
 
     files = code_files(root)
-    unzipped = sum(f.stat().st_size for f in files)
-    with zipfile.ZipFile(DIST / ".code-size.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in files:
             zf.write(f, f.relative_to(root).as_posix())
-    zipped = (DIST / ".code-size.zip").stat().st_size
-    (DIST / ".code-size.zip").unlink()
-    return unzipped, zipped
+    return sum(f.stat().st_size for f in files), len(buffer.getvalue())
 
 
 def build(
@@ -268,7 +271,6 @@ def build(
 ) -> list[FunctionSize]:
     DIST.mkdir(parents=True, exist_ok=True)
     layer_sizes: dict[tuple[str, str], tuple[int, int]] = {}
-    skipped: list[str] = []
     for arch in arches:
         for layer in sorted(set(FUNCTION_LAYERS.values())):
             print(f"building {layer} ({arch}) ...", file=out, flush=True)
@@ -277,7 +279,6 @@ def build(
             except LayerBuildError as exc:
                 if arch == "x86_64":
                     raise
-                skipped.append(f"{layer}-{arch}")
                 print(f"  skipped: {str(exc).splitlines()[-1]}", file=out)
                 continue
             removed = strip(target)
@@ -288,9 +289,10 @@ def build(
                 for fn in sorted(f for f, lay in FUNCTION_LAYERS.items() if lay == layer):
                     smoke(layer, fn, target, work)
             zipped = zip_tree(target, DIST / f"{layer}-{arch}.zip", "python/")
-            layer_sizes[(layer, arch)] = (tree_size(target), zipped)
-            size = tree_size(target) / 2**20
-            print(f"  {size:.1f} MB unzipped ({removed / 2**20:.1f} MB stripped)", file=out)
+            unzipped = tree_size(target)
+            layer_sizes[(layer, arch)] = (unzipped, zipped)
+            mb = 2**20
+            print(f"  {unzipped / mb:.1f} MB unzipped ({removed / mb:.1f} MB stripped)", file=out)
     code_unzipped, code_zipped = code_size()
     sizes = []
     for arch in arches:

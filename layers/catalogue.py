@@ -33,13 +33,14 @@ FUNCTION_LAYERS: dict[str, str] = {
     # evidently (~1 GB).
 }
 
-# Provided by the Lambda runtime; never shipped in a layer.
-RUNTIME_PROVIDED = (
-    "boto3",
-    "botocore",
-    "s3transfer",
-    "jmespath",
-    "urllib3",
-    "python-dateutil",
-    "six",
-)
+# Provided by the Lambda runtime, never shipped in a layer: distribution -> the module
+# it installs (the build removes the first, the smoke import borrows the second).
+RUNTIME_PROVIDED = {
+    "boto3": "boto3",
+    "botocore": "botocore",
+    "s3transfer": "s3transfer",
+    "jmespath": "jmespath",
+    "urllib3": "urllib3",
+    "python-dateutil": "dateutil",
+    "six": "six",
+}
