@@ -3,20 +3,19 @@ resource exists: a region or location outside the UAE stops the program here."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pulumi
 
+from shared.constants import AWS_REGIONS_ALLOWED, AZURE_LOCATIONS_ALLOWED
 from shared.errors import DhowError
-from shared.settings import check_aws_region, check_azure_location
+from shared.settings import STAGE_RE, check_aws_region, check_azure_location
 from shared.specs import DatasetSpec, load_spec
 from shared.topology import Topology, build_topology
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 
 Cloud = Literal["aws", "azure"]
 Arch = Literal["x86_64", "arm64"]
@@ -63,38 +62,40 @@ class StackConfig:
 def load() -> StackConfig:
     """The current stack's configuration, checked. Called once, by ``__main__``."""
     cfg = pulumi.Config("dhow")
-    return check(
-        cloud=cfg.get("cloud") or "aws",
-        stage=cfg.require("stage"),
-        region=cfg.get("region") or "me-central-1",
-        location=cfg.get("location") or "uaenorth",
-        arch=cfg.get("arch") or "x86_64",
-        log_retention_days=cfg.get_int("logRetentionDays") or 365,
-        alert_emails=tuple(cfg.get_object("alertEmails") or ()),
-        vpc_cidr=cfg.get("vpcCidr") or "10.42.0.0/16",
-        training_image_uri=cfg.get("trainingImageUri") or "",
-        inference_image_uri=cfg.get("inferenceImageUri") or "",
-        jobs_image_uri=cfg.get("jobsImageUri") or "",
-        azure_gpu_vm_size=cfg.get("azureGpuVmSize") or "Standard_NC4as_T4_v3",
-        azure_gpu_max_nodes=cfg.get_int("azureGpuMaxNodes") or 2,
-        specs_dir=cfg.get("specsDir") or "shared/specs",
-    )
+    emails = cfg.get_object("alertEmails")
+    values: dict[str, Any] = {
+        "cloud": cfg.get("cloud"),
+        "region": cfg.get("region"),
+        "location": cfg.get("location"),
+        "arch": cfg.get("arch"),
+        "log_retention_days": cfg.get_int("logRetentionDays"),
+        "alert_emails": tuple(emails) if isinstance(emails, list) else None,
+        "vpc_cidr": cfg.get("vpcCidr"),
+        "training_image_uri": cfg.get("trainingImageUri"),
+        "inference_image_uri": cfg.get("inferenceImageUri"),
+        "jobs_image_uri": cfg.get("jobsImageUri"),
+        "azure_gpu_vm_size": cfg.get("azureGpuVmSize"),
+        "azure_gpu_max_nodes": cfg.get_int("azureGpuMaxNodes"),
+        "specs_dir": cfg.get("specsDir"),
+    }
+    # Unset keys take Pulumi.yaml's defaults, or else StackConfig's: one default each.
+    return check(stage=cfg.require("stage"), **{k: v for k, v in values.items() if v is not None})
 
 
 def check(
     *,
-    cloud: str,
     stage: str,
-    region: str,
-    location: str,
-    specs_dir: str,
+    cloud: str = "aws",
+    region: str = AWS_REGIONS_ALLOWED[0],
+    location: str = AZURE_LOCATIONS_ALLOWED[0],
+    specs_dir: str = "shared/specs",
     arch: str = "x86_64",
     **rest: object,
 ) -> StackConfig:
     """A ``StackConfig`` from plain values, or ``StackConfigError`` saying what to set."""
     if cloud not in ("aws", "azure"):
         raise StackConfigError(f"dhow:cloud is {cloud!r}: set it to aws or azure")
-    if not _STAGE_RE.match(stage):
+    if not STAGE_RE.match(stage):
         raise StackConfigError(
             f"dhow:stage {stage!r} is not usable in resource names: "
             "2-21 characters of a-z 0-9 -, starting with a letter"

@@ -17,7 +17,8 @@ from shared import constants as c
 from shared.errors import ConfigError, RegionNotAllowed
 
 Cloud = Literal["aws", "azure"]
-_STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+# A stage is the prefix of every resource name (settings and the Pulumi program check it).
+STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 
 
 def check_aws_region(region: str) -> str:
@@ -87,7 +88,7 @@ class Settings:
             raise ConfigError(
                 f"unknown cloud {self.cloud!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'"
             )
-        if not _STAGE_RE.match(self.stage):
+        if not STAGE_RE.match(self.stage):
             raise ConfigError(
                 f"stage name {self.stage!r} is not usable in resource names",
                 hint=f"set {c.STAGE} to 2-21 lowercase letters, digits or '-', "

@@ -73,7 +73,9 @@ class EventWiring(pulumi.ComponentResource):
             )
 
         self.rules = {}
-        senders: dict[str, list[pulumi.Output[str]]] = {}
+        # Each queue a rule delivers to (and its DLQ, for what cannot be delivered) admits
+        # exactly the rules that send to it.
+        senders: dict[str, tuple[aws.sqs.Queue, list[pulumi.Output[str]]]] = {}
         for r in topo.rules:
             bus_name = "default" if r.bus == "default" else self.bus.name
             rule = aws.cloudwatch.EventRule(
@@ -95,15 +97,13 @@ class EventWiring(pulumi.ComponentResource):
                 opts=child,
             )
             self.rules[r.logical] = rule
-            senders.setdefault(r.target_queue, []).append(rule.arn)
-            senders.setdefault(f"{r.target_queue}-dlq", []).append(rule.arn)
+            for key, queue in (
+                (r.target_queue, self.queues[r.target_queue]),
+                (f"{r.target_queue}-dlq", self.dlqs[r.target_queue]),
+            ):
+                senders.setdefault(key, (queue, []))[1].append(rule.arn)
 
-        for target, arns in senders.items():
-            queue = (
-                self.dlqs[target.removesuffix("-dlq")]
-                if target.endswith("-dlq")
-                else self.queues[target]
-            )
+        for target, (queue, arns) in senders.items():
             aws.sqs.QueuePolicy(
                 f"{target}-from-rules",
                 queue_url=queue.url,

@@ -12,7 +12,7 @@ import pulumi_aws as aws
 
 from infra.aws.iam import AwsScope, assume_role_policy, function_policy
 from infra.config import StackConfig
-from infra.packaging import code_archive, layer_archive
+from infra.packaging import code_archive, layer_archive, layer_path
 from layers.catalogue import FUNCTION_LAYERS
 from shared import constants as c
 from shared.topology import Function
@@ -87,7 +87,7 @@ class Functions(pulumi.ComponentResource):
             obj = aws.s3.BucketObjectv2(
                 f"layer-{layer}",
                 bucket=self._artifacts.id,
-                key=f"layers/{layer}-{arch}.zip",
+                key=f"layers/{layer_path(self._cfg, fn.logical).name}",
                 source=archive,
                 server_side_encryption="aws:kms",
                 kms_key_id=self._key.arn,

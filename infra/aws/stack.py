@@ -20,9 +20,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     """Create the stack; returns what ``__main__`` exports."""
     # Explicit provider: every resource is created in the checked region, whatever the
     # engineer's AWS_REGION or aws:region says.
-    provider = aws.Provider(
-        "uae", region=cfg.region, default_tags={"tags": cfg.tags}, skip_region_validation=False
-    )
+    provider = aws.Provider("uae", region=cfg.region, default_tags={"tags": cfg.tags})
     opts = pulumi.ResourceOptions(providers=[provider])
     account = aws.get_caller_identity_output(
         opts=pulumi.InvokeOutputOptions(provider=provider)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -47,3 +49,37 @@ def test_refused_with_the_fix(overrides: dict[str, str], says: str) -> None:
 def test_a_stack_without_specs_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StackConfigError, match="no dataset specs"):
         _check(specs_dir=str(tmp_path))
+
+
+@pytest.fixture
+def pulumi_config() -> Iterator[ModuleType]:
+    from pulumi.runtime import config
+
+    saved = config.CONFIG.get()
+    yield config
+    config.CONFIG.set(saved)
+
+
+def test_load_reads_the_stack_config(pulumi_config: ModuleType) -> None:
+    from infra.config import load
+
+    pulumi_config.set_all_config(
+        {
+            "dhow:stage": "acme-prod",
+            "dhow:location": "uaecentral",
+            "dhow:alertEmails": '["oncall@acme.ae"]',
+            "dhow:logRetentionDays": "30",
+        }
+    )
+    cfg = load()
+    assert (cfg.cloud, cfg.stage, cfg.region, cfg.location) == (
+        "aws",
+        "acme-prod",
+        "me-central-1",
+        "uaecentral",
+    )
+    assert cfg.alert_emails == ("oncall@acme.ae",)
+    assert cfg.log_retention_days == 30
+    pulumi_config.set_all_config({"dhow:stage": "acme-prod", "dhow:region": "us-east-1"})
+    with pytest.raises(StackConfigError, match="dhow:region me-central-1"):
+        load()
