@@ -38,6 +38,8 @@ PLATFORMS = {
     "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
 }
 PYTHON_VERSION = "3.12"
+# uname's name for each architecture (Linux says aarch64 where Lambda says arm64).
+_MACHINE = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 # What a running function never reads. Not "testing": numpy, pandas and scikit-learn
 # import their own at run time (the smoke import caught it).
 _STRIP_DIRS = frozenset({"tests", "test", "__pycache__", "docs", "examples", "benchmarks"})
@@ -220,7 +222,8 @@ _SMOKE = {
 def smoke(layer: str, fn: str, target: Path, work: Path) -> None:
     """Import the function's handler and what it loads once warm, from the layer and our
     code only, plus the runtime's boto3 (symlinked from this environment): what Lambda's
-    Python 3.12 on x86_64 would do. Catches a stripped file that is needed after all."""
+    Python 3.12 on the build machine's architecture would do. Catches a stripped file
+    that is needed after all."""
     runtime = work / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
     for name in RUNTIME_PROVIDED.values():
@@ -282,10 +285,9 @@ def build(
                 print(f"  skipped: {str(exc).splitlines()[-1]}", file=out)
                 continue
             removed = strip(target)
-            native = os.uname().machine == arch
-            if native:
+            # Symbols can be stripped, and the layer imported, only on its own architecture.
+            if _MACHINE.get(os.uname().machine) == arch:
                 removed += strip_symbols(target)
-            if native and arch == "x86_64":
                 for fn in sorted(f for f, lay in FUNCTION_LAYERS.items() if lay == layer):
                     smoke(layer, fn, target, work)
             zipped = zip_tree(target, DIST / f"{layer}-{arch}.zip", "python/")
