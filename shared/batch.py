@@ -49,21 +49,13 @@ def process_sqs_batch(
     return {"batchItemFailures": failures}
 
 
-def process_pipeline_events[E: PipelineEvent](
-    event: Mapping[str, Any], expected: type[E], handle: Callable[[E], object]
-) -> BatchResponse:
-    """An SQS batch of pipeline events from the bus, each of type ``expected``.
-
-    Any other event (a mis-wired rule) fails its message, so it ends in the DLQ.
-    """
-
-    def one(message: SqsMessage) -> None:
-        parsed = parse_bus_event(message.body)
-        if not isinstance(parsed, expected):
-            raise EventParseError(
-                f"this function takes {expected.event_type}, and was sent {parsed.event_type}",
-                hint="check the event rule that feeds its queue",
-            )
-        handle(parsed)
-
-    return process_sqs_batch(event, one)
+def expect_event[E: PipelineEvent](body: str | bytes, expected: type[E]) -> E:
+    """The pipeline event in ``body``, which must be of type ``expected``: any other
+    (a mis-wired rule) fails its message, so it ends in the DLQ (poison queue)."""
+    parsed = parse_bus_event(body)
+    if not isinstance(parsed, expected):
+        raise EventParseError(
+            f"this function takes {expected.event_type}, and was sent {parsed.event_type}",
+            hint="check the event rule that feeds its queue",
+        )
+    return parsed

@@ -252,8 +252,7 @@ def _follow(
 @json_option
 def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) -> None:
     """Upload FILE to the raw bucket, which starts the pipeline."""
-    from shared.adapters.aws import SqsEventTap, aws_client
-    from shared.wiring import build_ports
+    from shared.wiring import build_event_tap, build_ports
 
     key = f"{DATASETS_PREFIX}{dataset}/{file.name}"
     name, reason = dataset_of(key)
@@ -272,15 +271,9 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
                 hint="convert the file first",
             )
         settings = resolve_settings()
-        if settings.cloud != "aws":
-            raise DhowError(
-                "`dhow upload` follows AWS stacks only for now",
-                reason="not_supported",
-                hint="use DHOW_CLOUD=aws",
-            )
         topo = build_topology(settings.stage)
         ports = build_ports(settings, topo)
-        tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
+        tap = build_event_tap(settings) if wait else None
         sha = sha256_file(file)
         known = ports.lineage.get(name, ingest_record_id(sha))
         upload_id = uuid.uuid4().hex
@@ -454,9 +447,8 @@ def train(
     dataset: str, instance_type: str | None, wait: bool, timeout: float, as_json: bool
 ) -> None:
     """Retrain DATASET by hand on its latest validated version (recorded with who asked)."""
-    from shared.adapters.aws import SqsEventTap, aws_client
     from shared.services.train_launch import latest_validated
-    from shared.wiring import build_ports, build_train_launch_service
+    from shared.wiring import build_event_tap, build_ports, build_train_launch_service
 
     with _cli_errors(as_json, "cannot launch training"):
         settings = resolve_settings()
@@ -464,7 +456,7 @@ def train(
         ports = build_ports(settings, topo)
         correlation = f"train-{uuid.uuid4().hex}"
         event = latest_validated(ports.lineage, dataset, correlation)
-        tap = SqsEventTap(aws_client("sqs", settings), topo.queue("events").name) if wait else None
+        tap = build_event_tap(settings) if wait else None
         t0 = time.monotonic()
         user = getpass.getuser()
         outcome = build_train_launch_service(settings, ports).handle(
@@ -1017,31 +1009,56 @@ def drift_status(dataset: str, limit: int, as_json: bool) -> None:
     _emit(as_json, {"ok": True, "dataset": dataset, "checks": checks}, text)
 
 
+def _aws_alerts(settings: Settings, topic: str, wait: float) -> list[dict[str, Any]]:
+    """Drain the alerts topic's local subscriber queue (SNS to SQS in LocalStack)."""
+    from dhow_local.provision import inbox_queue_name
+
+    from shared.adapters.aws import aws_client
+
+    sqs = aws_client("sqs", settings)
+    url = sqs.get_queue_url(QueueName=inbox_queue_name(topic))["QueueUrl"]
+    alerts: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            body = json.loads(m["Body"])
+            alerts.append({"subject": body.get("Subject"), "message": body.get("Message")})
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        if not got.get("Messages") and (alerts or time.monotonic() >= deadline):
+            return alerts
+
+
+def _azure_alerts(settings: Settings, topic: str, wait: float) -> list[dict[str, Any]]:
+    """Drain the alerts queue (Azure keeps alerts in a queue of the region)."""
+    from shared.adapters.azure import azure_clients
+
+    queue = azure_clients(settings).queue(topic)
+    alerts: list[dict[str, Any]] = []
+    deadline = time.monotonic() + wait
+    while True:
+        got = list(queue.receive_messages(messages_per_page=32, max_messages=32))
+        for m in got:
+            body = json.loads(m.content)
+            alerts.append({"subject": body.get("Subject"), "message": body.get("Message")})
+            queue.delete_message(m.id, m.pop_receipt)
+        if not got and (alerts or time.monotonic() >= deadline):
+            return alerts
+        if not got:
+            time.sleep(0.5)
+
+
 @local.command("alerts")
 @click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for one.")
 @json_option
 def local_alerts(wait: float, as_json: bool) -> None:
     """Alerts the local alerts topic delivered (what on-call would get), oldest first;
     each is shown once."""
-    from dhow_local.provision import inbox_queue_name
-
-    from shared.adapters.aws import aws_client
-
     with _cli_errors(as_json, "cannot read the local alerts"):
         settings = resolve_settings()
-        sqs = aws_client("sqs", settings)
         topic = build_topology(settings.stage).topic("alerts").name
-        url = sqs.get_queue_url(QueueName=inbox_queue_name(topic))["QueueUrl"]
-        alerts: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait
-        while True:
-            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-            for m in got.get("Messages", []):
-                body = json.loads(m["Body"])
-                alerts.append({"subject": body.get("Subject"), "message": body.get("Message")})
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-            if not got.get("Messages") and (alerts or time.monotonic() >= deadline):
-                break
+        read = _azure_alerts if settings.cloud == "azure" else _aws_alerts
+        alerts = read(settings, topic, wait)
 
     def text() -> None:
         if not alerts:

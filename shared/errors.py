@@ -56,3 +56,9 @@ class PlatformError(DhowError):
     """The local platform could not be started, reached or stopped."""
 
     reason = "platform_error"
+
+
+class UnknownModelVersion(DhowError):
+    """A model version number that the dataset's registry does not have."""
+
+    reason = "unknown_model_version"

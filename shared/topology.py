@@ -11,6 +11,7 @@ role assignments are generated from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -73,6 +74,18 @@ class EventRule:
     target_queue: str
 
 
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_MINUTES = {"minute": 1, "hour": 60, "day": 24 * 60}
+
+
+def rate_minutes(expression: str) -> int | None:
+    """Minutes between runs of a ``rate(...)`` expression; None for any other kind."""
+    m = _RATE.match(expression.strip())
+    if m is None:
+        return None
+    return int(m.group(1)) * _MINUTES[m.group(2).rstrip("s")]
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A recurring message to a function's queue (EventBridge Scheduler; an Azure timer
@@ -131,6 +144,12 @@ class Function:
     # "zip" fits Lambda's 250 MB; "image" is a container image (up to 10 GB), for
     # functions whose libraries do not fit (the drift check's evidently).
     package: Literal["zip", "image"] = "zip"
+
+    @property
+    def azure_handler(self) -> str:
+        """The Azure Functions entry point: ``main`` of the function's ``azure_function``."""
+        package = self.aws_handler.rsplit(".", 2)[0]
+        return f"{package}.azure_function.main"
 
 
 @dataclass(frozen=True)

@@ -263,15 +263,19 @@ class TrainingJobEnded(BaseModel):
     hyperparameters: dict[str, str]
 
 
-def parse_training_state_change(payload: str | bytes | Json) -> TrainingJobEnded:
-    data = _loads(payload)
-    if data.get("source") != "aws.sagemaker" or (
-        data.get("detail-type") != "SageMaker Training Job State Change"
-    ):
-        raise EventParseError(
-            "payload is not a SageMaker training job state change",
-            hint=f"got source {data.get('source')!r}, detail-type {data.get('detail-type')!r}",
-        )
+AZUREML_RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
+# Azure ML run tags Dhow sets on its training jobs, read back from the run's event.
+TAG_ARTIFACT, TAG_HYPERPARAMETERS, TAG_COMPUTE, TAG_IMAGE, TAG_FAILURE = (
+    "dhow:artifact",
+    "dhow:hyperparameters",
+    "dhow:compute",
+    "dhow:image",
+    "dhow:failure-reason",
+)
+_AZUREML_END_STATES = {"Completed": "Completed", "Failed": "Failed", "Canceled": "Stopped"}
+
+
+def _sagemaker_training_ended(data: Json) -> TrainingJobEnded:
     d = data["detail"]
     return TrainingJobEnded(
         job_name=d["TrainingJobName"],
@@ -282,6 +286,54 @@ def parse_training_state_change(payload: str | bytes | Json) -> TrainingJobEnded
         image=(d.get("AlgorithmSpecification") or {}).get("TrainingImage"),
         hyperparameters={str(k): str(v) for k, v in (d.get("HyperParameters") or {}).items()},
     )
+
+
+def _azureml_training_ended(data: Json) -> TrainingJobEnded:
+    d = data["data"]
+    status = _AZUREML_END_STATES.get(str(d.get("runStatus")))
+    if status is None:
+        raise EventParseError(
+            f"Azure ML run {d.get('runId')!r} is {d.get('runStatus')!r}, not an end state",
+            hint="the subscription should deliver only Completed, Failed and Canceled runs",
+        )
+    tags: Mapping[str, Any] = d.get("runTags") or {}
+    return TrainingJobEnded(
+        job_name=d["runId"],
+        status=status,
+        failure_reason=tags.get(TAG_FAILURE)
+        or (None if status == "Completed" else f"Azure ML run ended {d['runStatus']}"),
+        artifact=tags.get(TAG_ARTIFACT),
+        instance_type=tags.get(TAG_COMPUTE),
+        image=tags.get(TAG_IMAGE),
+        hyperparameters={
+            str(k): str(v) for k, v in json.loads(tags.get(TAG_HYPERPARAMETERS) or "{}").items()
+        },
+    )
+
+
+def parse_training_state_change(payload: str | bytes | Json) -> TrainingJobEnded:
+    """A training job's end: SageMaker's "Training Job State Change" (EventBridge) or
+    Azure ML's ``RunStatusChanged`` (Event Grid schema)."""
+    data = _loads(payload)
+    if data.get("source") == "aws.sagemaker" and (
+        data.get("detail-type") == "SageMaker Training Job State Change"
+    ):
+        parse = _sagemaker_training_ended
+    elif data.get("eventType") == AZUREML_RUN_STATUS_CHANGED:
+        parse = _azureml_training_ended
+    else:
+        raise EventParseError(
+            "payload is not a training job state change",
+            hint=f"expected SageMaker's or Azure ML's; got source {data.get('source')!r}, "
+            f"detail-type {data.get('detail-type')!r}, eventType {data.get('eventType')!r}",
+        )
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EventParseError(
+            f"training state change is missing a field: {exc}",
+            hint="compare it with tests/events/ for the expected shape",
+        ) from exc
 
 
 CODEDEPLOY_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"

@@ -16,6 +16,7 @@ from shared.ports import (
     Deployer,
     DeploymentPlan,
     EventBus,
+    EventTap,
     LineageStore,
     MetricsSink,
     ModelRegistry,
@@ -69,7 +70,8 @@ def build_ports(settings: Settings, topology: Topology | None = None) -> Ports:
         )
     from shared.adapters.azure import (
         BlobObjectStore,
-        StorageQueueBus,
+        LocalEventGrid,
+        LocalEventGridBus,
         TableLineageStore,
         azure_clients,
     )
@@ -77,11 +79,35 @@ def build_ports(settings: Settings, topology: Topology | None = None) -> Ports:
     clients = azure_clients(settings)
     return Ports(
         store=BlobObjectStore(clients.blobs),
-        bus=StorageQueueBus(clients.queue(topo.queue("events").name)),
+        bus=_event_grid_bus(settings.azure_eventgrid_endpoint)
+        if settings.azure_eventgrid_endpoint
+        else LocalEventGridBus(LocalEventGrid(clients, topo)),
         lineage=TableLineageStore(
             clients.tables.get_table_client(azure_table_name(topo.table("lineage").name))
         ),
     )
+
+
+def _event_grid_bus(endpoint: str) -> EventBus:
+    """The stack's pipeline topic, reached with the function app's managed identity."""
+    from azure.eventgrid import EventGridPublisherClient
+    from azure.identity import DefaultAzureCredential
+
+    from shared.adapters.azure import EventGridBus
+
+    return EventGridBus(EventGridPublisherClient(endpoint, DefaultAzureCredential()))
+
+
+def build_event_tap(settings: Settings) -> EventTap:
+    """The queue that gets a copy of every pipeline event (`dhow upload --wait`)."""
+    name = build_topology(settings.stage).queue("events").name
+    if settings.cloud == "aws":
+        from shared.adapters.aws import SqsEventTap, aws_client
+
+        return SqsEventTap(aws_client("sqs", settings), name)
+    from shared.adapters.azure import StorageQueueEventTap, azure_clients
+
+    return StorageQueueEventTap(azure_clients(settings).queue(name))
 
 
 def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
@@ -253,7 +279,12 @@ def build_train_launch_service(
     )
 
 
-def build_model_registry(settings: Settings) -> ModelRegistry:
+def build_model_registry(settings: Settings, ports: Ports | None = None) -> ModelRegistry:
+    """SageMaker Model Registry on AWS; on Azure, versions as rows of the lineage table."""
+    if settings.cloud == "azure":
+        from shared.adapters.lineage_registry import LineageModelRegistry
+
+        return LineageModelRegistry((ports or build_ports(settings)).lineage)
     from shared.adapters.aws import aws_client
     from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 
@@ -268,7 +299,7 @@ def build_register_service(settings: Settings, ports: Ports | None = None) -> Re
         p.store,
         p.bus,
         p.lineage,
-        build_model_registry(settings),
+        build_model_registry(settings, p),
         specs_dir=settings.specs_dir,
         claim_seconds=settings.ingest_claim_seconds,
     )
@@ -336,9 +367,9 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
         return LocalRouterDeployer(ports.lineage)
     if settings.cloud != "aws":
         raise ConfigError(
-            "deployments on Azure are not built yet",
-            hint="Azure serving (slots / Azure ML online endpoints) comes with the Azure "
-            "Functions app; use the AWS stack or the local platform",
+            "progressive deployments on Azure run on the local platform only",
+            hint="set DHOW_SERVING_BACKEND=local (`dhow local up --cloud azure` does); in an "
+            "Azure stack the serve function serves the champion (see the README's cloud table)",
         )
     prefix = f"dhow-{settings.stage}"
 
@@ -386,7 +417,7 @@ def build_deploy_service(settings: Settings, ports: Ports | None = None) -> Depl
     p = ports or build_ports(settings)
     return DeployService(
         build_deployer(settings, p),
-        build_model_registry(settings),
+        build_model_registry(settings, p),
         p.bus,
         p.lineage,
         specs_dir=settings.specs_dir,
@@ -412,18 +443,18 @@ def build_serve_app(settings: Settings, ports: Ports | None = None) -> FastAPI:
     spec = load_spec(dataset, settings.specs_dir)
     capture = InferenceCapture.for_spec(p.store, topo.bucket("capture").name, spec)
     return model_app(
-        spec, p.store, build_model_registry(settings), settings.serve_model_version, capture
+        spec, p.store, build_model_registry(settings, p), settings.serve_model_version, capture
     )
 
 
 def build_drift_outputs(settings: Settings) -> tuple[MetricsSink, AlertChannel]:
-    """Where the drift check's figures and alerts go: CloudWatch and the alerts topic."""
-    if settings.cloud != "aws":
-        raise ConfigError(
-            "drift metrics and alerts on Azure are not built yet",
-            hint="Azure Monitor metrics and an action group come with the Azure Functions "
-            "app; use the AWS stack or the local platform (`dhow local up`)",
-        )
+    """Where the drift check's figures and alerts go: CloudWatch and the alerts topic on
+    AWS; on Azure, log records (Application Insights) and the alerts queue."""
+    if settings.cloud == "azure":
+        from shared.adapters.azure import LoggedMetrics, QueueAlerts, azure_clients
+
+        alerts = build_topology(settings.stage).topic("alerts").name
+        return LoggedMetrics(), QueueAlerts(azure_clients(settings).queue(alerts))
     if not settings.alerts_topic_arn:
         raise ConfigError(
             "the drift check does not know where to send alerts",
@@ -448,7 +479,7 @@ def build_drift_service(settings: Settings, ports: Ports | None = None) -> Drift
         p.store,
         p.bus,
         p.lineage,
-        build_model_registry(settings),
+        build_model_registry(settings, p),
         metrics,
         alerts,
         capture_container=topo.bucket("capture").name,

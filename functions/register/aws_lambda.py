@@ -3,24 +3,11 @@ partial batch failures out."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from functions.register.core import handle
 from shared.batch import BatchResponse, process_sqs_batch
-from shared.settings import Settings
-from shared.triggers import SqsMessage, parse_training_state_change
-from shared.wiring import build_register_service
-
-logging.getLogger().setLevel(logging.INFO)
-
-# Built once per cold start. A non-UAE region stops the function here.
-SETTINGS = Settings.from_env()
-SERVICE = build_register_service(SETTINGS)
-
-
-def _handle(message: SqsMessage) -> None:
-    SERVICE.handle(parse_training_state_change(message.body))
 
 
 def handler(event: dict[str, Any], context: object) -> BatchResponse:
-    return process_sqs_batch(event, _handle)
+    return process_sqs_batch(event, lambda message: handle(message.body))

@@ -1,17 +1,21 @@
-"""Azure adapters: Blob storage, Storage queue event bus, Table storage. Clients are injected."""
+"""Azure adapters: Blob storage, Event Grid (and the local platform's stand-in for it),
+Table storage, Storage queues for the event tap and alerts. Clients are injected."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.messaging import CloudEvent
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import (
@@ -22,10 +26,27 @@ from azure.storage.queue import (
 )
 
 from shared.constants import AZURE_STORAGE_CONNECTION_STRING, EVENT_SOURCE
-from shared.errors import ConfigError, DhowError, ObjectMissing
+from shared.errors import ConfigError, DhowError, EventParseError, ObjectMissing
+from shared.event_patterns import matches
 from shared.events import ObjectRef, PipelineEvent
-from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
+from shared.ports import (
+    AlertChannel,
+    EventBus,
+    EventTap,
+    LineageRecord,
+    LineageStore,
+    MetricPoint,
+    MetricsSink,
+    ObjectInfo,
+    ObjectStore,
+    TappedEvent,
+)
 from shared.settings import Settings, check_azure_location
+from shared.topology import Topology
+from shared.triggers import azure_queue_body, parse_bus_event
+
+if TYPE_CHECKING:
+    from azure.eventgrid import EventGridPublisherClient
 
 
 @dataclass(frozen=True)
@@ -145,27 +166,168 @@ class BlobObjectStore(ObjectStore):
         dst.start_copy_from_url(src.url, metadata=dict(metadata or {}), requires_sync=True)
 
 
-class StorageQueueBus(EventBus):
-    """``EventBus`` on an Azure Storage queue: one JSON envelope per event (base64 on the wire)."""
+def cloud_event(event: PipelineEvent) -> dict[str, Any]:
+    """A pipeline event as the CloudEvent (1.0, structured JSON) that the stack's pipeline
+    topic takes and delivers to its subscribers' queues."""
+    return {
+        "specversion": "1.0",
+        "type": event.event_type,
+        "source": EVENT_SOURCE,
+        "id": event.event_id,
+        "time": event.occurred_at.isoformat(),
+        "subject": event.dataset,
+        "datacontenttype": "application/json",
+        "data": json.loads(event.model_dump_json()),
+    }
+
+
+class EventGridBus(EventBus):
+    """``EventBus`` on the stack's Event Grid topic (CloudEvents; its subscriptions route
+    each event type to a function's queue). ``client`` is an ``EventGridPublisherClient``."""
+
+    def __init__(self, client: EventGridPublisherClient) -> None:
+        self._client = client
+
+    def publish(self, event: PipelineEvent) -> None:
+        ce = cloud_event(event)
+        self._client.send(
+            CloudEvent(
+                source=ce["source"],
+                type=ce["type"],
+                data=ce["data"],
+                id=ce["id"],
+                time=event.occurred_at,
+                subject=ce["subject"],
+                datacontenttype=ce["datacontenttype"],
+            )
+        )
+
+
+class LocalEventGrid:
+    """Event Grid as the local platform plays it on Azurite, which has none.
+
+    Pipeline events go, as the pipeline topic's subscriptions deliver them (CloudEvents,
+    base64 JSON), to the queue of every rule of the topology whose pattern they match,
+    the same patterns the Pulumi program turns into Event Grid filters. System events
+    (a blob created, an Azure ML run's status) go to the queue their rule names, in the
+    Event Grid schema, as the stack's system-topic subscriptions deliver them.
+    """
+
+    def __init__(self, clients: AzureClients, topology: Topology) -> None:
+        self._clients = clients
+        self._topo = topology
+
+    def _send(self, queue_logical: str, body: Mapping[str, Any]) -> None:
+        queue = self._clients.queue(self._topo.queue(queue_logical).name)
+        try:
+            queue.send_message(json.dumps(body))
+        except ResourceNotFoundError as exc:
+            raise DhowError(
+                f"queue {queue.queue_name!r} does not exist",
+                hint="run `dhow local up --cloud azure` first",
+                reason="event_publish_failed",
+            ) from exc
+
+    def publish(self, event: PipelineEvent) -> list[str]:
+        """Deliver one pipeline event; returns the queues it went to."""
+        ce = cloud_event(event)
+        envelope = {"source": ce["source"], "detail-type": ce["type"], "detail": ce["data"]}
+        targets = sorted(
+            {
+                r.target_queue
+                for r in self._topo.rules
+                if r.bus == "pipeline" and matches(r.pattern, envelope)
+            }
+        )
+        for queue in targets:
+            self._send(queue, ce)
+        return targets
+
+    def deliver_system_event(self, rule_logical: str, event: Mapping[str, Any]) -> str:
+        """Deliver a system event to the queue of the topology's rule ``rule_logical``."""
+        queue = self._topo.rule(rule_logical).target_queue
+        self._send(queue, event)
+        return queue
+
+
+class LocalEventGridBus(EventBus):
+    """``EventBus`` of the local platform on Azure: ``LocalEventGrid`` routes each event."""
+
+    def __init__(self, grid: LocalEventGrid) -> None:
+        self._grid = grid
+
+    def publish(self, event: PipelineEvent) -> None:
+        self._grid.publish(event)
+
+
+class StorageQueueEventTap(EventTap):
+    """``EventTap`` on the Storage queue that gets a copy of every pipeline event.
+
+    Storage queues have no long polling: an empty receive waits ``wait_s`` itself.
+    """
+
+    def __init__(self, client: QueueClient, visibility_s: int = 30) -> None:
+        self._queue = client
+        self._visibility = visibility_s
+
+    def receive(self, wait_s: int = 1) -> list[TappedEvent]:
+        out = []
+        for m in self._queue.receive_messages(
+            messages_per_page=32, max_messages=32, visibility_timeout=self._visibility
+        ):
+            try:
+                event = parse_bus_event(azure_queue_body(m.content))
+            except EventParseError:
+                continue  # not ours to judge: after enough receives it goes to -poison
+            out.append(TappedEvent(event=event, handle=f"{m.id}\n{m.pop_receipt}"))
+        if not out and wait_s > 0:
+            time.sleep(wait_s)
+        return out
+
+    def ack(self, tapped: TappedEvent) -> None:
+        message_id, _, receipt = tapped.handle.partition("\n")
+        with contextlib.suppress(ResourceNotFoundError):
+            self._queue.delete_message(message_id, receipt)
+
+    def release(self, tapped: TappedEvent) -> None:
+        message_id, _, receipt = tapped.handle.partition("\n")
+        with contextlib.suppress(ResourceNotFoundError):
+            self._queue.update_message(message_id, receipt, visibility_timeout=0)
+
+
+class QueueAlerts(AlertChannel):
+    """``AlertChannel`` on a Storage queue in the stack's own (UAE) account.
+
+    Azure Monitor action groups are global resources, which the region policy refuses;
+    alerts stay in a queue of the region, where `dhow alerts` and on-call's own
+    integrations read them.
+    """
 
     def __init__(self, client: QueueClient) -> None:
         self._queue = client
 
-    def publish(self, event: PipelineEvent) -> None:
-        envelope = {
-            "source": EVENT_SOURCE,
-            "type": event.event_type,
-            "id": event.event_id,
-            "data": json.loads(event.model_dump_json()),
-        }
-        try:
-            self._queue.send_message(json.dumps(envelope))
-        except ResourceNotFoundError as exc:
-            raise DhowError(
-                f"event queue {self._queue.queue_name!r} does not exist",
-                hint="run `dhow local up --cloud azure` or deploy the stack",
-                reason="event_publish_failed",
-            ) from exc
+    def send(self, subject: str, message: str, attributes: Mapping[str, str]) -> str:
+        body = {"Subject": subject, "Message": message, "Attributes": dict(attributes)}
+        return str(self._queue.send_message(json.dumps(body)).id)
+
+
+class LoggedMetrics(MetricsSink):
+    """``MetricsSink`` as one structured log record per point: the Functions host sends
+    logs to the stack's Application Insights (in the region), where log-based metrics
+    and alert rules query them (``customDimensions.metric``)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("dhow.metrics")
+
+    def put(self, namespace: str, points: list[MetricPoint]) -> None:
+        for p in points:
+            self._log.info(
+                "metric %s/%s = %s",
+                namespace,
+                p.name,
+                p.value,
+                extra={"metric": {"namespace": namespace, **p.model_dump(mode="json")}},
+            )
 
 
 class TableLineageStore(LineageStore):

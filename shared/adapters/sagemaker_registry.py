@@ -12,19 +12,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
-from shared.errors import DhowError
+from shared.errors import UnknownModelVersion
 from shared.ports import ApprovalStatus, ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
 
 _METRIC, _LINEAGE = "metric:", "lineage:"
-
-
-class UnknownModelVersion(DhowError):
-    """A model version number that the dataset's registry does not have."""
-
-    reason = "unknown_model_version"
 
 
 class SageMakerModelRegistry(ModelRegistry):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,14 @@ from shared.events import ObjectRef
 from shared.ports import TrainingJobRequest
 from shared.settings import Settings
 from shared.topology import build_topology
+from shared.triggers import (
+    AZUREML_RUN_STATUS_CHANGED,
+    TAG_ARTIFACT,
+    TAG_COMPUTE,
+    TAG_FAILURE,
+    TAG_HYPERPARAMETERS,
+    TAG_IMAGE,
+)
 from shared.wiring import build_ports
 
 LOG_TAIL_LINES = 20
@@ -91,18 +100,71 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
         detail["ModelArtifacts"] = {"S3ModelArtifacts": f"s3://{output.container}/{output.key}"}
     else:
         detail["FailureReason"] = reason
-    aws_client("events", settings).put_events(
-        Entries=[
-            {
-                "Source": "aws.sagemaker",
-                "DetailType": "SageMaker Training Job State Change",
-                "Detail": json.dumps(detail),
-                "EventBusName": "default",
-                "Resources": [detail["TrainingJobArn"]],
-            }
-        ]
-    )
+    publish_training_ended(settings, detail, output)
     return detail
+
+
+def publish_training_ended(settings: Settings, detail: dict[str, Any], output: ObjectRef) -> None:
+    """The job's end, as the cloud's training service announces it: SageMaker's state
+    change on the default bus (AWS), or Azure ML's ``RunStatusChanged`` in the Event Grid
+    schema to the queue the stack's run-status subscription feeds (Azure)."""
+    if settings.cloud == "aws":
+        aws_client("events", settings).put_events(
+            Entries=[
+                {
+                    "Source": "aws.sagemaker",
+                    "DetailType": "SageMaker Training Job State Change",
+                    "Detail": json.dumps(detail),
+                    "EventBusName": "default",
+                    "Resources": [detail["TrainingJobArn"]],
+                }
+            ]
+        )
+        return
+    from shared.adapters.azure import LocalEventGrid, azure_clients
+
+    topo = build_topology(settings.stage)
+    LocalEventGrid(azure_clients(settings), topo).deliver_system_event(
+        "training_job_ended", azureml_run_status_changed(settings, detail, output)
+    )
+
+
+def azureml_run_status_changed(
+    settings: Settings, detail: dict[str, Any], output: ObjectRef
+) -> dict[str, Any]:
+    """The local job's end as Azure ML's ``RunStatusChanged`` event (Event Grid schema),
+    with the run tags the Azure ML launcher sets."""
+    job = detail["TrainingJobName"]
+    workspace = f"dhow-{settings.stage}-local"
+    status = {"Completed": "Completed", "Failed": "Failed", "Stopped": "Canceled"}
+    tags = {
+        TAG_HYPERPARAMETERS: json.dumps(detail["HyperParameters"], sort_keys=True),
+        TAG_COMPUTE: "local",
+        TAG_IMAGE: detail["AlgorithmSpecification"]["TrainingImage"],
+    }
+    if detail["TrainingJobStatus"] == "Completed":
+        tags[TAG_ARTIFACT] = output.uri
+    else:
+        tags[TAG_FAILURE] = detail["FailureReason"]
+    return {
+        "id": str(uuid.uuid4()),
+        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/"
+        f"{workspace}/providers/Microsoft.MachineLearningServices/workspaces/{workspace}",
+        "subject": f"experiment/dhow-train/run/{job}",
+        "eventType": AZUREML_RUN_STATUS_CHANGED,
+        "eventTime": datetime.now(UTC).isoformat(),
+        "dataVersion": "2",
+        "metadataVersion": "1",
+        "data": {
+            "experimentId": str(uuid.uuid5(uuid.NAMESPACE_URL, workspace)),
+            "experimentName": "dhow-train",
+            "runId": job,
+            "runType": "azureml.scriptrun",
+            "runTags": tags,
+            "runProperties": {},
+            "runStatus": status[detail["TrainingJobStatus"]],
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,35 @@ def drift_history(lineage: LineageStore, dataset: str, limit: int = 20) -> list[
     return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
 
 
+def due_drift_checks(
+    lineage: LineageStore,
+    specs_dir: str | None,
+    now: datetime,
+    minute_seconds: float = 60.0,
+) -> list[str]:
+    """The datasets whose ``drift.schedule`` says a check is due at ``now``: never checked,
+    or last checked a whole period ago. A timer (Azure) calls this each minute instead of
+    keeping one schedule per dataset (EventBridge Scheduler on AWS). ``rate(...)`` schedules
+    only; a ``cron(...)`` one is logged and left to the person who wrote it."""
+    from shared.specs import load_spec
+    from shared.specs import specs_dir as find_specs
+    from shared.topology import rate_minutes
+
+    due = []
+    for path in sorted(find_specs(specs_dir).glob("*.yaml")):
+        spec = load_spec(path.stem, specs_dir)
+        minutes = rate_minutes(spec.drift.schedule)
+        if minutes is None:
+            log.warning(
+                "%s: drift.schedule %s is not played by the timer", path.stem, spec.drift.schedule
+            )
+            continue
+        last = drift_history(lineage, path.stem, limit=1)
+        if not last or (now - last[0].created_at).total_seconds() >= minutes * minute_seconds:
+            due.append(path.stem)
+    return due
+
+
 @dataclass(frozen=True)
 class DriftOutcome:
     check_id: str

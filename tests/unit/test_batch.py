@@ -38,7 +38,7 @@ def test_clean_batch_reports_no_failures() -> None:
 def test_pipeline_event_batches_refuse_the_wrong_event_type() -> None:
     import json
 
-    from shared.batch import process_pipeline_events
+    from shared.batch import expect_event
     from shared.events import DatasetIngested
     from tests.helpers import sample_rejected
 
@@ -52,6 +52,6 @@ def test_pipeline_event_batches_refuse_the_wrong_event_type() -> None:
     )
     event = {"Records": [{"messageId": "m1", "body": body, "eventSource": "aws:sqs"}]}
     handled: list[object] = []
-    out = process_pipeline_events(event, DatasetIngested, handled.append)
+    out = process_sqs_batch(event, lambda m: handled.append(expect_event(m.body, DatasetIngested)))
     assert out == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     assert handled == []

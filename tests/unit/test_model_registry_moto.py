@@ -1,4 +1,6 @@
-"""The SageMaker Model Registry adapter against moto's SageMaker, in me-central-1."""
+"""The model registries through one set of tests: the SageMaker Model Registry adapter
+against moto's SageMaker in me-central-1, and the lineage-table registry (Azure) on the
+in-memory lineage store (on Azurite's Table storage in tests/integration)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,12 @@ import pytest
 from moto import mock_aws
 
 from shared.adapters.aws import aws_client
-from shared.adapters.sagemaker_registry import SageMakerModelRegistry, UnknownModelVersion
+from shared.adapters.lineage_registry import LineageModelRegistry
+from shared.adapters.sagemaker_registry import SageMakerModelRegistry
+from shared.errors import UnknownModelVersion
+from shared.ports import ModelRegistry
 from shared.settings import Settings
+from tests.helpers import MemoryLineage
 
 LINEAGE = {
     "sha256": "ab" * 32,
@@ -22,15 +28,20 @@ LINEAGE = {
 }
 
 
-@pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[SageMakerModelRegistry]:
+@pytest.fixture(params=["sagemaker", "lineage"])
+def registry(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModelRegistry]:
+    if request.param == "lineage":
+        yield LineageModelRegistry(MemoryLineage())
+        return
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     with mock_aws():
         yield SageMakerModelRegistry(aws_client("sagemaker", Settings()), stage="t")
 
 
-def register(reg: SageMakerModelRegistry, auc: float, status: str = "Approved") -> int:
+def register(reg: ModelRegistry, auc: float, status: str = "Approved") -> int:
     return reg.register(
         "customers",
         artifact=f"s3://m/{auc}/model.tar.gz",
@@ -42,7 +53,7 @@ def register(reg: SageMakerModelRegistry, auc: float, status: str = "Approved") 
     ).version
 
 
-def test_versions_keep_metrics_and_lineage(registry: SageMakerModelRegistry) -> None:
+def test_versions_keep_metrics_and_lineage(registry: ModelRegistry) -> None:
     assert registry.versions("customers") == []
     assert registry.champion("customers") is None
     assert register(registry, 0.81) == 1
@@ -52,7 +63,7 @@ def test_versions_keep_metrics_and_lineage(registry: SageMakerModelRegistry) -> 
     assert (v.status, v.artifact, v.image) == ("Approved", "s3://m/0.81/model.tar.gz", "img:1")
 
 
-def test_champion_is_the_newest_approved(registry: SageMakerModelRegistry) -> None:
+def test_champion_is_the_newest_approved(registry: ModelRegistry) -> None:
     register(registry, 0.81)
     register(registry, 0.84)
     register(registry, 0.70, status="Rejected")
@@ -65,7 +76,7 @@ def test_champion_is_the_newest_approved(registry: SageMakerModelRegistry) -> No
 
 
 def test_rejecting_the_champion_hands_back_to_the_previous_one(
-    registry: SageMakerModelRegistry,
+    registry: ModelRegistry,
 ) -> None:
     register(registry, 0.81)
     register(registry, 0.84)
@@ -78,7 +89,7 @@ def test_rejecting_the_champion_hands_back_to_the_previous_one(
         registry.set_status("customers", 9, "Rejected", "x")
 
 
-def test_version_by_number_or_none(registry: SageMakerModelRegistry) -> None:
+def test_version_by_number_or_none(registry: ModelRegistry) -> None:
     first = registry.register(
         "customers",
         artifact="s3://m/1.tar.gz",

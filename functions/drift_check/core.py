@@ -1,0 +1,39 @@
+"""drift-check: one ``{"dataset": ...}`` request (a schedule's, or a person's) in; one check.
+
+The one place the function's work is done: its AWS (``aws_lambda``) and Azure
+(``azure_function``) entry points only take the message body out of their trigger.
+Built once per cold start; a non-UAE region stops the function here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from shared.services.drift import due_drift_checks
+from shared.settings import Settings
+from shared.triggers import DriftRequest, parse_drift_request
+from shared.wiring import build_drift_service, build_ports
+
+logging.getLogger().setLevel(logging.INFO)
+
+SETTINGS = Settings.from_env()
+PORTS = build_ports(SETTINGS)
+SERVICE = build_drift_service(SETTINGS, PORTS)
+
+
+def handle(body: str | bytes) -> None:
+    request = parse_drift_request(body)
+    SERVICE.check(request.dataset, requested_by=request.requested_by)
+
+
+def due_requests(now: datetime | None = None) -> list[str]:
+    """The drift queue's messages for every dataset whose check is due now (what a timer
+    sends; on AWS EventBridge Scheduler keeps one schedule per dataset instead)."""
+    datasets = due_drift_checks(
+        PORTS.lineage,
+        SETTINGS.specs_dir,
+        now or datetime.now(UTC),
+        minute_seconds=SETTINGS.local_minute_seconds,
+    )
+    return [DriftRequest(dataset=d).model_dump_json() for d in datasets]
