@@ -43,8 +43,9 @@ localstack-venv: $(LS_VENV)/.installed  ## LocalStack's own virtualenv (Python 3
 node-deps: localstack/node_modules/.installed  ## Azurite from npm
 setup: venv localstack-venv node-deps  ## Everything the demo and the tests need
 
-demo: setup  ## Start the local platform and run the pipeline on the sample data
-	@./localstack/demo.sh
+CLOUD ?= aws
+demo: setup  ## Start the local platform and run the pipeline on the sample data (CLOUD=aws|azure)
+	@CLOUD=$(CLOUD) ./localstack/demo.sh
 
 lint: venv  ## ruff (lint and format check)
 	$(VENV)/bin/ruff check .

@@ -11,12 +11,18 @@ dhow=.venv/bin/dhow
 export DHOW_LOCAL_MINUTE_SECONDS="${DHOW_LOCAL_MINUTE_SECONDS:-5}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Start the local platform (LocalStack in me-central-1, the topology, the runner)"
-$dhow local up || exit 1
+CLOUD="${CLOUD:-aws}"
+case "$CLOUD" in
+  aws) platform="LocalStack in me-central-1, the topology, the runner playing Lambda" ;;
+  azure) platform="Azurite for uaenorth, the topology, the runner playing the Functions host and Event Grid" ;;
+  *) echo "CLOUD must be aws or azure, not $CLOUD"; exit 2 ;;
+esac
+step "Start the local platform ($platform)"
+$dhow local up --cloud "$CLOUD" || exit 1
 
 step "Upload the sample dataset and follow it: validated, trained, gated, registered"
 $dhow upload localstack/samples/customers.csv --dataset customers --wait || exit 1
-echo "-- the model registry (SageMaker Model Registry API; * marks the champion):"
+echo "-- the model registry ($([ "$CLOUD" = aws ] && echo "SageMaker Model Registry API" || echo "rows of the lineage table"); * marks the champion):"
 $dhow models customers || exit 1
 
 step "Upload the same bytes again: ingest is idempotent, nothing new runs"
@@ -81,7 +87,7 @@ expect_drift() {
   if [ "$rc" -ne 1 ]; then echo "expected drift (exit 1), got $rc"; exit 1; fi
 }
 expect_drift $dhow drift run customers
-echo "-- the alert on-call got (the alerts topic's local subscriber queue):"
+echo "-- the alert on-call got ($([ "$CLOUD" = aws ] && echo "the alerts topic's local subscriber queue" || echo "the alerts queue")):"
 $dhow local alerts --wait 10 || exit 1
 
 echo "-- the spec's policy is retrain: a new training job on the latest validated data:"

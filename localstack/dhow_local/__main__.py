@@ -1,4 +1,5 @@
-"""`python -m dhow_local runner|router`: the processes `dhow local up` starts."""
+"""`python -m dhow_local runner|router`: the processes `dhow local up` starts (the runner
+plays Lambda on AWS and the Functions host on Azure, by ``DHOW_CLOUD``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from dhow_local.azure_runner import AzureRunner
+from dhow_local.platform import local_home
 from dhow_local.runner import Runner
 from shared.settings import Settings
 from shared.topology import build_topology
@@ -19,6 +22,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m dhow_local runner|router", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
+    # The Azure SDK logs every HTTP request at INFO; the functions' own lines are what matter.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     settings = Settings.from_env()
     if argv[1] == "router":
         import uvicorn
@@ -29,14 +34,19 @@ def main(argv: list[str]) -> int:
         # uvicorn stops cleanly on SIGTERM; the router's lifespan flushes the captures.
         uvicorn.run(build_router(settings), host="127.0.0.1", port=ROUTER_PORT, log_level="warning")
         return 0
-    runner = Runner(settings, build_topology(settings.stage))
+    runner: Runner | AzureRunner
+    if settings.cloud == "azure":
+        runner = AzureRunner(settings, build_topology(settings.stage), local_home())
+    else:
+        runner = Runner(settings, build_topology(settings.stage))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         runner.stop(timeout=0)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    logging.info("runner polling %s", ", ".join(p.fn.name for p in runner.pollers))
+    polled = runner.triggers if isinstance(runner, AzureRunner) else runner.pollers
+    logging.info("runner (%s) polling %s", settings.cloud, ", ".join(p.fn.name for p in polled))
     # Handlers are imported: tell `dhow local up` it may return.
     ready = os.environ.get("DHOW_RUNNER_READY_FILE")
     if ready:

@@ -24,7 +24,10 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
             b,
             cloud=cloud,
             azure_storage_connection_string=pf.AZURITE_CONNECTION_STRING,
+            # No Event Grid locally: the runner and LocalEventGrid play it.
+            azure_eventgrid_endpoint=None,
             training_backend="local",
+            serving_backend="local",
         )
     alerts = build_topology(b.stage).topic("alerts").name
     return replace(
@@ -48,6 +51,11 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
     home = pf.local_home()
     state = pf.PlatformState.load(home)
     state.processes = [p for p in state.processes if pf.pid_alive(p.pid)]
+    if state.processes and state.cloud != cloud:
+        # One platform at a time: the runner and router of the other cloud would answer.
+        progress(f"stopping the local {state.cloud} platform first ...")
+        down()
+        state = pf.PlatformState()
     for k, v in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(k, v)
     t0 = time.monotonic()
@@ -85,6 +93,18 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
         state.endpoint = pf.AZURITE_CONNECTION_STRING
         track(proc)
         made = provision_azure(settings, topo)
+        state.cloud = cloud
+        state.save(home)  # the runner reads the local home's state as it starts
+        if not any(p.name == "runner" for p in state.processes):
+            track(pf.start_runner(home, runner_env(settings)))
+        progress(
+            "runner (Functions host) polling "
+            + ", ".join(f.name for f in topo.functions if f.trigger_queue is not None)
+            + "; watching the raw container for uploads"
+        )
+        if not any(p.name == "router" for p in state.processes):
+            track(pf.start_router(home, runner_env(settings)))
+        progress(f"router serving {pf.ROUTER_URL}/datasets/<dataset>/predict")
     state.cloud = cloud
     state.save(home)
     return {
@@ -115,7 +135,7 @@ def status() -> dict[str, Any]:
     if state.cloud == "aws":
         ready = health is not None and all(p["alive"] for p in procs) and bool(procs or state.mode)
     else:
-        ready = pf.azurite_up()
+        ready = pf.azurite_up() and all(p["alive"] for p in procs)
     return {
         "cloud": state.cloud,
         "mode": state.mode,

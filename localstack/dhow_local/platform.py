@@ -34,7 +34,8 @@ LOCALSTACK_URL = f"http://127.0.0.1:{LOCALSTACK_PORT}"
 LOCALSTACK_SERVICES = "s3,sqs,events,scheduler,sns,sts,iam,cloudwatch,logs"
 DYNAMODB_PORT = 4567
 # The local router: the serve functions' alias and CodeDeploy (dhow_local.router).
-ROUTER_PORT = 4570
+# DHOW_ROUTER_PORT moves it (the test session runs an AWS and an Azure platform at once).
+ROUTER_PORT = int(os.environ.get("DHOW_ROUTER_PORT", "4570"))
 ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 DYNAMODB_URL = f"http://127.0.0.1:{DYNAMODB_PORT}"
 AZURITE_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}

@@ -189,6 +189,11 @@ def provision_azure(settings: Settings, topo: Topology) -> Provisioned:
             with contextlib.suppress(ResourceExistsError):
                 clients.queues.create_queue(name)
             out.queues[name] = clients.queues.get_queue_client(name).url
+    # Alerts stay in a queue of the region (action groups are global; see QueueAlerts).
+    for topic in topo.topics:
+        with contextlib.suppress(ResourceExistsError):
+            clients.queues.create_queue(topic.name)
+        out.topics[topic.name] = clients.queues.get_queue_client(topic.name).url
     for table in topo.tables:
         clients.tables.create_table_if_not_exists(azure_table_name(table.name))
         out.tables.append(azure_table_name(table.name))

@@ -350,31 +350,53 @@ async def _json(send: Send, status: int, payload: Any) -> None:
 
 
 def build_router(settings: Any) -> Router:
-    """The router for the local platform's settings (LocalStack, moto, the lineage table)."""
-    from shared.adapters.aws import aws_client
+    """The router for the local platform's settings (LocalStack and moto, or Azurite).
+
+    It plays CodeDeploy on both clouds, so its end-of-rollout notification has
+    CodeDeploy's shape: on the default bus on AWS, and on Azure straight to the queue
+    the deploy function reads (what the serving rule targets).
+    """
     from shared.topology import build_topology
     from shared.triggers import CODEDEPLOY_STATE_CHANGE
     from shared.wiring import build_model_registry, build_ports, serve_prefix
 
     topo = build_topology(settings.stage)
     ports = build_ports(settings, topo)
-    events = aws_client("events", settings)
+    publish: Callable[[dict[str, Any]], None]
+    if settings.cloud == "azure":
+        from shared.adapters.azure import LocalEventGrid, azure_clients
 
-    def publish(detail: dict[str, Any]) -> None:
-        events.put_events(
-            Entries=[
+        grid = LocalEventGrid(azure_clients(settings), topo)
+
+        def publish(detail: dict[str, Any]) -> None:
+            grid.deliver_system_event(
+                "serving_deployment_ended",
                 {
-                    "Source": "aws.codedeploy",
-                    "DetailType": CODEDEPLOY_STATE_CHANGE,
-                    "Detail": json.dumps({**detail, "region": settings.aws_region}),
-                    "EventBusName": "default",
-                }
-            ]
-        )
+                    "source": "aws.codedeploy",
+                    "detail-type": CODEDEPLOY_STATE_CHANGE,
+                    "detail": {**detail, "region": settings.azure_location},
+                },
+            )
+    else:
+        from shared.adapters.aws import aws_client
+
+        events = aws_client("events", settings)
+
+        def publish(detail: dict[str, Any]) -> None:
+            events.put_events(
+                Entries=[
+                    {
+                        "Source": "aws.codedeploy",
+                        "DetailType": CODEDEPLOY_STATE_CHANGE,
+                        "Detail": json.dumps({**detail, "region": settings.aws_region}),
+                        "EventBusName": "default",
+                    }
+                ]
+            )
 
     return Router(
         ports.store,
-        build_model_registry(settings),
+        build_model_registry(settings, ports),
         ports.lineage,
         capture_container=topo.bucket("capture").name,
         serve_prefix=serve_prefix(settings),

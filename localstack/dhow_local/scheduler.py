@@ -13,26 +13,15 @@ expressions are left alone (and said so once).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.adapters.aws import aws_client
 from shared.settings import Settings
+from shared.topology import rate_minutes
 
 log = logging.getLogger(__name__)
-
-_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_MINUTES = {"minute": 1, "hour": 60, "day": 24 * 60}
-
-
-def rate_minutes(expression: str) -> int | None:
-    """Minutes between runs of a ``rate(...)`` expression; None for any other kind."""
-    m = _RATE.match(expression.strip())
-    if m is None:
-        return None
-    return int(m.group(1)) * _MINUTES[m.group(2).rstrip("s")]
 
 
 @dataclass

@@ -1,0 +1,278 @@
+"""The whole pipeline on the local Azure platform: Azurite, the runner playing the
+Functions host and Event Grid, the local training backend and the router.
+
+upload → BlobCreated → ingest → validate (a good file and a bad one) → train (local)
+→ RunStatusChanged → register → deploy → serve (the router, and the Azure serve entry
+point through the Functions ASGI middleware) → drift (the timer, and a request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import httpx2 as httpx
+import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+from shared.adapters.azure import AzureClients, StorageQueueEventTap, azure_clients
+from shared.events import DatasetRejected, ModelApproved, PipelineEvent
+from shared.settings import Settings
+from shared.topology import Topology, build_topology
+from shared.wiring import build_model_registry, build_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "localstack" / "samples"
+STAGE = "azflow"
+ROUTER_PORT = 4571
+
+
+@pytest.fixture(scope="module")
+def platform(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`dhow local up --cloud azure` in a home and stage of its own, with its router on a
+    port of its own (the AWS platform of the session may be up too)."""
+    from dhow_local import control
+    from dhow_local import platform as pf
+
+    home = tmp_path_factory.mktemp("dhow-azure")
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "DHOW_LOCAL_HOME": str(home),
+            "DHOW_STAGE": STAGE,
+            "DHOW_LOCAL_MINUTE_SECONDS": "5",
+            "DHOW_ROUTER_PORT": str(ROUTER_PORT),
+        }
+    )
+    saved_port, saved_url = pf.ROUTER_PORT, pf.ROUTER_URL
+    pf.ROUTER_PORT, pf.ROUTER_URL = ROUTER_PORT, f"http://127.0.0.1:{ROUTER_PORT}"
+    try:
+        settings = control.local_settings("azure")
+        result = control.up("azure", settings, progress=lambda _m: None)
+        os.environ.update(settings.to_env())
+        yield {"settings": settings, "up": result, "home": home}
+        state = pf.PlatformState.load(home)
+        control.down()
+        still = [p.name for p in state.processes if p.name != "azurite" and pf.pid_alive(p.pid)]
+        assert not still, f"`local down` left {still} running"
+    finally:
+        pf.ROUTER_PORT, pf.ROUTER_URL = saved_port, saved_url
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def settings(platform: dict[str, Any]) -> Settings:
+    s: Settings = platform["settings"]
+    return s
+
+
+@pytest.fixture(scope="module")
+def topo() -> Topology:
+    return build_topology(STAGE)
+
+
+@pytest.fixture(scope="module")
+def clients(settings: Settings) -> AzureClients:
+    return azure_clients(settings)
+
+
+def upload(clients: AzureClients, topo: Topology, name: str, data: bytes) -> str:
+    key = f"datasets/customers/{name}"
+    clients.blobs.get_blob_client(topo.bucket("raw").name, key).upload_blob(data, overwrite=True)
+    return key
+
+
+def follow(
+    clients: AzureClients,
+    topo: Topology,
+    done: Callable[[PipelineEvent], bool],
+    timeout: float = 120,
+) -> list[PipelineEvent]:
+    """Pipeline events from the audit queue until ``done`` says so (others are released)."""
+    tap = StorageQueueEventTap(clients.queue(topo.queue("events").name), visibility_s=5)
+    seen: list[PipelineEvent] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for tapped in tap.receive(wait_s=1):
+            tap.ack(tapped)
+            seen.append(tapped.event)
+            if done(tapped.event):
+                return seen
+    raise AssertionError(f"not done in {timeout}s; saw {[e.event_type for e in seen]}")
+
+
+def test_good_upload_becomes_an_approved_model(
+    clients: AzureClients, topo: Topology, settings: Settings
+) -> None:
+    upload(clients, topo, "good.csv", (SAMPLES / "customers.csv").read_bytes())
+    events = follow(clients, topo, lambda e: isinstance(e, ModelApproved | DatasetRejected))
+    # The drift timer's own first check may come in between.
+    kinds = [e.event_type for e in events if e.event_type != "DriftChecked"]
+    assert kinds == [
+        "DatasetIngested",
+        "DatasetValidated",
+        "TrainingLaunched",
+        "TrainingCompleted",
+        "ModelApproved",
+    ], kinds
+    champion = build_model_registry(settings).champion("customers")
+    assert champion is not None
+    assert champion.version == 1
+    # The artifact named by Azure ML's run event, in the models container.
+    assert champion.artifact.startswith(f"{topo.bucket('models').name}/models/customers/")
+    rows = {r.kind for r in build_ports(settings).lineage.list("customers")}
+    assert {"ingest", "validate", "train", "register", "model_version"} <= rows
+
+
+def test_bad_upload_is_quarantined_and_kept(clients: AzureClients, topo: Topology) -> None:
+    key = upload(clients, topo, "bad.csv", (SAMPLES / "customers-bad.csv").read_bytes())
+    events = follow(clients, topo, lambda e: isinstance(e, DatasetRejected))
+    rejected = events[-1]
+    assert isinstance(rejected, DatasetRejected)
+    assert rejected.stage == "validate"
+    assert rejected.quarantined is not None
+    assert rejected.report is not None
+    report = json.loads(
+        clients.blobs.get_blob_client(rejected.report.container, rejected.report.key)
+        .download_blob()
+        .readall()
+    )
+    assert report  # a row-by-row report someone can read
+    # Nothing lost: the upload is still where the data team put it.
+    assert clients.blobs.get_blob_client(topo.bucket("raw").name, key).exists()
+
+
+def test_unparseable_message_goes_to_poison_after_the_configured_count(
+    clients: AzureClients, topo: Topology, azurite: str
+) -> None:
+    queue = topo.queue("ingest")
+    body = json.dumps({"not": "an event", "tag": uuid.uuid4().hex})
+    clients.queue(queue.name).send_message(body)
+    poison = QueueClient.from_connection_string(
+        azurite, f"{queue.name}-poison", message_decode_policy=TextBase64DecodePolicy()
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [m for m in poison.peek_messages(max_messages=32) if m.content == body]
+        if found:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the message never reached the poison queue")
+    # Moved, not copied: the ingest queue no longer holds it.
+    left = clients.queue(queue.name).peek_messages(max_messages=32)
+    assert body not in [m.content for m in left]
+
+
+def _deployed(settings: Settings) -> bool:
+    from shared.wiring import build_deploy_service
+
+    status = build_deploy_service(settings).status("customers")
+    history = status.get("history") or []
+    return bool(status.get("traffic")) and bool(history) and history[0]["status"] == "completed"
+
+
+def test_approved_model_is_deployed_and_served(settings: Settings) -> None:
+    deadline = time.monotonic() + 90
+    while not _deployed(settings):
+        assert time.monotonic() < deadline, "the approved model was not deployed in 90 s"
+        time.sleep(1)
+    row = {
+        "customer_id": "Z1",
+        "age": 40,
+        "tenure_months": 12,
+        "monthly_spend_aed": 250.0,
+        "support_calls": 1,
+        "segment": "gold",
+        "emirate": "dubai",
+        "has_mobile_app": True,
+    }
+    r = httpx.post(f"http://127.0.0.1:{ROUTER_PORT}/datasets/customers/predict", json=row)
+    assert r.status_code == 200, r.text
+
+
+def test_azure_serve_entry_point_answers_through_the_asgi_middleware(
+    platform: dict[str, Any],
+) -> None:
+    import asyncio
+
+    from functions.serve import azure_function
+
+    req = func.HttpRequest(
+        method="GET",
+        url="http://localhost/datasets/customers/model",
+        headers={},
+        route_params={"dataset": "customers", "path": "model"},
+        body=b"",
+    )
+    response = asyncio.run(azure_function.main(req, _Context()))
+    assert response.status_code == 200, response.get_body()
+    assert json.loads(response.get_body())["model_version"] == "1"
+    bad = func.HttpRequest(
+        method="POST",
+        url="http://localhost/datasets/customers/predict",
+        headers={"content-type": "application/json"},
+        route_params={"dataset": "customers", "path": "predict"},
+        body=json.dumps({"customer_id": "X", "age": "forty"}).encode(),
+    )
+    refused = asyncio.run(azure_function.main(bad, _Context()))
+    assert refused.status_code == 422
+
+
+class _Context(func.Context):
+    """The invocation context the Functions host passes."""
+
+    @property
+    def invocation_id(self) -> str:
+        return "test"
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return None
+
+    @property
+    def function_name(self) -> str:
+        return "serve"
+
+    @property
+    def function_directory(self) -> str:
+        return str(ROOT)
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+def test_drift_timer_and_requests_run_checks(
+    clients: AzureClients, topo: Topology, settings: Settings
+) -> None:
+    from shared.services.drift import drift_history
+
+    lineage = build_ports(settings).lineage
+    # The timer fires each local minute (5 s) and sends the checks that are due; the
+    # dataset had never been checked, so one was due at once.
+    deadline = time.monotonic() + 60
+    while not drift_history(lineage, "customers"):
+        assert time.monotonic() < deadline, "the drift timer sent no check in 60 s"
+        time.sleep(1)
+    before = len(drift_history(lineage, "customers", limit=100))
+    clients.queue(topo.queue("drift").name).send_message(
+        json.dumps({"dataset": "customers", "requested_by": "test"})
+    )
+    deadline = time.monotonic() + 60
+    while len(drift_history(lineage, "customers", limit=100)) == before:
+        assert time.monotonic() < deadline, "the requested drift check did not run in 60 s"
+        time.sleep(1)
+    latest = drift_history(lineage, "customers")[0]
+    assert latest.attributes.get("requested_by") == "test"
