@@ -59,6 +59,7 @@ class Settings:
     training_image_uri: str | None = None
     azure_storage_connection_string: str | None = None
     azure_eventgrid_endpoint: str | None = None
+    azure_storage_account: str | None = None
     max_upload_bytes: int = c.DEFAULT_MAX_UPLOAD_BYTES
     ingest_claim_seconds: int = 900
     specs_dir: str | None = None
@@ -136,6 +137,7 @@ class Settings:
             c.AWS_SAGEMAKER_ENDPOINT_URL: self.aws_sagemaker_endpoint_url,
             c.AZURE_STORAGE_CONNECTION_STRING: self.azure_storage_connection_string,
             c.AZURE_EVENTGRID_ENDPOINT: self.azure_eventgrid_endpoint,
+            c.AZURE_STORAGE_ACCOUNT: self.azure_storage_account,
             c.SPECS_DIR: self.specs_dir,
             c.TRAINING_IMAGE_URI: self.training_image_uri,
             c.INFERENCE_IMAGE_URI: self.inference_image_uri,
@@ -172,6 +174,7 @@ class Settings:
             training_image_uri=env.get(c.TRAINING_IMAGE_URI) or None,
             azure_storage_connection_string=env.get(c.AZURE_STORAGE_CONNECTION_STRING) or None,
             azure_eventgrid_endpoint=env.get(c.AZURE_EVENTGRID_ENDPOINT) or None,
+            azure_storage_account=env.get(c.AZURE_STORAGE_ACCOUNT) or None,
             max_upload_bytes=_int(env, c.MAX_UPLOAD_BYTES, c.DEFAULT_MAX_UPLOAD_BYTES),
             ingest_claim_seconds=_int(env, c.INGEST_CLAIM_SECONDS, 900),
             specs_dir=env.get(c.SPECS_DIR) or None,

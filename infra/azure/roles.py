@@ -52,8 +52,9 @@ def function_app_grants(topology: Topology) -> list[Grant]:
                 grants.add(Grant(TABLE_CONTRIBUTOR, "table", perm.resource))
             elif perm.kind == "bus":
                 grants.add(Grant(EVENTGRID_SENDER, "topic", perm.resource))
-                # The Storage-queue bus of the Azure adapters publishes to the events queue.
-                grants.add(Grant(QUEUE_SENDER, "queue", "events"))
+            elif perm.kind == "topic":
+                # Alerts go to a queue of the same name (QueueAlerts).
+                grants.add(Grant(QUEUE_SENDER, "queue", perm.resource))
             elif perm.kind == "jobs" and perm.resource == "drift_metrics":
                 grants.add(Grant(METRICS_PUBLISHER, "insights", "insights"))
             elif perm.kind == "jobs":

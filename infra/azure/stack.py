@@ -22,6 +22,7 @@ from infra.azure.roles import (
 from infra.config import StackConfig
 from shared import constants as c
 from shared.topology import Topology
+from shared.triggers import AZUREML_RUN_STATUS_CHANGED
 from shared.wiring import azure_table_name
 
 POISON = "-poison"  # the Functions host's poison queue of each queue
@@ -203,15 +204,21 @@ class EventWiring(pulumi.ComponentResource):
         topo = cfg.topology
         account = lake.account
         self.queues: dict[str, az.storage.Queue] = {}
-        for q in topo.queues:
-            for logical, queue_name in ((q.logical, q.name), (q.logical + POISON, q.name + POISON)):
-                self.queues[logical] = az.storage.Queue(
-                    logical,
-                    queue_name=queue_name,
-                    account_name=account.name,
-                    resource_group_name=group.name,
-                    opts=child,
-                )
+        names = [
+            (n, m)
+            for q in topo.queues
+            for n, m in ((q.logical, q.name), (q.logical + POISON, q.name + POISON))
+        ]
+        # Alerts stay in a queue of the region: action groups are global resources.
+        names += [(t.logical, t.name) for t in topo.topics]
+        for logical, queue_name in names:
+            self.queues[logical] = az.storage.Queue(
+                logical,
+                queue_name=queue_name,
+                account_name=account.name,
+                resource_group_name=group.name,
+                opts=child,
+            )
         self.system_topic = az.eventgrid.SystemTopic(
             "storage-events",
             system_topic_name=f"{cfg.prefix}-storage-events",
@@ -285,8 +292,9 @@ class EventWiring(pulumi.ComponentResource):
                         opts=child,
                     )
                 )
-            # Rules on AWS service events (SageMaker, CodeDeploy) have Azure ML
-            # counterparts that the Azure Functions app subscribes to (issue 8).
+            # training_job_ended is Azure ML's RunStatusChanged (subscribed by
+            # Training, on the workspace). The serving rules have no Azure counterpart:
+            # progressive rollouts on Azure run on the local platform only (README).
 
         # Each topic's identity may send to the queues its subscriptions deliver to, and
         # write dead letters; nothing else.
@@ -564,9 +572,14 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     # The workspace's own account (its system datastores), reached by identity.
     ml_storage = _storage_account("ml", cfg, group, pulumi.ResourceOptions(provider=provider))
     training = Training("training", cfg, group, ml_storage, lake.vault, monitoring.insights, opts)
+    run_events = _run_status_events(
+        cfg, group, lake, events, training, client.subscription_id, opts
+    )
     scopes = _scopes(cfg.topology, lake, lineage, events, training, monitoring)
     settings: dict[str, pulumi.Input[str]] = {
         c.CLOUD: "azure",
+        c.AZURE_STORAGE_ACCOUNT: lake.account.name,
+        c.AZURE_EVENTGRID_ENDPOINT: events.topic.endpoint.apply(lambda e: e or ""),
         c.STAGE: cfg.stage,
         c.AZURE_LOCATION: cfg.location,
         c.TRAINING_BACKEND: "azureml",
@@ -586,7 +599,70 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         "function_app": functions.app.name,
         "workspace": training.workspace.name,
         "pipeline_topic": events.topic.name,
+        "run_status_topic": run_events.name,
     }
+
+
+def _run_status_events(
+    cfg: StackConfig,
+    group: az.resources.ResourceGroup,
+    lake: DataLake,
+    events: EventWiring,
+    training: Training,
+    subscription: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> az.eventgrid.SystemTopic:
+    """The workspace's Event Grid system topic: Azure ML's RunStatusChanged of the stage's
+    training runs that ended goes to the register queue (the training_job_ended rule)."""
+    topo = cfg.topology
+    rule = topo.rule("training_job_ended")
+    topic = az.eventgrid.SystemTopic(
+        "ml-events",
+        system_topic_name=f"{cfg.prefix}-ml-events",
+        resource_group_name=group.name,
+        location=cfg.location,
+        source=training.workspace.id,
+        topic_type="Microsoft.MachineLearningServices.Workspaces",
+        identity={"type": "SystemAssigned"},
+        tags=cfg.tags,
+        opts=opts,
+    )
+    target = topo.queue(rule.target_queue)
+    az.eventgrid.SystemTopicEventSubscription(
+        rule.logical,
+        event_subscription_name=rule.name,
+        system_topic_name=topic.name,
+        resource_group_name=group.name,
+        delivery_with_resource_identity=_queue_destination(lake.account, target.name),
+        event_delivery_schema="EventGridSchema",
+        filter={
+            "included_event_types": [AZUREML_RUN_STATUS_CHANGED],
+            "advanced_filters": [
+                az.eventgrid.StringInAdvancedFilterArgs(
+                    operator_type="StringIn",
+                    key="data.runStatus",
+                    values=["Completed", "Failed", "Canceled"],
+                ),
+                az.eventgrid.StringBeginsWithAdvancedFilterArgs(
+                    operator_type="StringBeginsWith",
+                    key="data.runId",
+                    values=[f"{cfg.prefix}-"],
+                ),
+            ],
+        },
+        retry_policy={"max_delivery_attempts": 30, "event_time_to_live_in_minutes": 1440},
+        opts=opts,
+    )
+    _assign(
+        "ml-events-sends-register",
+        cfg,
+        subscription,
+        _principal(topic.identity),
+        QUEUE_SENDER,
+        events.queues[target.logical].id,
+        opts,
+    )
+    return topic
 
 
 def _scopes(

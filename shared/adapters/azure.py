@@ -25,7 +25,11 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
-from shared.constants import AZURE_STORAGE_CONNECTION_STRING, EVENT_SOURCE
+from shared.constants import (
+    AZURE_STORAGE_ACCOUNT,
+    AZURE_STORAGE_CONNECTION_STRING,
+    EVENT_SOURCE,
+)
 from shared.errors import ConfigError, DhowError, EventParseError, ObjectMissing
 from shared.event_patterns import matches
 from shared.events import ObjectRef, PipelineEvent
@@ -54,7 +58,8 @@ class AzureClients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     tables: TableServiceClient
-    connection_string: str
+    connection_string: str | None = None
+    credential: Any = None  # the managed identity's, when there is no connection string
 
     def queue(self, name: str) -> QueueClient:
         """A queue client that writes and reads base64, as the Functions host does.
@@ -62,33 +67,50 @@ class AzureClients:
         (``QueueServiceClient.get_queue_client`` does not pass its message
         policies on, so the client is built here with them.)
         """
-        return QueueClient.from_connection_string(
-            self.connection_string,
-            name,
-            message_encode_policy=TextBase64EncodePolicy(),
-            message_decode_policy=TextBase64DecodePolicy(),
-        )
+        policies: dict[str, Any] = {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+        }
+        if self.connection_string:
+            return QueueClient.from_connection_string(self.connection_string, name, **policies)
+        return QueueClient(self.queues.url, name, credential=self.credential, **policies)
 
 
 def azure_clients(settings: Settings) -> AzureClients:
-    """The storage clients for the settings' account.
+    """The storage clients for the settings' account: by connection string (Azurite, or
+    a key someone chose to use), or by the stack's account name with the managed identity
+    (the function app; no keys anywhere).
 
     Queue messages are base64 (see ``AzureClients.queue``), which is what the
     Functions host's queue trigger expects by default.
     """
     check_azure_location(settings.azure_location)
     conn = settings.azure_storage_connection_string
-    if not conn:
-        raise ConfigError(
-            "no Azure Storage connection string",
-            hint=f"set {AZURE_STORAGE_CONNECTION_STRING}; `dhow local up --cloud azure` "
-            "prints the one for Azurite",
+    if conn:
+        return AzureClients(
+            blobs=BlobServiceClient.from_connection_string(conn),
+            queues=QueueServiceClient.from_connection_string(conn),
+            tables=TableServiceClient.from_connection_string(conn),
+            connection_string=conn,
         )
+    account = settings.azure_storage_account
+    if not account:
+        raise ConfigError(
+            "no Azure Storage account to use",
+            hint=f"the stack sets {AZURE_STORAGE_ACCOUNT}; or set "
+            f"{AZURE_STORAGE_CONNECTION_STRING} (`dhow local up --cloud azure` prints "
+            "Azurite's)",
+        )
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
     return AzureClients(
-        blobs=BlobServiceClient.from_connection_string(conn),
-        queues=QueueServiceClient.from_connection_string(conn),
-        tables=TableServiceClient.from_connection_string(conn),
-        connection_string=conn,
+        blobs=BlobServiceClient(f"https://{account}.blob.core.windows.net", credential),
+        queues=QueueServiceClient(f"https://{account}.queue.core.windows.net", credential),
+        tables=TableServiceClient(
+            f"https://{account}.table.core.windows.net", credential=credential
+        ),
+        credential=credential,
     )
 
 

@@ -30,7 +30,11 @@ def test_storage_matches_the_topology(azure_program: Program, azure_cfg: StackCo
     }
     assert {b.name for b in topo.buckets} <= containers
     queues = {r.inputs["queueName"] for r in azure_program.of_type("azure-native:storage:Queue")}
-    assert queues == {q.name for q in topo.queues} | {f"{q.name}-poison" for q in topo.queues}
+    assert queues == (
+        {q.name for q in topo.queues}
+        | {f"{q.name}-poison" for q in topo.queues}
+        | {t.name for t in topo.topics}  # alerts stay in a queue of the region
+    )
     tables = {r.inputs["tableName"] for r in azure_program.of_type("azure-native:storage:Table")}
     assert tables == {azure_table_name(t.name) for t in topo.tables}
 
@@ -52,7 +56,8 @@ def test_storage_accounts_encrypted_twice_private_identity_only(azure_program: P
 
 
 def test_uploads_reach_the_ingest_queue_through_event_grid(azure_program: Program) -> None:
-    (sub,) = azure_program.of_type("azure-native:eventgrid:SystemTopicEventSubscription")
+    subs = azure_program.of_type("azure-native:eventgrid:SystemTopicEventSubscription")
+    (sub,) = [s for s in subs if s.name == "raw_object_created"]
     f = sub.inputs["filter"]
     assert f["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
     assert f["subjectBeginsWith"] == (
@@ -68,6 +73,30 @@ def test_uploads_reach_the_ingest_queue_through_event_grid(azure_program: Progra
         sub.inputs["deadLetterWithResourceIdentity"]["deadLetterDestination"]["blobContainerName"]
         == "dhow-uae-prod-dead-letters"
     )
+
+
+def test_ended_azure_ml_runs_reach_the_register_queue(azure_program: Program) -> None:
+    (topic,) = [
+        t
+        for t in azure_program.of_type("azure-native:eventgrid:SystemTopic")
+        if t.inputs["topicType"] == "Microsoft.MachineLearningServices.Workspaces"
+    ]
+    assert topic.inputs["location"] == "uaenorth"
+    subs = azure_program.of_type("azure-native:eventgrid:SystemTopicEventSubscription")
+    (sub,) = [s for s in subs if s.name == "training_job_ended"]
+    f = sub.inputs["filter"]
+    assert f["includedEventTypes"] == ["Microsoft.MachineLearningServices.RunStatusChanged"]
+    assert f["advancedFilters"] == [
+        {
+            "operatorType": "StringIn",
+            "key": "data.runStatus",
+            "values": ["Completed", "Failed", "Canceled"],
+        },
+        {"operatorType": "StringBeginsWith", "key": "data.runId", "values": ["dhow-uae-prod-"]},
+    ]
+    dest = sub.inputs["deliveryWithResourceIdentity"]["destination"]
+    assert dest["queueName"] == "dhow-uae-prod-register"
+    assert sub.inputs["eventDeliverySchema"] == "EventGridSchema"
 
 
 def test_pipeline_rules_become_topic_subscriptions(
@@ -103,6 +132,9 @@ def test_function_app_is_flex_consumption_python_with_an_identity(azure_program:
     assert settings["DHOW_CLOUD"] == "azure"
     assert settings["DHOW_AZURE_LOCATION"] == "uaenorth"
     assert settings["AzureWebJobsStorage__accountName"] == "dhowuaeprodhost"
+    # The data account by identity, and the pipeline topic the event bus publishes to.
+    assert settings["DHOW_AZURE_STORAGE_ACCOUNT"] == "dhowuaeproddata"
+    assert "DHOW_AZURE_EVENTGRID_ENDPOINT" in settings
     assert not [k for k in settings if "ConnectionString" in k and "STORAGE" in k.upper()]
 
 
