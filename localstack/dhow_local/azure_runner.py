@@ -24,7 +24,6 @@ import importlib
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
+from dhow_local.runner import BackgroundThreads
 from shared.adapters.azure import AzureClients, LocalEventGrid, azure_clients
 from shared.settings import Settings
 from shared.topology import DATASETS_PREFIX, Function, Topology
@@ -191,15 +191,14 @@ class BlobWatcher:
         return new
 
 
-class AzureRunner:
+class AzureRunner(BackgroundThreads):
     """Queue triggers, the blob watcher and the drift timer, one thread each."""
 
     def __init__(
         self, settings: Settings, topo: Topology, home: Path, retry_delay_s: int = 1
     ) -> None:
+        super().__init__()
         self._settings = settings
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         clients = azure_clients(settings)
         self.grid = LocalEventGrid(clients, topo)
         self.watcher = BlobWatcher(clients, topo, self.grid, home / "blob-watcher.json")
@@ -249,19 +248,6 @@ class AzureRunner:
                 busy = 0
             if not busy:
                 self._stop.wait(every)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout)
-
-    def run_forever(self) -> None:
-        self.start()
-        try:
-            while not self._stop.is_set():
-                time.sleep(0.5)
-        finally:
-            self.stop()
 
 
 class _Out(func.Out[list[str]]):

@@ -144,12 +144,35 @@ class FunctionPoller:
         return len(messages)
 
 
-class Runner:
+class BackgroundThreads:
+    """The threads of a runner, stopped together (SIGTERM calls ``stop``)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.is_set():
+                time.sleep(0.5)
+        finally:
+            self.stop()
+
+
+class Runner(BackgroundThreads):
     """One polling thread per function of the topology, and one playing the schedules."""
 
     def __init__(self, settings: Settings, topo: Topology, retry_delay_s: int = 1) -> None:
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        super().__init__()
         self.schedules = SchedulePlayer(settings, prefix=f"dhow-{topo.stage}-")
         sqs = aws_client("sqs", settings)
         # Functions called over HTTP (serve) are the local router's, not the runner's.
@@ -183,16 +206,3 @@ class Runner:
             except Exception:
                 log.exception("polling %s failed; retrying in 1 s", poller.fn.name)
                 time.sleep(1)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout)
-
-    def run_forever(self) -> None:
-        self.start()
-        try:
-            while not self._stop.is_set():
-                time.sleep(0.5)
-        finally:
-            self.stop()
