@@ -18,6 +18,8 @@ case "$CLOUD" in
   *) echo "CLOUD must be aws or azure, not $CLOUD"; exit 2 ;;
 esac
 step "Start the local platform ($platform)"
+# From an empty platform, so the story reads the same on every run.
+$dhow local down > /dev/null
 $dhow local up --cloud "$CLOUD" || exit 1
 
 step "Upload the sample dataset and follow it: validated, trained, gated, registered"

@@ -286,17 +286,36 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
         click.echo(f"uploaded {file} to {ref.uri} (upload id {upload_id})")
     events: list[dict[str, Any]] = []
     if known is not None and known.status == "ingested":
-        # Ingest recognises the bytes and does nothing; there is nothing to wait for.
+        # Ingest recognises the bytes and does nothing; there is nothing to wait for. The
+        # answer is the one these bytes got the first time: refused bytes stay refused.
+        from shared.services.validate import validate_record_id
+
+        checked = ports.lineage.get(name, validate_record_id(sha))
+        refused = checked is not None and checked.status == "rejected"
         if not as_json:
             click.echo(
                 f"  these bytes are already version {sha[:12]} of {name} "
                 f"(ingested {known.created_at:%Y-%m-%d %H:%M:%S}); nothing new will run"
             )
+            if refused and checked is not None:
+                click.echo(
+                    f"  they were rejected at validation on {checked.created_at:%Y-%m-%d %H:%M:%S}"
+                    f"; `dhow lineage {name}` shows the report"
+                )
         _emit(
             as_json,
-            {"ok": True, "upload_id": upload_id, "key": key, "duplicate_of": sha, "events": []},
+            {
+                "ok": not refused,
+                "upload_id": upload_id,
+                "key": key,
+                "duplicate_of": sha,
+                "rejected_before": refused,
+                "events": [],
+            },
             lambda: None,
         )
+        if refused:
+            raise SystemExit(EXIT_REJECTED)
         return
     if tap is None:
         _emit(as_json, {"ok": True, "upload_id": upload_id, "key": key}, lambda: None)

@@ -317,8 +317,9 @@ SHUTDOWN_DONE: dict[str, Callable[[], bool]] = {"azurite": azurite_closed}
 def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
     if azurite_up():
         return None
-    data = home / "azurite"
-    data.mkdir(exist_ok=True)
+    # In memory, as LocalStack keeps its state: each `up` after a `down` starts empty,
+    # so the blob watcher forgets what it announced too.
+    (home / "blob-watcher.json").unlink(missing_ok=True)
     proc = spawn(
         "azurite",
         [
@@ -326,8 +327,7 @@ def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
             "--silent",
             "--skipApiVersionCheck",
             "--loose",
-            "--location",
-            str(data),
+            "--inMemoryPersistence",
             "--blobHost",
             "127.0.0.1",
             "--queueHost",
