@@ -20,7 +20,6 @@ One difference, for speed: the host leaves a failed message invisible for its
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
@@ -36,7 +35,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
-from dhow_local.runner import BackgroundThreads
+from dhow_local.runner import BackgroundThreads, load_handler
 from shared.adapters.azure import AzureClients, LocalEventGrid, azure_clients
 from shared.settings import Settings
 from shared.topology import DATASETS_PREFIX, Function, Topology
@@ -44,12 +43,6 @@ from shared.topology import DATASETS_PREFIX, Function, Topology
 log = logging.getLogger(__name__)
 
 Entry = Callable[[func.QueueMessage], None]
-
-
-def load_entry(path: str) -> Callable[..., Any]:
-    module, _, attr = path.rpartition(".")
-    fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
-    return fn
 
 
 def function_message(m: StorageMessage) -> QueueMessage:
@@ -203,14 +196,14 @@ class AzureRunner(BackgroundThreads):
         self.grid = LocalEventGrid(clients, topo)
         self.watcher = BlobWatcher(clients, topo, self.grid, home / "blob-watcher.json")
         self.triggers = [
-            QueueTrigger(fn, topo, clients, load_entry(fn.azure_handler), retry_delay_s)
+            QueueTrigger(fn, topo, clients, load_handler(fn.azure_handler), retry_delay_s)
             for fn in topo.functions
             if fn.trigger_queue is not None
         ]
         self._drift_queue = clients.queue(
             topo.queue(topo.schedule("drift_check").target_queue).name
         )
-        self._timer = load_entry("functions.drift_check.azure_function.on_timer")
+        self._timer = load_handler("functions.drift_check.azure_function.on_timer")
         self.timer_fired = 0
 
     def fire_timer(self) -> int:

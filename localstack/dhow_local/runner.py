@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any], Any], Any]
+Handler = Callable[..., Any]  # a Lambda handler or an Azure Functions entry point
 
 
 @dataclass(frozen=True)
