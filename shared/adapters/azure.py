@@ -238,9 +238,13 @@ class LocalEventGrid:
     def __init__(self, clients: AzureClients, topology: Topology) -> None:
         self._clients = clients
         self._topo = topology
+        self._queues: dict[str, QueueClient] = {}  # one client (and connection) per queue
 
     def _send(self, queue_logical: str, body: Mapping[str, Any]) -> None:
-        queue = self._clients.queue(self._topo.queue(queue_logical).name)
+        queue = self._queues.get(queue_logical)
+        if queue is None:
+            queue = self._clients.queue(self._topo.queue(queue_logical).name)
+            self._queues[queue_logical] = queue
         try:
             queue.send_message(json.dumps(body))
         except ResourceNotFoundError as exc:
