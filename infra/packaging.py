@@ -12,7 +12,13 @@ from infra.config import REPO_ROOT, StackConfig
 from layers.catalogue import FUNCTION_LAYERS
 
 # Our code in every zip function: the core package and the thin entry points.
-_CODE_GLOBS = ("shared/**/*.py", "shared/py.typed", "shared/specs/*.yaml", "functions/**/*.py")
+_CODE_GLOBS = (
+    "shared/**/*.py",
+    "shared/py.typed",
+    "shared/specs/*.yaml",
+    "shared/cloud_facts/*.yaml",
+    "functions/**/*.py",
+)
 
 
 def code_files(root: Path = REPO_ROOT) -> list[Path]:
