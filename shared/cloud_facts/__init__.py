@@ -76,7 +76,9 @@ def facts(directory: Path = TABLES_DIR) -> dict[str, CloudFact]:
                 raise CloudFactError(f"{path.name}: {fid} is also in {out[fid].table}")
             if not str(row["source"]).startswith("https://"):
                 raise CloudFactError(f"{path.name}: {fid} needs its documentation URL as source")
-            out[fid] = CloudFact(fid, str(row["rule"]).strip(), row["value"], row["source"], path.name)
+            out[fid] = CloudFact(
+                fid, str(row["rule"]).strip(), row["value"], row["source"], path.name
+            )
     return out
 
 

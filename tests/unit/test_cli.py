@@ -129,3 +129,12 @@ def test_dataset_validate_exits_1_with_the_report(runner: CliRunner, tmp_path: P
     assert r.exit_code == 1
     assert "schema_checks_failed" in r.output
     assert "platinum" in r.output
+
+
+def test_facts_lists_each_rule_with_its_source(runner: CliRunner) -> None:
+    r = runner.invoke(main, ["facts", "--cloud", "aws", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["facts"]
+    ids = {row["id"] for row in rows}
+    assert "aws.lambda.max_timeout_s" in ids
+    assert all(row["cloud"] == "aws" and row["source"].startswith("https://") for row in rows)

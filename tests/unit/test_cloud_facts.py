@@ -47,8 +47,9 @@ def test_every_fact_has_a_documentation_source() -> None:
 
 
 def test_a_missing_fact_is_a_clear_error() -> None:
+    missing = "aws.nothing.here"
     with pytest.raises(CloudFactError, match="no cloud fact"):
-        fact("aws.nothing.here")
+        fact(missing)
 
 
 def test_malformed_tables_are_refused(tmp_path: Path) -> None:
