@@ -63,6 +63,10 @@ VALIDATE_CHUNK_ROWS = "DHOW_VALIDATE_CHUNK_ROWS"
 # each published Lambda version by the deploy function; the champion when unset).
 SERVE_DATASET = "DHOW_SERVE_DATASET"
 SERVE_MODEL_VERSION = "DHOW_SERVE_MODEL_VERSION"
+# Set by Lambda itself (reserved, never by the stack): the serve app's per-request metrics
+# carry the executing version, so the canary's alarms judge the candidate alone.
+LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"
+LAMBDA_FUNCTION_VERSION = "AWS_LAMBDA_FUNCTION_VERSION"
 # The drift check's alerts go to this SNS topic (the stack sets it).
 ALERTS_TOPIC_ARN = "DHOW_ALERTS_TOPIC_ARN"
 # Where deployments go: "cloud" (CodeDeploy / SageMaker endpoints) or "local" (the router).

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shared.canary import JUDGED_PATH, EmfRequestMetrics
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
 from shared.ports import ModelRegistry, ObjectStore
@@ -37,15 +40,67 @@ log = logging.getLogger(__name__)
 
 MODEL_VERSION_HEADER = "x-dhow-model-version"
 
+# What the app tells about each judged request: its status and latency in milliseconds.
+RequestMetrics = Callable[[int, float], None]
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_ASGI = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class _JudgedRequests:
+    """Outermost ASGI layer: the status and time of every ``/predict`` request, an
+    exception counted as the 500 that mangum or the server answers for it."""
+
+    def __init__(self, app: _ASGI, metrics: RequestMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        # The path within the app, as its router sees it (behind a mount or the local
+        # router, the part before it is the root path).
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if scope["type"] != "http" or not path.startswith(JUDGED_PATH):
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        t0 = time.perf_counter()
+
+        async def watch(message: _Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            try:
+                self.metrics(status, (time.perf_counter() - t0) * 1000)
+            except Exception:  # a metric must never fail a prediction
+                log.exception("could not record the request's metrics")
+
 
 def _error(status: int, exc: DhowError) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": exc.as_dict()})
 
 
 def create_app(
-    spec: DatasetSpec, slot: ModelSlot, capture: InferenceCapture | None = None
+    spec: DatasetSpec,
+    slot: ModelSlot,
+    capture: InferenceCapture | None = None,
+    metrics: RequestMetrics | None = None,
 ) -> FastAPI:
-    """The serve app of one dataset, serving the model in ``slot``."""
+    """The serve app of one dataset, serving the model in ``slot``.
+
+    ``metrics`` hears every ``/predict`` answer; by default, on Lambda, an EMF line per
+    request for the canary's alarms (``shared.canary``), and nothing elsewhere."""
+    metrics = metrics or EmfRequestMetrics.from_env(os.environ)
     row_model = request_row_model(spec)
     rows_adapter = TypeAdapter(list[row_model])  # type: ignore[valid-type]
     row_schema = row_model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -183,6 +238,8 @@ def create_app(
         )
         return JSONResponse(payload.model_dump(), headers={MODEL_VERSION_HEADER: version})
 
+    if metrics is not None:
+        app.add_middleware(_JudgedRequests, metrics=metrics)
     return app
 
 

@@ -8,11 +8,13 @@ every ``1/share`` requests exactly one goes to the candidate, so a test can say
 how many requests a bad canary may fail.
 
 A controller thread steps the share on time (a schedule minute lasts
-``DHOW_LOCAL_MINUTE_SECONDS``), and judges the alarms the stack sets in the
-cloud: over at least ``min_requests`` requests since the rollout began, a share
-of 5xx answers above ``error_rate_threshold`` or a p99 latency above
-``p99_latency_ms`` rolls back at once. At the end it publishes CodeDeploy's
-"Deployment State-change Notification" (SUCCESS or FAILURE) on the default bus.
+``DHOW_LOCAL_MINUTE_SECONDS``), and judges the candidate as the cloud's alarms do,
+with the same definition (``shared.canary.CanaryRule``): on the candidate's own
+requests, period by period (60 real seconds from the rollout's start; CloudWatch's
+periods are clock minutes), over at least ``min_requests`` of them, a share of 5xx
+answers above ``error_rate_threshold`` or a p99 latency above ``p99_latency_ms``
+rolls back at once. At the end it publishes CodeDeploy's "Deployment State-change
+Notification" (SUCCESS or FAILURE) on the default bus.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.adapters.local_serving import RouterState, load_router_state, save_router_state
+from shared.canary import JUDGED_PATH, CanaryRule, PeriodCounts
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
 from shared.ports import LineageStore, ModelRegistry, ObjectStore
@@ -49,20 +52,14 @@ _PATH = re.compile(r"^/datasets/([a-z0-9][a-z0-9_-]{0,62})(/.*)?$")
 
 @dataclass
 class RolloutStats:
-    """What the alias saw since one rollout began (both versions), for the alarms."""
+    """What one rollout saw: every version's answers, and the candidate's own requests
+    per alarm period (what the alarms judge)."""
 
     deployment_id: str | None = None
     routed: int = 0
-    requests: int = 0
-    errors: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    candidate: PeriodCounts = field(default_factory=PeriodCounts)  # the whole rollout
+    periods: dict[int, PeriodCounts] = field(default_factory=dict)
     by_version: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def p99_ms(self) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 @dataclass
@@ -137,19 +134,43 @@ class Router:
                 return state.stable if state.stable is not None else state.candidate
             return state.stable
 
-    def _observe(
-        self, route: DatasetRoute, deployment_id: str | None, version: int, status: int, ms: float
+    def observe(
+        self,
+        dataset: str,
+        version: int,
+        status: int,
+        ms: float,
+        at: datetime | None = None,
     ) -> None:
+        """One answered ``/predict`` of ``version``: counted for its version, and for the
+        alarms when it is the candidate of the rollout in progress."""
+        route = self._route(dataset)
+        at = at or datetime.now(UTC)
         with self._lock:
-            stats = route.stats
+            stats, state = route.stats, route.state
             per = stats.by_version.setdefault(str(version), {"requests": 0, "errors": 0})
             per["requests"] += 1
             per["errors"] += int(status >= 500)
-            if deployment_id is None or deployment_id != stats.deployment_id:
+            judged = (
+                state.status == "InProgress"
+                and state.deployment_id == stats.deployment_id
+                and state.candidate == version
+                and state.started_at is not None
+            )
+            if not judged or state.started_at is None:
                 return
-            stats.requests += 1
-            stats.errors += int(status >= 500)
-            stats.latencies_ms.append(ms)
+            period = self._rule(state).period_s
+            index = max(0, int((at - state.started_at).total_seconds() // period))
+            stats.periods.setdefault(index, PeriodCounts()).add(status, ms)
+            stats.candidate.add(status, ms)
+
+    @staticmethod
+    def _rule(state: RouterState) -> CanaryRule:
+        return CanaryRule(
+            min_requests=state.min_requests,
+            max_error_rate=state.error_rate_threshold,
+            max_p99_ms=state.p99_latency_ms,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -183,7 +204,6 @@ class Router:
                 ),
             )
             return
-        deployment_id = route.state.deployment_id if route.state.status == "InProgress" else None
         app = self._app(route, version)
         status_seen = 500
 
@@ -203,8 +223,8 @@ class Router:
             await app(sub_scope, receive, send_watch)
         finally:
             ms = (time.perf_counter() - t0) * 1000
-            if m.group(2) and m.group(2).startswith("/predict"):
-                self._observe(route, deployment_id, version, status_seen, ms)
+            if m.group(2) and m.group(2).startswith(JUDGED_PATH):
+                self.observe(dataset, version, status_seen, ms)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -251,25 +271,18 @@ class Router:
             if state.deployment_id != route.stats.deployment_id:
                 route.stats = RolloutStats(deployment_id=state.deployment_id)
             route.state = state
-            stats = route.stats
-            requests, errors, p99 = stats.requests, stats.errors, stats.p99_ms()
+            periods = [
+                PeriodCounts(p.requests, p.errors, list(p.latencies_ms))
+                for _, p in sorted(route.stats.periods.items())
+            ]
         if state.status != "InProgress" or state.started_at is None:
             return
         now = now or datetime.now(UTC)
         elapsed_min = (now - state.started_at).total_seconds() / self._minute
-        reason = None
-        if requests >= state.min_requests:
-            rate = errors / requests
-            if rate > state.error_rate_threshold:
-                reason = (
-                    f"alarm {self._serve_prefix}{dataset}-errors: {errors} of {requests} requests "
-                    f"failed ({rate:.1%} > {state.error_rate_threshold:.1%})"
-                )
-            elif p99 > state.p99_latency_ms:
-                reason = (
-                    f"alarm {self._serve_prefix}{dataset}-p99-latency: p99 {p99:.0f} ms over "
-                    f"{requests} requests > {state.p99_latency_ms} ms"
-                )
+        rule = self._rule(state)
+        verdict = next((v for v in map(rule.verdict, periods) if v is not None), None)
+        # "errors: ..." or "p99-latency: ...": the reason names the alarm as the cloud's is.
+        reason = None if verdict is None else f"alarm {self._serve_prefix}{dataset}-{verdict}"
         if reason is not None:
             new = state.model_copy(
                 update={"candidate": None, "weight": 0.0, "status": "RolledBack", "reason": reason}
@@ -321,10 +334,11 @@ class Router:
                         },
                     ),
                     "traffic": route.state.traffic(),
+                    # The candidate's own requests in this rollout (what the alarms judge).
                     "rollout": {
-                        "requests": route.stats.requests,
-                        "errors": route.stats.errors,
-                        "p99_ms": round(route.stats.p99_ms(), 2),
+                        "requests": route.stats.candidate.requests,
+                        "errors": route.stats.candidate.errors,
+                        "p99_ms": round(route.stats.candidate.p99_ms, 2),
                     },
                     "by_version": route.stats.by_version,
                     "capture": route.capture.snapshot(),

@@ -164,24 +164,68 @@ def test_a_broken_canary_rolls_back_by_itself_failing_only_its_share(world: Worl
     assert (started.strategy, started.previous_version) == ("canary", "1")
     world.router.tick("customers")  # the router picks the rollout up
     answers = [world.predict() for _ in range(40)]
+    world.router.tick("customers")
+    # 4 failures, but only 4 of the candidate's own requests: fewer than min_requests
+    # (20) say nothing, in the cloud's alarm as here.
+    assert world.published == []
+    answers += [world.predict() for _ in range(160)]
     failed = [a for a in answers if a.status_code != 200]
     # Exactly the canary's 10%, and every failure is the canary's.
-    assert len(failed) == 4
+    assert len(failed) == 20
     assert all(a.headers["x-dhow-routed-version"] == "2" for a in failed)
     assert all(a.json()["model_version"] == "1" for a in answers if a.status_code == 200)
-    world.router.tick("customers")  # 4 of 40 = 10% > 5%: the alarm fires
+    world.router.tick("customers")  # 20 of its 20 requests failed: the alarm fires
     [rolled] = world.deliver_platform_events()
     assert rolled.status == "rolled_back"
     event = world.bus.events[-1]
     assert isinstance(event, DeploymentRolledBack)
     assert (event.model_version, event.restored_version) == ("2", "1")
-    assert "4 of 40 requests failed" in event.reason
+    assert event.reason.startswith(f"alarm {PREFIX}customers-errors: 20 of 20 requests failed")
     assert event.requested_by is None
     assert world.registry.champion("customers").version == 1  # type: ignore[union-attr]
     assert [world.predict().status_code for _ in range(20)] == [200] * 20
     latest = world.svc.status("customers")["history"][0]
     assert latest["status"] == "rolled_back"
     assert latest["reason"] == event.reason  # the alarm's own words, as the event says
+
+
+def test_a_candidate_failing_40_percent_of_its_share_is_rolled_back(world: World) -> None:
+    """Over the alias as a whole, 8 failures of 220 answers are 3.6%, under the 5%
+    threshold; on the candidate's own 20 requests they are 40%."""
+    world.svc.on_model_approved(world.approve("good"))
+    world.router.tick("customers")
+    world.deliver_platform_events()
+    world.svc.on_model_approved(world.approve("good"))
+    world.router.tick("customers")
+    for _ in range(200):
+        world.router.observe("customers", 1, 200, 5.0)
+    for i in range(20):
+        world.router.observe("customers", 2, 500 if i % 5 < 2 else 200, 5.0)
+    world.router.tick("customers")
+    [rolled] = world.deliver_platform_events()
+    assert rolled.status == "rolled_back"
+    event = world.bus.events[-1]
+    assert isinstance(event, DeploymentRolledBack)
+    assert "8 of 20 requests failed (40.0% > 5.0%)" in event.reason
+    assert world.svc.status("customers")["traffic"] == {"1": 1.0}
+
+
+def test_a_slow_candidate_is_rolled_back_on_its_own_p99(world: World) -> None:
+    world.svc.on_model_approved(world.approve("good"))
+    world.router.tick("customers")
+    world.deliver_platform_events()
+    world.svc.on_model_approved(world.approve("good"))
+    world.router.tick("customers")
+    for _ in range(300):
+        world.router.observe("customers", 1, 200, 5.0)  # the stable version is fast
+    for ms in [100.0] * 19 + [2500.0]:
+        world.router.observe("customers", 2, 200, ms)
+    world.router.tick("customers")
+    [rolled] = world.deliver_platform_events()
+    assert rolled.status == "rolled_back"
+    event = world.bus.events[-1]
+    assert isinstance(event, DeploymentRolledBack)
+    assert "customers-p99-latency: p99 2500 ms over 20 requests > 2000 ms" in event.reason
 
 
 def test_a_good_canary_completes_on_schedule(world: World) -> None:

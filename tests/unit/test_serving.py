@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,12 +17,14 @@ from shared.adapters.aws import aws_client
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.artifacts import ARTIFACT_SHA256, sha256_file
 from shared.capture import InferenceCapture, read_captures
+from shared.cloud_facts import value
 from shared.events import ObjectRef
-from shared.serve_app import MODEL_VERSION_HEADER, model_app
+from shared.serve_app import MODEL_VERSION_HEADER, create_app, model_app
+from shared.serving import ModelSlot, load_model_version
 from shared.settings import Settings
 from shared.specs import load_spec
 from shared.validation import validate_file
-from tests.helpers import ROOT, MemoryStore, train_artifact
+from tests.helpers import ROOT, MemoryStore, broken_model, load_event, train_artifact
 
 MODELS, CAPTURE = "dhow-t-models", "dhow-t-capture"
 ROW = {
@@ -195,3 +199,98 @@ def test_sampling_keeps_about_the_asked_share(world: dict[str, Any]) -> None:
     assert len(rows) == kept
     assert rows[0]["model_version"] == "1"
     assert json.dumps(rows[0]["inputs"]).startswith('{"i": ')
+
+
+@pytest.fixture
+def lambda_loop() -> Iterator[None]:
+    """The current event loop mangum asks for, as Lambda's Python runtime has one (Python
+    3.12 warns, an error here, when none was set)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def _lambda_context() -> Any:
+    class Context:  # what mangum reads of Lambda's context: nothing but itself
+        function_name = "dhow-t-serve-customers"
+        function_version = "8"
+        aws_request_id = "req-1"
+
+    return Context()
+
+
+@pytest.mark.usefixtures("lambda_loop")
+def test_the_api_gateway_request_reaches_the_predict_route(world: dict[str, Any]) -> None:
+    """API Gateway's HTTP API event (payload 2.0, $default stage), through mangum as the
+    Lambda handler runs it: the route the client called is the app's /predict."""
+    from mangum import Mangum
+
+    shape = value("aws.apigateway.lambda_payload_format")
+    event = load_event("apigw_http_v2_predict.json")
+    assert event["version"] == shape["payload_format_version"]
+    assert event["requestContext"]["stage"] == shape["stage"]
+    app = model_app(load_spec("customers"), world["store"], world["registry"], None, None)
+    answer = Mangum(app, lifespan="off")(event, _lambda_context())
+    assert answer["statusCode"] == 200, answer["body"]
+    assert json.loads(answer["body"])["model_version"] == "1"
+
+
+@pytest.mark.usefixtures("lambda_loop")
+def test_a_failing_model_answers_500_without_a_function_error_and_is_counted(
+    world: dict[str, Any], artifact: Path
+) -> None:
+    """Lambda's Errors metric would never see this model fail: the handler returns a 500
+    response. The app's own per-request metrics (what the canary's alarms count) do."""
+    from mangum import Mangum
+
+    errors_metric = value("aws.lambda.errors_metric")
+    assert errors_metric["counts_returned_5xx"] is False
+    bad = broken_model(artifact.read_bytes())
+    ref = ObjectRef(container=MODELS, key="models/customers/job-2/output/model.tar.gz")
+    world["store"].put_bytes(ref, bad)
+    v = world["registry"].register(
+        "customers",
+        artifact=f"s3://{ref.uri}",
+        image="local:shared.trainer",
+        metrics={"roc_auc": 0.7},
+        lineage={ARTIFACT_SHA256: hashlib.sha256(bad).hexdigest()},
+        status="Approved",
+    )
+    seen: list[tuple[int, float]] = []
+    app = create_app(
+        load_spec("customers"),
+        ModelSlot(
+            lambda: load_model_version(world["store"], world["registry"], "customers", v.version)
+        ),
+        None,
+        lambda status, ms: seen.append((status, ms)),
+    )
+    handler = Mangum(app, lifespan="off")
+    event = load_event("apigw_http_v2_predict.json")
+    answers = [handler(event, _lambda_context()) for _ in range(3)]  # no exception escapes
+    assert [a["statusCode"] for a in answers] == [500] * 3
+    health = {**event, "rawPath": "/health"}
+    health["requestContext"] = {
+        **event["requestContext"],
+        "http": {**event["requestContext"]["http"], "method": "GET", "path": "/health"},
+    }
+    assert handler(health, _lambda_context())["statusCode"] == 200
+    # Every prediction is counted, with its status; the health probe is not judged.
+    assert [s for s, _ in seen] == [500, 500, 500]
+    assert all(ms >= 0 for _, ms in seen)
+
+
+def test_an_unservable_model_is_a_counted_503(world: dict[str, Any]) -> None:
+    world["store"].put_bytes(world["ref"], b"not the approved bytes")
+    seen: list[int] = []
+    app = create_app(
+        load_spec("customers"),
+        ModelSlot(lambda: load_model_version(world["store"], world["registry"], "customers", None)),
+        None,
+        lambda status, _ms: seen.append(status),
+    )
+    with TestClient(app) as c:
+        assert c.post("/predict", json=ROW).status_code == 503
+    assert seen == [503]
