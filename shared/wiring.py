@@ -225,10 +225,12 @@ def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) ->
                 region=settings.aws_region,
             ),
         )
-    return _azureml_training_launcher(settings, prefix)
+    return _azureml_training_launcher(settings, prefix, topo.bucket("models").name)
 
 
-def _azureml_training_launcher(settings: Settings, prefix: str) -> TrainingLauncher:
+def _azureml_training_launcher(
+    settings: Settings, prefix: str, models_container: str
+) -> TrainingLauncher:
     workspace = settings.azureml_workspace
     compute, env = settings.azureml_gpu_compute, settings.azureml_train_environment
     curated, models = settings.azureml_curated_datastore, settings.azureml_models_datastore
@@ -251,6 +253,7 @@ def _azureml_training_launcher(settings: Settings, prefix: str) -> TrainingLaunc
             environment=env,
             curated_datastore=curated,
             models_datastore=models,
+            models_container=models_container,
             name_prefix=prefix,
         ),
     )

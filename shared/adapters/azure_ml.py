@@ -7,8 +7,14 @@ import and only a stack that hands work off to Azure ML needs it.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from azure.ai.ml import Input, Output
@@ -17,6 +23,10 @@ from azure.ai.ml.entities import CommandJob, ManagedIdentityConfiguration
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.sagemaker_training import training_job_name
+from shared.cloud_facts import value
+from shared.events import ObjectRef
+from shared.identifiers import checked_correlation_id
+from shared.jobs.model_archive import MODEL_ARCHIVE
 from shared.ports import (
     LaunchedTraining,
     TrainingJobRequest,
@@ -24,6 +34,31 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
 )
+from shared.triggers import TAG_ARTIFACT, TAG_COMPUTE, TAG_HYPERPARAMETERS, TAG_IMAGE
+
+# The package the jobs run (`python -m shared.jobs.…`, the trainer, the shipped specs).
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_NOT_CODE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".mypy_cache")
+
+
+def datastore_uri(datastore: str, path: str) -> str:
+    """A path on a workspace datastore, as job inputs and outputs name it."""
+    return str(value("azure.ml.datastore_uri")).format(datastore=datastore, path=path)
+
+
+@cache
+def staged_code() -> str:
+    """The job's ``code``: a copy of the ``shared`` package alone, uploaded by azure-ai-ml
+    at submission (a content-hashed code asset, so an unchanged copy is not sent twice).
+
+    A staged folder rather than the app's root, which also holds the Functions host's
+    packages (and, on a laptop, .venv and .git): azure-ai-ml uploads a folder whole but
+    for what an ignore file at its root excludes (fact azure.ml.code_upload_ignore).
+    """
+    root = Path(tempfile.mkdtemp(prefix="dhow-azureml-code-"))
+    shutil.copytree(PACKAGE_DIR, root / PACKAGE_DIR.name, ignore=_NOT_CODE)
+    atexit.register(shutil.rmtree, root, True)
+    return str(root)
 
 
 class JobOperations(Protocol):
@@ -43,6 +78,7 @@ class AzureMLJobConfig:
     staging_datastore: str
     experiment: str = "dhow-validate"
     environment_variables: tuple[tuple[str, str], ...] = ()
+    code: str | None = None  # default: staged_code()
 
 
 def submit_once(jobs: JobOperations, job: CommandJob) -> bool:
@@ -70,25 +106,33 @@ class AzureMLValidationJobs(ValidationJobLauncher):
         self._cfg = config
 
     def request(self, req: ValidationJobRequest) -> CommandJob:
-        """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly)."""
+        """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly).
+
+        The command line runs in a shell as the workspace's identity, and the upload's
+        key and id come from the uploader: every value is one quoted word (shlex), and
+        the correlation id must follow its rule besides (``InvalidIdentifier``).
+        """
         cfg = self._cfg
-        staged = f"{req.staged.container}/{req.staged.key}"
+        checked_correlation_id(req.correlation_id)
+        argv = [
+            "python",
+            "-m",
+            "shared.jobs.validate",
+            *("--dataset", req.dataset, "--sha256", req.sha256),
+            *("--staged", req.staged.uri, "--source", req.source.uri),
+            *("--size-bytes", str(req.size_bytes), "--correlation-id", req.correlation_id),
+        ]
         return CommandJob(
             name=azureml_job_name(req),
             display_name=f"validate {req.dataset} {req.sha256[:12]}",
             experiment_name=cfg.experiment,
-            command=(
-                "python -m shared.jobs.validate"
-                f" --dataset {req.dataset} --sha256 {req.sha256}"
-                f" --staged {staged}"
-                f" --source {req.source.container}/{req.source.key}"
-                f" --size-bytes {req.size_bytes} --correlation-id {req.correlation_id}"
-                " --input ${{inputs.staged}}"
-            ),
+            # Azure ML's own placeholder last: it becomes the mounted path of the input.
+            command=f"{shlex.join(argv)} --input ${{{{inputs.staged}}}}",
+            code=cfg.code or staged_code(),
             inputs={
                 "staged": Input(
                     type=AssetTypes.URI_FILE,
-                    path=f"azureml://datastores/{cfg.staging_datastore}/paths/{req.staged.key}",
+                    path=datastore_uri(cfg.staging_datastore, req.staged.key),
                 )
             },
             environment=cfg.environment,
@@ -118,9 +162,16 @@ class AzureMLTrainingConfig:
     environment: str
     curated_datastore: str
     models_datastore: str
+    models_container: str  # the blob container the models datastore is bound to
     name_prefix: str  # dhow-<stage>
     gpus_per_node: int = 1
     experiment: str = "dhow-train"
+    code: str | None = None  # default: staged_code()
+
+
+def training_output_key(dataset: str, job_name: str) -> str:
+    """The job's output folder on the models datastore: SageMaker's and the local job's."""
+    return f"models/{dataset}/{job_name}/output/"
 
 
 class AzureMLTrainingLauncher(TrainingLauncher):
@@ -131,43 +182,46 @@ class AzureMLTrainingLauncher(TrainingLauncher):
         self._cfg = config
 
     def request(self, req: TrainingJobRequest) -> CommandJob:
-        """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly)."""
+        """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly).
+
+        The command (``shared.jobs.azureml_training``) runs the trainer and writes
+        ``model.tar.gz`` into the output folder; the ``dhow:artifact`` tag names that
+        blob, and the run's tags come back in its ``RunStatusChanged`` event, so register
+        finds the model where it finds SageMaker's.
+        """
         cfg = self._cfg
         name = training_job_name(req, cfg.name_prefix)
         hps = json.dumps(
             {**req.hyperparameters, "target": req.target, "task": req.task}, sort_keys=True
         )
+        output = training_output_key(req.dataset, name)
+        artifact = ObjectRef(container=cfg.models_container, key=output + MODEL_ARCHIVE)
+        environment = req.image or cfg.environment
+        argv = ["python", "-m", "shared.jobs.azureml_training"]
+        argv += ["--entrypoint", req.entrypoint or "shared.trainer"]
         return CommandJob(
             name=name,
             display_name=f"train {req.dataset} {req.sha256[:12]}",
             experiment_name=cfg.experiment,
-            # The trainer reads SageMaker's variables; Azure ML fills in the paths.
-            command=(
-                "SM_CHANNEL_TRAIN=${{inputs.train}} SM_MODEL_DIR=${{outputs.model}} "
-                "SM_OUTPUT_DATA_DIR=${{outputs.output}} SM_OUTPUT_DIR=${{outputs.output}} "
-                f"python -m {req.entrypoint or 'shared.trainer'}"
-            ),
+            command=f"{shlex.join(argv)} --train ${{{{inputs.train}}}}"
+            " --output ${{outputs.output}}",
+            code=cfg.code or staged_code(),
             inputs={
                 # The curated file itself: its folder also holds the drift reference sample.
                 "train": Input(
                     type=AssetTypes.URI_FILE,
-                    path=f"azureml://datastores/{cfg.curated_datastore}/paths/{req.curated.key}",
+                    path=datastore_uri(cfg.curated_datastore, req.curated.key),
                 )
             },
             outputs={
-                "model": Output(
-                    type=AssetTypes.URI_FOLDER,
-                    path=f"azureml://datastores/{cfg.models_datastore}/paths/"
-                    f"models/{req.dataset}/{name}/model/",
-                ),
                 "output": Output(
                     type=AssetTypes.URI_FOLDER,
-                    path=f"azureml://datastores/{cfg.models_datastore}/paths/"
-                    f"models/{req.dataset}/{name}/output/",
+                    path=datastore_uri(cfg.models_datastore, output),
                 ),
             },
-            environment=req.image or cfg.environment,
+            environment=environment,
             compute=cfg.compute,
+            # Variables, not command words: the hyperparameters never meet the shell.
             environment_variables={"SM_HPS": hps, "SM_NUM_GPUS": str(cfg.gpus_per_node)},
             identity=ManagedIdentityConfiguration(),
             tags={
@@ -176,6 +230,11 @@ class AzureMLTrainingLauncher(TrainingLauncher):
                 "dhow:spec-version": req.spec_version,
                 "dhow:trainer-version": req.trainer_version,
                 "dhow:correlation-id": req.correlation_id,
+                # What register reads back from the run's event (shared.triggers).
+                TAG_ARTIFACT: artifact.uri,
+                TAG_HYPERPARAMETERS: hps,
+                TAG_COMPUTE: cfg.compute,
+                TAG_IMAGE: environment,
             },
         )
 

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 
 from shared.adapters.aws import aws_client
 from shared.events import ObjectRef
+from shared.jobs.model_archive import MODEL_ARCHIVE, write_model_archive
 from shared.ports import TrainingJobRequest
 from shared.settings import Settings
 from shared.topology import build_topology
@@ -44,7 +44,9 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
     topo = build_topology(settings.stage)
     ports = build_ports(settings, topo)
     models = topo.bucket("models").name
-    output = ObjectRef(container=models, key=f"models/{req.dataset}/{job_name}/output/model.tar.gz")
+    output = ObjectRef(
+        container=models, key=f"models/{req.dataset}/{job_name}/output/{MODEL_ARCHIVE}"
+    )
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="dhow-train-") as tmp:
         root = Path(tmp)
@@ -75,10 +77,7 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
             reason = failure.read_text() if failure.exists() else "the trainer crashed"
             reason = f"{reason}\n--- last log lines ---\n{tail}"[:1024]
         else:
-            archive = root / "model.tar.gz"
-            with tarfile.open(archive, "w:gz") as tar:
-                for f in sorted((root / "model").iterdir()):
-                    tar.add(f, arcname=f.name)
+            archive = write_model_archive(root / "model", root / MODEL_ARCHIVE)
             ports.store.upload_file(output, archive, {"job_name": job_name})
     ended = datetime.now(UTC)
     detail: dict[str, Any] = {

