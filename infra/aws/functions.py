@@ -15,6 +15,7 @@ from infra.config import StackConfig
 from infra.packaging import code_archive, layer_archive, layer_path
 from layers.catalogue import FUNCTION_LAYERS
 from shared import constants as c
+from shared.stack_contract import environment
 from shared.topology import Function
 
 RUNTIME = "python3.12"
@@ -33,7 +34,7 @@ class Functions(pulumi.ComponentResource):
         key: aws.kms.Key,
         queues: dict[str, aws.sqs.Queue],
         dlqs: dict[str, aws.sqs.Queue],
-        env: Env,
+        env: Env,  # every value the stack offers, by env var name
         jobs_image_uri: pulumi.Input[str],
         artifacts: aws.s3.Bucket,
         opts: pulumi.ResourceOptions,
@@ -60,15 +61,20 @@ class Functions(pulumi.ComponentResource):
             if fn.trigger_queue is None:
                 for spec in cfg.specs:
                     if spec.serving.target == "lambda":
+                        # One copy per dataset: the dataset is the copy's own setting.
+                        own = environment("aws", fn.logical, env, per_function=(c.SERVE_DATASET,))
                         self._function(
                             fn,
                             f"{fn.name}-{spec.name}",
                             self.failures,
-                            {**env, c.SERVE_DATASET: spec.name},
+                            {**own, c.SERVE_DATASET: spec.name},
                             publish=True,
                         )
                 continue
-            function = self._function(fn, fn.name, dlqs[fn.trigger_queue], env)
+            # Each function gets exactly the settings it reads (shared/stack_contract.py).
+            function = self._function(
+                fn, fn.name, dlqs[fn.trigger_queue], environment("aws", fn.logical, env)
+            )
             aws.lambda_.EventSourceMapping(
                 fn.logical,
                 event_source_arn=queues[fn.trigger_queue].arn,

@@ -1,0 +1,104 @@
+"""The one contract between the stacks and the runtime: which setting each function is
+given in the cloud, under which environment variable, read into which ``Settings`` field.
+
+The Pulumi program gathers the values it knows (``env`` in infra/aws/stack.py, keyed by
+the names in shared/constants.py) and hands each function exactly its own share, built
+here by ``environment``. A value the stack offers that no function is declared to read,
+or a declared setting the stack does not offer, stops the program with
+``StackContractError`` before anything is created: a setting cannot drift out of the
+stack, nor into it unread. tests/infra/test_stack_contract.py builds every function's
+``Settings`` from exactly the environment its mocked stack gives it.
+
+To add a setting: its constant in shared/constants.py, its field in ``Settings.from_env``,
+one ``Setting`` line below naming the functions that read it, and its value in the
+stack's ``env``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from shared import constants as c
+from shared.errors import DhowError
+
+Cloud = Literal["aws", "azure"]
+
+# Function logical names (shared/topology.py), for the settings only some of them read.
+ALL = frozenset(
+    {"ingest", "validate", "train_launch", "register", "deploy", "serve", "drift_check"}
+)
+_SAGEMAKER_JOBS = frozenset({"validate", "train_launch", "deploy"})
+
+
+class StackContractError(DhowError):
+    """The stack offers or omits a setting against the stack/runtime contract."""
+
+    reason = "stack_contract_violated"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable the stack writes and ``Settings.from_env`` reads."""
+
+    env: str  # the name, from shared/constants.py
+    field: str  # the Settings attribute it becomes
+    functions: frozenset[str]  # logical names of the functions that read it
+    clouds: frozenset[Cloud] = frozenset({"aws"})
+
+
+CONTRACT: tuple[Setting, ...] = (
+    Setting(c.CLOUD, "cloud", ALL, frozenset({"aws", "azure"})),
+    Setting(c.STAGE, "stage", ALL, frozenset({"aws", "azure"})),
+    # train-launch starts the SageMaker training job.
+    Setting(c.TRAINING_BACKEND, "training_backend", frozenset({"train_launch"})),
+    Setting(c.TRAINING_IMAGE_URI, "training_image_uri", frozenset({"train_launch"})),
+    # validate hands large files to a SageMaker Processing job.
+    Setting(c.PROCESSING_IMAGE_URI, "processing_image_uri", frozenset({"validate"})),
+    # Every SageMaker job or endpoint runs as the stack's role, in its VPC, with its key.
+    Setting(c.SAGEMAKER_ROLE_ARN, "sagemaker_role_arn", _SAGEMAKER_JOBS),
+    Setting(c.KMS_KEY_ID, "kms_key_id", _SAGEMAKER_JOBS),
+    Setting(c.PRIVATE_SUBNETS, "private_subnets", _SAGEMAKER_JOBS),
+    Setting(c.SECURITY_GROUPS, "security_groups", _SAGEMAKER_JOBS),
+    # deploy moves traffic (CodeDeploy) or builds a SageMaker endpoint.
+    Setting(c.SERVING_BACKEND, "serving_backend", frozenset({"deploy"})),
+    Setting(c.INFERENCE_IMAGE_URI, "inference_image_uri", frozenset({"deploy"})),
+    # Each serve function serves one dataset (infra/aws/functions.py adds it per spec).
+    Setting(c.SERVE_DATASET, "serve_dataset", frozenset({"serve"})),
+    # drift-check alerts through SNS.
+    Setting(c.ALERTS_TOPIC_ARN, "alerts_topic_arn", frozenset({"drift_check"})),
+)
+
+
+def settings_for(cloud: Cloud, function: str) -> tuple[Setting, ...]:
+    """The settings ``function`` (a logical name) is given on ``cloud``."""
+    return tuple(s for s in CONTRACT if cloud in s.clouds and function in s.functions)
+
+
+def environment[V](
+    cloud: Cloud, function: str, offered: Mapping[str, V], *, per_function: tuple[str, ...] = ()
+) -> dict[str, V]:
+    """``function``'s environment on ``cloud``: exactly its contract settings, taken from
+    the values the stack ``offered`` (by env var name).
+
+    ``per_function`` names settings the caller adds itself for each deployed copy (the
+    serve function's dataset); they are left out here and not required in ``offered``.
+    """
+    declared = {s.env for s in CONTRACT if cloud in s.clouds}
+    unread = sorted(set(offered) - declared)
+    if unread:
+        raise StackContractError(
+            f"the {cloud} stack sets {', '.join(unread)}, which no function is declared to read",
+            hint="add a Setting for it to shared/stack_contract.py CONTRACT (and read it in "
+            "Settings.from_env), or stop setting it",
+        )
+    wanted = [s.env for s in settings_for(cloud, function) if s.env not in per_function]
+    missing = [name for name in wanted if name not in offered]
+    if missing:
+        raise StackContractError(
+            f"{function} reads {', '.join(missing)} on {cloud}, and the stack does not set it",
+            hint="give the stack's env a value for it, or drop it from the function's "
+            "Setting in shared/stack_contract.py",
+        )
+    return {name: offered[name] for name in wanted}
