@@ -547,6 +547,12 @@ def build_topology(stage: str) -> Topology:
                     Permission(s3_write, "reports", "bucket"),
                     Permission(
                         ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
+                    # Points the canary's alarms at the version being deployed.
+                    Permission(
+                        ("cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"),
+                        "serve_alarms",
+                        "jobs",
+                    ),
                         "model_registry",
                         "jobs",
                     ),

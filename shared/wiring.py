@@ -385,6 +385,7 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
             aws_client("codedeploy", settings),
             LambdaServingConfig(name_prefix=prefix),
         )
+            cloudwatch=aws_client("cloudwatch", settings),
 
     def endpoint_deployer() -> Deployer:
         from shared.adapters.aws import aws_client

@@ -104,6 +104,7 @@ def resource_arns(perm: Permission, topology: Topology, scope: AwsScope) -> list
     """The ARNs one permission of the topology names (its scoped actions' resources)."""
     kind, logical = perm.kind, perm.resource
     if kind == "bucket":
+        "serve_alarms": [scope.arn("cloudwatch", f"alarm:{p}-serve-*")],
         return _bucket_arns(topology.bucket(logical).name, perm.actions)
     if kind == "queue":
         return [scope.arn("sqs", topology.queue(logical).name)]

@@ -3,11 +3,14 @@
 Each dataset has its own serve function ``dhow-<stage>-serve-<dataset>`` with an
 alias ``live``, and a CodeDeploy deployment group of the same name in the
 application ``dhow-<stage>-serving``; the stack gives the group its CloudWatch
-alarms (errors and p99 latency of the alias) with rollback on alarm. A deployment:
+alarms (the 5xx share and p99 latency of one version's own requests, see
+``shared.canary``) with rollback on alarm. A deployment:
 
 1. sets ``DHOW_SERVE_MODEL_VERSION`` on the function and waits for the update;
 2. publishes a version (the function's code and that model version, frozen);
-3. asks CodeDeploy to move the alias from its current version to the new one,
+3. points the two alarms at that version (PutMetricAlarm, keeping the actions the
+   stack gave them), so they judge the candidate alone and not the alias;
+4. asks CodeDeploy to move the alias from its current version to the new one,
    with the spec's deployment config and automatic rollback on failure or alarm.
 
 CodeDeploy steps the weights, watches the alarms and reports the end on
@@ -25,11 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.canary import CanaryRule
 from shared.constants import SERVE_MODEL_VERSION
 from shared.errors import DhowError
 from shared.ports import Deployer, DeploymentPlan, StartedDeployment
 
 if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_lambda import LambdaClient
 
@@ -82,9 +87,12 @@ class LambdaCodeDeployDeployer(Deployer):
         codedeploy: CodeDeployClient,
         config: LambdaServingConfig,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        cloudwatch: CloudWatchClient,
     ) -> None:
         self._lambda = lambda_client
         self._cd = codedeploy
+        self._cw = cloudwatch
         self._cfg = config
         self._sleep = sleep
 
@@ -151,6 +159,7 @@ class LambdaCodeDeployDeployer(Deployer):
         fn = self._function(plan.dataset)
         target = self._publish(plan.dataset, plan.model_version, plan.artifact_sha256)
         current = self._lambda.get_alias(FunctionName=fn, Name=ALIAS)["FunctionVersion"]
+        self._judge_version(fn, target, plan)
         content = json.dumps(self.appspec(plan.dataset, current, target), sort_keys=True)
         config = deployment_config_name(
             self._cfg.name_prefix, plan.strategy, plan.step_percent, plan.interval_minutes
@@ -179,6 +188,31 @@ class LambdaCodeDeployDeployer(Deployer):
                 hint="the stack creates one per dataset spec; run `pulumi up` after adding a spec",
             ) from exc
         return StartedDeployment(deployment_id=deployment_id, target=f"{fn}:{ALIAS}")
+
+    def _judge_version(self, fn: str, version: str, plan: DeploymentPlan) -> None:
+        """Point ``fn``'s rollback alarms at ``version``'s own metrics before CodeDeploy
+        starts watching them. PutMetricAlarm overwrites an alarm's whole configuration,
+        so the actions the stack gave each alarm are read first and sent back."""
+        rule = CanaryRule(plan.min_requests, plan.error_rate_threshold, plan.p99_latency_ms)
+        wanted = rule.alarms(fn, version)
+        names = [a["AlarmName"] for a in wanted]
+        found = self._cw.describe_alarms(AlarmNames=names, AlarmTypes=["MetricAlarm"])
+        existing = {a["AlarmName"]: a for a in found.get("MetricAlarms", [])}
+        missing = [n for n in names if n not in existing]
+        if missing:
+            raise DeploymentRefused(
+                f"{fn} has no rollback alarm {', '.join(missing)}: a canary would go unwatched",
+                hint="the stack creates them for each dataset spec; run `pulumi up`",
+            )
+        for alarm in wanted:
+            old = existing[alarm["AlarmName"]]
+            self._cw.put_metric_alarm(
+                **alarm,
+                ActionsEnabled=old.get("ActionsEnabled", True),
+                AlarmActions=old.get("AlarmActions", []),
+                OKActions=old.get("OKActions", []),
+                InsufficientDataActions=old.get("InsufficientDataActions", []),
+            )
 
     def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
         info = self._cd.get_deployment(deploymentId=deployment_id)["deploymentInfo"]

@@ -16,6 +16,7 @@ from botocore.stub import ANY, Stubber
 
 from shared.adapters.aws import aws_client
 from shared.adapters.codedeploy import (
+    DeploymentRefused,
     LambdaCodeDeployDeployer,
     LambdaServingConfig,
     deployment_config_name,
@@ -25,6 +26,8 @@ from shared.adapters.sagemaker_endpoint import (
     SageMakerEndpointDeployer,
     endpoint_names,
 )
+from shared.canary import CanaryRule, alarm_names
+from shared.cloud_facts import fact
 from shared.ports import DeploymentPlan
 from shared.settings import Settings
 from shared.triggers import parse_deployment_state_change
@@ -61,11 +64,39 @@ def plan(**kw: Any) -> DeploymentPlan:
     return DeploymentPlan(**{**base, **kw})
 
 
+ALERTS = "arn:aws:sns:me-central-1:123456789012:dhow-prod-alerts"
+
+
+def stub_alarms_pointed_at(cw: Stubber, version: str) -> None:
+    """DescribeAlarms of the two alarms, then each one's full PutMetricAlarm for
+    ``version`` with the actions the stack gave it (PutMetricAlarm overwrites all)."""
+    assert fact("aws.cloudwatch.put_metric_alarm_overwrites").value == "overwrite"
+    names = list(alarm_names(FN))
+    cw.add_response(
+        "describe_alarms",
+        {"MetricAlarms": [{"AlarmName": n, "AlarmActions": [ALERTS]} for n in names]},
+        {"AlarmNames": names, "AlarmTypes": ["MetricAlarm"]},
+    )
+    for alarm in CanaryRule(20, 0.05, 2000).alarms(FN, version):
+        cw.add_response(
+            "put_metric_alarm",
+            {},
+            {
+                **alarm,
+                "ActionsEnabled": True,
+                "AlarmActions": [ALERTS],
+                "OKActions": [],
+                "InsufficientDataActions": [],
+            },
+        )
+
+
 def test_lambda_canary_publishes_a_version_and_asks_codedeploy_to_shift_the_alias() -> None:
     settings = Settings(stage="prod")
     lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    cw = aws_client("cloudwatch", settings)
     deployer = LambdaCodeDeployDeployer(
-        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None
+        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None, cloudwatch=cw
     )
     env = {"DHOW_SERVE_DATASET": "customers", "DHOW_SERVE_MODEL_VERSION": "2"}
     appspec = {
@@ -85,7 +116,7 @@ def test_lambda_canary_publishes_a_version_and_asks_codedeploy_to_shift_the_alia
         "version": 0.0,
     }
     content = json.dumps(appspec, sort_keys=True)
-    with Stubber(lam) as ls, Stubber(cd) as cs:
+    with Stubber(lam) as ls, Stubber(cd) as cs, Stubber(cw) as ws:
         ls.add_response(
             "get_function_configuration",
             {"RevisionId": "r1", "Environment": {"Variables": env}},
@@ -120,6 +151,8 @@ def test_lambda_canary_publishes_a_version_and_asks_codedeploy_to_shift_the_alia
             },
         )
         ls.add_response("get_alias", {"FunctionVersion": "7"}, {"FunctionName": FN, "Name": "live"})
+        # Before CodeDeploy watches them, the alarms judge version 8's own requests.
+        stub_alarms_pointed_at(ws, "8")
         cs.add_response(
             "create_deployment",
             {"deploymentId": "d-7XKQ2ZB1C"},
@@ -144,8 +177,37 @@ def test_lambda_canary_publishes_a_version_and_asks_codedeploy_to_shift_the_alia
         started = deployer.start(plan())
         ls.assert_no_pending_responses()
         cs.assert_no_pending_responses()
+        ws.assert_no_pending_responses()
     assert started.deployment_id == "d-7XKQ2ZB1C"
     assert started.target == f"{FN}:live"
+
+
+def test_a_canary_without_its_alarms_is_refused_before_codedeploy_starts() -> None:
+    settings = Settings(stage="prod")
+    lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    cw = aws_client("cloudwatch", settings)
+    deployer = LambdaCodeDeployDeployer(
+        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None, cloudwatch=cw
+    )
+    env = {"DHOW_SERVE_DATASET": "customers", "DHOW_SERVE_MODEL_VERSION": "3"}
+    with Stubber(lam) as ls, Stubber(cd) as cs, Stubber(cw) as ws:
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r1", "Environment": {"Variables": env}},
+            {"FunctionName": FN},
+        )
+        ls.add_response(
+            "publish_version",
+            {"Version": "8"},
+            {"FunctionName": FN, "Description": ANY, "RevisionId": "r1"},
+        )
+        ls.add_response("get_alias", {"FunctionVersion": "7"}, {"FunctionName": FN, "Name": "live"})
+        ws.add_response(
+            "describe_alarms", {"MetricAlarms": []}, {"AlarmNames": ANY, "AlarmTypes": ANY}
+        )
+        with pytest.raises(DeploymentRefused, match=r"no rollback alarm .*-errors"):
+            deployer.start(plan())
+        cs.assert_no_pending_responses()  # and no create_deployment was sent
 
 
 @pytest.mark.parametrize(
@@ -167,7 +229,12 @@ def test_deployment_configs(strategy: str, pct: int, minutes: int, name: str) ->
 def test_lambda_traffic_reads_the_alias_weights_as_model_versions() -> None:
     settings = Settings(stage="prod")
     lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
-    deployer = LambdaCodeDeployDeployer(lam, cd, LambdaServingConfig(name_prefix="dhow-prod"))
+    deployer = LambdaCodeDeployDeployer(
+        lam,
+        cd,
+        LambdaServingConfig(name_prefix="dhow-prod"),
+        cloudwatch=aws_client("cloudwatch", settings),
+    )
     with Stubber(lam) as ls:
         ls.add_response(
             "get_alias",

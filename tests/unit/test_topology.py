@@ -27,6 +27,7 @@ def test_every_reference_resolves() -> None:
             "model_registry",
             "serve_functions",
             "serving_deployments",
+            "serve_alarms",
             "serving_endpoints",
             "drift_metrics",
         },
