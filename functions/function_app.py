@@ -19,8 +19,10 @@ import azure.functions as func
 from shared.constants import STAGE
 from shared.topology import Function, build_topology
 
-# The host's own storage account (identity-based: AzureWebJobsStorage__accountName).
-CONNECTION = "AzureWebJobsStorage"
+# The data account's queue service, where the stack creates the queues and Event Grid
+# delivers: an identity-based connection (``DhowQueues__queueServiceUri``, set by
+# infra/azure/stack.py). Not AzureWebJobsStorage: that is the host's own account.
+CONNECTION = "DhowQueues"
 # Each minute: the timer sends only the checks whose drift.schedule is due.
 DRIFT_TIMER = "0 * * * * *"
 

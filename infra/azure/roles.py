@@ -18,10 +18,16 @@ BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"  # Storage Blob Data C
 BLOB_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"  # Storage Blob Data Owner
 QUEUE_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"  # Storage Queue Data Contributor
 QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"  # Storage Queue Data Message Sender
+QUEUE_READER = "19e7f393-937e-4f77-808e-94535e297925"  # Storage Queue Data Reader
+QUEUE_PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"  # Storage Queue Data Message Processor
 TABLE_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160be3a"  # Storage Table Data Contributor
 EVENTGRID_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"  # EventGrid Data Sender
 AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"  # AzureML Data Scientist
 METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"  # Monitoring Metrics Publisher
+
+# What the Functions docs give a queue trigger on its queue (Storage Queue Data Reader,
+# Storage Queue Data Message Processor); the fact azure.functions.queue_trigger_roles.
+TRIGGER_ROLES = (QUEUE_READER, QUEUE_PROCESSOR)
 
 _READ_ONLY = frozenset({"s3:GetObject", "s3:ListBucket"})
 
@@ -45,9 +51,12 @@ def function_app_grants(topology: Topology) -> list[Grant]:
                 role = BLOB_READER if set(perm.actions) <= _READ_ONLY else BLOB_CONTRIBUTOR
                 grants.add(Grant(role, "container", perm.resource))
             elif perm.kind == "queue":
-                # The queue trigger reads, deletes and moves poison messages.
-                grants.add(Grant(QUEUE_CONTRIBUTOR, "queue", perm.resource))
-                grants.add(Grant(QUEUE_CONTRIBUTOR, "queue", f"{perm.resource}-poison"))
+                # The roles the Functions docs give a queue trigger on its queue; the
+                # host moves a poison message by sending it to ``<queue>-poison`` (it
+                # creates that queue only when sending finds none, and the stack creates
+                # every one), so sending is all it needs there.
+                grants |= {Grant(r, "queue", perm.resource) for r in TRIGGER_ROLES}
+                grants.add(Grant(QUEUE_SENDER, "queue", f"{perm.resource}-poison"))
             elif perm.kind == "table":
                 grants.add(Grant(TABLE_CONTRIBUTOR, "table", perm.resource))
             elif perm.kind == "bus":
@@ -60,4 +69,38 @@ def function_app_grants(topology: Topology) -> list[Grant]:
             elif perm.kind == "jobs":
                 # Training, processing, registry and online endpoints live in the workspace.
                 grants.add(Grant(AZUREML_DATA_SCIENTIST, "workspace", "workspace"))
+    # A schedule is a timer whose queue output binding sends to the schedule's queue.
+    for schedule in topology.schedules:
+        grants.add(Grant(QUEUE_SENDER, "queue", schedule.target_queue))
+    # The host sends its own telemetry to Application Insights, which takes only
+    # Entra-authenticated telemetry (local auth is off): Monitoring Metrics Publisher.
+    grants.add(Grant(METRICS_PUBLISHER, "insights", "insights"))
     return sorted(grants)
+
+
+# The Azure ML compute clusters' identities (identity-based datastores: the job reaches
+# storage as its cluster): the CPU cluster runs handed-off validation, the same service
+# as the validate function, so it needs that function's data roles; the GPU cluster
+# reads curated files and writes models.
+_DATA_KINDS = frozenset({"bucket", "table", "bus"})
+
+
+def cluster_grants(topology: Topology) -> dict[str, list[Grant]]:
+    """What each compute cluster's identity needs, by cluster kind (``cpu``, ``gpu``)."""
+    validate = topology.function("validate")
+    cpu: set[Grant] = set()
+    for perm in validate.permissions:
+        if perm.kind not in _DATA_KINDS:
+            continue
+        if perm.kind == "bucket":
+            role = BLOB_READER if set(perm.actions) <= _READ_ONLY else BLOB_CONTRIBUTOR
+            cpu.add(Grant(role, "container", perm.resource))
+        elif perm.kind == "table":
+            cpu.add(Grant(TABLE_CONTRIBUTOR, "table", perm.resource))
+        else:
+            cpu.add(Grant(EVENTGRID_SENDER, "topic", perm.resource))
+    gpu = {
+        Grant(BLOB_READER, "container", "curated"),
+        Grant(BLOB_CONTRIBUTOR, "container", "models"),
+    }
+    return {"cpu": sorted(cpu), "gpu": sorted(gpu)}

@@ -3,7 +3,9 @@ built from the same topology as the AWS stack and the local platform."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import tomllib
 import uuid
 from typing import Any
 
@@ -17,34 +19,64 @@ from infra.azure.roles import (
     QUEUE_SENDER,
     TABLE_CONTRIBUTOR,
     Grant,
+    cluster_grants,
     function_app_grants,
 )
-from infra.config import StackConfig
+from infra.config import REPO_ROOT, StackConfig
 from shared import constants as c
+from shared.cloud_facts import value
 from shared.topology import Topology
 from shared.triggers import AZUREML_RUN_STATUS_CHANGED
 from shared.wiring import azure_table_name
 
-POISON = "-poison"  # the Functions host's poison queue of each queue
+# The Functions host's poison queue of each queue (on the trigger's own account).
+POISON = value("azure.functions.poison_queue_suffix")
+# The connection every queue binding of functions/function_app.py names: the data
+# account's queue service, reached with the app's system-assigned identity.
+QUEUE_CONNECTION = "DhowQueues"
+# Where the stage's name can be shortened, a digest of the stage and the subscription
+# keeps globally unique names apart: two stages that shorten alike, or one stage in two
+# subscriptions (storage account and vault names are unique across Azure).
+_DIGEST_CHARS = 6
 
 
-def account_name(cfg: StackConfig, role: str) -> str:
-    """Storage account names: 3-24 lowercase letters and digits, unique in Azure."""
-    return (re.sub(r"[^a-z0-9]", "", f"dhow{cfg.stage}") + role)[:24]
+def _digest(stage: str, subscription: str) -> str:
+    return hashlib.sha256(f"{subscription}/{stage}".encode()).hexdigest()[:_DIGEST_CHARS]
+
+
+def _short(stage: str, room: int) -> str:
+    return re.sub(r"[^a-z0-9]", "", stage)[:room]
+
+
+def account_name(stage: str, role: str, subscription: str) -> str:
+    """``dhow<stage><digest><role>``: the role is never cut off, so the data, host and ml
+    accounts of a stage always differ (azure.storage.account_name)."""
+    limit = value("azure.storage.account_name")["max"]
+    room = limit - len("dhow") - _DIGEST_CHARS - len(role)
+    return f"dhow{_short(stage, room)}{_digest(stage, subscription)}{role}"
+
+
+def vault_name(stage: str, subscription: str) -> str:
+    """``dhow<stage><digest>kv``: letters and digits only, so it starts with a letter and
+    has no trailing or doubled hyphen (azure.keyvault.vault_name)."""
+    limit = value("azure.keyvault.vault_name")["max"]
+    room = limit - len("dhow") - _DIGEST_CHARS - len("kv")
+    return f"dhow{_short(stage, room)}{_digest(stage, subscription)}kv"
 
 
 def role_id(subscription: str, role: str) -> str:
     return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
 
 
-def assignment_name(*parts: str) -> str:
-    """Role assignment names are GUIDs; the same grant always gets the same one."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "dhow/" + "/".join(parts)))
+def assignment_name(scope: str, role: str, principal: str) -> str:
+    """Role assignment names are GUIDs unique in the tenant: derived from the scope (which
+    holds the subscription), the role and the principal, as ARM's guid() convention, the
+    same grant always gets the same one and no two grants share one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dhow/{scope}/{role}/{principal}"))
 
 
 def _assign(
     logical: str,
-    cfg: StackConfig,
     subscription: pulumi.Input[str],
     principal: pulumi.Input[str],
     role: str,
@@ -53,7 +85,9 @@ def _assign(
 ) -> az.authorization.RoleAssignment:
     return az.authorization.RoleAssignment(
         logical,
-        role_assignment_name=assignment_name(cfg.stage, logical),
+        role_assignment_name=pulumi.Output.all(scope, principal).apply(
+            lambda a: assignment_name(str(a[0]), role, str(a[1]))
+        ),
         principal_id=principal,
         principal_type="ServicePrincipal",
         role_definition_id=pulumi.Output.from_input(subscription).apply(lambda s: role_id(s, role)),
@@ -67,11 +101,17 @@ def _principal(identity: pulumi.Output[Any]) -> pulumi.Output[str]:
 
 
 def _storage_account(
-    name: str, cfg: StackConfig, group: az.resources.ResourceGroup, child: pulumi.ResourceOptions
+    name: str,
+    cfg: StackConfig,
+    group: az.resources.ResourceGroup,
+    subscription: pulumi.Input[str],
+    child: pulumi.ResourceOptions,
 ) -> az.storage.StorageAccount:
     return az.storage.StorageAccount(
         name,
-        account_name=account_name(cfg, name),
+        account_name=pulumi.Output.from_input(subscription).apply(
+            lambda s: account_name(cfg.stage, name, s)
+        ),
         resource_group_name=group.name,
         location=cfg.location,
         kind="StorageV2",
@@ -107,11 +147,12 @@ class DataLake(pulumi.ComponentResource):
         cfg: StackConfig,
         group: az.resources.ResourceGroup,
         tenant_id: pulumi.Input[str],
+        subscription: pulumi.Input[str],
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("dhow:azure:DataLake", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.account = _storage_account("data", cfg, group, child)
+        self.account = _storage_account("data", cfg, group, subscription, child)
         self.containers = {
             b.logical: az.storage.BlobContainer(
                 b.logical,
@@ -134,16 +175,24 @@ class DataLake(pulumi.ComponentResource):
         )
         self.vault = az.keyvault.Vault(
             "vault",
-            vault_name=f"{cfg.prefix}-kv"[:24],
+            vault_name=pulumi.Output.from_input(subscription).apply(
+                lambda s: vault_name(cfg.stage, s)
+            ),
             resource_group_name=group.name,
             location=cfg.location,
             properties=az.keyvault.VaultPropertiesArgs(
                 tenant_id=tenant_id,
                 sku={"family": "A", "name": "standard"},
                 enable_rbac_authorization=True,
+                # Purge protection keeps a deleted vault (and the workspace's secrets)
+                # recoverable, and holds its name for the retention period: the
+                # shortest Azure allows, so a destroyed stage can be recreated within a
+                # week (or its vault recovered: README, "Azure names").
                 enable_purge_protection=True,
                 enable_soft_delete=True,
-                soft_delete_retention_in_days=90,
+                soft_delete_retention_in_days=value("azure.keyvault.soft_delete_retention")[
+                    "min_days"
+                ],
             ),
             tags=cfg.tags,
             opts=child,
@@ -245,14 +294,7 @@ class EventWiring(pulumi.ComponentResource):
             opts=child,
         )
         self.subscriptions = []
-        dead_letter = {
-            "identity": {"type": "SystemAssigned"},
-            "dead_letter_destination": {
-                "endpoint_type": "StorageBlob",
-                "resource_id": account.id,
-                "blob_container_name": lake.dead_letters.name,
-            },
-        }
+        dead_letter = _dead_letter(lake)
         for rule in topo.rules:
             target = topo.queue(rule.target_queue).name
             if rule.logical == "raw_object_created":
@@ -272,10 +314,7 @@ class EventWiring(pulumi.ComponentResource):
                                 f"/blobServices/default/containers/{raw}/blobs/datasets/"
                             ),
                         },
-                        retry_policy={
-                            "max_delivery_attempts": 30,
-                            "event_time_to_live_in_minutes": 1440,
-                        },
+                        retry_policy=_RETRY,
                         opts=child,
                     )
                 )
@@ -289,6 +328,7 @@ class EventWiring(pulumi.ComponentResource):
                         dead_letter_with_resource_identity=dead_letter,
                         event_delivery_schema="CloudEventSchemaV1_0",
                         filter=_pipeline_filter(rule.pattern),
+                        retry_policy=_RETRY,
                         opts=child,
                     )
                 )
@@ -311,7 +351,6 @@ class EventWiring(pulumi.ComponentResource):
             for queue in targets:
                 _assign(
                     f"{label}-sends-{queue}",
-                    cfg,
                     subscription,
                     principal,
                     QUEUE_SENDER,
@@ -320,7 +359,6 @@ class EventWiring(pulumi.ComponentResource):
                 )
             _assign(
                 f"{label}-dead-letters",
-                cfg,
                 subscription,
                 principal,
                 BLOB_CONTRIBUTOR,
@@ -328,6 +366,23 @@ class EventWiring(pulumi.ComponentResource):
                 child,
             )
         self.register_outputs({"topic": self.topic.name})
+
+
+# Event Grid's own defaults, stated so that the dead-letter path is explicit.
+_RETRY = value("azure.eventgrid.dead_letter_on_every_subscription")
+
+
+def _dead_letter(lake: DataLake) -> dict[str, Any]:
+    """Undelivered events go to the data account's dead-letter container, written with
+    the topic's own identity (granted Blob Data Contributor there)."""
+    return {
+        "identity": {"type": "SystemAssigned"},
+        "dead_letter_destination": {
+            "endpoint_type": "StorageBlob",
+            "resource_id": lake.account.id,
+            "blob_container_name": lake.dead_letters.name,
+        },
+    }
 
 
 def _pipeline_filter(pattern: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +415,7 @@ class Training(pulumi.ComponentResource):
         storage: az.storage.StorageAccount,
         vault: az.keyvault.Vault,
         insights: az.applicationinsights.Component,
+        lake: DataLake,
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("dhow:azure:Training", name, None, opts)
@@ -384,7 +440,69 @@ class Training(pulumi.ComponentResource):
             cfg, group, "gpu", cfg.azure_gpu_vm_size, cfg.azure_gpu_max_nodes, spot, child
         )
         self.cpu = self._cluster(cfg, group, "cpu", "Standard_D4s_v5", 2, False, child)
+        # Identity-based datastores over the data account's containers: a job reads and
+        # writes them as its cluster's identity, no key or SAS is stored in the workspace.
+        self.datastores = {
+            logical: az.machinelearningservices.Datastore(
+                f"datastore-{logical}",
+                name=f"dhow_{logical}",
+                workspace_name=self.workspace.name,
+                resource_group_name=group.name,
+                properties=az.machinelearningservices.AzureBlobDatastoreArgs(
+                    datastore_type="AzureBlob",
+                    account_name=lake.account.name,
+                    container_name=lake.containers[logical].name,
+                    credentials=az.machinelearningservices.NoneDatastoreCredentialsArgs(
+                        credentials_type=value("azure.storage.ml_identity_datastore_access")[
+                            "credentials_type"
+                        ]
+                    ),
+                    endpoint="core.windows.net",
+                    protocol="https",
+                    # Studio's previews read as the workspace, never with a stored key.
+                    service_data_access_auth_identity="WorkspaceSystemAssignedIdentity",
+                ),
+                opts=child,
+            )
+            for logical in DATASTORES
+        }
+        # What the jobs run on: Azure ML's Ubuntu base images with the project's pinned
+        # dependencies (the code itself ships with each job).
+        self.environments = {
+            kind: self._environment(group, kind, image, extras, child)
+            for kind, (image, extras) in ENVIRONMENTS.items()
+        }
         self.register_outputs({"workspace": self.workspace.name})
+
+    def _environment(
+        self,
+        group: az.resources.ResourceGroup,
+        kind: str,
+        image: str,
+        extras: tuple[str, ...],
+        child: pulumi.ResourceOptions,
+    ) -> az.machinelearningservices.EnvironmentVersion:
+        container = az.machinelearningservices.EnvironmentContainer(
+            f"environment-{kind}",
+            name=f"dhow-{kind}",
+            workspace_name=self.workspace.name,
+            resource_group_name=group.name,
+            properties=az.machinelearningservices.EnvironmentContainerPropertiesArgs(
+                description=f"Dhow's {kind} jobs"
+            ),
+            opts=child,
+        )
+        return az.machinelearningservices.EnvironmentVersion(
+            f"environment-{kind}-v{ENVIRONMENT_VERSION}",
+            name=container.name,
+            version=ENVIRONMENT_VERSION,
+            workspace_name=self.workspace.name,
+            resource_group_name=group.name,
+            properties=az.machinelearningservices.EnvironmentVersionPropertiesArgs(
+                image=image, conda_file=conda_file(kind, extras), os_type="Linux"
+            ),
+            opts=child,
+        )
 
     def _cluster(
         self,
@@ -420,6 +538,38 @@ class Training(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+
+# The data account's containers the jobs use: staged files (validation), curated files
+# (training's input), models (training's output).
+DATASTORES = ("staging", "curated", "models")
+# Each environment: Azure ML's base image and the pyproject extras installed on it.
+ENVIRONMENTS = {
+    "validate": ("mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04", ("azureml",)),
+    "train": (
+        "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04",
+        ("train", "azureml"),
+    ),
+}
+# Environment versions are immutable in Azure ML: a change of dependencies is a new one.
+ENVIRONMENT_VERSION = "1"
+
+
+def conda_file(kind: str, extras: tuple[str, ...]) -> str:
+    """A conda spec of the project's exact pins: its dependencies and ``extras``."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = [*project["dependencies"]]
+    for extra in extras:
+        pins += project["optional-dependencies"][extra]
+    lines = [f"name: dhow-{kind}", "channels: [conda-forge]", "dependencies:"]
+    lines += ["  - python=3.12", "  - pip", "  - pip:"]
+    lines += [f"    - {pin}" for pin in pins]
+    return "\n".join(lines) + "\n"
+
+
+def environment_ref(kind: str) -> str:
+    """How a job names an environment: ``azureml:<name>:<version>``."""
+    return f"azureml:dhow-{kind}:{ENVIRONMENT_VERSION}"
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -471,11 +621,13 @@ class Functions(pulumi.ComponentResource):
         subscription: pulumi.Input[str],
         scopes: dict[tuple[str, str], pulumi.Input[str]],
         settings: dict[str, pulumi.Input[str]],
+        data_account: az.storage.StorageAccount,
+        insights: az.applicationinsights.Component,
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("dhow:azure:Functions", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.host = _storage_account("host", cfg, group, child)
+        self.host = _storage_account("host", cfg, group, subscription, child)
         package = az.storage.BlobContainer(
             "app-package",
             container_name="app-package",
@@ -520,9 +672,11 @@ class Functions(pulumi.ComponentResource):
                 "min_tls_version": "1.2",
                 "ftps_state": "Disabled",
                 "app_settings": [
-                    # The host's own storage, reached with the app's identity.
-                    {"name": "AzureWebJobsStorage__accountName", "value": self.host.name},
-                    *({"name": k, "value": v} for k, v in settings.items()),
+                    {"name": k, "value": v}
+                    for k, v in {
+                        **host_settings(self.host, data_account, insights),
+                        **settings,
+                    }.items()
                 ],
             },
             tags=cfg.tags,
@@ -536,15 +690,38 @@ class Functions(pulumi.ComponentResource):
             (TABLE_CONTRIBUTOR, "table"),
         )
         self.assignments = [
-            _assign(f"host-{short}", cfg, subscription, principal, role, self.host.id, child)
+            _assign(f"host-{short}", subscription, principal, role, self.host.id, child)
             for role, short in host_roles
         ]
         for grant in function_app_grants(cfg.topology):
             scope = scopes[(grant.scope_kind, grant.scope)]
             self.assignments.append(
-                _assign(_grant_name(grant), cfg, subscription, principal, grant.role, scope, child)
+                _assign(_grant_name(grant), subscription, principal, grant.role, scope, child)
             )
         self.register_outputs({"app": self.app.name})
+
+
+def host_settings(
+    host: az.storage.StorageAccount,
+    data: az.storage.StorageAccount,
+    insights: az.applicationinsights.Component,
+) -> dict[str, pulumi.Input[str]]:
+    """The settings the Functions host reads (not Dhow's own): its storage, the queue
+    connection the bindings name, and telemetry with the app's identity."""
+    connection = value("azure.functions.queue_identity_connection")
+    telemetry = value("azure.monitor.appinsights_entra_ingestion")
+    return {
+        # The host's own storage (leases, timers, keys), reached with the app's identity.
+        "AzureWebJobsStorage__accountName": host.name,
+        # Where the stack's Event Grid subscriptions deliver: the data account's queues.
+        # The app's identity is system-assigned, the default: no __credential/__clientId.
+        QUEUE_CONNECTION + connection["service_uri_suffix"]: data.primary_endpoints.apply(
+            lambda e: str(e["queue"]).rstrip("/")
+        ),
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": insights.connection_string,
+        # Local auth is off on the component: the host signs its telemetry with Entra.
+        telemetry["setting"]: telemetry["system_assigned"],
+    }
 
 
 def _grant_name(grant: Grant) -> str:
@@ -565,13 +742,17 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         tags=cfg.tags,
         opts=pulumi.ResourceOptions(provider=provider),
     )
-    lake = DataLake("data-lake", cfg, group, client.tenant_id, opts)
+    lake = DataLake("data-lake", cfg, group, client.tenant_id, client.subscription_id, opts)
     lineage = Lineage("lineage", cfg, group, lake.account, opts)
     events = EventWiring("events", cfg, group, lake, client.subscription_id, opts)
     monitoring = Monitoring("monitoring", cfg, group, opts)
     # The workspace's own account (its system datastores), reached by identity.
-    ml_storage = _storage_account("ml", cfg, group, pulumi.ResourceOptions(provider=provider))
-    training = Training("training", cfg, group, ml_storage, lake.vault, monitoring.insights, opts)
+    ml_storage = _storage_account(
+        "ml", cfg, group, client.subscription_id, pulumi.ResourceOptions(provider=provider)
+    )
+    training = Training(
+        "training", cfg, group, ml_storage, lake.vault, monitoring.insights, lake, opts
+    )
     run_events = _run_status_events(
         cfg, group, lake, events, training, client.subscription_id, opts
     )
@@ -589,9 +770,24 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.AZUREML_WORKSPACE: training.workspace.name,
         c.AZUREML_COMPUTE: training.cpu.name,
         c.AZUREML_GPU_COMPUTE: training.gpu.name,
-        "APPLICATIONINSIGHTS_CONNECTION_STRING": monitoring.insights.connection_string,
+        c.AZUREML_ENVIRONMENT: environment_ref("validate"),
+        c.AZUREML_TRAIN_ENVIRONMENT: environment_ref("train"),
+        c.AZUREML_STAGING_DATASTORE: training.datastores["staging"].name,
+        c.AZUREML_CURATED_DATASTORE: training.datastores["curated"].name,
+        c.AZUREML_MODELS_DATASTORE: training.datastores["models"].name,
     }
-    functions = Functions("functions", cfg, group, client.subscription_id, scopes, settings, opts)
+    _grant_clusters(cfg.topology, training, scopes, client.subscription_id, opts)
+    functions = Functions(
+        "functions",
+        cfg,
+        group,
+        client.subscription_id,
+        scopes,
+        settings,
+        lake.account,
+        monitoring.insights,
+        opts,
+    )
     return {
         "location": cfg.location,
         "resource_group": group.name,
@@ -634,6 +830,7 @@ def _run_status_events(
         system_topic_name=topic.name,
         resource_group_name=group.name,
         delivery_with_resource_identity=_queue_destination(lake.account, target.name),
+        dead_letter_with_resource_identity=_dead_letter(lake),
         event_delivery_schema="EventGridSchema",
         filter={
             "included_event_types": [AZUREML_RUN_STATUS_CHANGED],
@@ -650,19 +847,45 @@ def _run_status_events(
                 ),
             ],
         },
-        retry_policy={"max_delivery_attempts": 30, "event_time_to_live_in_minutes": 1440},
+        retry_policy=_RETRY,
         opts=opts,
     )
+    principal = _principal(topic.identity)
     _assign(
         "ml-events-sends-register",
-        cfg,
         subscription,
-        _principal(topic.identity),
+        principal,
         QUEUE_SENDER,
         events.queues[target.logical].id,
         opts,
     )
+    _assign(
+        "ml-events-dead-letters",
+        subscription,
+        principal,
+        BLOB_CONTRIBUTOR,
+        lake.dead_letters.id,
+        opts,
+    )
     return topic
+
+
+def _grant_clusters(
+    topo: Topology,
+    training: Training,
+    scopes: dict[tuple[str, str], pulumi.Input[str]],
+    subscription: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """Each compute cluster's identity gets the data roles its jobs need."""
+    clusters = {"cpu": training.cpu, "gpu": training.gpu}
+    for kind, grants in cluster_grants(topo).items():
+        principal = _principal(clusters[kind].identity)
+        for grant in grants:
+            scope = scopes[(grant.scope_kind, grant.scope)]
+            _assign(
+                f"{kind}-{_grant_name(grant)}", subscription, principal, grant.role, scope, opts
+            )
 
 
 def _scopes(

@@ -46,6 +46,7 @@ _AZURE_NAME_KEYS = {
     "azure-native:machinelearningservices:Workspace": "workspaceName",
     "azure-native:machinelearningservices:Compute": "computeName",
     "azure-native:keyvault:Vault": "vaultName",
+    "azure-native:applicationinsights:Component": "resourceName",
 }
 
 
@@ -54,8 +55,9 @@ def _service(typ: str) -> str:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, subscription: str = SUBSCRIPTION) -> None:
         self.region = region
+        self.subscription = subscription
         self.resources: list[Recorded] = []
         self.calls: list[str] = []
 
@@ -78,8 +80,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 out["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{physical}"
             if typ == "aws:lambda/function:Function":
                 out["version"] = "1"
-            if typ == "aws:lambda/functionUrl:FunctionUrl":
-                out["functionUrl"] = f"https://{physical}.lambda-url.{self.region}.on.aws/"
+            if typ == "aws:lambda/alias:Alias":
+                qualified = f"function:{inputs['functionName']}:{inputs['name']}"
+                out["arn"] = f"arn:aws:lambda:{self.region}:{ACCOUNT}:{qualified}"
+            if typ == "aws:apigatewayv2/api:Api":
+                rid = f"{name[:6]}apiid"
+                out["apiEndpoint"] = f"https://{rid}.execute-api.{self.region}.amazonaws.com"
+                out["executionArn"] = f"arn:aws:execute-api:{self.region}:{ACCOUNT}:{rid}"
             if typ == "aws:ecr/repository:Repository":
                 out["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{physical}"
                 out["registryId"] = ACCOUNT
@@ -92,13 +99,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
             out["ref"] = f"{inputs['tags'][0]}@sha256:{'0' * 64}"
         if typ.startswith("azure-native:"):
             physical = str(inputs.get(_AZURE_NAME_KEYS.get(typ, "name")) or name)
-            rid = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg/providers/{typ}/{physical}"
+            rid = f"/subscriptions/{self.subscription}/resourceGroups/rg/providers/{typ}/{physical}"
             out["name"] = physical
             out["principalId"] = f"{name}-principal"
             out["identity"] = {**(inputs.get("identity") or {}), "principalId": f"{name}-principal"}
-            out["primaryEndpoints"] = {"blob": f"https://{physical}.blob.core.windows.net/"}
+            out["primaryEndpoints"] = {
+                svc: f"https://{physical}.{svc}.core.windows.net/"
+                for svc in ("blob", "queue", "table", "dfs")
+            }
             out["connectionString"] = f"InstrumentationKey={name}"
             out["vaultUri"] = f"https://{physical}.vault.azure.net/"
+            if typ == "azure-native:eventgrid:Topic":
+                out["endpoint"] = (
+                    f"https://{physical}.{self.region}-1.eventgrid.azure.net/api/events"
+                )
         self.resources.append(Recorded(typ, name, inputs, args.provider or "", out))
         return rid, out
 
@@ -114,7 +128,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"userName": "AWS", "password": "token", "authorizationToken": "t", "id": "x"}
         if token.startswith("azure-native:authorization:getClientConfig"):
             return {
-                "subscriptionId": SUBSCRIPTION,
+                "subscriptionId": self.subscription,
                 "tenantId": "11111111-1111-1111-1111-111111111111",
                 "objectId": "22222222-2222-2222-2222-222222222222",
                 "clientId": "33333333-3333-3333-3333-333333333333",
@@ -145,14 +159,19 @@ class Program:
         return out
 
 
-def run(cfg: StackConfig, build: Callable[[StackConfig], dict[str, Any]] | None = None) -> Program:
-    """Build ``cfg``'s stack under mocks; ``build`` defaults to the cloud's own."""
+def run(
+    cfg: StackConfig,
+    build: Callable[[StackConfig], dict[str, Any]] | None = None,
+    subscription: str = SUBSCRIPTION,
+) -> Program:
+    """Build ``cfg``'s stack under mocks; ``build`` defaults to the cloud's own; an Azure
+    stack runs in ``subscription``."""
     if build is None:
         if cfg.cloud == "aws":
             from infra.aws.stack import build
         else:
             from infra.azure.stack import build
-    mocks = RecordingMocks(cfg.region if cfg.cloud == "aws" else cfg.location)
+    mocks = RecordingMocks(cfg.region if cfg.cloud == "aws" else cfg.location, subscription)
     # Pulumi's runtime asks asyncio for the current loop, which Python 3.12 warns about
     # (an error here) when none was set.
     asyncio.set_event_loop(_LOOP)

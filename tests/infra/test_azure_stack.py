@@ -6,10 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 from infra.azure import roles
+from infra.azure.stack import account_name
 from infra.config import StackConfig
 from infra.policy.rules import violations
+from shared.cloud_facts import value
 from shared.wiring import azure_table_name
-from tests.infra.harness import Program, run
+from tests.infra.harness import SUBSCRIPTION, Program, run
+
+DATA = account_name("uae-prod", "data", SUBSCRIPTION)
+HOST = account_name("uae-prod", "host", SUBSCRIPTION)
 
 
 def test_everything_in_uaenorth(azure_program: Program) -> None:
@@ -41,11 +46,10 @@ def test_storage_matches_the_topology(azure_program: Program, azure_cfg: StackCo
 
 def test_storage_accounts_encrypted_twice_private_identity_only(azure_program: Program) -> None:
     accounts = azure_program.of_type("azure-native:storage:StorageAccount")
-    assert sorted(a.inputs["accountName"] for a in accounts) == [
-        "dhowuaeproddata",
-        "dhowuaeprodhost",
-        "dhowuaeprodml",
-    ]
+    assert sorted(a.inputs["accountName"] for a in accounts) == sorted(
+        [DATA, HOST, account_name("uae-prod", "ml", SUBSCRIPTION)]
+    )
+    assert DATA.startswith("dhowuaeprod")
     for a in accounts:
         assert a.inputs["encryption"]["requireInfrastructureEncryption"] is True
         assert a.inputs["allowBlobPublicAccess"] is False
@@ -131,9 +135,9 @@ def test_function_app_is_flex_consumption_python_with_an_identity(azure_program:
     settings = {s["name"]: s["value"] for s in app.inputs["siteConfig"]["appSettings"]}
     assert settings["DHOW_CLOUD"] == "azure"
     assert settings["DHOW_AZURE_LOCATION"] == "uaenorth"
-    assert settings["AzureWebJobsStorage__accountName"] == "dhowuaeprodhost"
+    assert settings["AzureWebJobsStorage__accountName"] == HOST
     # The data account by identity, and the pipeline topic the event bus publishes to.
-    assert settings["DHOW_AZURE_STORAGE_ACCOUNT"] == "dhowuaeproddata"
+    assert settings["DHOW_AZURE_STORAGE_ACCOUNT"] == DATA
     assert "DHOW_AZURE_EVENTGRID_ENDPOINT" in settings
     assert not [k for k in settings if "ConnectionString" in k and "STORAGE" in k.upper()]
 
@@ -150,7 +154,7 @@ def test_role_assignments_are_narrow(azure_program: Program, azure_cfg: StackCon
         )
         scope = a.inputs["scope"]
         # Never the data account as a whole: a container, queue, table or service.
-        assert not scope.endswith("azure-native:storage:StorageAccount/dhowuaeproddata"), a.name
+        assert not scope.endswith(f"azure-native:storage:StorageAccount/{DATA}"), a.name
     by_scope = {
         (a.inputs["scope"].rsplit("/", 1)[-1], a.inputs["roleDefinitionId"][-36:]) for a in app
     }
@@ -158,7 +162,10 @@ def test_role_assignments_are_narrow(azure_program: Program, azure_cfg: StackCon
     assert ("dhow-uae-prod-models", roles.BLOB_CONTRIBUTOR) in by_scope  # train writes them
     assert ("dhow-uae-prod-raw", roles.BLOB_READER) in by_scope
     assert ("dhow-uae-prod-raw", roles.BLOB_CONTRIBUTOR) not in by_scope
-    assert ("dhow-uae-prod-ingest-poison", roles.QUEUE_CONTRIBUTOR) in by_scope
+    # The host moves poison messages by sending them; the trigger reads and processes.
+    assert ("dhow-uae-prod-ingest-poison", roles.QUEUE_SENDER) in by_scope
+    assert ("dhow-uae-prod-ingest", roles.QUEUE_PROCESSOR) in by_scope
+    assert ("dhow-uae-prod-ingest", roles.QUEUE_CONTRIBUTOR) not in by_scope
 
 
 def test_gpu_cluster_low_priority_only_when_a_spec_asks(azure_cfg: StackConfig) -> None:
@@ -190,3 +197,35 @@ def test_policy_pack_refuses_the_program_in_west_europe(azure_cfg: StackConfig) 
     located = [r for r in program.resources if r.typ.startswith("azure-native:")]
     # Every resource: those with a location twice (their own and the provider's).
     assert len({v.resource for v in found}) == len(located)
+
+
+def test_training_has_identity_datastores_environments_and_cluster_data_roles(
+    azure_program: Program,
+) -> None:
+    """Train-launch and the validation hand-off name datastores and environments the
+    stack creates; the clusters' identities, which identity-based datastores read and
+    write as, hold the data roles their jobs need."""
+    rule = value("azure.storage.ml_identity_datastore_access")
+    stores = {
+        d.inputs["name"]: d.inputs["properties"]
+        for d in azure_program.of_type("azure-native:machinelearningservices:Datastore")
+    }
+    containers = {p["containerName"]: p for p in stores.values()}
+    assert set(containers) == {f"dhow-uae-prod-{b}" for b in ("staging", "curated", "models")}
+    for props in stores.values():
+        assert props["credentials"] == {"credentialsType": rule["credentials_type"]}
+        assert props["accountName"] == DATA
+    versions = azure_program.of_type("azure-native:machinelearningservices:EnvironmentVersion")
+    assert {v.inputs["name"] for v in versions} == {"dhow-validate", "dhow-train"}
+    for v in versions:
+        assert "xgboost" in v.inputs["properties"]["condaFile"] or v.inputs["name"] != "dhow-train"
+        assert v.inputs["properties"]["image"].startswith("mcr.microsoft.com/azureml/")
+    held: dict[tuple[str, str], set[str]] = {}
+    for a in azure_program.of_type("azure-native:authorization:RoleAssignment"):
+        key = (a.inputs["principalId"], a.inputs["scope"].rsplit("/", 1)[-1])
+        held.setdefault(key, set()).add(a.inputs["roleDefinitionId"][-36:])
+    assert rule["read"] in held[("gpu-principal", "dhow-uae-prod-curated")]
+    assert rule["write"] in held[("gpu-principal", "dhow-uae-prod-models")]
+    for container in ("staging", "curated", "quarantine"):
+        assert rule["write"] in held[("cpu-principal", f"dhow-uae-prod-{container}")]
+    assert roles.TABLE_CONTRIBUTOR in held[("cpu-principal", azure_table_name("dhow-uae-prod-lineage"))]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from infra.azure.stack import QUEUE_CONNECTION
 from shared.errors import EventParseError
 from shared.event_patterns import matches
 from shared.topology import build_topology
@@ -48,7 +49,8 @@ def test_every_queue_function_of_the_topology_is_bound_to_its_queue(
         (trigger,) = _bindings(indexed[fn.name])
         assert trigger["type"] == "queueTrigger"
         assert trigger["queueName"] == topo.queue(fn.trigger_queue).name
-        assert trigger["connection"] == "AzureWebJobsStorage"
+        # The data account's queues (where Event Grid delivers), not the host's account.
+        assert trigger["connection"] == QUEUE_CONNECTION != "AzureWebJobsStorage"
 
 
 def test_serve_is_an_http_route_and_drift_has_a_timer_feeding_its_queue(
@@ -63,6 +65,7 @@ def test_serve_is_an_http_route_and_drift_has_a_timer_feeding_its_queue(
     assert timer["timerTrigger"]["schedule"] == "0 * * * * *"
     assert timer["queue"]["queueName"] == topo.queue("drift").name
     assert timer["queue"]["direction"] == "OUT"
+    assert timer["queue"]["connection"] == QUEUE_CONNECTION
     assert len(indexed) == len(topo.functions) + 1
 
 
