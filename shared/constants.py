@@ -40,6 +40,8 @@ EVENT_SOURCE = "dhow.pipeline"
 SPECS_DIR = "DHOW_SPECS_DIR"
 # Files above this size are validated by a managed job instead of the function.
 VALIDATE_INLINE_MAX_BYTES = "DHOW_VALIDATE_INLINE_MAX_BYTES"
+# 2 GiB: validate's /tmp is sized for it (shared.topology.validate_tmp_mb).
+DEFAULT_VALIDATE_INLINE_MAX_BYTES = 2 * 1024**3
 # Deploy-time facts of the managed validation job (set by the stack; absent locally).
 PROCESSING_IMAGE_URI = "DHOW_PROCESSING_IMAGE_URI"
 SAGEMAKER_ROLE_ARN = "DHOW_SAGEMAKER_ROLE_ARN"

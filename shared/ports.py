@@ -26,6 +26,9 @@ class ObjectInfo(BaseModel):
     size: int
     etag: str
     metadata: dict[str, str] = Field(default_factory=dict)
+    # The whole object's SHA-256 (hex), when storage checked one at upload and can vouch
+    # for it; None when it has none, or only a checksum of part checksums (S3 multipart).
+    sha256: str | None = None
 
 
 class ObjectStore(abc.ABC):
@@ -178,6 +181,17 @@ class ValidationJobRequest(BaseModel):
     staged: ObjectRef
     size_bytes: int
     correlation_id: str
+
+
+class ValidationJobEnded(BaseModel):
+    """A managed validation job reached an end state (SageMaker's own state-change event)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    status: Literal["Completed", "Failed", "Stopped"]
+    staged: ObjectRef  # the job's input: the staged object it validated
+    failure_reason: str | None = None
 
 
 class ValidationJobLauncher(abc.ABC):

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from shared import constants as c
 from shared.constants import EVENT_SOURCE
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ class Function:
     timeout_s: int = 60
     batch_size: int = 10
     reserved_concurrency: int | None = None
+    # Lambda's /tmp (512 MB unless set): a function that puts files on disk says how much.
+    ephemeral_storage_mb: int = 512
     # "zip" fits Lambda's 250 MB; "image" is a container image (up to 10 GB), for
     # functions whose libraries do not fit (the drift check's evidently).
     package: Literal["zip", "image"] = "zip"
@@ -199,11 +202,38 @@ def _find[T: (Bucket, Queue, Table, Function, Topic, Schedule, EventRule)](
 # The raw bucket's prefix under which uploads start the pipeline.
 DATASETS_PREFIX = "datasets/"
 
+# Validate puts on /tmp the staged file (up to the inline limit) and the curated Parquet
+# written beside it, which for typed data of text origin is at most as large again; the
+# headroom holds the reference sample, the profile and pyarrow's spill.
+VALIDATE_TMP_HEADROOM_MB = 1024
+# The slowest rate at which ingest may stream an upload to hash it (a single GET from
+# Lambda in the region streams several times faster): what its timeout is sized for.
+INGEST_MIN_STREAM_BYTES_PER_S = 10 * 1024**2
+
+
+def validate_tmp_mb(inline_max_bytes: int) -> int:
+    """The /tmp that validate needs to validate a file of ``inline_max_bytes`` inline."""
+    return -(-2 * inline_max_bytes // 1024**2) + VALIDATE_TMP_HEADROOM_MB
+
+
+def ingest_timeout_s(max_upload_bytes: int) -> int:
+    """The timeout ingest needs to stream (and hash) the largest upload it accepts."""
+    return -(-max_upload_bytes // INGEST_MIN_STREAM_BYTES_PER_S)
+
+
+def processing_job_prefix(stage: str) -> str:
+    """Every validation job of a stage is named ``<this><dataset>-...``: its IAM scope and
+    the rule that routes its end back to validate both match on it."""
+    return f"dhow-{stage}-validate-"
+
 
 def build_topology(stage: str) -> Topology:
     """The stack for one stage. Pure: the same stage always gives the same topology."""
     p = f"dhow-{stage}"
     s3_read = ("s3:GetObject",)
+    # Where the code asks "is this key there?" (a HEAD, or a GET that may find nothing):
+    # without ListBucket, S3 answers a missing key with 403 instead of 404.
+    s3_list = ("s3:ListBucket",)
     s3_write = ("s3:PutObject",)
     ddb_rw = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query")
     sqs_consume = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
@@ -223,7 +253,8 @@ def build_topology(stage: str) -> Topology:
             Bucket("reports", f"{p}-reports"),
         ),
         queues=(
-            Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq"),
+            # Ingest may stream a 5 GiB upload: six times its 15-minute timeout.
+            Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq", visibility_timeout_s=6 * 900),
             # Validation of up to the inline limit takes minutes, not seconds.
             Queue("validate", f"{p}-validate", f"{p}-validate-dlq", visibility_timeout_s=6 * 900),
             # Every pipeline event, for `dhow upload --wait` and for audit.
@@ -295,6 +326,22 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="register",
+            ),
+            # A managed validation job ended (SageMaker's own event on the default bus):
+            # validate reads its result, or answers the uploader when it failed.
+            EventRule(
+                "validation_job_ended",
+                f"{p}-validation-job-ended",
+                bus="default",
+                pattern={
+                    "source": ["aws.sagemaker"],
+                    "detail-type": ["SageMaker Processing Job State Change"],
+                    "detail": {
+                        "ProcessingJobName": [{"prefix": processing_job_prefix(stage)}],
+                        "ProcessingJobStatus": ["Completed", "Failed", "Stopped"],
+                    },
+                },
+                target_queue="validate",
             ),
             EventRule(
                 "model_approved",
@@ -371,15 +418,20 @@ def build_topology(stage: str) -> Topology:
                 aws_handler="functions.ingest.aws_lambda.handler",
                 trigger_queue="ingest",
                 permissions=(
-                    Permission(("s3:GetObject",), "raw", "bucket"),
-                    # CopyObject needs GetObject on the source and PutObject on the target.
-                    Permission(s3_read + s3_write, "staging", "bucket"),
+                    # An upload deleted before ingest reads it is "missing", not AccessDenied.
+                    Permission(s3_read + s3_list, "raw", "bucket"),
+                    # CopyObject needs GetObject on the source and PutObject on the target;
+                    # ListBucket, so that "not staged yet" is a 404.
+                    Permission(s3_read + s3_write + s3_list, "staging", "bucket"),
                     Permission(ddb_rw, "lineage", "table"),
                     Permission(("events:PutEvents",), "pipeline", "bus"),
                     Permission(sqs_consume, "ingest", "queue"),
                 ),
-                memory_mb=512,
-                timeout_s=60,
+                # Hashing is one core's work: 1,769 MB is where Lambda gives a full vCPU.
+                # Sized for the largest upload it accepts (DHOW_MAX_UPLOAD_BYTES, 5 GiB)
+                # when the upload carries no full-object SHA-256 to trust.
+                memory_mb=1769,
+                timeout_s=900,
             ),
             Function(
                 "validate",
@@ -387,20 +439,23 @@ def build_topology(stage: str) -> Topology:
                 aws_handler="functions.validate.aws_lambda.handler",
                 trigger_queue="validate",
                 permissions=(
-                    # Move to quarantine = copy + delete of the staged object.
-                    Permission(("s3:GetObject", "s3:DeleteObject"), "staging", "bucket"),
+                    # Download, delete once quarantined, and read a managed job's result,
+                    # which may not be there (ListBucket: a 404, not a 403).
+                    Permission(("s3:GetObject", "s3:DeleteObject", *s3_list), "staging", "bucket"),
                     Permission(s3_write, "curated", "bucket"),
-                    Permission(s3_read + s3_write, "quarantine", "bucket"),
+                    Permission(s3_write, "quarantine", "bucket"),
                     Permission(ddb_rw, "lineage", "table"),
                     Permission(("events:PutEvents",), "pipeline", "bus"),
                     Permission(sqs_consume, "validate", "queue"),
                     Permission(("sagemaker:CreateProcessingJob",), "processing_jobs", "jobs"),
                     Permission(pass_role, "sagemaker_execution", "role"),
                 ),
-                # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file.
+                # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file
+                # and its curated copy up to the inline limit (DHOW_VALIDATE_INLINE_MAX_BYTES).
                 memory_mb=3008,
                 timeout_s=900,
                 batch_size=1,
+                ephemeral_storage_mb=validate_tmp_mb(c.DEFAULT_VALIDATE_INLINE_MAX_BYTES),
             ),
             Function(
                 "train_launch",

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.constants import EVENT_SOURCE
 from shared.errors import EventParseError
 from shared.events import ObjectRef, PipelineEvent, parse_pipeline_event
-from shared.ports import DeploymentStateChange
+from shared.ports import DeploymentStateChange, ValidationJobEnded
 
 Json = Mapping[str, Any]
 
@@ -333,6 +333,49 @@ def parse_training_state_change(payload: str | bytes | Json) -> TrainingJobEnded
         raise EventParseError(
             f"training state change is missing a field: {exc}",
             hint="compare it with tests/events/ for the expected shape",
+        ) from exc
+
+
+PROCESSING_JOB_STATE_CHANGE = "SageMaker Processing Job State Change"
+# The name of the ProcessingInput that carries the staged object (shared/adapters/aws.py).
+STAGED_INPUT_NAME = "staged"
+
+
+def is_validation_job_state_change(payload: str | bytes | Json) -> bool:
+    """Whether a message on the validate queue is a managed job's end (not DatasetIngested)."""
+    data = _loads(payload)
+    return (data.get("source"), data.get("detail-type")) == (
+        "aws.sagemaker",
+        PROCESSING_JOB_STATE_CHANGE,
+    )
+
+
+def parse_validation_job_ended(payload: str | bytes | Json) -> ValidationJobEnded:
+    """SageMaker's "Processing Job State Change" of a validation job in an end state.
+
+    The event's detail is the job's description; its ProcessingInputs name the staged
+    object the job validated, which is how the function finds the lineage row."""
+    data = _loads(payload)
+    if not is_validation_job_state_change(data):
+        raise EventParseError(
+            "payload is not a SageMaker processing job state change",
+            hint=f"got source {data.get('source')!r}, detail-type {data.get('detail-type')!r}",
+        )
+    try:
+        d = data["detail"]
+        inputs = {i["InputName"]: i for i in d.get("ProcessingInputs") or []}
+        staged = ObjectRef.from_uri(inputs[STAGED_INPUT_NAME]["S3Input"]["S3Uri"])
+        return ValidationJobEnded(
+            job_name=d["ProcessingJobName"],
+            status=d["ProcessingJobStatus"],
+            staged=staged,
+            failure_reason=d.get("FailureReason") or d.get("ExitMessage"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EventParseError(
+            f"processing job state change is not a validation job's end: {exc}",
+            hint="the rule delivers only Completed, Failed and Stopped jobs with a 'staged' "
+            "input; compare it with tests/events/sagemaker_processing_job_state_change.json",
         ) from exc
 
 

@@ -128,6 +128,7 @@ def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
         ProcessingJobConfig(
             image_uri=settings.processing_image_uri,
             role_arn=settings.sagemaker_role_arn,
+            name_prefix=f"dhow-{settings.stage}",
             kms_key_id=settings.kms_key_id,
             subnets=settings.private_subnets,
             security_groups=settings.security_groups,

@@ -1,4 +1,6 @@
-"""validate: a ``DatasetIngested`` event in; the staged file checked against its spec.
+"""validate: a ``DatasetIngested`` event in, the staged file checked against its spec; or a
+managed validation job's end (SageMaker's "Processing Job State Change") in, its result
+announced.
 
 The one place the function's work is done: its AWS (``aws_lambda``) and Azure
 (``azure_function``) entry points only take the message body out of their trigger.
@@ -12,6 +14,7 @@ import logging
 from shared.batch import expect_event
 from shared.events import DatasetIngested
 from shared.settings import Settings
+from shared.triggers import is_validation_job_state_change, parse_validation_job_ended
 from shared.wiring import build_validate_service
 
 logging.getLogger().setLevel(logging.INFO)
@@ -21,4 +24,7 @@ SERVICE = build_validate_service(SETTINGS)
 
 
 def handle(body: str | bytes) -> None:
-    SERVICE.handle(expect_event(body, DatasetIngested))
+    if is_validation_job_state_change(body):
+        SERVICE.finish_job(parse_validation_job_ended(body))
+    else:
+        SERVICE.handle(expect_event(body, DatasetIngested))

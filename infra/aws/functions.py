@@ -177,6 +177,8 @@ class Functions(pulumi.ComponentResource):
             role=role.arn,
             memory_size=fn.memory_mb,
             timeout=fn.timeout_s,
+            # /tmp: validate keeps the staged file and its curated copy there.
+            ephemeral_storage={"size": fn.ephemeral_storage_mb},
             reserved_concurrent_executions=fn.reserved_concurrency,
             environment={"variables": env},
             kms_key_arn=self._key.arn,

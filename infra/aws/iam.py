@@ -76,8 +76,9 @@ def _jobs_arns(logical: str, scope: AwsScope) -> list[str]:
         return scope.arn("sagemaker", resource)
 
     table: dict[str, list[str]] = {
-        # The processing job's name starts with dhow-validate- (shared/adapters/aws.py).
-        "processing_jobs": [sm("processing-job/dhow-validate-*")],
+        # Validation jobs are <prefix>-validate-... (shared/adapters/aws.py), so a stage can
+        # neither start nor adopt another stage's.
+        "processing_jobs": [sm(f"processing-job/{p}-validate-*")],
         "training_jobs": [sm(f"training-job/{p}-*")],
         "model_registry": [sm(f"model-package-group/{p}-*"), sm(f"model-package/{p}-*/*")],
         "serving_endpoints": [
@@ -232,6 +233,22 @@ def sagemaker_role_policy(topology: Topology, scope: AwsScope, *, key_arn: str) 
                     f"arn:aws:s3:::{b(x).name}/*"
                     for x in ("curated", "quarantine", "models", "capture")
                 ],
+            },
+            {
+                # The validation job's result, beside the staged data: the only thing a job
+                # writes in the staging bucket (shared.services.validate.job_result_ref).
+                "Sid": "WriteValidationResults",
+                "Effect": "Allow",
+                "Action": write,
+                "Resource": [f"arn:aws:s3:::{b('staging').name}/validation-jobs/*"],
+            },
+            {
+                # A failed multipart upload (a large curated or quarantined copy) is aborted
+                # by the SDK, so no orphaned parts are left to pay for.
+                "Sid": "AbortOwnUploads",
+                "Effect": "Allow",
+                "Action": ["s3:AbortMultipartUpload"],
+                "Resource": [f"arn:aws:s3:::{b(x).name}/*" for x in ("curated", "quarantine")],
             },
             {
                 "Sid": "StackKey",

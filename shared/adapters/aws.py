@@ -7,7 +7,11 @@ other module calls ``boto3.client``).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +40,7 @@ from shared.ports import (
     ValidationJobRequest,
 )
 from shared.settings import Settings, check_aws_region
-from shared.triggers import parse_bus_event
+from shared.triggers import STAGED_INPUT_NAME, parse_bus_event
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -98,6 +102,29 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+class StorageAccessDenied(DhowError):
+    """S3 refused to say whether an object is there (HTTP 403)."""
+
+    reason = "storage_access_denied"
+
+
+def _full_object_sha256(head: Mapping[str, Any]) -> str | None:
+    """The object's SHA-256 as hex, when S3 vouches that it covers the whole object.
+
+    A multipart upload's SHA-256 is COMPOSITE: a checksum of the parts' checksums,
+    written ``<base64>-<parts>``, which is no hash of the bytes; only FULL_OBJECT is. A
+    response without ChecksumType (older objects, emulators) is trusted only in the
+    single-part form: 32 bytes of base64, no ``-<parts>`` suffix."""
+    value, kind = head.get("ChecksumSHA256"), head.get("ChecksumType")
+    if not value or kind not in (None, "FULL_OBJECT"):
+        return None
+    try:
+        digest = base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest.hex() if len(digest) == hashlib.sha256().digest_size else None
+
+
 class S3ObjectStore(ObjectStore):
     """``ObjectStore`` on S3."""
 
@@ -106,13 +133,23 @@ class S3ObjectStore(ObjectStore):
 
     def head(self, ref: ObjectRef) -> ObjectInfo:
         try:
-            r = self._s3.head_object(Bucket=ref.container, Key=ref.key)
+            # ChecksumMode asks S3 for the checksum it verified at upload, if any.
+            r = self._s3.head_object(Bucket=ref.container, Key=ref.key, ChecksumMode="ENABLED")
         except ClientError as exc:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise ObjectMissing(f"no object at s3://{ref.uri}") from exc
+            if _error_code(exc) in ("403", "AccessDenied", "Forbidden"):
+                raise StorageAccessDenied(
+                    f"S3 refused HEAD of s3://{ref.uri}",
+                    hint="without s3:ListBucket on the bucket S3 answers a missing key with "
+                    "403; grant it (shared/topology.py) where the code tests for absence",
+                ) from exc
             raise
         return ObjectInfo(
-            size=r["ContentLength"], etag=r["ETag"].strip('"'), metadata=r.get("Metadata", {})
+            size=r["ContentLength"],
+            etag=r["ETag"].strip('"'),
+            metadata=r.get("Metadata", {}),
+            sha256=_full_object_sha256(r),
         )
 
     def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
@@ -350,6 +387,7 @@ class ProcessingJobConfig:
 
     image_uri: str
     role_arn: str
+    name_prefix: str  # dhow-<stage>: names, the IAM scope and the end-of-job rule match on it
     instance_type: str = "ml.m5.4xlarge"
     volume_gb: int = 100
     kms_key_id: str | None = None
@@ -359,10 +397,33 @@ class ProcessingJobConfig:
     environment: tuple[tuple[str, str], ...] = ()
 
 
-def processing_job_name(request: ValidationJobRequest) -> str:
-    """Deterministic (so a redelivery cannot start a second job) and within 63 characters."""
-    spec = request.spec_version.replace("+", "-")
-    return f"dhow-validate-{request.dataset[:20]}-{request.sha256[:12]}-{spec}"[:63].rstrip("-")
+# SageMaker's ProcessingJobName: 1 to 63 of letters, digits and single or repeated hyphens,
+# starting and ending with a letter or digit (botocore's model; tests check against it).
+PROCESSING_JOB_NAME_MAX = 63
+_NOT_NAME = re.compile(r"[^a-zA-Z0-9]+")
+# Where SageMaker puts the staged object: an S3Prefix input lands under LocalPath with the
+# object's key relative to the prefix, which for a prefix that is the whole key is its name.
+STAGED_LOCAL_DIR = "/opt/ml/processing/input/staged"
+
+
+def processing_job_name(request: ValidationJobRequest, name_prefix: str) -> str:
+    """``<name_prefix>-validate-<dataset>-<sha12>-<tag>``: deterministic, so a redelivery
+    finds the job it started; carrying the stage, so no other stage's job is adopted.
+
+    The tag hashes dataset and spec version, so a name stays unique when the dataset is
+    cut to fit; the stage's prefix is never cut (IAM and the end-of-job rule match it)."""
+    head = f"{name_prefix}-validate-"
+    tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
+    tail = f"-{request.sha256[:12]}-{tag}"
+    room = PROCESSING_JOB_NAME_MAX - len(head) - len(tail)
+    dataset = _NOT_NAME.sub("-", request.dataset)[: max(room, 0)].strip("-")
+    if not dataset:
+        raise DhowError(
+            f"no room for the dataset in a processing job name under {name_prefix!r}",
+            hint="use a shorter stage name",
+            reason="job_name_too_long",
+        )
+    return f"{head}{dataset}{tail}"
 
 
 class SageMakerValidationJobs(ValidationJobLauncher):
@@ -376,8 +437,9 @@ class SageMakerValidationJobs(ValidationJobLauncher):
         """The exact CreateProcessingJob parameters (tested field by field)."""
         cfg = self._cfg
         staged_uri = f"s3://{req.staged.container}/{req.staged.key}"
+        local_file = f"{STAGED_LOCAL_DIR}/{req.staged.key.rsplit('/', 1)[-1]}"
         params: dict[str, Any] = {
-            "ProcessingJobName": processing_job_name(req),
+            "ProcessingJobName": processing_job_name(req, cfg.name_prefix),
             "RoleArn": cfg.role_arn,
             "AppSpecification": {
                 "ImageUri": cfg.image_uri,
@@ -396,15 +458,15 @@ class SageMakerValidationJobs(ValidationJobLauncher):
                     "--correlation-id",
                     req.correlation_id,
                     "--input",
-                    "/opt/ml/processing/input/data",
+                    local_file,
                 ],
             },
             "ProcessingInputs": [
                 {
-                    "InputName": "staged",
+                    "InputName": STAGED_INPUT_NAME,
                     "S3Input": {
                         "S3Uri": staged_uri,
-                        "LocalPath": "/opt/ml/processing/input",
+                        "LocalPath": STAGED_LOCAL_DIR,
                         "S3DataType": "S3Prefix",
                         "S3InputMode": "File",
                         "S3DataDistributionType": "FullyReplicated",

@@ -6,8 +6,17 @@ managed job, or download it, validate it in chunks and then
 
 - pass: write ``curated/.../data.parquet``, ``reference.parquet`` (the drift
   reference sample) and ``profile.json``; emit ``DatasetValidated``;
-- fail: move the staged file to the quarantine bucket, write
-  ``<key>.report.json`` beside it, emit ``DatasetRejected``.
+- fail: copy the file to the quarantine bucket, write ``<key>.report.json``
+  beside it, emit ``DatasetRejected``, then delete the staged copy.
+
+The work is split where the managed job's network ends. ``StagedFileValidator``
+needs storage only: it validates a local file and writes the curated or the
+quarantined copy. A managed job (``python -m shared.jobs.validate``) runs just
+that, in a network whose only way out is storage, and leaves a small
+``ValidationResult`` at ``job_result_ref``. The function does the rest (lineage,
+events, the staged delete): inline at once, or when the job's end comes back as
+an event (``ValidateService.finish_job``), which also answers the uploader when
+the job failed or was stopped.
 
 The raw upload is never touched: nothing is ever dropped.
 """
@@ -16,44 +25,206 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, DatasetValidated, ObjectRef
 from shared.ports import (
     EventBus,
     LineageRecord,
     LineageStore,
     ObjectStore,
+    ValidationJobEnded,
     ValidationJobLauncher,
     ValidationJobRequest,
 )
 from shared.services.claims import Claim, claim, complete
-from shared.specs import SpecInvalid, UnknownDataset, load_spec
+from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
 from shared.topology import DATASETS_PREFIX
-from shared.validation import ValidationReport, validate_file
+from shared.validation import FileFormat, ValidationReport, validate_file
 
 log = logging.getLogger(__name__)
 
-# Above this, a file is validated by a managed job (see README, "Validation"):
-# Lambda's /tmp holds at most 10 GiB for the download plus the curated copy, and
-# at the measured throughput 2 GiB of CSV validates in well under its 15 minutes.
+# Above this, a file is validated by a managed job (see README, "Validation"): the
+# function's /tmp is sized for the download plus the curated copy of a file this large
+# (shared.topology.validate_tmp_mb), and 2 GiB of CSV validates well within 15 minutes.
 DEFAULT_INLINE_MAX_BYTES = 2 * 1024**3
 DEFAULT_CHUNK_ROWS = 100_000
+_STAGED_KEY = re.compile(
+    rf"^{DATASETS_PREFIX}(?P<dataset>[a-z0-9][a-z0-9_-]{{0,62}})/sha256=(?P<sha>[0-9a-f]{{64}})/data\.[a-z]+$"
+)
+
+# Reason codes of a managed job that ended without a result, with what to do.
+JOB_FAILURE_HINTS: dict[str, str] = {
+    "validation_job_failed": "the managed validation job failed; its logs say why. The staged "
+    "file is kept: upload the file again to retry",
+    "validation_job_stopped": "the managed validation job was stopped (by hand or at its "
+    "maximum runtime) before it finished. The staged file is kept: upload the file again",
+    "validation_job_no_result": "the managed validation job ended without leaving its result; "
+    "its logs say why. The staged file is kept: upload the file again",
+}
+_DONE = {"validated", "rejected", "failed"}
 
 
 def validate_record_id(sha256: str) -> str:
     return f"validate:{sha256}"
 
 
+def job_result_ref(staged: ObjectRef, dataset: str, sha256: str) -> ObjectRef:
+    """Where a managed job leaves its ``ValidationResult``: beside the staged data, under a
+    prefix of its own, so the job needs to write nothing else in the staging bucket."""
+    return ObjectRef(
+        container=staged.container, key=f"validation-jobs/{dataset}/sha256={sha256}/result.json"
+    )
+
+
+def staged_identity(staged: ObjectRef) -> tuple[str, str] | None:
+    """``(dataset, sha256)`` of a content-addressed staged key, or None for any other key."""
+    m = _STAGED_KEY.match(staged.key)
+    return (m.group("dataset"), m.group("sha")) if m else None
+
+
+class ValidationResult(BaseModel):
+    """What validating one staged file produced: where its outputs are and, when it was
+    rejected, why. A managed job leaves this as JSON at ``job_result_ref``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    sha256: str
+    spec_version: str
+    ok: bool
+    rows: int = 0
+    curated: ObjectRef | None = None
+    reference: ObjectRef | None = None
+    profile: ObjectRef | None = None
+    reason: str | None = None
+    message: str = ""
+    hint: str = ""
+    failure_count: int = 0
+    quarantined: ObjectRef | None = None
+    report: ObjectRef | None = None
+
+
 @dataclass(frozen=True)
 class ValidateOutcome:
-    status: Literal["validated", "rejected", "duplicate", "handed_off"]
+    status: Literal["validated", "rejected", "duplicate", "handed_off", "failed", "ignored"]
     report: ValidationReport | None = None
     job_name: str | None = None
+    reason: str | None = None
+
+
+class StagedFileValidator:
+    """Validates a local copy of a staged file and writes its curated or quarantined copy.
+
+    Storage is all it touches, so a managed job in a network with no way out but
+    storage can run it."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        curated_container: str,
+        quarantine_container: str,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> None:
+        self._store = store
+        self._curated = curated_container
+        self._quarantine = quarantine_container
+        self._chunk_rows = chunk_rows
+
+    def validate(
+        self,
+        dataset: str,
+        sha256: str,
+        fmt: FileFormat,
+        spec: DatasetSpec,
+        local: Path,
+        staged: ObjectRef,
+    ) -> ValidationResult:
+        base = f"{DATASETS_PREFIX}{dataset}/sha256={sha256}"
+        spec_version = spec.spec_version
+        with tempfile.TemporaryDirectory(prefix="dhow-validate-") as tmp:
+            run = validate_file(
+                local,
+                fmt,
+                spec,
+                chunk_rows=self._chunk_rows,
+                out_dir=Path(tmp),
+                seed=int(sha256[:8], 16),
+            )
+            if not run.report.ok:
+                return self.quarantine(run.report, sha256, staged, local)
+            assert run.curated is not None
+            meta = {"sha256": sha256, "spec_version": spec_version}
+            curated = ObjectRef(container=self._curated, key=f"{base}/data.parquet")
+            self._store.upload_file(curated, run.curated, meta)
+            reference = None
+            if run.reference is not None:
+                reference = ObjectRef(container=self._curated, key=f"{base}/reference.parquet")
+                self._store.upload_file(reference, run.reference, meta)
+            profile = ObjectRef(container=self._curated, key=f"{base}/profile.json")
+            self._store.put_bytes(profile, json.dumps(run.profile, indent=2).encode(), meta)
+        return ValidationResult(
+            dataset=dataset,
+            sha256=sha256,
+            spec_version=spec_version,
+            ok=True,
+            rows=run.report.rows_checked,
+            curated=curated,
+            reference=reference,
+            profile=profile,
+        )
+
+    def quarantine(
+        self, report: ValidationReport, sha256: str, staged: ObjectRef, local: Path | None
+    ) -> ValidationResult:
+        """Copy the file to quarantine with its report beside it (the staged copy stays)."""
+        assert report.reason is not None
+        name = staged.key.rsplit("/", 1)[-1]
+        base = f"{DATASETS_PREFIX}{report.dataset}/sha256={sha256}"
+        quarantined = ObjectRef(container=self._quarantine, key=f"{base}/{name}")
+        report_ref = ObjectRef(container=self._quarantine, key=f"{quarantined.key}.report.json")
+        meta = {"sha256": sha256, "reason": report.reason}
+        # The bytes are on disk already: upload them rather than read them from staging again.
+        if local is not None:
+            self._store.upload_file(quarantined, local, meta)
+        else:
+            self._store.copy(staged, quarantined, meta)
+        self._store.put_bytes(
+            report_ref, report.model_dump_json(indent=2).encode(), {"sha256": sha256}
+        )
+        return ValidationResult(
+            dataset=report.dataset,
+            sha256=sha256,
+            spec_version=report.spec_version,
+            ok=False,
+            rows=report.rows_checked,
+            reason=report.reason,
+            message=report.message,
+            hint=report.hint,
+            failure_count=report.failure_count,
+            quarantined=quarantined,
+            report=report_ref,
+        )
+
+
+@dataclass(frozen=True)
+class _Work:
+    """The facts of one validation that its announcement needs (from the event or the row)."""
+
+    dataset: str
+    sha256: str
+    correlation_id: str
+    source: ObjectRef
+    staged: ObjectRef
 
 
 class ValidateService:
@@ -76,25 +247,26 @@ class ValidateService:
         self._store = store
         self._bus = bus
         self._lineage = lineage
-        self._curated = curated_container
-        self._quarantine = quarantine_container
         self._specs = specs_dir
         self._inline_max = inline_max_bytes
-        self._chunk_rows = chunk_rows
         self._claim = timedelta(seconds=claim_seconds)
         self._jobs = jobs
+        self._files = StagedFileValidator(
+            store,
+            curated_container=curated_container,
+            quarantine_container=quarantine_container,
+            chunk_rows=chunk_rows,
+        )
 
-    def handle(self, event: DatasetIngested, *, local_copy: Path | None = None) -> ValidateOutcome:
-        """Validate the staged file (or ``local_copy`` of it, inside a managed job)."""
-        base = f"{DATASETS_PREFIX}{event.dataset}/sha256={event.sha256}"
+    def handle(self, event: DatasetIngested) -> ValidateOutcome:
+        """Validate the staged file of ``event`` inline, or hand it to a managed job."""
+        spec: DatasetSpec | None = None
+        unknown: UnknownDataset | None = None
         try:
             spec = load_spec(event.dataset, self._specs)
-            spec_version = spec.spec_version
         except UnknownDataset as exc:
-            spec, spec_version = None, "none"
-            unknown: UnknownDataset | None = exc
-        else:
-            unknown = None
+            unknown = exc
+        spec_version = spec.spec_version if spec else "none"
         row = LineageRecord(
             dataset=event.dataset,
             record_id=validate_record_id(event.sha256),
@@ -109,18 +281,10 @@ class ValidateService:
                 "correlation_id": event.correlation_id,
             },
         )
-        # Inside the managed job (``local_copy``), the handed-off row is ours to finish.
-        in_job = local_copy is not None
-        claimed = claim(
-            self._lineage,
-            row,
-            self._claim,
-            done_statuses={"validated", "rejected"}
-            if in_job
-            else {"validated", "rejected", "handed_off"},
-            handover_statuses=frozenset({"handed_off"}) if in_job else frozenset(),
-        )
+        claimed = claim(self._lineage, row, self._claim, done_statuses={*_DONE, "handed_off"})
+        work = _Work(event.dataset, event.sha256, event.correlation_id, event.source, event.staged)
         if claimed.done:
+            self._finish_move(claimed, work)
             return ValidateOutcome(status="duplicate")
         if unknown is not None:
             report = ValidationReport(
@@ -131,57 +295,87 @@ class ValidateService:
                 message=unknown.message,
                 hint=unknown.hint,
             )
-            return self._reject(event, base, report, claimed)
+            result = self._files.quarantine(report, event.sha256, event.staged, None)
+            return self._announce(work, result, claimed)
         assert spec is not None
-        if local_copy is None and event.size_bytes > self._inline_max:
+        if event.size_bytes > self._inline_max:
             return self._hand_off(event, spec_version, claimed)
-        with tempfile.TemporaryDirectory(prefix="dhow-validate-") as tmp:
-            work = Path(tmp)
-            path = local_copy or work / f"staged.{event.format}"
-            if local_copy is None:
-                self._store.download(event.staged, path)
-            run = validate_file(
-                path,
-                event.format,
-                spec,
-                chunk_rows=self._chunk_rows,
-                out_dir=work,
-                seed=int(event.sha256[:8], 16),
+        with tempfile.TemporaryDirectory(prefix="dhow-staged-") as tmp:
+            path = Path(tmp) / f"staged.{event.format}"
+            self._store.download(event.staged, path)
+            result = self._files.validate(
+                event.dataset, event.sha256, event.format, spec, path, event.staged
             )
-            if not run.report.ok:
-                return self._reject(event, base, run.report, claimed)
-            assert run.curated is not None
-            curated = ObjectRef(container=self._curated, key=f"{base}/data.parquet")
-            meta = {"sha256": event.sha256, "spec_version": spec_version}
-            self._store.upload_file(curated, run.curated, meta)
-            reference = None
-            if run.reference is not None:
-                reference = ObjectRef(container=self._curated, key=f"{base}/reference.parquet")
-                self._store.upload_file(reference, run.reference, meta)
-            profile = ObjectRef(container=self._curated, key=f"{base}/profile.json")
-            self._store.put_bytes(profile, json.dumps(run.profile, indent=2).encode(), meta)
-        self._bus.publish(
-            DatasetValidated(
-                event_id=f"validated-{event.sha256[:32]}",
-                dataset=event.dataset,
-                correlation_id=event.correlation_id,
-                sha256=event.sha256,
-                rows=run.report.rows_checked,
-                spec_version=spec_version,
-                curated=curated,
-                reference_profile=reference,
-            )
-        )
-        complete(
+        return self._announce(work, result, claimed)
+
+    def finish_job(self, ended: ValidationJobEnded) -> ValidateOutcome:
+        """A managed job ended: announce its result, or answer the uploader that it failed."""
+        ident = staged_identity(ended.staged)
+        if ident is None:
+            log.warning("job %s did not validate a staged key; ignored", ended.job_name)
+            return ValidateOutcome(status="ignored", job_name=ended.job_name)
+        dataset, sha = ident
+        row = self._lineage.get(dataset, validate_record_id(sha))
+        if row is None or row.attributes.get("job_name") != ended.job_name:
+            # Not the job this version was handed to (or not one we started): not ours.
+            log.warning("job %s is not the job of %s %s; ignored", ended.job_name, dataset, sha)
+            return ValidateOutcome(status="ignored", job_name=ended.job_name)
+        claimed = claim(
             self._lineage,
-            claimed,
-            "validated",
-            curated=curated.uri,
-            reference=reference.uri if reference else None,
-            profile=profile.uri,
-            rows=run.report.rows_checked,
+            row,
+            self._claim,
+            done_statuses=_DONE,
+            handover_statuses=frozenset({"handed_off"}),
         )
-        return ValidateOutcome(status="validated", report=run.report)
+        attrs = claimed.record.attributes
+        work = _Work(
+            dataset,
+            sha,
+            str(attrs["correlation_id"]),
+            ObjectRef.from_uri(str(attrs["source"])),
+            ObjectRef.from_uri(str(attrs["staged"])),
+        )
+        if claimed.done:
+            self._finish_move(claimed, work)
+            return ValidateOutcome(status="duplicate", job_name=ended.job_name)
+        reason, detail = None, ended.failure_reason or ""
+        if ended.status == "Completed":
+            try:
+                return self._announce(work, self._read_result(work), claimed)
+            except ObjectMissing:
+                reason = "validation_job_no_result"
+        elif ended.status == "Stopped":
+            reason = "validation_job_stopped"
+        else:
+            reason = "validation_job_failed"
+        return self._job_failed(work, claimed, ended, reason, detail)
+
+    def _read_result(self, work: _Work) -> ValidationResult:
+        ref = job_result_ref(work.staged, work.dataset, work.sha256)
+        return ValidationResult.model_validate_json(b"".join(self._store.iter_chunks(ref)))
+
+    def _job_failed(
+        self, work: _Work, claimed: Claim, ended: ValidationJobEnded, reason: str, detail: str
+    ) -> ValidateOutcome:
+        hint = JOB_FAILURE_HINTS[reason]
+        message = f"validation job {ended.job_name} ended {ended.status}"
+        if detail:
+            message += f": {detail}"
+        self._bus.publish(
+            DatasetRejected(
+                event_id=f"rejected-{work.sha256[:32]}",
+                dataset=work.dataset,
+                correlation_id=work.correlation_id,
+                stage="validate",
+                reason=reason,
+                message=f"{message}; {hint}",
+                source=work.source,
+                sha256=work.sha256,
+            )
+        )
+        complete(self._lineage, claimed, "failed", reason=reason, message=message)
+        log.warning("validation job %s ended %s", ended.job_name, ended.status)
+        return ValidateOutcome(status="failed", job_name=ended.job_name, reason=reason)
 
     def _hand_off(
         self, event: DatasetIngested, spec_version: str, claimed: Claim
@@ -203,50 +397,68 @@ class ValidateService:
                 correlation_id=event.correlation_id,
             )
         )
-        # The job re-runs this service with the file at hand; it owns the row from now on.
+        # The job only validates and writes; its end comes back as an event (finish_job).
         complete(self._lineage, claimed, "handed_off", job_name=job)
         log.info("validation handed to managed job %s", job)
         return ValidateOutcome(status="handed_off", job_name=job)
 
-    def _reject(
-        self, event: DatasetIngested, base: str, report: ValidationReport, claimed: Claim
-    ) -> ValidateOutcome:
-        quarantined = ObjectRef(container=self._quarantine, key=f"{base}/data.{event.format}")
-        report_ref = ObjectRef(container=self._quarantine, key=f"{quarantined.key}.report.json")
-        # Move = copy, then delete; a retry after a crash finds the copy already there.
-        if self._store.exists(event.staged):
-            if not self._store.exists(quarantined):
-                self._store.copy(
-                    event.staged,
-                    quarantined,
-                    {"sha256": event.sha256, "reason": report.reason or ""},
+    def _announce(self, work: _Work, result: ValidationResult, claimed: Claim) -> ValidateOutcome:
+        """Publish the outcome and record it; a rejected file then leaves staging."""
+        if result.ok:
+            assert result.curated is not None
+            self._bus.publish(
+                DatasetValidated(
+                    event_id=f"validated-{work.sha256[:32]}",
+                    dataset=work.dataset,
+                    correlation_id=work.correlation_id,
+                    sha256=work.sha256,
+                    rows=result.rows,
+                    spec_version=result.spec_version,
+                    curated=result.curated,
+                    reference_profile=result.reference,
                 )
-            self._store.delete(event.staged)
-        self._store.put_bytes(
-            report_ref, report.model_dump_json(indent=2).encode(), {"sha256": event.sha256}
-        )
-        assert report.reason is not None
+            )
+            complete(
+                self._lineage,
+                claimed,
+                "validated",
+                spec_version=result.spec_version,
+                curated=result.curated.uri,
+                reference=result.reference.uri if result.reference else None,
+                profile=result.profile.uri if result.profile else None,
+                rows=result.rows,
+            )
+            return ValidateOutcome(status="validated")
+        assert result.reason is not None
+        message = f"{result.message}; {result.hint}" if result.hint else result.message
         self._bus.publish(
             DatasetRejected(
-                event_id=f"rejected-{event.sha256[:32]}",
-                dataset=event.dataset,
-                correlation_id=event.correlation_id,
+                event_id=f"rejected-{work.sha256[:32]}",
+                dataset=work.dataset,
+                correlation_id=work.correlation_id,
                 stage="validate",
-                reason=report.reason,
-                message=f"{report.message}; {report.hint}" if report.hint else report.message,
-                source=event.source,
-                sha256=event.sha256,
-                quarantined=quarantined,
-                report=report_ref,
+                reason=result.reason,
+                message=message,
+                source=work.source,
+                sha256=work.sha256,
+                quarantined=result.quarantined,
+                report=result.report,
             )
         )
         complete(
             self._lineage,
             claimed,
             "rejected",
-            reason=report.reason,
-            quarantined=quarantined.uri,
-            report=report_ref.uri,
-            failure_count=report.failure_count,
+            reason=result.reason,
+            quarantined=result.quarantined.uri if result.quarantined else None,
+            report=result.report.uri if result.report else None,
+            failure_count=result.failure_count,
         )
-        return ValidateOutcome(status="rejected", report=report)
+        self._finish_move(claimed, work, rejected=True)
+        return ValidateOutcome(status="rejected", reason=result.reason)
+
+    def _finish_move(self, claimed: Claim, work: _Work, *, rejected: bool = False) -> None:
+        # Moving to quarantine ends with the staged delete, last, so that a crash before it
+        # only leaves a copy behind, which the next delivery of the same work removes.
+        if rejected or claimed.record.status == "rejected":
+            self._store.delete(work.staged)

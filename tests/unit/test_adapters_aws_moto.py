@@ -83,3 +83,56 @@ def test_eventbridge_bus_sends_the_typed_event_to_the_pipeline_bus() -> None:
     body = json.loads(msg["Body"])
     assert (body["source"], body["detail-type"]) == ("dhow.pipeline", "DatasetRejected")
     assert DatasetRejected.model_validate(body["detail"]) == event
+
+
+def test_head_trusts_only_a_full_object_sha256() -> None:
+    import base64
+    import hashlib
+
+    from shared.cloud_facts import value
+    from shared.events import ObjectRef
+
+    rule = value("aws.s3.full_object_sha256")
+    s3 = aws_client("s3", SETTINGS)
+    s3.create_bucket(Bucket="raw", CreateBucketConfiguration={"LocationConstraint": "me-central-1"})
+    store = S3ObjectStore(s3)
+    data = b"a,b\n1,2\n"
+    # A single PUT with a SHA-256: S3 checks it and keeps it as the whole object's.
+    s3.put_object(Bucket="raw", Key="one.csv", Body=data, ChecksumAlgorithm="SHA256")
+    assert store.head(ObjectRef(container="raw", key="one.csv")).sha256 == (
+        hashlib.sha256(data).hexdigest()
+    )
+    # No checksum asked for: nothing to trust, ingest streams.
+    s3.put_object(Bucket="raw", Key="plain.csv", Body=data)
+    assert store.head(ObjectRef(container="raw", key="plain.csv")).sha256 is None
+    # What a multipart upload's SHA-256 is: a checksum of part checksums, never trusted.
+    part = hashlib.sha256(data).digest()
+    composite = base64.b64encode(hashlib.sha256(part).digest()).decode() + "-1"
+    from shared.adapters.aws import _full_object_sha256
+
+    head = {"ChecksumSHA256": composite, "ChecksumType": rule["multipart_sha256_type"]}
+    assert _full_object_sha256(head) is None
+    assert _full_object_sha256({"ChecksumSHA256": composite}) is None  # the -N form, untyped
+    whole = base64.b64encode(part).decode()
+    assert _full_object_sha256({"ChecksumSHA256": whole, "ChecksumType": "COMPOSITE"}) is None
+    assert _full_object_sha256({"ChecksumSHA256": whole, "ChecksumType": rule["trusted_type"]})
+
+
+def test_head_asks_for_the_checksum_and_names_a_403() -> None:
+    from botocore.stub import Stubber
+
+    from shared.adapters.aws import StorageAccessDenied
+    from shared.cloud_facts import value
+    from shared.events import ObjectRef
+
+    s3 = aws_client("s3", SETTINGS)
+    expected = {
+        "Bucket": "raw",
+        "Key": "k",
+        "ChecksumMode": value("aws.s3.full_object_sha256")["checksum_mode"],
+    }
+    with Stubber(s3) as stub:
+        stub.add_client_error("head_object", "403", "Forbidden", 403, expected_params=expected)
+        with pytest.raises(StorageAccessDenied) as info:
+            S3ObjectStore(s3).head(ObjectRef(container="raw", key="k"))
+    assert "s3:ListBucket" in info.value.hint

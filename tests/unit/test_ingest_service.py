@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.errors import DhowError, WorkInProgress
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
+from shared.ports import ObjectInfo
 from shared.services.ingest import IngestService, dataset_of
 from shared.triggers import ObjectCreated
 from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
@@ -168,3 +170,29 @@ def test_a_rejection_whose_event_failed_is_announced_on_retry() -> None:
 )
 def test_dataset_names_come_from_the_prefix(key: str, dataset: str) -> None:
     assert dataset_of(key) == (dataset, None)
+
+
+class ChecksummedStore(MemoryStore):
+    """Storage that vouches for each object's SHA-256, as S3 does for a FULL_OBJECT
+    checksum; reading a whole object fails, so a test sees whether ingest streamed it."""
+
+    def head(self, ref: ObjectRef) -> ObjectInfo:
+        info = super().head(ref)
+        data = self.objects[(ref.container, ref.key)][0]
+        return info.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()})
+
+    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        raise AssertionError("ingest streamed an object whose SHA-256 storage vouched for")
+
+
+def test_an_upload_with_a_full_object_sha256_is_not_read_again() -> None:
+    store = ChecksummedStore()
+    bus, lineage = MemoryBus(), MemoryLineage()
+    svc = IngestService(
+        store, bus, lineage, staging_container="staging", max_upload_bytes=5 * 1024**3
+    )
+    data = b"a,b\n1,2\n"
+    obj = upload(store, "datasets/customers/big.csv", data)
+    out = svc.handle(obj)
+    assert out.status == "ingested"
+    assert out.sha256 == hashlib.sha256(data).hexdigest()  # the same version id as streaming

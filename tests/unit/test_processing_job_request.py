@@ -1,20 +1,31 @@
-"""The exact SageMaker CreateProcessingJob request (SageMaker cannot run here)."""
+"""The exact SageMaker CreateProcessingJob request (SageMaker cannot run here), its name
+against SageMaker's own rules, and the SageMaker role against what the job does."""
 
 from __future__ import annotations
 
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
+from infra.aws.iam import AwsScope, _jobs_arns, sagemaker_role_policy
 from shared.adapters.aws import (
     ProcessingJobConfig,
     SageMakerValidationJobs,
     aws_client,
     processing_job_name,
 )
+from shared.cloud_facts import value
 from shared.events import ObjectRef
+from shared.jobs.validate import run as run_job
 from shared.ports import ValidationJobRequest
 from shared.settings import Settings
+from shared.topology import build_topology, processing_job_prefix
 
 REQ = ValidationJobRequest(
     dataset="customers",
@@ -30,6 +41,7 @@ REQ = ValidationJobRequest(
 CFG = ProcessingJobConfig(
     image_uri="123456789012.dkr.ecr.me-central-1.amazonaws.com/dhow-processing:0.1.0",
     role_arn="arn:aws:iam::123456789012:role/dhow-prod-processing",
+    name_prefix="dhow-prod",
     kms_key_id="arn:aws:kms:me-central-1:123456789012:key/1111-2222",
     subnets=("subnet-a", "subnet-b"),
     security_groups=("sg-1",),
@@ -37,7 +49,7 @@ CFG = ProcessingJobConfig(
 )
 STAGED_URI = f"s3://dhow-prod-staging/datasets/customers/sha256={'ab12' * 16}/data.csv"
 EXPECTED = {
-    "ProcessingJobName": "dhow-validate-customers-ab12ab12ab12-3-1a2b3c4d",
+    "ProcessingJobName": "dhow-prod-validate-customers-ab12ab12ab12-bc9b3538",
     "RoleArn": CFG.role_arn,
     "AppSpecification": {
         "ImageUri": CFG.image_uri,
@@ -56,7 +68,7 @@ EXPECTED = {
             "--correlation-id",
             "u-7",
             "--input",
-            "/opt/ml/processing/input/data",
+            "/opt/ml/processing/input/staged/data.csv",
         ],
     },
     "ProcessingInputs": [
@@ -64,7 +76,7 @@ EXPECTED = {
             "InputName": "staged",
             "S3Input": {
                 "S3Uri": STAGED_URI,
-                "LocalPath": "/opt/ml/processing/input",
+                "LocalPath": "/opt/ml/processing/input/staged",
                 "S3DataType": "S3Prefix",
                 "S3InputMode": "File",
                 "S3DataDistributionType": "FullyReplicated",
@@ -121,8 +133,129 @@ def test_other_errors_are_not_swallowed(client) -> None:  # type: ignore[no-unty
             SageMakerValidationJobs(client, CFG).launch(REQ)
 
 
-def test_job_names_fit_sagemaker_limits() -> None:
-    long = REQ.model_copy(update={"dataset": "x" * 63})
-    name = processing_job_name(long)
-    assert len(name) <= 63
-    assert not name.endswith("-")
+def is_glob_match(pattern: str, arn: str) -> bool:
+    """IAM's wildcard match of a Resource, as the IAM linter parliament implements it."""
+    with warnings.catch_warnings():
+        # parliament's import warns (pkg_resources deprecated, its data files left open).
+        warnings.simplefilter("ignore")
+        from parliament import is_glob_match as match  # type: ignore[import-untyped]
+    return bool(match(pattern, arn))
+
+
+def _name_rule() -> tuple[int, str]:
+    """SageMaker's own rule for ProcessingJobName, from botocore's service model."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    request = model.operation_model("CreateProcessingJob").input_shape
+    assert request is not None
+    shape = request.members["ProcessingJobName"]
+    return int(shape.metadata["max"]), str(shape.metadata["pattern"])
+
+
+def test_job_names_follow_sagemakers_name_rule() -> None:
+    rule = value("aws.sagemaker.processing_job_name")
+    assert _name_rule() == (rule["max_length"], rule["pattern"])  # the table is botocore's
+    longest_stage = "s" * 21  # shared.settings.STAGE_RE allows 2 to 21 characters
+    for stage in ("t1", "prod", longest_stage):
+        for dataset in ("customers", "x" * 63, "churn_2024_q1", "a"):
+            req = REQ.model_copy(update={"dataset": dataset})
+            name = processing_job_name(req, f"dhow-{stage}")
+            assert len(name) <= rule["max_length"], name
+            assert re.fullmatch(rule["pattern"], name), name
+            assert name.startswith(processing_job_prefix(stage)), name
+
+
+def test_stages_never_share_a_job() -> None:
+    # Same bytes, same spec, two stages: two jobs, so neither adopts the other's.
+    assert processing_job_name(REQ, "dhow-prod") != processing_job_name(REQ, "dhow-staging")
+    # A dataset cut to fit still gets a name of its own.
+    a = REQ.model_copy(update={"dataset": "x" * 62 + "a"})
+    b = REQ.model_copy(update={"dataset": "x" * 62 + "b"})
+    assert processing_job_name(a, "dhow-prod") != processing_job_name(b, "dhow-prod")
+
+
+def test_the_validate_role_reaches_only_its_own_stages_jobs() -> None:
+    scope = AwsScope("me-central-1", "123456789012", "dhow-prod")
+    [arn] = _jobs_arns("processing_jobs", scope)
+    jobs = "arn:aws:sagemaker:me-central-1:123456789012:processing-job"
+    other = processing_job_name(REQ, "dhow-staging")
+    assert is_glob_match(arn, f"{jobs}/{EXPECTED['ProcessingJobName']}")
+    assert not is_glob_match(arn, f"{jobs}/{other}")
+
+
+def test_the_input_lands_where_the_job_reads_it() -> None:
+    rule = value("aws.sagemaker.processing_s3_input")
+    request: dict[str, Any] = EXPECTED
+    [inp] = request["ProcessingInputs"]
+    s3 = inp["S3Input"]
+    assert s3["LocalPath"].startswith(rule["local_path_prefix"])
+    assert (s3["S3DataType"], s3["S3InputMode"]) == (rule["data_type"], rule["input_mode"])
+    # An S3Prefix input that is the whole key puts the object under LocalPath by its name.
+    args = request["AppSpecification"]["ContainerArguments"]
+    given = args[args.index("--input") + 1]
+    assert given == f"{s3['LocalPath']}/{s3['S3Uri'].rsplit('/', 1)[-1]}"
+
+
+class RecordingStore:
+    """Records every storage call the job makes, as (IAM action, ARN)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def _rec(self, action: str, ref: Any) -> None:
+        self.calls.append((action, f"arn:aws:s3:::{ref.container}/{ref.key}"))
+
+    def upload_file(self, ref: Any, path: Path, metadata: Any = None) -> None:
+        self._rec("s3:PutObject", ref)
+
+    def put_bytes(self, ref: Any, data: bytes, metadata: Any = None) -> None:
+        self._rec("s3:PutObject", ref)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the job called {name}: not a call it needs")
+
+
+def _allowed(policy: dict[str, Any], action: str, arn: str) -> bool:
+    return any(
+        s["Effect"] == "Allow"
+        and action in s["Action"]
+        and any(
+            is_glob_match(r, arn)
+            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        )
+        for s in policy["Statement"]
+    )
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_the_sagemaker_role_allows_what_the_job_does(tmp_path: Path, good: bool) -> None:
+    from shared.settings import Settings
+
+    sample = Path(__file__).resolve().parents[2] / "localstack/samples/customers.csv"
+    data = sample.read_bytes() if good else b"customer_id,age\nx,y\n"
+    local = tmp_path / "staged" / "data.csv"
+    local.parent.mkdir()
+    local.write_bytes(data)
+    topo = build_topology("prod")
+    staged = REQ.staged.model_copy(update={"container": topo.bucket("staging").name})
+    store = RecordingStore()
+    result = run_job(
+        store,  # type: ignore[arg-type]
+        Settings(stage="prod"),
+        dataset="customers",
+        sha256=REQ.sha256,
+        staged=staged,
+        given=local.parent,
+    )
+    assert result.ok is good
+    policy = sagemaker_role_policy(
+        topo, AwsScope("me-central-1", "123456789012", "dhow-prod"), key_arn="arn:k"
+    )
+    # SageMaker itself reads the input as the role (an S3Prefix input lists, then gets).
+    calls = [*store.calls, ("s3:GetObject", f"arn:aws:s3:::{staged.container}/{staged.key}")]
+    calls.append(("s3:ListBucket", f"arn:aws:s3:::{staged.container}"))
+    for action, arn in calls:
+        assert _allowed(policy, action, arn), (action, arn)
+    # ... and nothing the job no longer does: no lineage, no events, no staged delete.
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert not {a for a in actions if a.split(":")[0] in ("dynamodb", "events")}
+    assert "s3:DeleteObject" not in actions

@@ -95,3 +95,171 @@ def test_drift_checks_are_scheduled_per_dataset_and_their_actions_routed() -> No
     }
     assert routes == {"train": {"action": ["retrain"]}, "deploy": {"action": ["rollback"]}}
     assert t.topic("alerts").name == "dhow-acme-prod-alerts"
+
+
+# --- The cloud's rules the topology is held to (shared/cloud_facts) ---------------------
+
+
+def test_validates_tmp_holds_the_inline_limit() -> None:
+    from shared.cloud_facts import value
+    from shared.settings import Settings
+    from shared.topology import validate_tmp_mb
+
+    tmp = value("aws.lambda.ephemeral_storage_mb")
+    for fn in build_topology("t1").functions:
+        assert tmp["min"] <= fn.ephemeral_storage_mb <= tmp["max"], fn.name
+    validate = build_topology("t1").function("validate")
+    # The inline limit the function runs with (the stack leaves the default) must fit /tmp:
+    # the staged file and its curated copy, with headroom.
+    inline = Settings().validate_inline_max_bytes
+    assert validate.ephemeral_storage_mb >= validate_tmp_mb(inline)
+    assert validate_tmp_mb(inline) > tmp["default"]  # so the default /tmp would not do
+    # And no inline limit may be configured beyond what the largest /tmp holds.
+    assert validate_tmp_mb(inline) <= tmp["max"]
+
+
+def test_queues_give_their_functions_six_times_their_timeout() -> None:
+    from shared.cloud_facts import value
+
+    factor = value("aws.sqs.visibility_timeout_per_function_timeout")
+    ceiling = value("aws.sqs.max_visibility_timeout_s")
+    t = build_topology("t1")
+    for fn in t.functions:
+        if fn.trigger_queue is not None:
+            queue = t.queue(fn.trigger_queue)
+            assert queue.visibility_timeout_s >= factor * fn.timeout_s, fn.name
+            assert queue.visibility_timeout_s <= ceiling, queue.name
+
+
+def test_ingest_is_sized_for_the_largest_upload_it_accepts() -> None:
+    from shared.cloud_facts import value
+    from shared.settings import Settings
+    from shared.topology import ingest_timeout_s
+
+    ingest = build_topology("t1").function("ingest")
+    # An upload with no full-object SHA-256 is streamed once to hash it.
+    assert ingest.timeout_s >= ingest_timeout_s(Settings().max_upload_bytes)
+    assert ingest.timeout_s <= value("aws.lambda.max_timeout_s")
+    # Hashing is single-threaded: at least one full vCPU.
+    assert ingest.memory_mb >= value("aws.lambda.memory_mb_per_vcpu")
+
+
+def _absence_probes() -> dict[str, set[str]]:
+    """Run ingest and validate through their paths, recording the buckets on which each
+    asks storage whether a key is there (HEAD, or a read that may find nothing)."""
+    from pathlib import Path
+
+    from shared.errors import ObjectMissing
+    from shared.events import ObjectRef
+    from shared.ports import ValidationJobEnded, ValidationJobLauncher, ValidationJobRequest
+    from shared.services.ingest import IngestService
+    from shared.services.validate import ValidateService
+    from shared.triggers import ObjectCreated
+    from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+
+    t = build_topology("t1")
+    probes: dict[str, set[str]] = {}
+
+    class ProbedStore(MemoryStore):
+        fn = ""
+
+        def head(self, ref: ObjectRef) -> object:  # type: ignore[override]
+            probes.setdefault(self.fn, set()).add(ref.container)
+            return super().head(ref)
+
+        def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> object:  # type: ignore[override]
+            try:
+                return super().iter_chunks(ref, chunk_size)
+            except ObjectMissing:
+                probes.setdefault(self.fn, set()).add(ref.container)
+                raise
+
+        def _get(self, ref: ObjectRef) -> tuple[bytes, dict[str, str], str]:
+            try:
+                return super()._get(ref)
+            except ObjectMissing:
+                probes.setdefault(self.fn, set()).add(ref.container)
+                raise
+
+    class Jobs(ValidationJobLauncher):
+        def launch(self, request: ValidationJobRequest) -> str:
+            return "dhow-t1-validate-x"
+
+    store, bus, lineage = ProbedStore(), MemoryBus(), MemoryLineage()
+    raw = t.bucket("raw").name
+    sample = Path(__file__).resolve().parents[2] / "localstack/samples/customers.csv"
+    store.fn = "ingest"
+    ingest = IngestService(
+        store, bus, lineage, staging_container=t.bucket("staging").name, max_upload_bytes=10**9
+    )
+    store.put_bytes(ObjectRef(container=raw, key="datasets/customers/a.csv"), sample.read_bytes())
+    ingest.handle(ObjectCreated(container=raw, key="datasets/customers/a.csv", source_event="t"))
+    ingest.handle(ObjectCreated(container=raw, key="datasets/customers/gone.csv", source_event="t"))
+    store.fn = "validate"
+    validate = ValidateService(
+        store,
+        bus,
+        lineage,
+        curated_container=t.bucket("curated").name,
+        quarantine_container=t.bucket("quarantine").name,
+        inline_max_bytes=1000,
+        jobs=Jobs(),
+    )
+    [ingested] = [e for e in bus.events if e.event_type == "DatasetIngested"]
+    validate.handle(ingested)  # type: ignore[arg-type]
+    staged = ingested.staged  # type: ignore[attr-defined]
+    validate.finish_job(
+        ValidationJobEnded(job_name="dhow-t1-validate-x", status="Completed", staged=staged)
+    )
+    return probes
+
+
+def test_functions_that_test_for_absence_may_list_the_bucket() -> None:
+    from shared.cloud_facts import value
+
+    rule = value("aws.s3.missing_key_status_without_list_bucket")
+    assert (rule["with_list_bucket"], rule["without_list_bucket"]) == (404, 403)
+    t = build_topology("t1")
+    by_name = {b.name: b.logical for b in t.buckets}
+    probes = _absence_probes()
+    assert set(probes) == {"ingest", "validate"}  # both paths were walked
+    for fn_name, buckets in probes.items():
+        fn = t.function(fn_name)
+        for bucket in buckets:
+            grants = {
+                a
+                for p in fn.permissions
+                if p.kind == "bucket" and p.resource == by_name[bucket]
+                for a in p.actions
+            }
+            assert rule["action"] in grants, f"{fn.name} tests for absence on {bucket}"
+
+
+def test_a_validation_jobs_end_reaches_validate() -> None:
+    import json
+    from typing import Any, cast
+
+    from moto.events.models import EventPattern
+
+    from shared.cloud_facts import value
+    from tests.helpers import load_event
+
+    ended = value("aws.sagemaker.processing_job_state_change")
+    t = build_topology("prod")
+    rule = t.rule("validation_job_ended")
+    assert (rule.bus, rule.target_queue) == ("default", "validate")
+    assert rule.pattern["source"] == [ended["source"]]
+    assert rule.pattern["detail-type"] == [ended["detail_type"]]
+    detail = rule.pattern["detail"]
+    assert isinstance(detail, dict)
+    assert detail["ProcessingJobStatus"] == ended["end_statuses"]
+    # EventBridge's matching (moto's implementation of it) on SageMaker's own payload.
+    pattern = EventPattern.load(json.dumps(rule.pattern))
+    sample: Any = load_event("sagemaker_processing_job_state_change.json")
+    for status in ended["end_statuses"]:
+        event: Any = {**sample, "detail": {**sample["detail"], "ProcessingJobStatus": status}}
+        assert pattern.matches_event(event), status
+    running: Any = {**sample, "detail": {**sample["detail"], "ProcessingJobStatus": "InProgress"}}
+    assert not pattern.matches_event(running)
+    other_stage = dict(sample["detail"], ProcessingJobName="dhow-staging-validate-customers-x")
+    assert not pattern.matches_event(cast(Any, {**sample, "detail": other_stage}))

@@ -115,3 +115,17 @@ def test_sagemaker_training_state_change() -> None:
     assert ended.hyperparameters["dhow_dataset"] == "customers"
     with pytest.raises(EventParseError):
         parse_training_state_change(load_event("eventbridge_s3_object_created.json"))
+
+
+def test_sagemakers_processing_job_end_names_the_staged_object() -> None:
+    from shared.triggers import is_validation_job_state_change, parse_validation_job_ended
+
+    sample = load_event("sagemaker_processing_job_state_change.json")
+    assert is_validation_job_state_change(json.dumps(sample))
+    ended = parse_validation_job_ended(json.dumps(sample))
+    assert ended.job_name == sample["detail"]["ProcessingJobName"]
+    assert (ended.status, ended.failure_reason) == ("Failed", sample["detail"]["FailureReason"])
+    assert ended.staged.container == "dhow-prod-staging"
+    assert ended.staged.key.startswith("datasets/customers/sha256=")
+    # A DatasetIngested on the same queue is not one.
+    assert not is_validation_job_state_change(sample_rejected().model_dump_json())

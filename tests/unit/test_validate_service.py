@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -33,6 +34,8 @@ def setup(
     dataset: str = "customers",
     inline_max: int = 10**9,
     jobs: ValidationJobLauncher | None = None,
+    curated: str = CURATED,
+    quarantine: str = QUARANTINE,
 ) -> tuple[ValidateService, MemoryStore, MemoryBus, MemoryLineage, DatasetIngested]:
     store, bus, lineage = MemoryStore(), MemoryBus(), MemoryLineage()
     sha = f"{abs(hash(data)):064x}"[-64:]
@@ -51,8 +54,8 @@ def setup(
         store,
         bus,
         lineage,
-        curated_container=CURATED,
-        quarantine_container=QUARANTINE,
+        curated_container=curated,
+        quarantine_container=quarantine,
         inline_max_bytes=inline_max,
         chunk_rows=100,
         jobs=jobs,
@@ -125,29 +128,155 @@ def test_redelivery_does_nothing_twice() -> None:
     assert len(lineage.rows) == 1
 
 
-def test_large_file_is_handed_to_a_managed_job_that_finishes_the_work(tmp_path: Path) -> None:
+def _job_ended(event: DatasetIngested, job: str, status: str, reason: str | None = None) -> Any:
+    from shared.ports import ValidationJobEnded
+
+    return ValidationJobEnded.model_validate(
+        {
+            "job_name": job,
+            "status": status,
+            "staged": event.staged,
+            "failure_reason": reason or None,
+        }
+    )
+
+
+def _run_job(store: MemoryStore, event: DatasetIngested, tmp_path: Path, data: bytes) -> None:
+    """The job as SageMaker runs it: the staged object under its input folder, storage only."""
+    from shared.jobs.validate import run
+    from shared.settings import Settings
+
+    folder = tmp_path / "staged"
+    folder.mkdir()
+    (folder / event.staged.key.rsplit("/", 1)[-1]).write_bytes(data)
+    # The job writes to the stage's own buckets; the test's service uses the same names.
+    run(
+        store,
+        Settings(stage="t1"),
+        dataset=event.dataset,
+        sha256=event.sha256,
+        staged=event.staged,
+        given=folder,
+    )
+
+
+def test_large_file_is_handed_to_a_job_and_its_end_finishes_the_work(tmp_path: Path) -> None:
+    from shared.topology import build_topology
+
+    topo = build_topology("t1")
     jobs = RecordingJobs()
-    svc, _store, bus, lineage, event = setup(SAMPLE.read_bytes(), inline_max=1000, jobs=jobs)
+    data = SAMPLE.read_bytes()
+    svc, store, bus, lineage, event = setup(
+        data, inline_max=1000, jobs=jobs, curated=topo.bucket("curated").name
+    )
     outcome = svc.handle(event)
     assert outcome.status == "handed_off"
-    assert outcome.job_name
     [req] = jobs.requests
-    assert (req.staged, req.source, req.size_bytes) == (
-        event.staged,
-        event.source,
-        event.size_bytes,
-    )
+    assert (req.staged, req.source, req.size_bytes) == (event.staged, event.source, len(data))
     assert bus.events == []
     assert svc.handle(event).status == "duplicate"  # a redelivery does not launch again
     assert len(jobs.requests) == 1
-    # Inside the job: the same service, on the copy SageMaker put on local disk.
-    local = tmp_path / "input.csv"
-    local.write_bytes(SAMPLE.read_bytes())
-    assert svc.handle(event, local_copy=local).status == "validated"
+
+    _run_job(store, event, tmp_path, data)
+    assert bus.events == []  # the job announces nothing; the function does, on its end
+    done = svc.finish_job(_job_ended(event, str(outcome.job_name), "Completed"))
+    assert done.status == "validated"
+    [out] = bus.events
+    assert isinstance(out, DatasetValidated)
+    assert out.rows == 400
+    assert out.curated.container == topo.bucket("curated").name
+    assert (out.curated.container, out.curated.key) in store.objects
     row = lineage.get("customers", validate_record_id(event.sha256))
     assert row is not None
-    assert row.status == "validated"
-    assert row.attributes["job_name"]
+    assert (row.status, row.attributes["job_name"]) == ("validated", outcome.job_name)
+    # SageMaker may send the same state change twice: the second does nothing.
+    again = svc.finish_job(_job_ended(event, str(outcome.job_name), "Completed"))
+    assert again.status == "duplicate"
+    assert len(bus.events) == 1
+
+
+def test_a_rejected_file_from_a_job_is_quarantined_and_leaves_staging(tmp_path: Path) -> None:
+    from shared.topology import build_topology
+
+    topo = build_topology("t1")
+    text = SAMPLE.read_text().replace(",gold,", ",platinum,", 1).encode()
+    svc, store, bus, _, event = setup(
+        text,
+        inline_max=1000,
+        jobs=RecordingJobs(),
+        quarantine=topo.bucket("quarantine").name,
+    )
+    job = str(svc.handle(event).job_name)
+    _run_job(store, event, tmp_path, text)
+    assert (STAGING, event.staged.key) in store.objects  # the job deletes nothing
+    assert svc.finish_job(_job_ended(event, job, "Completed")).status == "rejected"
+    [out] = bus.events
+    assert isinstance(out, DatasetRejected)
+    assert out.reason == "schema_checks_failed"
+    assert out.quarantined is not None
+    assert store.objects[(out.quarantined.container, out.quarantined.key)][0] == text
+    assert (STAGING, event.staged.key) not in store.objects  # moved by the function
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("Failed", "validation_job_failed"), ("Stopped", "validation_job_stopped")],
+)
+def test_a_job_that_fails_answers_the_uploader(status: str, reason: str) -> None:
+    svc, store, bus, lineage, event = setup(
+        SAMPLE.read_bytes(), inline_max=1000, jobs=RecordingJobs()
+    )
+    job = str(svc.handle(event).job_name)
+    ended = _job_ended(event, job, status, "AlgorithmError: out of memory")
+    assert svc.finish_job(ended).status == "failed"
+    [out] = bus.events
+    assert isinstance(out, DatasetRejected)
+    assert (out.stage, out.reason, out.correlation_id) == ("validate", reason, "u-1")
+    assert "out of memory" in out.message or status == "Stopped"
+    row = lineage.get("customers", validate_record_id(event.sha256))
+    assert row is not None
+    assert (row.status, row.attributes["reason"]) == ("failed", reason)  # not handed_off
+    assert (STAGING, event.staged.key) in store.objects  # kept: nothing is dropped
+
+
+def test_a_completed_job_without_its_result_is_a_failure() -> None:
+    svc, _, bus, _, event = setup(SAMPLE.read_bytes(), inline_max=1000, jobs=RecordingJobs())
+    job = str(svc.handle(event).job_name)
+    assert svc.finish_job(_job_ended(event, job, "Completed")).reason == "validation_job_no_result"
+    [out] = bus.events
+    assert isinstance(out, DatasetRejected)
+
+
+def test_another_job_of_the_same_bytes_is_not_adopted() -> None:
+    svc, _, bus, lineage, event = setup(SAMPLE.read_bytes(), inline_max=1000, jobs=RecordingJobs())
+    svc.handle(event)
+    assert svc.finish_job(_job_ended(event, "dhow-other-validate-x", "Failed")).status == "ignored"
+    assert bus.events == []
+    row = lineage.get("customers", validate_record_id(event.sha256))
+    assert row is not None
+    assert row.status == "handed_off"
+
+
+def test_the_job_itself_reaches_only_storage(tmp_path: Path) -> None:
+    from shared.jobs.validate import run
+    from shared.settings import Settings
+
+    # run() is given storage and nothing else: the job has no lineage or bus to reach.
+    store = MemoryStore()
+    staged = ObjectRef(container=STAGING, key=f"datasets/customers/sha256={'a' * 64}/data.csv")
+    local = tmp_path / "data.csv"
+    local.write_bytes(SAMPLE.read_bytes())
+    result = run(
+        store,
+        Settings(stage="t1"),
+        dataset="customers",
+        sha256="a" * 64,
+        staged=staged,
+        given=local,
+    )
+    assert result.ok
+    written = {c for c, _ in store.objects}
+    assert written == {"dhow-t1-curated", STAGING}  # outputs, and the result beside staging
 
 
 def test_large_file_without_a_job_runner_fails_loudly() -> None:
