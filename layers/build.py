@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -113,8 +114,9 @@ def jobs_requirements(root: Path = ROOT) -> list[str]:
     return [*project["dependencies"], *extras["train"], *extras["drift"]]
 
 
-def strip(target: Path) -> int:
-    """Remove what a function never reads; returns the bytes removed."""
+def strip(target: Path, runtime_provided: Mapping[str, str] = RUNTIME_PROVIDED) -> int:
+    """Remove what a function never reads; returns the bytes removed. ``runtime_provided``
+    is what the platform brings itself (Lambda's boto3; nothing on Azure Functions)."""
     removed = 0
     for path in sorted(target.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if path.is_dir() and path.name in _STRIP_DIRS:
@@ -128,7 +130,7 @@ def strip(target: Path) -> int:
             removed += tree_size(p) if p.is_dir() else p.stat().st_size
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     # Pulled in as dependencies (pandas needs dateutil), provided by the Lambda runtime.
-    for name in RUNTIME_PROVIDED:
+    for name in runtime_provided:
         for p in target.glob(f"{name.replace('-', '_')}-*.dist-info"):
             for line in (p / "RECORD").read_text().splitlines():
                 f = target / line.split(",")[0]
@@ -183,7 +185,17 @@ def install(layer: str, arch: str, work: Path, pip: list[str]) -> Path:
     """pip-install the layer's wheels for Lambda's Linux and Python into ``work``."""
     target = work / f"{layer}-{arch}" / "python"
     shutil.rmtree(target.parent, ignore_errors=True)
-    target.mkdir(parents=True)
+    try:
+        pip_install(requirements(layer), target, arch, pip)
+    except LayerBuildError as exc:
+        raise LayerBuildError(f"{layer} ({arch}): {exc}") from None
+    return target
+
+
+def pip_install(reqs: list[str], target: Path, arch: str, pip: list[str]) -> None:
+    """pip-install ``reqs`` as Linux wheels for CPython 3.12 on ``arch`` into ``target``
+    (wheels only, so the same pins give the same files on any build machine)."""
+    target.mkdir(parents=True, exist_ok=True)
     cmd = [
         *pip,
         "install",
@@ -200,11 +212,10 @@ def install(layer: str, arch: str, work: Path, pip: list[str]) -> Path:
     ]
     for platform in PLATFORMS[arch]:
         cmd += ["--platform", platform]
-    cmd += requirements(layer)
+    cmd += reqs
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise LayerBuildError(f"{layer} ({arch}): pip failed:\n{done.stderr.strip()[-2000:]}")
-    return target
+        raise LayerBuildError(f"pip failed:\n{done.stderr.strip()[-2000:]}")
 
 
 # What the function imports once warm, beyond its handler module.
@@ -237,7 +248,6 @@ def smoke(layer: str, fn: str, target: Path, work: Path) -> None:
     handler = f"functions.{fn}.aws_lambda"
     code = f"import {handler}\n{_SMOKE[layer]}"
     env = {
-        "PYTHONPATH": os.pathsep.join([str(target), str(ROOT), str(runtime)]),
         "DHOW_STAGE": "smoke",
         "AWS_REGION": "me-central-1",
         "AWS_DEFAULT_REGION": "me-central-1",
@@ -248,13 +258,25 @@ def smoke(layer: str, fn: str, target: Path, work: Path) -> None:
         "DHOW_PRIVATE_SUBNETS": "s",
         "PATH": os.environ.get("PATH", ""),
     }
+    error = smoke_import(code, [target, ROOT, runtime], env)
+    if error:
+        raise LayerBuildError(f"{layer}: {handler} does not import from the layer:\n{error}")
+
+
+def smoke_import(code: str, paths: list[Path], env: Mapping[str, str]) -> str:
+    """Run ``code`` in this Python with only ``paths`` importable (``-S``: no site-packages,
+    no .pth files, so nothing of this environment leaks in); returns the error, or ""."""
+    full = {**env, "PYTHONPATH": os.pathsep.join(map(str, paths))}
+    full.setdefault("PATH", os.environ.get("PATH", ""))
     done = subprocess.run(
-        [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-S", "-c", code],
+        env=full,
+        cwd=paths[0],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    if done.returncode != 0:
-        raise LayerBuildError(
-            f"{layer}: {handler} does not import from the layer:\n{done.stderr[-2000:]}"
-        )
+    return "" if done.returncode == 0 else done.stderr[-2000:]
 
 
 def code_size(root: Path = ROOT) -> tuple[int, int]:
