@@ -11,7 +11,7 @@ LS_VENV := .venv-localstack
 LOGS := .cache/setup
 LOCALSTACK_PINS := 'localstack-core[runtime]==2026.3.0' 'cbor2<6' 'pyopenssl<24.3' 'cryptography<44' 'service_identity<24.2'
 
-.PHONY: help setup venv localstack-venv node-deps demo test lint typecheck unit integration bench layers down clean
+.PHONY: help setup venv localstack-venv node-deps demo test lint typecheck unit integration bench layers azure-package down clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ bench: venv  ## Benchmarks (bench/*/run.py), each against its baseline in the sa
 
 layers: venv  ## Build the Lambda layers (x86_64, arm64) and print their sizes against the limits
 	$(VENV)/bin/python -m layers.build $(LAYERS_ARGS)
+
+azure-package: venv  ## Build the Azure Function App's package (code + Linux wheels), import-checked, sized against the limit
+	$(VENV)/bin/python -m infra.azure.app_package
 
 down: venv  ## Stop the local platform
 	$(VENV)/bin/dhow local down

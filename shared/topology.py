@@ -540,6 +540,12 @@ def build_topology(stage: str) -> Topology:
                         "serving_deployments",
                         "jobs",
                     ),
+                    # Points the canary's alarms at the version being deployed.
+                    Permission(
+                        ("cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"),
+                        "serve_alarms",
+                        "jobs",
+                    ),
                     Permission(
                         (
                             "sagemaker:CreateModel",
@@ -602,12 +608,6 @@ def build_topology(stage: str) -> Topology:
                     Permission(s3_write, "reports", "bucket"),
                     Permission(
                         ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
-                    # Points the canary's alarms at the version being deployed.
-                    Permission(
-                        ("cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"),
-                        "serve_alarms",
-                        "jobs",
-                    ),
                         "model_registry",
                         "jobs",
                     ),

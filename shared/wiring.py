@@ -385,8 +385,8 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
             aws_client("lambda", settings),
             aws_client("codedeploy", settings),
             LambdaServingConfig(name_prefix=prefix),
-        )
             cloudwatch=aws_client("cloudwatch", settings),
+        )
 
     def endpoint_deployer() -> Deployer:
         from shared.adapters.aws import aws_client

@@ -95,6 +95,7 @@ def _jobs_arns(logical: str, scope: AwsScope) -> list[str]:
             scope.arn("codedeploy", f"deploymentgroup:{p}-serving/*"),
             scope.arn("codedeploy", "deploymentconfig:*"),
         ],
+        "serve_alarms": [scope.arn("cloudwatch", f"alarm:{p}-serve-*")],
     }
     if logical not in table:
         raise KeyError(f"no ARNs for {logical!r}: add it to infra/aws/iam.py")
@@ -105,7 +106,6 @@ def resource_arns(perm: Permission, topology: Topology, scope: AwsScope) -> list
     """The ARNs one permission of the topology names (its scoped actions' resources)."""
     kind, logical = perm.kind, perm.resource
     if kind == "bucket":
-        "serve_alarms": [scope.arn("cloudwatch", f"alarm:{p}-serve-*")],
         return _bucket_arns(topology.bucket(logical).name, perm.actions)
     if kind == "queue":
         return [scope.arn("sqs", topology.queue(logical).name)]

@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_azure_native as az
 
+from infra.azure import app_package
 from infra.azure.roles import (
     BLOB_CONTRIBUTOR,
     BLOB_OWNER,
@@ -698,6 +699,16 @@ class Functions(pulumi.ComponentResource):
             self.assignments.append(
                 _assign(_grant_name(grant), subscription, principal, grant.role, scope, child)
             )
+        # The code: released-package.zip in the deployment container, deployed by One
+        # Deploy once the identity can read the container (infra/azure/app_package.py).
+        self.code = app_package.deploy(
+            self.app,
+            group,
+            self.host,
+            package,
+            app_package.PACKAGE_PATH,
+            pulumi.ResourceOptions(parent=self, depends_on=self.assignments),
+        )
         self.register_outputs({"app": self.app.name})
 
 
