@@ -128,7 +128,8 @@ def _observe_load(seen_path: list[str], layers_dir: Path | None) -> None:
     load = config.load
 
     def observed_load() -> Any:
-        seen_path.extend(sys.path)
+        # Absolute, as the program's cwd resolves them: runpy puts "." (infra/) first.
+        seen_path.extend(os.path.abspath(p) for p in sys.path if p)
         cfg = load()
         return cfg if layers_dir is None else dataclasses.replace(cfg, layers_dir=layers_dir)
 
