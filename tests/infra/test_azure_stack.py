@@ -228,4 +228,5 @@ def test_training_has_identity_datastores_environments_and_cluster_data_roles(
     assert rule["write"] in held[("gpu-principal", "dhow-uae-prod-models")]
     for container in ("staging", "curated", "quarantine"):
         assert rule["write"] in held[("cpu-principal", f"dhow-uae-prod-{container}")]
-    assert roles.TABLE_CONTRIBUTOR in held[("cpu-principal", azure_table_name("dhow-uae-prod-lineage"))]
+    lineage = azure_table_name("dhow-uae-prod-lineage")
+    assert roles.TABLE_CONTRIBUTOR in held[("cpu-principal", lineage)]
