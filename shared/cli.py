@@ -734,7 +734,7 @@ def _predict_url(dataset: str, url: str | None) -> tuple[str, bool]:
     if PlatformState.load().endpoint is None:
         raise DhowError(
             "no --url given and the local platform is not up",
-            hint="pass the serve function's URL (the stack exports it per dataset), "
+            hint="pass the serve API's URL (the stack exports it per dataset as serve_urls), "
             "or start the local platform with `dhow local up`",
             reason="no_serve_url",
         )
@@ -742,30 +742,35 @@ def _predict_url(dataset: str, url: str | None) -> tuple[str, bool]:
 
 
 def _signed_headers(url: str, body: bytes, region: str) -> dict[str, str]:
-    """SigV4 headers for a Lambda Function URL with AuthType AWS_IAM."""
+    """SigV4 headers for the serve API (API Gateway, a route with AWS_IAM authorization:
+    signed for execute-api, not lambda)."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.session import get_session
+
+    from shared.cloud_facts import value
 
     # Only the credentials: no client is made here (clients come from aws_client).
     credentials = get_session().get_credentials()
     if credentials is None:
         raise DhowError(
             "no AWS credentials to sign the request with",
-            hint="the Function URL uses IAM auth; log in (aws sso login) first",
+            hint="the serve API uses IAM auth; log in (aws sso login) first",
             reason="no_credentials",
         )
     request = AWSRequest(
         method="POST", url=url, data=body, headers={"content-type": "application/json"}
     )
-    SigV4Auth(credentials, "lambda", region).add_auth(request)
+    SigV4Auth(credentials, value("aws.apigateway.iam_signing_service"), region).add_auth(request)
     return dict(request.headers.items())
 
 
 @main.command("predict")
 @click.argument("dataset")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", help="The serve function's URL (default: the local router).")
+@click.option(
+    "--url", help="The serve API's URL, the stack's serve_urls output (default: the local router)."
+)
 @click.option("--batch-rows", default=100, show_default=True, help="Rows per request.")
 @click.option("--limit", type=int, help="Predict the first N rows only.")
 @json_option

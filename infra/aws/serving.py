@@ -1,11 +1,13 @@
-"""Serving: each dataset's serve function behind its ``live`` alias (a Function URL with
-IAM auth), a CodeDeploy deployment group that shifts the alias and rolls back on the
-alias's alarms, the custom deployment configs the specs ask for, and the rollback
-alarms of SageMaker endpoints."""
+"""Serving: each dataset's serve function behind API Gateway (an HTTP API with IAM auth
+whose Lambda integration is the ``live`` alias: Function URLs do not exist in
+me-central-1), a CodeDeploy deployment group that shifts the alias and rolls back on the
+candidate version's own alarms, the custom deployment configs the specs ask for, and the
+rollback alarms of SageMaker endpoints."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -14,12 +16,53 @@ from infra.aws.iam import assume_role_policy
 from infra.config import StackConfig
 from shared.adapters.codedeploy import ALIAS, deployment_config_name, serve_function_name
 from shared.adapters.sagemaker_endpoint import alarm_names
+from shared.canary import CanaryRule
+from shared.canary import alarm_names as lambda_alarm_names
 from shared.specs import DatasetSpec
 
+__all__ = ["Serving", "codedeploy_policy", "lambda_alarm_names"]
 
-def lambda_alarm_names(function: str) -> list[str]:
-    """The alias's rollback alarms (the deployment group watches them)."""
-    return [f"{function}-errors", f"{function}-p99-latency"]
+# API Gateway's $default stage: the stage is not part of the path (cloud facts:
+# aws.apigateway.lambda_payload_format), so the app's routes are the paths clients call.
+STAGE = "$default"
+PAYLOAD_FORMAT = "2.0"
+ROUTE = "ANY /{proxy+}"
+# One JSON line per request, in the access log group.
+ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "caller": "$context.identity.caller",
+        "userArn": "$context.identity.userArn",
+        "requestTime": "$context.requestTime",
+        "method": "$context.httpMethod",
+        "path": "$context.path",
+        "status": "$context.status",
+        "latencyMs": "$context.integrationLatency",
+        "integrationError": "$context.integrationErrorMessage",
+    }
+)
+
+
+def _metric_queries(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A PutMetricAlarm request's Metrics (``shared.canary``) as Pulumi's metric_queries."""
+    out: list[dict[str, Any]] = []
+    for q in request["Metrics"]:
+        query: dict[str, Any] = {"id": q["Id"], "return_data": q["ReturnData"]}
+        if "Expression" in q:
+            query |= {"expression": q["Expression"], "label": q["Label"]}
+        else:
+            stat = q["MetricStat"]
+            metric = stat["Metric"]
+            query["metric"] = {
+                "namespace": metric["Namespace"],
+                "metric_name": metric["MetricName"],
+                "dimensions": {d["Name"]: d["Value"] for d in metric["Dimensions"]},
+                "period": stat["Period"],
+                "stat": stat["Stat"],
+            }
+        out.append(query)
+    return out
 
 
 def codedeploy_policy(region: str, account: str, prefix: str) -> str:
@@ -59,9 +102,10 @@ class Serving(pulumi.ComponentResource):
         lambdas: dict[str, aws.lambda_.Function],
         alerts: aws.sns.Topic,
         opts: pulumi.ResourceOptions,
+        key: aws.kms.Key | None = None,
     ) -> None:
         super().__init__("dhow:aws:Serving", name, None, opts)
-        self._cfg, self._alerts = cfg, alerts
+        self._cfg, self._alerts, self._key = cfg, alerts, key
         child = pulumi.ResourceOptions(parent=self)
         self.application = aws.codedeploy.Application(
             "serving", name=f"{cfg.prefix}-serving", compute_platform="Lambda", opts=child
@@ -107,7 +151,7 @@ class Serving(pulumi.ComponentResource):
         return config
 
     def _lambda_serving(self, spec: DatasetSpec, function: aws.lambda_.Function) -> None:
-        cfg, child = self._cfg, pulumi.ResourceOptions(parent=self)
+        cfg = self._cfg
         fn_name = serve_function_name(cfg.prefix, spec.name)
         alias = aws.lambda_.Alias(
             f"{spec.name}-live",
@@ -119,67 +163,34 @@ class Serving(pulumi.ComponentResource):
                 parent=self, ignore_changes=["function_version", "routing_config"]
             ),
         )
-        url = aws.lambda_.FunctionUrl(
-            f"{spec.name}-url",
-            function_name=function.name,
-            qualifier=alias.name,
-            authorization_type="AWS_IAM",
-            opts=child,
-        )
-        self.urls[spec.name] = url.function_url
+        self.urls[spec.name] = self._http_api(spec, function, alias)
         errors, latency = lambda_alarm_names(fn_name)
-        dims = {"FunctionName": fn_name, "Resource": f"{fn_name}:{ALIAS}"}
         s = spec.serving
-        aws.cloudwatch.MetricAlarm(
-            f"{spec.name}-errors",
-            name=errors,
-            alarm_description=(
-                f"{fn_name}:{ALIAS} fails more than {s.error_rate_threshold:.0%} of requests "
-                f"(over at least {s.min_requests}): CodeDeploy rolls the deployment back"
-            ),
-            comparison_operator="GreaterThanThreshold",
-            threshold=s.error_rate_threshold,
-            evaluation_periods=1,
-            treat_missing_data="notBreaching",
-            metric_queries=[
-                {
-                    "id": "rate",
-                    "expression": f"IF(invocations >= {s.min_requests}, errors / invocations, 0)",
-                    "return_data": True,
-                },
-                *(
-                    {
-                        "id": qid,
-                        "metric": {
-                            "namespace": "AWS/Lambda",
-                            "metric_name": metric,
-                            "dimensions": dims,
-                            "period": 60,
-                            "stat": "Sum",
-                        },
-                    }
-                    for qid, metric in (("errors", "Errors"), ("invocations", "Invocations"))
+        rule = CanaryRule(s.min_requests, s.error_rate_threshold, s.p99_latency_ms)
+        for request in rule.alarms(fn_name, "1"):  # the static part; the version comes below
+            alarm_name = request["AlarmName"]
+            aws.cloudwatch.MetricAlarm(
+                f"{spec.name}-{alarm_name.removeprefix(fn_name + '-')}",
+                name=alarm_name,
+                alarm_description=request["AlarmDescription"],
+                comparison_operator=request["ComparisonOperator"],
+                threshold=request["Threshold"],
+                evaluation_periods=request["EvaluationPeriods"],
+                datapoints_to_alarm=request["DatapointsToAlarm"],
+                treat_missing_data=request["TreatMissingData"],
+                # Judging the version the alias starts on; each deployment points the
+                # alarm at its candidate (LambdaCodeDeployDeployer), which `pulumi up`
+                # must not undo.
+                metric_queries=function.version.apply(
+                    lambda v, n=alarm_name: _metric_queries(
+                        next(r for r in rule.alarms(fn_name, v) if r["AlarmName"] == n)
+                    )
                 ),
-            ],
-            alarm_actions=[self._alerts.arn],
-            opts=child,
-        )
-        aws.cloudwatch.MetricAlarm(
-            f"{spec.name}-p99-latency",
-            name=latency,
-            alarm_description=f"{fn_name}:{ALIAS} p99 above {s.p99_latency_ms} ms",
-            namespace="AWS/Lambda",
-            metric_name="Duration",
-            dimensions=dims,
-            extended_statistic="p99",
-            period=60,
-            evaluation_periods=2,
-            threshold=s.p99_latency_ms,
-            comparison_operator="GreaterThanThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[self._alerts.arn],
-            opts=child,
-        )
+                alarm_actions=[self._alerts.arn],
+                opts=pulumi.ResourceOptions(
+                    parent=self, ignore_changes=["metric_queries", "alarm_description"]
+                ),
+            )
         aws.codedeploy.DeploymentGroup(
             spec.name,
             app_name=self.application.name,
@@ -197,6 +208,69 @@ class Serving(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.configs.values()]),
         )
+
+    def _http_api(
+        self, spec: DatasetSpec, function: aws.lambda_.Function, alias: aws.lambda_.Alias
+    ) -> pulumi.Output[str]:
+        """An HTTP API in front of the alias: every route IAM-authorized, the Lambda proxy
+        integration on ``live`` (so CodeDeploy's weights decide which version answers),
+        access logs to an encrypted log group. Returns the invoke URL."""
+        cfg = self._cfg
+        fn_name = serve_function_name(cfg.prefix, spec.name)
+        child = pulumi.ResourceOptions(parent=self)
+        logs = aws.cloudwatch.LogGroup(
+            f"{spec.name}-api-access",
+            name=f"/aws/apigateway/{fn_name}",
+            retention_in_days=cfg.log_retention_days,
+            kms_key_id=self._key.arn if self._key is not None else None,
+            tags=cfg.tags,
+            opts=child,
+        )
+        api = aws.apigatewayv2.Api(
+            f"{spec.name}-api",
+            name=fn_name,
+            protocol_type="HTTP",
+            description=f"Dhow serve: {spec.name} (IAM auth; the live alias behind it)",
+            tags=cfg.tags,
+            opts=child,
+        )
+        integration = aws.apigatewayv2.Integration(
+            f"{spec.name}-live",
+            api_id=api.id,
+            integration_type="AWS_PROXY",
+            integration_uri=alias.arn,
+            payload_format_version=PAYLOAD_FORMAT,
+            opts=child,
+        )
+        aws.apigatewayv2.Route(
+            f"{spec.name}-any",
+            api_id=api.id,
+            route_key=ROUTE,
+            target=integration.id.apply(lambda i: f"integrations/{i}"),
+            authorization_type="AWS_IAM",
+            opts=child,
+        )
+        aws.apigatewayv2.Stage(
+            f"{spec.name}-default",
+            api_id=api.id,
+            name=STAGE,
+            auto_deploy=True,
+            access_log_settings={"destination_arn": logs.arn, "format": ACCESS_LOG_FORMAT},
+            tags=cfg.tags,
+            opts=child,
+        )
+        aws.lambda_.Permission(
+            f"{spec.name}-api-invoke",
+            action="lambda:InvokeFunction",
+            function=function.name,
+            qualifier=alias.name,
+            principal="apigateway.amazonaws.com",
+            # Only this API (any stage, method and route) may invoke the alias.
+            source_arn=api.execution_arn.apply(lambda arn: f"{arn}/*"),
+            opts=child,
+        )
+        endpoint: pulumi.Output[str] = api.api_endpoint  # pulumi_aws is not type-checked
+        return endpoint
 
     def _endpoint_alarms(self, spec: DatasetSpec) -> None:
         cfg, s = self._cfg, spec.serving

@@ -59,7 +59,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         lake.artifacts,
         opts,
     )
-    serving = Serving("serving", cfg, account, functions.lambdas, monitoring.topics["alerts"], opts)
+    serving = Serving(
+        "serving", cfg, account, functions.lambdas, monitoring.topics["alerts"], opts, lake.key
+    )
     return {
         "region": cfg.region,
         "buckets": {k: b.id for k, b in lake.buckets.items()},

@@ -21,6 +21,8 @@ _DESCRIPTIONS = {
     "encrypted-at-rest": "queues, topics, tables and storage accounts encrypted at rest",
     "no-public-storage": "no public bucket ACLs, blob containers or storage accounts",
     "no-wildcard-iam": "no IAM statement allowing * actions on * resources; no Owner/Contributor",
+    "no-function-url-where-unsupported": "no Lambda Function URL where Lambda has none "
+    "(me-central-1): serve through API Gateway",
 }
 
 

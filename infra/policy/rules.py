@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.cloud_facts import value
 from shared.constants import AWS_REGIONS_ALLOWED, AZURE_LOCATIONS_ALLOWED
 
 
@@ -165,11 +166,26 @@ def iam_violations(res: Res) -> list[str]:
     return out
 
 
+def function_url_violations(res: Res) -> list[str]:
+    """A Lambda Function URL where Lambda offers none (me-central-1 among them): the
+    create would fail at `pulumi up`. Serve through API Gateway instead."""
+    if res.typ != "aws:lambda/functionUrl:FunctionUrl":
+        return []
+    region = res.props.get("region") or (res.provider or {}).get("region")
+    if region in value("aws.lambda.function_url_unsupported_regions"):
+        return [
+            f"Lambda Function URLs do not exist in {region}: put the function behind an "
+            "API Gateway HTTP API with IAM auth (infra/aws/serving.py does)"
+        ]
+    return []
+
+
 RESOURCE_RULES = {
     "uae-region-only": region_violations,
     "encrypted-at-rest": encryption_violations,
     "no-public-storage": public_access_violations,
     "no-wildcard-iam": iam_violations,
+    "no-function-url-where-unsupported": function_url_violations,
 }
 
 

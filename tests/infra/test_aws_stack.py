@@ -14,6 +14,8 @@ from infra.aws.serving import lambda_alarm_names
 from infra.config import StackConfig
 from infra.policy.rules import violations
 from shared.adapters.codedeploy import deployment_config_name
+from shared.canary import NAMESPACE, CanaryRule
+from shared.cloud_facts import fact, value
 from shared.topology import build_topology
 from tests.infra.harness import ACCOUNT, Program, run
 
@@ -295,9 +297,6 @@ def test_serving_alias_codedeploy_group_and_alarms(
     (alias,) = aws_program.of_type("aws:lambda/alias:Alias")
     assert alias.inputs["name"] == "live"
     assert alias.inputs["functionName"] == fn
-    (url,) = aws_program.of_type("aws:lambda/functionUrl:FunctionUrl")
-    assert url.inputs["authorizationType"] == "AWS_IAM"
-    assert url.inputs["qualifier"] == "live"
     (app,) = aws_program.of_type("aws:codedeploy/application:Application")
     assert app.inputs["name"] == "dhow-uae-prod-serving"
     (group,) = aws_program.of_type("aws:codedeploy/deploymentGroup:DeploymentGroup")
@@ -305,16 +304,11 @@ def test_serving_alias_codedeploy_group_and_alarms(
     config = deployment_config_name("dhow-uae-prod", s.strategy, s.step_percent, s.interval_minutes)
     assert group.inputs["deploymentGroupName"] == fn
     assert group.inputs["deploymentConfigName"] == config
-    assert group.inputs["alarmConfiguration"]["alarms"] == lambda_alarm_names(fn)
+    assert group.inputs["alarmConfiguration"]["alarms"] == list(lambda_alarm_names(fn))
     assert group.inputs["autoRollbackConfiguration"]["events"] == [
         "DEPLOYMENT_FAILURE",
         "DEPLOYMENT_STOP_ON_ALARM",
     ]
-    alarms = _by_name(aws_program, "aws:cloudwatch/metricAlarm:MetricAlarm")
-    errors = alarms[f"{fn}-errors"]
-    assert errors["threshold"] == s.error_rate_threshold
-    assert f"invocations >= {s.min_requests}" in errors["metricQueries"][0]["expression"]
-    assert alarms[f"{fn}-p99-latency"]["threshold"] == s.p99_latency_ms
     if config.startswith("dhow-uae-prod"):  # a custom config the stack must create
         (dc,) = aws_program.of_type("aws:codedeploy/deploymentConfig:DeploymentConfig")
         assert dc.inputs["deploymentConfigName"] == config
@@ -323,6 +317,86 @@ def test_serving_alias_codedeploy_group_and_alarms(
 def test_drift_schedules_per_spec_topic_and_dlq_alarms(
     aws_program: Program, aws_cfg: StackConfig
 ) -> None:
+def test_serving_is_an_iam_authorized_http_api_on_the_live_alias(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    """No Function URL (none exist in me-central-1); an HTTP API whose one route is
+    IAM-authorized and whose Lambda proxy integration is the live alias."""
+    assert aws_cfg.region in value("aws.apigateway.http_api_regions")
+    assert aws_cfg.region in value("aws.lambda.function_url_unsupported_regions")
+    assert not aws_program.of_type("aws:lambda/functionUrl:FunctionUrl")
+    spec = aws_cfg.specs[0]
+    fn = f"dhow-uae-prod-serve-{spec.name}"
+    (api,) = [r for r in aws_program.of_type("aws:apigatewayv2/api:Api") if r.inputs["name"] == fn]
+    assert api.inputs["protocolType"] == "HTTP"
+    (alias,) = aws_program.of_type("aws:lambda/alias:Alias")
+    (integration,) = aws_program.of_type("aws:apigatewayv2/integration:Integration")
+    shape = value("aws.apigateway.lambda_payload_format")
+    assert integration.inputs["integrationType"] == "AWS_PROXY"
+    assert integration.inputs["integrationUri"] == alias.outputs["arn"]
+    assert integration.inputs["integrationUri"].endswith(f":function:{fn}:live")
+    assert integration.inputs["payloadFormatVersion"] == shape["payload_format_version"]
+    (route,) = aws_program.of_type("aws:apigatewayv2/route:Route")
+    assert route.inputs["authorizationType"] == "AWS_IAM"
+    assert route.inputs["routeKey"] == "ANY /{proxy+}"
+    assert route.inputs["target"] == f"integrations/{integration.name}_id"
+    (stage,) = aws_program.of_type("aws:apigatewayv2/stage:Stage")
+    assert stage.inputs["name"] == shape["stage"]  # the path the client calls is the app's
+    assert stage.inputs["autoDeploy"] is True
+    logs = fact("aws.apigateway.http_api_access_logs")
+    assert logs.value["destination"] == "log group ARN"
+    access = stage.inputs["accessLogSettings"]
+    (group,) = [
+        r
+        for r in aws_program.of_type("aws:cloudwatch/logGroup:LogGroup")
+        if r.inputs["name"] == f"/aws/apigateway/{fn}"
+    ]
+    assert access["destinationArn"] == group.outputs["arn"]
+    assert group.inputs["kmsKeyId"].startswith("arn:aws:kms:me-central-1:")
+    assert all(v in access["format"] for v in logs.value["format_variables"])
+    (perm,) = [
+        r
+        for r in aws_program.of_type("aws:lambda/permission:Permission")
+        if r.inputs["principal"] == "apigateway.amazonaws.com"
+    ]
+    assert perm.inputs["action"] == "lambda:InvokeFunction"
+    assert perm.inputs["qualifier"] == "live"
+    assert perm.inputs["sourceArn"] == f"{api.outputs['executionArn']}/*"
+    assert aws_program.outputs["serve_urls"][spec.name] == api.outputs["apiEndpoint"]
+
+
+def test_rollback_alarms_judge_one_version_own_requests(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    """The metric math of shared.canary, on the Dhow/Serving metrics of the version the
+    alias starts on; never AWS/Lambda Errors, which a returned 500 does not count."""
+    errors_metric = value("aws.lambda.errors_metric")
+    spec = aws_cfg.specs[0]
+    s = spec.serving
+    fn = f"dhow-uae-prod-serve-{spec.name}"
+    rule = CanaryRule(s.min_requests, s.error_rate_threshold, s.p99_latency_ms)
+    alarms = _by_name(aws_program, "aws:cloudwatch/metricAlarm:MetricAlarm")
+    for request in rule.alarms(fn, "1"):  # the mock publishes version 1
+        alarm = alarms[request["AlarmName"]]
+        assert alarm["threshold"] == request["Threshold"]
+        assert alarm["comparisonOperator"] == request["ComparisonOperator"]
+        assert alarm["treatMissingData"] == "notBreaching"
+        (watched,) = [q for q in alarm["metricQueries"] if q.get("returnData")]
+        (expected,) = [q for q in request["Metrics"] if q["ReturnData"]]
+        assert watched["expression"] == expected["Expression"]
+        for q in alarm["metricQueries"]:
+            if "metric" in q:
+                assert q["metric"]["namespace"] == NAMESPACE
+                assert q["metric"]["dimensions"] == {"FunctionName": fn, "Version": "1"}
+    for alarm in alarms.values():
+        for q in alarm.get("metricQueries") or []:
+            metric = q.get("metric") or {}
+            assert (metric.get("namespace"), metric.get("metricName")) != (
+                errors_metric["namespace"],
+                errors_metric["metric"],
+            )
+
+
     topo = aws_cfg.topology
     schedules = _by_name(aws_program, "aws:scheduler/schedule:Schedule")
     for sched in topo.schedules:

@@ -19,6 +19,7 @@ from pulumi_policy import (
 )
 
 from infra.policy.pack import policies
+from shared.cloud_facts import value
 
 _OPTS = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
 AWS_UAE = {"region": "me-central-1"}
@@ -63,7 +64,7 @@ def check_stack(name: str, resources: list[tuple[str, str, dict[str, Any]]]) -> 
 
 def test_every_policy_is_mandatory() -> None:
     assert {p.enforcement_level.value for p in policies()} == {"mandatory"}
-    assert len(policies()) == 6
+    assert len(policies()) == 7
 
 
 @pytest.mark.parametrize(
@@ -207,3 +208,29 @@ def test_lambda_failures_kept() -> None:
         "urn:b: Lambda b has neither a dead-letter queue nor an on-failure destination"
     ]
     assert check_stack("lambda-failures-kept", [with_dlq, bare, destination]) == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "props", "refused"),
+    [
+        ({"region": "me-central-1"}, {}, True),
+        ({"region": "me-central-1"}, {"region": "me-central-1"}, True),
+        ({"region": "eu-west-1"}, {}, False),  # offered there (refused by uae-region-only)
+        ({"region": "eu-west-1"}, {"region": "il-central-1"}, True),
+    ],
+)
+def test_a_function_url_is_refused_where_lambda_has_none(
+    provider: dict[str, Any], props: dict[str, Any], refused: bool
+) -> None:
+    regions = value("aws.lambda.function_url_unsupported_regions")
+    assert "me-central-1" in regions
+    typ = "aws:lambda/functionUrl:FunctionUrl"
+    url = {"functionName": "dhow-uae-prod-serve-customers", "authorizationType": "AWS_IAM"}
+    found = check_resource("no-function-url-where-unsupported", typ, {**url, **props}, provider)
+    assert bool(found) is refused
+    if refused:
+        assert "API Gateway" in found[0]
+    # Other resources in the same region are not this rule's business.
+    assert not check_resource(
+        "no-function-url-where-unsupported", "aws:apigatewayv2/api:Api", {}, AWS_UAE
+    )
