@@ -314,9 +314,6 @@ def test_serving_alias_codedeploy_group_and_alarms(
         assert dc.inputs["deploymentConfigName"] == config
 
 
-def test_drift_schedules_per_spec_topic_and_dlq_alarms(
-    aws_program: Program, aws_cfg: StackConfig
-) -> None:
 def test_serving_is_an_iam_authorized_http_api_on_the_live_alias(
     aws_program: Program, aws_cfg: StackConfig
 ) -> None:
@@ -400,6 +397,9 @@ def test_rollback_alarms_judge_one_version_own_requests(
     topo = aws_cfg.topology
     schedules = _by_name(aws_program, "aws:scheduler/schedule:Schedule")
     for sched in topo.schedules:
+def test_drift_schedules_per_spec_topic_and_dlq_alarms(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
         for spec in aws_cfg.specs:
             s = schedules[sched.name_for(spec.name)]
             assert s["scheduleExpression"] == sched.expression_for(spec)
