@@ -394,12 +394,12 @@ def test_rollback_alarms_judge_one_version_own_requests(
             )
 
 
-    topo = aws_cfg.topology
-    schedules = _by_name(aws_program, "aws:scheduler/schedule:Schedule")
-    for sched in topo.schedules:
 def test_drift_schedules_per_spec_topic_and_dlq_alarms(
     aws_program: Program, aws_cfg: StackConfig
 ) -> None:
+    topo = aws_cfg.topology
+    schedules = _by_name(aws_program, "aws:scheduler/schedule:Schedule")
+    for sched in topo.schedules:
         for spec in aws_cfg.specs:
             s = schedules[sched.name_for(spec.name)]
             assert s["scheduleExpression"] == sched.expression_for(spec)
