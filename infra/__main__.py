@@ -14,9 +14,10 @@ if cfg.cloud == "aws" and (missing := missing_layers(cfg)):
         f"(it builds the {cfg.arch} layers from PyPI and checks them against Lambda's limits)"
     )
 if cfg.cloud == "azure":
-    from infra.azure.app_package import require_package
+    from infra.azure.app_package import package_path, require_package
 
-    require_package()  # refuses, naming `make azure-package`, before anything is created
+    # Refuses, naming `make azure-package`, before anything is created.
+    require_package(package_path(cfg))
 stack = importlib.import_module(f"infra.{cfg.cloud}.stack")
 for name, value in stack.build(cfg).items():
     pulumi.export(name, value)

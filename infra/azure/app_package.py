@@ -35,7 +35,7 @@ from typing import Any
 import pulumi
 import pulumi_azure_native as az
 
-from infra.config import REPO_ROOT, StackConfigError
+from infra.config import REPO_ROOT, StackConfig, StackConfigError
 from infra.packaging import code_files
 from layers.build import LayerBuildError, pip_install, smoke_import, strip, tree_size
 from shared import constants as c
@@ -184,6 +184,12 @@ def build(work: Path, pip: list[str], root: Path = REPO_ROOT) -> PackageReport:
         if error:
             raise AppPackageError(f"function_app does not import from the package:\n{error}")
     return PackageReport(str(out), out.stat().st_size, tree_size(deps), sha256(out))
+
+
+def package_path(cfg: StackConfig) -> Path:
+    """Where ``make azure-package`` leaves the package for this stack's config (beside
+    the AWS layers, in ``cfg.layers_dir``)."""
+    return cfg.layers_dir / "azure-app" / PACKAGE_NAME
 
 
 def require_package(path: Path = PACKAGE_PATH) -> Path:

@@ -57,6 +57,10 @@ def launch(stack_file: Path, tmp_path: Path) -> tuple[subprocess.CompletedProces
             target = layers / layer_path(cfg, fn.logical).name
             with zipfile.ZipFile(target, "w") as zf:
                 zf.writestr("python/README", "test layer")
+    # ... and for `make azure-package`'s: the Azure program checks the package exists.
+    (layers / "azure-app").mkdir()
+    with zipfile.ZipFile(layers / "azure-app" / "released-package.zip", "w") as zf:
+        zf.writestr("function_app.py", "# test package\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
     env["PULUMI_CONFIG"] = json.dumps(config)
     env["PULUMI_CONFIG_SECRET_KEYS"] = "[]"
