@@ -706,7 +706,7 @@ class Functions(pulumi.ComponentResource):
             group,
             self.host,
             package,
-            app_package.PACKAGE_PATH,
+            app_package.package_path(cfg),
             pulumi.ResourceOptions(parent=self, depends_on=self.assignments),
         )
         self.register_outputs({"app": self.app.name})
