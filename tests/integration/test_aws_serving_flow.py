@@ -125,9 +125,11 @@ def test_a_broken_canary_is_rolled_back_by_itself(env: dict[str, Any]) -> None: 
         assert (started.strategy, started.previous_version) == ("canary", str(serving))
         while _serving_status(client).get("candidate") != version.version:
             time.sleep(0.2)  # the router reads the rollout on its next tick
+        # The alarms judge the candidate's own requests: at its 10% share, min_requests
+        # (20) of them take 200 requests, inside the canary's one (local) minute.
         sent, failed = 0, []
-        while sent < 400 and _serving_status(client).get("status") == "InProgress":
-            for _ in range(5):
+        while sent < 600 and _serving_status(client).get("status") == "InProgress":
+            for _ in range(20):
                 r = client.post(PREDICT, json=ROW)
                 sent += 1
                 if r.status_code != 200:
