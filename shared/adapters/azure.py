@@ -7,17 +7,22 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.core.messaging import CloudEvent
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 from azure.storage.queue import (
     QueueClient,
     QueueServiceClient,
@@ -114,17 +119,45 @@ def azure_clients(settings: Settings) -> AzureClients:
     )
 
 
-class BlobObjectStore(ObjectStore):
-    """``ObjectStore`` on Azure Blob storage."""
+class BlobCopyFailed(DhowError):
+    """A server-side blob copy failed, was aborted, or did not finish in its time."""
 
-    def __init__(self, client: BlobServiceClient) -> None:
+    reason = "blob_copy_failed"
+
+
+# What Get Blob Properties reports of a blob's last Copy Blob (fact azure.blob.copy_states).
+COPY_PENDING, COPY_SUCCESS = "pending", "success"
+
+
+class BlobObjectStore(ObjectStore):
+    """``ObjectStore`` on Azure Blob storage.
+
+    ``copy`` is an asynchronous server-side Copy Blob, polled until it ends, for at most
+    ``copy_timeout_s`` (``sleep`` and ``clock`` are injected so tests need not wait).
+    """
+
+    def __init__(
+        self,
+        client: BlobServiceClient,
+        *,
+        copy_timeout_s: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._blobs = client
+        self._copy_timeout = copy_timeout_s
+        self._sleep = sleep
+        self._clock = clock
 
     def head(self, ref: ObjectRef) -> ObjectInfo:
         try:
             p = self._blobs.get_blob_client(ref.container, ref.key).get_blob_properties()
         except ResourceNotFoundError as exc:
             raise ObjectMissing(f"no blob at {ref.uri}") from exc
+        if p.copy.status is not None and p.copy.status != COPY_SUCCESS:
+            # The destination of a copy that is still running, or failed, or was aborted:
+            # its bytes are not (all) there, so it must not count as the object.
+            raise ObjectMissing(f"the copy into {ref.uri} is {p.copy.status}")
         return ObjectInfo(size=p.size, etag=str(p.etag).strip('"'), metadata=dict(p.metadata))
 
     def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
@@ -182,10 +215,54 @@ class BlobObjectStore(ObjectStore):
     ) -> None:
         src = self._blobs.get_blob_client(source.container, source.key)
         dst = self._blobs.get_blob_client(target.container, target.key)
-        # Synchronous server-side copy (up to 256 MiB in one call); the service
-        # requires the source URL to be readable by the target account, which it
-        # is inside one storage account.
-        dst.start_copy_from_url(src.url, metadata=dict(metadata or {}), requires_sync=True)
+        # Copy Blob, not Copy Blob From URL: the synchronous form stops at 256 MiB
+        # (uploads may be GiBs) and reads its source only when it is public or carries a
+        # SAS or a source token, while the asynchronous form reads a source in the same
+        # account with the caller's own Entra token (facts azure.blob.sync_copy_max_bytes,
+        # azure.blob.copy_source_same_account). Shared keys are off, so no SAS either.
+        try:
+            started = dst.start_copy_from_url(src.url, metadata=dict(metadata or {}))
+            copy_id, status = str(started["copy_id"]), str(started["copy_status"])
+        except ResourceNotFoundError as exc:
+            raise ObjectMissing(f"no blob at {source.uri} to copy") from exc
+        except HttpResponseError as exc:
+            if getattr(exc, "error_code", None) != "PendingCopyOperation":
+                raise
+            # An earlier delivery's copy into this blob is still running: wait for that one.
+            props = dst.get_blob_properties()
+            copy_id, status = str(props.copy.id), str(props.copy.status)
+        self._await_copy(dst, target, copy_id, status)
+
+    def _await_copy(self, dst: BlobClient, target: ObjectRef, copy_id: str, status: str) -> None:
+        deadline = self._clock() + self._copy_timeout
+        delay, description = 0.5, ""
+        while status == COPY_PENDING:
+            if self._clock() >= deadline:
+                with contextlib.suppress(HttpResponseError):
+                    dst.abort_copy(copy_id)
+                with contextlib.suppress(ResourceNotFoundError):
+                    dst.delete_blob()  # an aborted copy leaves an empty blob behind
+                raise BlobCopyFailed(
+                    f"the copy into {target.uri} did not finish in {self._copy_timeout:.0f} s",
+                    hint="it was aborted and the partial blob removed; the message is retried",
+                    reason="blob_copy_timeout",
+                )
+            self._sleep(delay)
+            delay = min(delay * 2, 10.0)
+            props = dst.get_blob_properties()
+            if props.copy.id != copy_id:
+                raise BlobCopyFailed(
+                    f"another copy ({props.copy.id}) replaced ours into {target.uri}",
+                    hint="two writers copy to one blob; the message is retried",
+                )
+            status, description = str(props.copy.status), str(props.copy.status_description or "")
+        if status != COPY_SUCCESS:
+            with contextlib.suppress(ResourceNotFoundError):
+                dst.delete_blob()
+            raise BlobCopyFailed(
+                f"the copy into {target.uri} ended {status}: {description}",
+                hint="the partial blob was removed; the message is retried",
+            )
 
 
 def cloud_event(event: PipelineEvent) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -300,9 +300,12 @@ def test_the_code_uploaded_is_the_package_alone() -> None:
 
     assert fact("azure.ml.code_upload_ignore").value == [".amlignore", ".gitignore"]
     code = Path(staged_code())
-    files = {
-        rel for _, rel in get_upload_files_from_folder(code, ignore_file=get_ignore_file(code))
-    }
+    # Annotated List[str]; it returns (absolute, relative) pairs.
+    pairs = cast(
+        list[tuple[str, str]],
+        get_upload_files_from_folder(code, ignore_file=get_ignore_file(code)),
+    )
+    files = {rel for _, rel in pairs}
     assert {
         "shared/trainer.py",
         "shared/jobs/validate.py",
