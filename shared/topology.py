@@ -447,7 +447,12 @@ def build_topology(stage: str) -> Topology:
                     Permission(ddb_rw, "lineage", "table"),
                     Permission(("events:PutEvents",), "pipeline", "bus"),
                     Permission(sqs_consume, "validate", "queue"),
-                    Permission(("sagemaker:CreateProcessingJob",), "processing_jobs", "jobs"),
+                    # The job is created with tags: SageMaker also authorizes AddTags on it.
+                    Permission(
+                        ("sagemaker:CreateProcessingJob", "sagemaker:AddTags"),
+                        "processing_jobs",
+                        "jobs",
+                    ),
                     Permission(pass_role, "sagemaker_execution", "role"),
                 ),
                 # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file
@@ -492,7 +497,9 @@ def build_topology(stage: str) -> Topology:
                     Permission(
                         (
                             "sagemaker:CreateModelPackage",
+                            # The group is created with tags: AddTags is authorized too.
                             "sagemaker:CreateModelPackageGroup",
+                            "sagemaker:AddTags",
                             "sagemaker:DescribeModelPackage",
                             "sagemaker:ListModelPackages",
                             "sagemaker:UpdateModelPackage",

@@ -4,6 +4,7 @@ TLS only, access-logged, with lifecycle rules where objects are transient."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -70,19 +71,44 @@ def key_policy(account: str, region: str) -> str:
     )
 
 
+def _tls_only(bucket_arn: str) -> dict[str, Any]:
+    return {
+        "Sid": "TlsOnly",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
 def tls_only_policy(bucket_arn: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [_tls_only(bucket_arn)]})
+
+
+def access_logs_policy(log_bucket_arn: str, account: str, sources: dict[str, str]) -> str:
+    """TLS only, and S3's log delivery may write each source bucket's logs under its own
+    prefix (``sources``: prefix -> source bucket ARN), for this account only. With
+    BucketOwnerEnforced, ACLs cannot grant it: without this statement no log arrives."""
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
-                {
-                    "Sid": "TlsOnly",
-                    "Effect": "Deny",
-                    "Principal": "*",
-                    "Action": "s3:*",
-                    "Resource": [bucket_arn, f"{bucket_arn}/*"],
-                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                }
+                _tls_only(log_bucket_arn),
+                *(
+                    {
+                        "Sid": f"ServerAccessLogs{i}",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "logging.s3.amazonaws.com"},
+                        "Action": "s3:PutObject",
+                        "Resource": f"{log_bucket_arn}/{prefix}*",
+                        "Condition": {
+                            "ArnLike": {"aws:SourceArn": source_arn},
+                            "StringEquals": {"aws:SourceAccount": account},
+                        },
+                    }
+                    for i, (prefix, source_arn) in enumerate(sorted(sources.items()))
+                ),
             ],
         }
     )
@@ -122,6 +148,27 @@ class DataLake(pulumi.ComponentResource):
         # The stack's own deployment artifacts (Lambda layers, published from here:
         # a direct upload is limited to 50 MB zipped).
         self.artifacts = self._bucket(cfg, "artifacts", f"{cfg.prefix}-artifacts", self.key)
+        logged = [*self.buckets.values(), self.artifacts]
+        aws.s3.BucketPolicy(
+            "access_logs-policy",
+            bucket=self.access_logs.id,
+            policy=pulumi.Output.all(
+                self.access_logs.arn, account, *[b.bucket for b in logged], *[b.arn for b in logged]
+            ).apply(
+                lambda v: access_logs_policy(
+                    v[0],
+                    v[1],
+                    dict(
+                        zip(
+                            [f"{n}/" for n in v[2 : 2 + len(logged)]],
+                            v[2 + len(logged) :],
+                            strict=True,
+                        )
+                    ),
+                )
+            ),
+            opts=child,
+        )
         for b in cfg.topology.buckets:
             if b.emits_object_events:  # uploads reach EventBridge's default bus
                 aws.s3.BucketNotification(
@@ -173,13 +220,13 @@ class DataLake(pulumi.ComponentResource):
             versioning_configuration={"status": "Enabled"},
             opts=child,
         )
-        aws.s3.BucketPolicy(
-            f"{logical}-tls-only",
-            bucket=bucket.id,
-            policy=bucket.arn.apply(tls_only_policy),
-            opts=child,
-        )
-        if key is not None:
+        if key is not None:  # the log bucket's policy also admits log delivery (above)
+            aws.s3.BucketPolicy(
+                f"{logical}-tls-only",
+                bucket=bucket.id,
+                policy=bucket.arn.apply(tls_only_policy),
+                opts=child,
+            )
             aws.s3.BucketLogging(
                 f"{logical}-access-logging",
                 bucket=bucket.id,

@@ -14,12 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.cloud_facts import value
 from shared.topology import Function, Permission, Topology
 
-# Actions with no resource-level permissions in IAM's service authorization reference.
+# Actions with no resource-level permissions in IAM's service authorization reference
+# (tests/infra/test_iam_lint.py checks this set against the reference parliament ships).
 UNSCOPED_ACTIONS = frozenset(
     {
         "servicequotas:ListServiceQuotas",
+        # Rollback stops a deployment: CodeDeploy authorizes StopDeployment on "*" only.
+        "codedeploy:StopDeployment",
         "sagemaker:ListModelPackages",
         "sagemaker:ListEndpointConfigs",
         "cloudwatch:PutMetricData",
@@ -33,6 +37,11 @@ UNSCOPED_ACTIONS = frozenset(
         "ec2:DescribeDhcpOptions",
     }
 )
+# What a Lambda API call on a function encrypted with a customer managed key also needs
+# on that key (cloud facts: aws-iam.yaml).
+_ENV_UPDATES: dict[str, list[str]] = {
+    "lambda:UpdateFunctionConfiguration": value("aws.lambda.cmk_environment_update_key_actions")
+}
 # An unscoped action is still held to the stack's own namespace where IAM has a key for it.
 _METRIC_NAMESPACES = {"drift_metrics": "Dhow/Drift"}
 S3_BUCKET_ACTIONS = frozenset({"s3:ListBucket", "s3:GetBucketLocation"})
@@ -159,21 +168,27 @@ def function_policy(
     for perm in fn.permissions:
         statements += _statements(perm, topology, scope)
     # Every bucket, queue, table, topic and log group is encrypted with the stack's key.
+    key_actions = {"kms:Decrypt", "kms:GenerateDataKey"}
+    held = {a for p in fn.permissions for a in p.actions}
+    if held & set(_ENV_UPDATES):
+        # The serve functions' environment is encrypted with the key: Lambda encrypts a new
+        # one as the caller of UpdateFunctionConfiguration.
+        key_actions |= {a for action in held & set(_ENV_UPDATES) for a in _ENV_UPDATES[action]}
+    if any(p.kind == "role" for p in fn.permissions):
+        # The job's key is checked by the caller before SageMaker takes its grant.
+        key_actions.add("kms:DescribeKey")
     statements.append(
-        {
-            "Sid": "StackKey",
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-            "Resource": [key_arn],
-        }
+        {"Sid": "StackKey", "Effect": "Allow", "Action": sorted(key_actions), "Resource": [key_arn]}
     )
     if any(p.kind == "role" for p in fn.permissions):
         # A job's volumes and outputs are encrypted with the key: SageMaker takes a grant.
+        # kms:GrantIsForAWSResource exists only for the grant operations, so CreateGrant
+        # alone sits under it (DescribeKey there could never be allowed).
         statements.append(
             {
                 "Sid": "StackKeyGrantsForJobs",
                 "Effect": "Allow",
-                "Action": ["kms:CreateGrant", "kms:DescribeKey"],
+                "Action": ["kms:CreateGrant"],
                 "Resource": [key_arn],
                 "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
             }
