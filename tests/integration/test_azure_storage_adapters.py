@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
@@ -18,6 +19,8 @@ from shared.adapters.azure import (
     TableLineageStore,
     azure_clients,
 )
+from shared.cloud_facts import value
+from shared.events import ObjectRef
 from shared.ports import LineageStore, ObjectStore
 from shared.settings import Settings
 from shared.topology import Topology, build_topology
@@ -135,3 +138,28 @@ def test_queue_alerts_land_in_the_alerts_queue(
     (got,) = _decoded(azurite, name)
     assert alert_id
     assert got == {"Subject": "subject", "Message": "body", "Attributes": {"dataset": "d"}}
+
+
+def test_a_copy_larger_than_the_synchronous_limit_completes(clients: AzureClients) -> None:
+    # Copy Blob From URL would refuse this size; Copy Blob must not (fact
+    # azure.blob.sync_copy_max_bytes). Streamed in, so the test holds one block at a time.
+    limit = int(value("azure.blob.sync_copy_max_bytes"))
+    size = limit + 1024 * 1024
+    container = f"t{uuid.uuid4().hex[:12]}"
+    clients.blobs.create_container(container)
+    block = bytes(range(256)) * 4096  # 1 MiB
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(size // len(block)):
+            yield block
+
+    src = ObjectRef(container=container, key="big/source.bin")
+    dst = ObjectRef(container=container, key="big/copy.bin")
+    clients.blobs.get_blob_client(container, src.key).upload_blob(chunks(), length=size)
+    store = BlobObjectStore(clients.blobs)
+    store.copy(src, dst, {"sha256": "x"})
+    info = store.head(dst)
+    assert info.size == size > limit
+    assert info.metadata == {"sha256": "x"}
+    assert store.read_prefix(dst, 4) == block[:4]
+    clients.blobs.delete_container(container)
