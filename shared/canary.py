@@ -220,13 +220,14 @@ class EmfRequestMetrics:
         version = environ.get(LAMBDA_FUNCTION_VERSION)
         if not function or not version:
             return None
-        return cls(function, version, _stdout_line)
+        return cls(function, version, stdout_line)
 
     def __call__(self, status: int, latency_ms: float) -> None:
         self._write(emf_line(emf_record(self.function, self.version, status, latency_ms)))
 
 
-def _stdout_line(line: str) -> None:
+def stdout_line(line: str) -> None:
+    """Write one EMF document where Lambda's log agent takes it whole."""
     # print, not logging: with the JSON log format a logging call would nest the
     # document in the runtime's own record, and CloudWatch would extract nothing.
     print(line, flush=True)

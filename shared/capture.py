@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.canary import stdout_line
 from shared.events import ObjectRef
 from shared.ports import ObjectStore
 from shared.specs import DatasetSpec
@@ -151,8 +152,9 @@ class InferenceCapture:
                     del self._buffer[:excess]
                     self.stats.dropped_rows += excess
                 self._first_at = self._clock()
-            # An Embedded Metric Format line: CloudWatch turns it into a metric on Lambda.
-            log.warning(
+            # An Embedded Metric Format line: CloudWatch turns it into a metric on Lambda,
+            # if it is the whole log event (printed, as the serve app's request metrics).
+            stdout_line(
                 json.dumps(
                     {
                         "_aws": {
@@ -168,9 +170,11 @@ class InferenceCapture:
                         "dataset": self._dataset,
                         "CaptureFailures": 1,
                         "error": str(exc)[:200],
-                    }
+                    },
+                    separators=(",", ":"),
                 )
             )
+            log.warning("capture write failed for %s: %s", self._dataset, exc)
             return 0
         self.stats.captured_rows += len(rows)
         self.stats.written_objects += 1

@@ -1,5 +1,5 @@
-"""Lambda entry point of serve: the dataset's FastAPI app behind mangum, reached through a
-Function URL with IAM auth. One function per dataset spec; each published version
+"""Lambda entry point of serve: the dataset's FastAPI app behind mangum, reached through
+an API Gateway HTTP API with IAM auth. One function per dataset spec; each published version
 serves the model version its ``DHOW_SERVE_MODEL_VERSION`` names."""
 
 from __future__ import annotations

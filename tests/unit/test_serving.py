@@ -179,6 +179,21 @@ def test_a_capture_failure_never_fails_a_prediction(world: dict[str, Any]) -> No
     assert stats["captured_rows"] == 0
 
 
+def test_a_capture_failure_is_a_metric_cloudwatch_extracts(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # value("aws.cloudwatch.emf_lambda_stdout"): the document must be the whole log line
+    # on standard output, not wrapped in a logging record.
+    assert value("aws.cloudwatch.emf_lambda_stdout") == "stdout"
+    broken = BrokenStore()
+    capture = InferenceCapture(broken, CAPTURE, "customers", batch_rows=1)
+    capture.record([{"age": 1}], ["0"], "1", "r1")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    (doc,) = [d for d in lines if "_aws" in d]
+    assert doc["CaptureFailures"] == 1
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"] == "CaptureFailures"
+
+
 def test_sampling_keeps_about_the_asked_share(world: dict[str, Any]) -> None:
     import random
 
