@@ -130,7 +130,7 @@ class Function:
     """A function with its handler per cloud, its trigger queue and its permissions.
 
     A function without a trigger queue is called over HTTP (the serve function: one
-    per dataset spec, ``<name>-<dataset>``, behind a Function URL with IAM auth).
+    per dataset spec, ``<name>-<dataset>``, behind an API Gateway HTTP API with IAM auth).
     """
 
     logical: str
