@@ -1,13 +1,16 @@
 """The one contract between the stacks and the runtime: which setting each function is
 given in the cloud, under which environment variable, read into which ``Settings`` field.
 
-The Pulumi program gathers the values it knows (``env`` in infra/aws/stack.py, keyed by
-the names in shared/constants.py) and hands each function exactly its own share, built
-here by ``environment``. A value the stack offers that no function is declared to read,
+The Pulumi program gathers the values it knows (``env`` in infra/aws/stack.py,
+``offered`` in infra/azure/stack.py, keyed by the names in shared/constants.py) and hands
+each function exactly its own share, built here by ``environment``; on Azure, where one
+Function App holds every function, the app's settings are the union of its functions'
+shares (``shared_environment``). A value the stack offers that no function is declared to read,
 or a declared setting the stack does not offer, stops the program with
 ``StackContractError`` before anything is created: a setting cannot drift out of the
 stack, nor into it unread. tests/infra/test_stack_contract.py builds every function's
-``Settings`` from exactly the environment its mocked stack gives it.
+``Settings`` from exactly the environment its mocked stack gives it (on Azure, in
+tests/infra/test_azure_connected_path.py, from the app's settings).
 
 To add a setting: its constant in shared/constants.py, its field in ``Settings.from_env``,
 one ``Setting`` line below naming the functions that read it, and its value in the
@@ -16,7 +19,7 @@ stack's ``env``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +33,9 @@ ALL = frozenset(
     {"ingest", "validate", "train_launch", "register", "deploy", "serve", "drift_check"}
 )
 _SAGEMAKER_JOBS = frozenset({"validate", "train_launch", "deploy"})
+_AZUREML_JOBS = frozenset({"validate", "train_launch"})
+_BOTH: frozenset[Cloud] = frozenset({"aws", "azure"})
+_AZURE: frozenset[Cloud] = frozenset({"azure"})
 
 
 class StackContractError(DhowError):
@@ -49,10 +55,10 @@ class Setting:
 
 
 CONTRACT: tuple[Setting, ...] = (
-    Setting(c.CLOUD, "cloud", ALL, frozenset({"aws", "azure"})),
-    Setting(c.STAGE, "stage", ALL, frozenset({"aws", "azure"})),
+    Setting(c.CLOUD, "cloud", ALL, _BOTH),
+    Setting(c.STAGE, "stage", ALL, _BOTH),
     # train-launch starts the SageMaker training job.
-    Setting(c.TRAINING_BACKEND, "training_backend", frozenset({"train_launch"})),
+    Setting(c.TRAINING_BACKEND, "training_backend", frozenset({"train_launch"}), _BOTH),
     Setting(c.TRAINING_IMAGE_URI, "training_image_uri", frozenset({"train_launch"})),
     # validate hands large files to a SageMaker Processing job.
     Setting(c.PROCESSING_IMAGE_URI, "processing_image_uri", frozenset({"validate"})),
@@ -62,12 +68,46 @@ CONTRACT: tuple[Setting, ...] = (
     Setting(c.PRIVATE_SUBNETS, "private_subnets", _SAGEMAKER_JOBS),
     Setting(c.SECURITY_GROUPS, "security_groups", _SAGEMAKER_JOBS),
     # deploy moves traffic (CodeDeploy) or builds a SageMaker endpoint.
-    Setting(c.SERVING_BACKEND, "serving_backend", frozenset({"deploy"})),
+    Setting(c.SERVING_BACKEND, "serving_backend", frozenset({"deploy"}), _BOTH),
     Setting(c.INFERENCE_IMAGE_URI, "inference_image_uri", frozenset({"deploy"})),
     # Each serve function serves one dataset (infra/aws/functions.py adds it per spec).
     Setting(c.SERVE_DATASET, "serve_dataset", frozenset({"serve"})),
     # drift-check alerts through SNS.
     Setting(c.ALERTS_TOPIC_ARN, "alerts_topic_arn", frozenset({"drift_check"})),
+    # Azure: every function builds its ports (shared/wiring.py build_ports) from the data
+    # account, the pipeline topic, and the location azure_clients checks against the
+    # UAE allow-list.
+    Setting(c.AZURE_LOCATION, "azure_location", ALL, _AZURE),
+    Setting(c.AZURE_STORAGE_ACCOUNT, "azure_storage_account", ALL, _AZURE),
+    Setting(c.AZURE_EVENTGRID_ENDPOINT, "azure_eventgrid_endpoint", ALL, _AZURE),
+    # The workspace the Azure ML jobs run in: validate's hand-off, train-launch's job.
+    # Settings.from_env reads the three names into one field, azureml_workspace.
+    Setting(c.AZUREML_SUBSCRIPTION_ID, "azureml_workspace", _AZUREML_JOBS, _AZURE),
+    Setting(c.AZUREML_RESOURCE_GROUP, "azureml_workspace", _AZUREML_JOBS, _AZURE),
+    Setting(c.AZUREML_WORKSPACE, "azureml_workspace", _AZUREML_JOBS, _AZURE),
+    # validate hands large files to an Azure ML command job on the CPU cluster.
+    Setting(c.AZUREML_COMPUTE, "azureml_compute", frozenset({"validate"}), _AZURE),
+    Setting(c.AZUREML_ENVIRONMENT, "azureml_environment", frozenset({"validate"}), _AZURE),
+    Setting(
+        c.AZUREML_STAGING_DATASTORE, "azureml_staging_datastore", frozenset({"validate"}), _AZURE
+    ),
+    # train-launch starts the training job on the GPU cluster, curated in, models out.
+    Setting(c.AZUREML_GPU_COMPUTE, "azureml_gpu_compute", frozenset({"train_launch"}), _AZURE),
+    Setting(
+        c.AZUREML_TRAIN_ENVIRONMENT,
+        "azureml_train_environment",
+        frozenset({"train_launch"}),
+        _AZURE,
+    ),
+    Setting(
+        c.AZUREML_CURATED_DATASTORE,
+        "azureml_curated_datastore",
+        frozenset({"train_launch"}),
+        _AZURE,
+    ),
+    Setting(
+        c.AZUREML_MODELS_DATASTORE, "azureml_models_datastore", frozenset({"train_launch"}), _AZURE
+    ),
 )
 
 
@@ -102,3 +142,15 @@ def environment[V](
             "Setting in shared/stack_contract.py",
         )
     return {name: offered[name] for name in wanted}
+
+
+def shared_environment[V](
+    cloud: Cloud, functions: Iterable[str], offered: Mapping[str, V]
+) -> dict[str, V]:
+    """One environment for several functions that share it (the Azure Function App has
+    one set of app settings for all its functions): the union of each one's
+    ``environment``, with the same refusals."""
+    out: dict[str, V] = {}
+    for function in functions:
+        out.update(environment(cloud, function, offered))
+    return out

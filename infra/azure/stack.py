@@ -26,6 +26,7 @@ from infra.azure.roles import (
 from infra.config import REPO_ROOT, StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
+from shared.stack_contract import shared_environment
 from shared.topology import Topology
 from shared.triggers import AZUREML_RUN_STATUS_CHANGED
 from shared.wiring import azure_table_name
@@ -768,7 +769,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         cfg, group, lake, events, training, client.subscription_id, opts
     )
     scopes = _scopes(cfg.topology, lake, lineage, events, training, monitoring)
-    settings: dict[str, pulumi.Input[str]] = {
+    # What the stack knows, by setting; the app gets the union of its functions' shares
+    # of it (shared/stack_contract.py), so nothing unread goes in and nothing read is left out.
+    offered: dict[str, pulumi.Input[str]] = {
         c.CLOUD: "azure",
         c.AZURE_STORAGE_ACCOUNT: lake.account.name,
         c.AZURE_EVENTGRID_ENDPOINT: events.topic.endpoint.apply(lambda e: e or ""),
@@ -787,6 +790,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.AZUREML_CURATED_DATASTORE: training.datastores["curated"].name,
         c.AZUREML_MODELS_DATASTORE: training.datastores["models"].name,
     }
+    settings = shared_environment("azure", [fn.logical for fn in cfg.topology.functions], offered)
     _grant_clusters(cfg.topology, training, scopes, client.subscription_id, opts)
     functions = Functions(
         "functions",

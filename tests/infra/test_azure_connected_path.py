@@ -26,6 +26,7 @@ from infra.config import StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
 from shared.settings import Settings
+from shared.stack_contract import StackContractError, settings_for, shared_environment
 from shared.topology import Topology
 from tests.infra.harness import Program, Recorded
 
@@ -291,7 +292,8 @@ _HOST_SETTINGS = (
     "APPLICATIONINSIGHTS_",
 )
 # What a function on Azure needs set, else it fails at cold start (shared/wiring.py):
-# the data account and topic, and the Azure ML hand-off and training.
+# the data account and topic, and the Azure ML hand-off and training. The contract must
+# declare at least these; it is what the stack writes from.
 _NEEDED_ON_AZURE = {
     c.CLOUD,
     c.STAGE,
@@ -311,6 +313,7 @@ _NEEDED_ON_AZURE = {
     c.AZUREML_CURATED_DATASTORE,
     c.AZUREML_MODELS_DATASTORE,
 }
+_WORKSPACE = (c.AZUREML_SUBSCRIPTION_ID, c.AZUREML_RESOURCE_GROUP, c.AZUREML_WORKSPACE)
 
 
 class _Reads(Mapping[str, str]):
@@ -334,7 +337,9 @@ class _Reads(Mapping[str, str]):
         return len(self.env)
 
 
-def test_settings_build_from_exactly_the_stacks_app_settings(azure_program: Program) -> None:
+def test_settings_build_from_exactly_the_stacks_app_settings(
+    azure_program: Program, azure_cfg: StackConfig
+) -> None:
     """The stack-runtime contract on Azure: every Dhow setting the app gets is one the
     runtime reads, and every one a function needs there is set."""
     stack = Stack(azure_program)
@@ -345,6 +350,20 @@ def test_settings_build_from_exactly_the_stacks_app_settings(azure_program: Prog
     assert not extra, f"app settings no function reads: {extra}"
     missing = sorted(_NEEDED_ON_AZURE - {k for k, v in own.items() if v})
     assert not missing, f"settings a function on Azure needs, unset by the stack: {missing}"
+    # The app's settings are exactly the union of its functions' contract rows, and each
+    # function's own rows arrive, non-empty, as the Settings field it reads.
+    functions = {f.logical for f in azure_cfg.topology.functions}
+    declared = {s.env for f in functions for s in settings_for("azure", f)}
+    assert declared >= _NEEDED_ON_AZURE
+    assert sorted(set(own) ^ declared) == [], "app settings and the contract differ"
+    for f in sorted(functions):
+        for s in settings_for("azure", f):
+            assert own[s.env] != "", f"{f}: {s.env} is set empty, which reads as unset"
+            got = getattr(settings, s.field)
+            if s.env in _WORKSPACE:
+                assert got[_WORKSPACE.index(s.env)] == own[s.env], f"{f}: {s.env}"
+            else:
+                assert str(got) == own[s.env], f"{f}: {s.env}"
     assert settings.cloud == "azure"
     assert settings.training_backend == "azureml"
     assert settings.azureml_workspace == (
@@ -372,3 +391,19 @@ def test_settings_build_from_exactly_the_stacks_app_settings(azure_program: Prog
 def test_grants_cover_the_bindings_and_nothing_broader(azure_cfg: StackConfig) -> None:
     grants = roles.function_app_grants(azure_cfg.topology)
     assert not [g for g in grants if g.role == roles.QUEUE_CONTRIBUTOR]
+
+
+def test_an_app_setting_outside_the_azure_contract_stops_the_program() -> None:
+    """The Function App's one set of settings goes through the same refusals as each
+    Lambda's environment: an unread setting, or a read one the stack omits."""
+    functions = ("ingest", "validate", "train_launch")
+    offered = {s.env: "x" for f in functions for s in settings_for("azure", f)}
+    assert set(shared_environment("azure", functions, offered)) == set(offered)
+    with pytest.raises(StackContractError) as info:
+        shared_environment("azure", functions, {**offered, c.KMS_KEY_ID: "x"})
+    assert c.KMS_KEY_ID in str(info.value)  # an AWS-only setting is unread on Azure
+    del offered[c.AZUREML_GPU_COMPUTE]
+    with pytest.raises(StackContractError) as info:
+        shared_environment("azure", functions, offered)
+    assert c.AZUREML_GPU_COMPUTE in str(info.value)
+    assert "train_launch" in str(info.value)
