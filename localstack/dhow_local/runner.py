@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dhow_local.scheduler import SchedulePlayer
 from shared.adapters.aws import aws_client
+from shared.adapters.aws_calls import calls_of
 from shared.settings import Settings
 from shared.topology import Function, Topology
 
@@ -106,13 +107,16 @@ class FunctionPoller:
 
     def poll_once(self, wait_s: int = 1) -> int:
         """Receive one batch and invoke the handler on it; returns the batch size."""
-        r = self._sqs.receive_message(
-            QueueUrl=self._url,
-            MaxNumberOfMessages=self.fn.batch_size,
-            WaitTimeSeconds=wait_s,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        # Lambda's event-source mapping polls and deletes with the function's own role, so
+        # those calls are the function's (aws_calls: the IAM check of the integration tests).
+        with calls_of(self.fn.logical):
+            r = self._sqs.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=self.fn.batch_size,
+                WaitTimeSeconds=wait_s,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
         messages = r.get("Messages", [])
         if not messages:
             return 0
@@ -125,7 +129,8 @@ class FunctionPoller:
         )
         self.invocations += 1
         try:
-            response = self._handler(event, context)
+            with calls_of(self.fn.logical):
+                response = self._handler(event, context)
             failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
         except Exception:
             # A handler that raises fails the whole batch, as on Lambda.
@@ -140,7 +145,8 @@ class FunctionPoller:
                     VisibilityTimeout=self._retry_delay,
                 )
             else:
-                self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"])
+                with calls_of(self.fn.logical):
+                    self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"])
         return len(messages)
 
 
@@ -177,10 +183,16 @@ class Runner(BackgroundThreads):
         sqs = aws_client("sqs", settings)
         # Functions called over HTTP (serve) are the local router's, not the runner's.
         self.pollers = [
-            FunctionPoller(fn, topo, settings, sqs, load_handler(fn.aws_handler), retry_delay_s)
+            FunctionPoller(fn, topo, settings, sqs, self._load(fn), retry_delay_s)
             for fn in topo.functions
             if fn.trigger_queue is not None
         ]
+
+    @staticmethod
+    def _load(fn: Function) -> Handler:
+        # A handler builds its clients as it is imported: they are that function's.
+        with calls_of(fn.logical):
+            return load_handler(fn.aws_handler)
 
     def start(self) -> None:
         for poller in self.pollers:

@@ -22,6 +22,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from shared.adapters.aws_calls import instrument
 from shared.constants import EVENT_SOURCE
 from shared.errors import DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
@@ -95,7 +96,8 @@ def aws_client(service: str, settings: Settings) -> Any:
         if service == "s3":
             # LocalStack serves buckets by path; virtual hosts need DNS we do not run.
             kwargs["config"] = kwargs["config"].merge(Config(s3={"addressing_style": "path"}))
-    return boto3.client(service, **kwargs)  # type: ignore[call-overload]
+    # Recorded only when DHOW_AWS_CALL_LOG is set (the integration tests' IAM check).
+    return instrument(boto3.client(service, **kwargs))  # type: ignore[call-overload]
 
 
 def _error_code(exc: ClientError) -> str:
