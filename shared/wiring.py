@@ -197,7 +197,11 @@ def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) ->
         )
     if settings.training_backend == "sagemaker":
         from shared.adapters.aws import aws_client
-        from shared.adapters.sagemaker_training import SageMakerTrainingLauncher, TrainingJobConfig
+        from shared.adapters.sagemaker_training import (
+            SageMakerTrainingLauncher,
+            TrainingJobConfig,
+            trainer_code_key,
+        )
 
         if not (
             settings.training_image_uri
@@ -220,6 +224,8 @@ def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) ->
                 name_prefix=prefix,
                 output_s3_uri=f"s3://{models}/models",
                 checkpoint_s3_uri=f"s3://{models}/checkpoints",
+                # The stack uploads the trainer there (infra/aws/training.py), same key.
+                code_s3_uri=f"s3://{models}/{trainer_code_key()}",
                 kms_key_id=settings.kms_key_id,
                 subnets=settings.private_subnets,
                 security_groups=settings.security_groups,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from shared.adapters.codedeploy import DeploymentRefused, serve_function_name
+from shared.adapters.sagemaker_training import has_instance_storage
 from shared.ports import Deployer, DeploymentPlan, StartedDeployment
 
 if TYPE_CHECKING:
@@ -123,6 +124,12 @@ class SageMakerEndpointDeployer(Deployer):
                 "SecurityGroupIds": list(cfg.security_groups),
             }
         self._create_once(self._sm.create_model, **model_args)
+        # SageMaker refuses a volume key for instance types with local NVMe storage
+        # (ml.g5, ml.g4dn, ...): the hardware encrypts it. The capture key stays: it
+        # encrypts what lands in S3.
+        volume_key = (
+            {} if has_instance_storage(plan.instance_type) else {"KmsKeyId": cfg.kms_key_id}
+        )
         self._create_once(
             self._sm.create_endpoint_config,
             EndpointConfigName=config,
@@ -134,7 +141,7 @@ class SageMakerEndpointDeployer(Deployer):
                     "InitialInstanceCount": plan.instance_count,
                 }
             ],
-            KmsKeyId=cfg.kms_key_id,
+            **volume_key,
             DataCaptureConfig={
                 "EnableCapture": True,
                 "InitialSamplingPercentage": max(1, round(plan.capture_sampling * 100)),

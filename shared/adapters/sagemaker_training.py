@@ -6,17 +6,30 @@ Before creating it, the account's Service Quotas for the spec's instance types
 are read in order: a type whose quota is 0 is passed over, with the quota's
 name and code, and the first type with room is used. When none has room the
 answer names every quota to raise.
+
+The job runs ``shared/trainer.py`` in SageMaker's XGBoost image through the image's
+script mode: with no ``sagemaker_program`` hyperparameter the image runs its built-in
+algorithm instead, which needs ``num_round`` and refuses our hyperparameters
+(aws/sagemaker-xgboost-container, ``training.py``). The job is network-isolated, so the
+trainer's source cannot be fetched from S3 by the container: it arrives as the input
+channel ``code`` (a ``sourcedir.tar.gz`` the stack uploads), and
+``sagemaker_submit_directory`` names its path inside the container, as the SageMaker
+SDK's Framework estimator does for an isolated job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from shared import trainer
+from shared.cloud_facts import value
 from shared.errors import DhowError
 from shared.ports import LaunchedTraining, TrainingJobRequest, TrainingLauncher
 
@@ -25,6 +38,48 @@ if TYPE_CHECKING:
     from mypy_boto3_service_quotas import ServiceQuotasClient
 
 log = logging.getLogger(__name__)
+
+# The trainer is one file that imports nothing of Dhow's (tests/unit/test_trainer.py keeps
+# it so): the code channel carries it alone, at the archive's root, as the SDK packs an
+# entry point given without a source_dir.
+TRAINER_SOURCE = Path(trainer.__file__)
+TRAINER_PROGRAM = TRAINER_SOURCE.name
+SCRIPT_MODE = "aws.sagemaker.xgboost_script_mode"
+INSTANCE_STORAGE = "aws.sagemaker.instance_storage_families"
+
+
+def trainer_code_key(source: Path = TRAINER_SOURCE) -> str:
+    """The S3 key of the trainer's ``sourcedir.tar.gz`` in the models bucket. It derives
+    from the trainer's bytes only, so the stack (which uploads it) and train-launch (which
+    ships the same file in its package) agree on it without a setting between them, and a
+    job always runs the trainer its launcher was deployed with."""
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    return f"code/trainer/{digest}/{value(SCRIPT_MODE)['archive']}"
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether ``instance_type`` (``ml.g5.xlarge``) has local NVMe instance storage, on
+    which SageMaker refuses a KMS key for the volume (the hardware encrypts it)."""
+    rule = value(INSTANCE_STORAGE)
+    family = instance_type.removeprefix("ml.").split(".", 1)[0]
+    return rule["family_contains"] in family or family.startswith(tuple(rule["family_prefixes"]))
+
+
+def script_mode_hyperparameters(
+    user: dict[str, str], *, job_name: str, region: str
+) -> dict[str, str]:
+    """The hyperparameters of a script-mode job, each value JSON-encoded as the SDK's
+    Framework estimator sends them (the container JSON-decodes each one back)."""
+    mode = value(SCRIPT_MODE)
+    params: dict[str, Any] = {
+        **user,
+        mode["program_param"]: TRAINER_PROGRAM,
+        mode["submit_directory_param"]: mode["container_sourcedir"],
+        "sagemaker_container_log_level": logging.INFO,
+        "sagemaker_job_name": job_name,
+        "sagemaker_region": region,
+    }
+    return {k: json.dumps(v) for k, v in params.items()}
 
 
 class GpuQuotaUnavailable(DhowError):
@@ -42,6 +97,7 @@ class TrainingJobConfig:
     name_prefix: str  # dhow-<stage>: the register rule matches it
     output_s3_uri: str  # s3://bucket/prefix, models land under <prefix>/<dataset>/
     checkpoint_s3_uri: str
+    code_s3_uri: str  # the trainer's sourcedir.tar.gz (s3://<models>/<trainer_code_key()>)
     kms_key_id: str
     subnets: tuple[str, ...]
     security_groups: tuple[str, ...]
@@ -122,6 +178,48 @@ class SageMakerTrainingLauncher(TrainingLauncher):
         cfg = self._cfg
         name = training_job_name(req, cfg.name_prefix)
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": req.max_runtime_s}
+        hyperparameters = {**req.hyperparameters, "target": req.target, "task": req.task}
+        channels: list[dict[str, Any]] = [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{req.curated.container}/{req.curated.key}",
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": "application/x-parquet",
+                "InputMode": "File",
+            }
+        ]
+        if req.image is None:
+            # Our trainer in the framework image: script mode, its code as a channel.
+            hyperparameters = script_mode_hyperparameters(
+                hyperparameters, job_name=name, region=cfg.region
+            )
+            channels.append(
+                {
+                    "ChannelName": value(SCRIPT_MODE)["code_channel"],
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": cfg.code_s3_uri,
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                    "InputMode": "File",
+                }
+            )
+        resources: dict[str, Any] = {
+            "InstanceType": instance_type,
+            "InstanceCount": 1,
+            "VolumeSizeInGB": cfg.volume_gb,
+        }
+        if not has_instance_storage(instance_type):
+            # Elsewhere the instance store is encrypted by the hardware, and SageMaker
+            # refuses the job if a volume key is named.
+            resources["VolumeKmsKeyId"] = cfg.kms_key_id
         params: dict[str, Any] = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
@@ -129,35 +227,13 @@ class SageMakerTrainingLauncher(TrainingLauncher):
                 "TrainingInputMode": "File",
             },
             "RoleArn": cfg.role_arn,
-            "HyperParameters": {
-                **req.hyperparameters,
-                "target": req.target,
-                "task": req.task,
-            },
-            "InputDataConfig": [
-                {
-                    "ChannelName": "train",
-                    "DataSource": {
-                        "S3DataSource": {
-                            "S3DataType": "S3Prefix",
-                            "S3Uri": f"s3://{req.curated.container}/{req.curated.key}",
-                            "S3DataDistributionType": "FullyReplicated",
-                        }
-                    },
-                    "ContentType": "application/x-parquet",
-                    "InputMode": "File",
-                }
-            ],
+            "HyperParameters": hyperparameters,
+            "InputDataConfig": channels,
             "OutputDataConfig": {
                 "S3OutputPath": f"{cfg.output_s3_uri.rstrip('/')}/{req.dataset}/",
                 "KmsKeyId": cfg.kms_key_id,
             },
-            "ResourceConfig": {
-                "InstanceType": instance_type,
-                "InstanceCount": 1,
-                "VolumeSizeInGB": cfg.volume_gb,
-                "VolumeKmsKeyId": cfg.kms_key_id,
-            },
+            "ResourceConfig": resources,
             "StoppingCondition": stopping,
             "VpcConfig": {
                 "SecurityGroupIds": list(cfg.security_groups),

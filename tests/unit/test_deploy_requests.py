@@ -264,7 +264,11 @@ def endpoint_deployer() -> tuple[SageMakerEndpointDeployer, Any]:
     return SageMakerEndpointDeployer(sm, cfg), sm
 
 
-def stub_model_and_config(stub: Stubber) -> None:
+def stub_model_and_config(
+    stub: Stubber, instance_type: str = "ml.g5.xlarge", *, volume_key: bool = False
+) -> None:
+    """``volume_key``: whether the config names the stack's key for the instance volume,
+    which SageMaker refuses on instance types with local NVMe storage (ml.g5)."""
     tags = [
         {"Key": "dhow:dataset", "Value": "customers"},
         {"Key": "dhow:model-version", "Value": "3"},
@@ -298,11 +302,11 @@ def stub_model_and_config(stub: Stubber) -> None:
                 {
                     "VariantName": "AllTraffic",
                     "ModelName": "dhow-prod-customers-v3",
-                    "InstanceType": "ml.g5.xlarge",
+                    "InstanceType": instance_type,
                     "InitialInstanceCount": 2,
                 }
             ],
-            "KmsKeyId": "arn:aws:kms:me-central-1:123456789012:key/k1",
+            **({"KmsKeyId": "arn:aws:kms:me-central-1:123456789012:key/k1"} if volume_key else {}),
             "DataCaptureConfig": {
                 "EnableCapture": True,
                 "InitialSamplingPercentage": 50,
@@ -388,6 +392,43 @@ def test_a_new_endpoint_is_created_and_linear_routing_is_spelled_out() -> None:
         "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
         "WaitIntervalInSeconds": 300,
     }
+
+
+ENDPOINT_ARN = "arn:aws:sagemaker:me-central-1:123456789012:endpoint/x"
+
+
+def test_an_endpoint_on_local_nvme_storage_names_no_volume_key() -> None:
+    # ml.g5.xlarge (the spec default) has local NVMe storage: CreateEndpointConfig fails
+    # if KmsKeyId is given. The capture stays encrypted with the stack's key.
+    rule = fact("aws.sagemaker.endpoint_kms_refused_on_instance_storage")
+    assert rule.value == "KmsKeyId"
+    deployer, sm = endpoint_deployer()
+    with Stubber(sm) as stub:
+        stub_model_and_config(stub, "ml.g5.xlarge", volume_key=False)
+        stub.add_client_error(
+            "describe_endpoint",
+            service_error_code="ValidationException",
+            service_message=f'Could not find endpoint "{FN}".',
+        )
+        stub.add_response("create_endpoint", {"EndpointArn": ENDPOINT_ARN})
+        deployer.start(plan(previous_version=None, strategy="all_at_once"))
+        stub.assert_no_pending_responses()
+
+
+def test_an_endpoint_on_ebs_storage_keeps_the_stack_key_for_its_volume() -> None:
+    deployer, sm = endpoint_deployer()
+    with Stubber(sm) as stub:
+        stub_model_and_config(stub, "ml.m5.xlarge", volume_key=True)
+        stub.add_client_error(
+            "describe_endpoint",
+            service_error_code="ValidationException",
+            service_message=f'Could not find endpoint "{FN}".',
+        )
+        stub.add_response("create_endpoint", {"EndpointArn": ENDPOINT_ARN})
+        deployer.start(
+            plan(previous_version=None, strategy="all_at_once", instance_type="ml.m5.xlarge")
+        )
+        stub.assert_no_pending_responses()
 
 
 def test_platform_end_events_parse_into_state_changes() -> None:

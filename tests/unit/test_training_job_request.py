@@ -1,23 +1,32 @@
 """The exact SageMaker CreateTrainingJob request, the GPU quota pre-flight and idempotency.
 
 SageMaker and Service Quotas cannot run here; botocore's Stubber checks every
-request we send against the API model and against the parameters we expect.
+request we send against the parameters we expect, and botocore's own validator judges
+each CreateTrainingJob request against the service model. Which instance types may name
+a volume key is judged by the SageMaker SDK's own rule (sagemaker-core).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore.stub import Stubber
+from botocore.validate import validate_parameters
+from sagemaker.core.common_utils import instance_supports_kms
 
 from shared.adapters.aws import aws_client
 from shared.adapters.sagemaker_training import (
     GpuQuotaUnavailable,
     SageMakerTrainingLauncher,
     TrainingJobConfig,
+    has_instance_storage,
+    trainer_code_key,
     training_job_name,
 )
+from shared.cloud_facts import fact
 from shared.events import ObjectRef
 from shared.ports import TrainingJobRequest
 from shared.settings import Settings
@@ -45,6 +54,7 @@ CFG = TrainingJobConfig(
     name_prefix="dhow-prod",
     output_s3_uri="s3://dhow-prod-models/models",
     checkpoint_s3_uri="s3://dhow-prod-models/checkpoints",
+    code_s3_uri="s3://dhow-prod-models/code/trainer/0123456789abcdef/sourcedir.tar.gz",
     kms_key_id="arn:aws:kms:me-central-1:123456789012:key/abcd",
     subnets=("subnet-a", "subnet-b"),
     security_groups=("sg-train",),
@@ -53,36 +63,56 @@ CFG = TrainingJobConfig(
 NAME = training_job_name(REQ, "dhow-prod")
 
 
+TRAIN_CHANNEL = {
+    "ChannelName": "train",
+    "DataSource": {
+        "S3DataSource": {
+            "S3DataType": "S3Prefix",
+            "S3Uri": f"s3://dhow-prod-curated/datasets/customers/sha256={SHA}/data.parquet",
+            "S3DataDistributionType": "FullyReplicated",
+        }
+    },
+    "ContentType": "application/x-parquet",
+    "InputMode": "File",
+}
+
+
 def expected(instance_type: str) -> dict[str, Any]:
+    # ml.g5 and ml.g4dn have local NVMe storage: no VolumeKmsKeyId (SageMaker refuses it).
     return {
         "TrainingJobName": NAME,
         "AlgorithmSpecification": {"TrainingImage": CFG.image_uri, "TrainingInputMode": "File"},
         "RoleArn": CFG.role_arn,
-        "HyperParameters": {"max_depth": "6", "target": "churned", "task": "classification"},
+        # Script mode, every value JSON-encoded as the SDK's Framework estimator sends them.
+        "HyperParameters": {
+            "max_depth": '"6"',
+            "target": '"churned"',
+            "task": '"classification"',
+            "sagemaker_program": '"trainer.py"',
+            "sagemaker_submit_directory": '"/opt/ml/input/data/code/sourcedir.tar.gz"',
+            "sagemaker_container_log_level": "20",
+            "sagemaker_job_name": json.dumps(NAME),
+            "sagemaker_region": '"me-central-1"',
+        },
         "InputDataConfig": [
+            TRAIN_CHANNEL,
             {
-                "ChannelName": "train",
+                "ChannelName": "code",
                 "DataSource": {
                     "S3DataSource": {
                         "S3DataType": "S3Prefix",
-                        "S3Uri": f"s3://dhow-prod-curated/datasets/customers/sha256={SHA}/data.parquet",
+                        "S3Uri": CFG.code_s3_uri,
                         "S3DataDistributionType": "FullyReplicated",
                     }
                 },
-                "ContentType": "application/x-parquet",
                 "InputMode": "File",
-            }
+            },
         ],
         "OutputDataConfig": {
             "S3OutputPath": "s3://dhow-prod-models/models/customers/",
             "KmsKeyId": CFG.kms_key_id,
         },
-        "ResourceConfig": {
-            "InstanceType": instance_type,
-            "InstanceCount": 1,
-            "VolumeSizeInGB": 50,
-            "VolumeKmsKeyId": CFG.kms_key_id,
-        },
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 50},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200},
         "VpcConfig": {"SecurityGroupIds": ["sg-train"], "Subnets": ["subnet-a", "subnet-b"]},
         "EnableNetworkIsolation": True,
@@ -232,5 +262,78 @@ def test_a_spec_image_replaces_the_default_training_image(clients: Any) -> None:
     )
     body = expected("ml.g5.xlarge")
     body["AlgorithmSpecification"]["TrainingImage"] = own.image
+    # A whole image of one's own runs its own entrypoint: no script mode, no code channel.
+    body["HyperParameters"] = {"max_depth": "6", "target": "churned", "task": "classification"}
+    body["InputDataConfig"] = [TRAIN_CHANNEL]
     sm_stub.add_response("create_training_job", {"TrainingJobArn": "arn:x"}, body)
     SageMakerTrainingLauncher(sm, sq, CFG).launch(own)
+
+
+SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
+
+
+def launcher() -> SageMakerTrainingLauncher:
+    settings = Settings()
+    sm, sq = aws_client("sagemaker", settings), aws_client("service-quotas", settings)
+    return SageMakerTrainingLauncher(sm, sq, CFG)
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g5.xlarge", "ml.g4dn.xlarge", "ml.m5.xlarge"])
+def test_the_request_is_valid_for_botocore_s_model_of_create_training_job(
+    instance_type: str,
+) -> None:
+    # botocore's validator, with the operation's own input shape: unknown or missing
+    # members, wrong types and too-short values are refused by the model, not by us.
+    params = launcher().request(REQ, instance_type)
+    validate_parameters(params, SAGEMAKER.operation_model("CreateTrainingJob").input_shape)
+    assert (
+        params["ResourceConfig"]["InstanceType"] in SAGEMAKER.shape_for("TrainingInstanceType").enum
+    )
+
+
+def test_script_mode_runs_our_trainer_from_the_code_channel() -> None:
+    mode = fact("aws.sagemaker.xgboost_script_mode").value
+    params = launcher().request(REQ, "ml.g5.xlarge")
+    # The container JSON-decodes each hyperparameter (sagemaker-containers
+    # _env.read_hyperparameters); without sagemaker_program it would run the built-in
+    # algorithm, which needs num_round and refuses target and task.
+    hps = {k: json.loads(v) for k, v in params["HyperParameters"].items()}
+    assert hps[mode["program_param"]] == "trainer.py"
+    assert hps[mode["submit_directory_param"]] == mode["container_sourcedir"]
+    assert (hps["target"], hps["task"], hps["max_depth"]) == ("churned", "classification", "6")
+    assert "num_round" not in hps
+    # SageMaker mounts channel <name> at /opt/ml/input/data/<name>: the code channel is
+    # where sagemaker_submit_directory points, and it carries the stack's archive.
+    code = next(c for c in params["InputDataConfig"] if c["ChannelName"] == mode["code_channel"])
+    assert (
+        mode["container_sourcedir"]
+        == f"/opt/ml/input/data/{mode['code_channel']}/" + (mode["archive"])
+    )
+    assert code["DataSource"]["S3DataSource"]["S3Uri"] == CFG.code_s3_uri
+    assert params["EnableNetworkIsolation"] is True
+    assert trainer_code_key().endswith("/sourcedir.tar.gz")
+
+
+def test_an_ebs_only_instance_keeps_the_stack_key_on_its_volume() -> None:
+    rule = fact("aws.sagemaker.training_volume_kms_refused_on_instance_storage")
+    with_nvme = launcher().request(REQ, "ml.g5.xlarge")["ResourceConfig"]
+    ebs_only = launcher().request(REQ, "ml.m5.xlarge")["ResourceConfig"]
+    assert rule.value not in with_nvme
+    assert ebs_only[rule.value] == CFG.kms_key_id
+
+
+def _instance_types() -> list[str]:
+    names = ("TrainingInstanceType", "ProductionVariantInstanceType")
+    return sorted({t for n in names for t in SAGEMAKER.shape_for(n).enum})
+
+
+def test_instance_storage_families_agree_with_the_sagemaker_sdk() -> None:
+    # The SDK's own rule for which instance types refuse a KMS volume key, over every
+    # training and endpoint instance type botocore's model knows.
+    families = fact("aws.sagemaker.instance_storage_families")
+    assert families.value["family_prefixes"]
+    disagree = [t for t in _instance_types() if has_instance_storage(t) == instance_supports_kms(t)]
+    assert disagree == []
+    assert has_instance_storage("ml.g5.xlarge")
+    assert has_instance_storage("ml.g4dn.xlarge")
+    assert not has_instance_storage("ml.m5.xlarge")
