@@ -39,7 +39,7 @@ class StackConfig:
     log_retention_days: int = 365
     alert_emails: tuple[str, ...] = ()
     vpc_cidr: str = "10.42.0.0/16"
-    training_image_uri: str = ""
+    training_image_uri: str = ""  # empty: the SDK resolves it for the region at `pulumi up`
     inference_image_uri: str = ""
     jobs_image_uri: str = ""
     azure_gpu_vm_size: str = "Standard_NC4as_T4_v3"

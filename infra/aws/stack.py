@@ -28,7 +28,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
 
     lake = DataLake("data-lake", cfg, account, opts)
     lineage = Lineage("lineage", cfg, lake.key, opts)
-    training = Training("training", cfg, account, lake.key, provider, opts)
+    training = Training("training", cfg, account, lake.key, lake.buckets["models"], provider, opts)
     events = EventWiring("events", cfg, lake.key, opts)
     monitoring = Monitoring("monitoring", cfg, account, lake.key, events.queues, events.dlqs, opts)
     env: dict[str, pulumi.Input[str]] = {
@@ -36,7 +36,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.STAGE: cfg.stage,
         c.TRAINING_BACKEND: "sagemaker",
         c.SERVING_BACKEND: "cloud",
-        c.TRAINING_IMAGE_URI: cfg.training_image_uri,
+        c.TRAINING_IMAGE_URI: training.training_image_uri,
         c.INFERENCE_IMAGE_URI: cfg.inference_image_uri,
         c.PROCESSING_IMAGE_URI: training.jobs_image_uri,
         c.SAGEMAKER_ROLE_ARN: training.role.arn,

@@ -1,12 +1,19 @@
 """Where managed jobs run: the SageMaker execution role, a VPC with private subnets and
-only an S3 gateway endpoint (no internet path), and the Dhow jobs image in ECR (the
-drift-check function and the validation processing job run it)."""
+only an S3 gateway endpoint (no internet path), the training image and the trainer's
+code for it, and the Dhow jobs image in ECR (the register and drift-check functions and
+the validation processing job run it)."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import ipaddress
 import json
-from typing import cast
+import shlex
+import tarfile
+import tempfile
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -14,10 +21,91 @@ import pulumi_docker_build as docker_build
 
 from infra.aws.iam import AwsScope, assume_role_policy, sagemaker_role_name, sagemaker_role_policy
 from infra.config import REPO_ROOT, StackConfig
-from infra.packaging import source_digest
+from shared.adapters.sagemaker_training import TRAINER_PROGRAM, TRAINER_SOURCE, trainer_code_key
+from shared.cloud_facts import value
 
 JOBS_DOCKERFILE = "layers/jobs.Dockerfile"
 PRIVATE_SUBNETS = 2
+TRAINING_IMAGE = "aws.sagemaker.xgboost_training_image"
+# What a build context never carries, whatever the Dockerfile copies: byte code differs
+# from one machine (and Python) to the next.
+CONTEXT_NEVER = ("__pycache__", ".pyc")
+
+
+def training_image_uri(cfg: StackConfig) -> str:
+    """``dhow:trainingImageUri`` when set; else SageMaker's XGBoost framework image for the
+    stack's region, from the SageMaker SDK's own region tables."""
+    if cfg.training_image_uri:
+        return cfg.training_image_uri
+    # Imported here: the SDK takes seconds to import, and only this needs it.
+    from sagemaker.core import image_uris  # type: ignore[import-untyped]
+
+    image = value(TRAINING_IMAGE)
+    return str(
+        image_uris.retrieve(
+            image["framework"], cfg.region, version=image["version"], image_scope=image["scope"]
+        )
+    )
+
+
+def trainer_sourcedir(directory: Path, source: Path = TRAINER_SOURCE) -> Path:
+    """The trainer as the SageMaker SDK packs an entry point given without a source_dir:
+    ``sourcedir.tar.gz`` with the script at its root. Timestamps and owners are fixed, so
+    the same trainer gives the same bytes and ``pulumi up`` uploads it only when it
+    changes."""
+    data = source.read_bytes()
+    member = tarfile.TarInfo(TRAINER_PROGRAM)
+    member.size, member.mode, member.mtime = len(data), 0o644, 0
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member, io.BytesIO(data))
+    path = directory / trainer_code_key(source).rsplit("/", 1)[-1]
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    return path
+
+
+def dockerfile_copy_sources(dockerfile: Path) -> list[str]:
+    """The build-context paths the Dockerfile's COPY and ADD instructions read."""
+    sources: list[str] = []
+    # One instruction per logical line: a trailing backslash continues it.
+    for line in dockerfile.read_text().replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if not words or words[0].upper() not in ("COPY", "ADD"):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if any(w.startswith("--from") for w in words[1:]):
+            continue  # from another stage or image, not from the context
+        sources += args[:-1]
+    return sources
+
+
+def jobs_context_files(root: Path = REPO_ROOT) -> list[Path]:
+    """Exactly the files the jobs image is built from: what its Dockerfile copies, without
+    byte code (``.dockerignore`` sends docker nothing else)."""
+    files: set[Path] = set()
+    for src in dockerfile_copy_sources(root / JOBS_DOCKERFILE):
+        path = root / src
+        for p in [path] if path.is_file() else path.rglob("*"):
+            if p.is_file() and not any(n in CONTEXT_NEVER or n.endswith(".pyc") for n in p.parts):
+                files.add(p)
+    return sorted(files)
+
+
+def jobs_image_tag(root: Path = REPO_ROOT) -> str:
+    """The jobs image's tag: a digest of the Dockerfile and of the files it copies, and of
+    nothing else, so the same sources give the same tag on any machine, and a change to
+    what goes into the image gives a new tag (the repository's tags are immutable)."""
+    h = hashlib.sha256()
+    for p in [root / JOBS_DOCKERFILE, *jobs_context_files(root)]:
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def lambda_image_uri(repository_url: str, digest: str) -> str:
+    """The image as Lambda accepts it: by digest alone. docker-build's ``ref`` is
+    ``repo:tag@sha256:…``, which Lambda refuses (pulumi-docker-build issue 571)."""
+    return f"{repository_url}@{digest}"
 
 
 def endpoint_policy(prefix: str) -> str:
@@ -67,6 +155,7 @@ class Training(pulumi.ComponentResource):
         cfg: StackConfig,
         account: pulumi.Output[str],
         key: aws.kms.Key,
+        models: aws.s3.Bucket,
         provider: aws.Provider,
         opts: pulumi.ResourceOptions,
     ) -> None:
@@ -189,9 +278,25 @@ class Training(pulumi.ComponentResource):
             policy=account.apply(lambda a: ecr_pull_policy(cfg.region, a)),
             opts=child,
         )
+        self.training_image_uri = training_image_uri(cfg)
+        # The trainer's code, for the training job's code channel (train-launch derives
+        # the same key from the same file in its own package).
+        staging = Path(tempfile.gettempdir()) / f"dhow-{cfg.prefix}-trainer"
+        staging.mkdir(exist_ok=True)
+        self.trainer_code = aws.s3.BucketObjectv2(
+            "trainer-code",
+            bucket=models.id,
+            key=trainer_code_key(),
+            source=pulumi.FileAsset(str(trainer_sourcedir(staging))),
+            server_side_encryption="aws:kms",
+            kms_key_id=key.arn,
+            tags=cfg.tags,
+            opts=child,
+        )
         self.jobs_image_uri = self._jobs_image(cfg, provider)
         self.register_outputs(
             {
+                "training_image_uri": self.training_image_uri,
                 "sagemaker_role_arn": self.role.arn,
                 "subnets": [s.id for s in self.subnets],
                 "security_group": self.security_group.id,
@@ -207,7 +312,10 @@ class Training(pulumi.ComponentResource):
             registry_id=self.repository.registry_id,
             opts=pulumi.InvokeOutputOptions(provider=provider),
         )
-        tag = source_digest(extra=(JOBS_DOCKERFILE, "pyproject.toml"))
+        tag = jobs_image_tag()
+        # The context is the repository root, filtered by its .dockerignore to what the
+        # Dockerfile copies: docker-build rebuilds when the context's hash changes, and a
+        # .venv or .git in it would change that hash on every machine.
         image = docker_build.Image(
             "jobs",
             context={"location": str(REPO_ROOT)},
@@ -224,4 +332,6 @@ class Training(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        return cast(pulumi.Output[str], image.ref)
+        return pulumi.Output.all(self.repository.repository_url, image.digest).apply(
+            lambda v: lambda_image_uri(v[0], v[1])
+        )

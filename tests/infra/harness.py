@@ -96,7 +96,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 rid = "key-0001"
                 out["arn"] = f"arn:aws:kms:{self.region}:{ACCOUNT}:key/{rid}"
         if typ == "docker-build:index:Image":
-            out["ref"] = f"{inputs['tags'][0]}@sha256:{'0' * 64}"
+            # As the provider's schema has them: ``digest`` alone, and ``ref`` as one tag
+            # with the digest appended (repo:tag@sha256:...).
+            out["digest"] = f"sha256:{'0' * 64}"
+            out["ref"] = f"{inputs['tags'][0]}@{out['digest']}"
         if typ.startswith("azure-native:"):
             physical = str(inputs.get(_AZURE_NAME_KEYS.get(typ, "name")) or name)
             rid = f"/subscriptions/{self.subscription}/resourceGroups/rg/providers/{typ}/{physical}"

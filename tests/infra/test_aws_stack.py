@@ -5,19 +5,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shutil
+import tarfile
+from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
+from docker.utils.build import exclude_paths
+from sagemaker.core import image_uris
+from sagemaker.core.common_utils import create_tar_file
 
 from infra.aws import iam
 from infra.aws.serving import lambda_alarm_names
+from infra.aws.training import (
+    JOBS_DOCKERFILE,
+    dockerfile_copy_sources,
+    jobs_context_files,
+    jobs_image_tag,
+    trainer_sourcedir,
+)
 from infra.config import StackConfig
 from infra.policy.rules import violations
 from shared.adapters.codedeploy import deployment_config_name
+from shared.adapters.sagemaker_training import trainer_code_key
 from shared.canary import NAMESPACE, CanaryRule
 from shared.cloud_facts import fact, value
 from shared.topology import build_topology
 from tests.infra.harness import ACCOUNT, Program, run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _by_name(program: Program, typ: str, key: str = "name") -> dict[str, dict[str, Any]]:
@@ -173,7 +191,7 @@ def test_functions_one_per_topology_entry_serve_per_dataset(
             if fn.package == "image":
                 assert args["packageType"] == "Image"
                 assert args["imageUri"].startswith(
-                    f"{ACCOUNT}.dkr.ecr.me-central-1.amazonaws.com/dhow-uae-prod-jobs:"
+                    f"{ACCOUNT}.dkr.ecr.me-central-1.amazonaws.com/dhow-uae-prod-jobs@sha256:"
                 )
                 assert args["imageConfig"] == {"commands": [fn.aws_handler]}
             else:
@@ -453,3 +471,141 @@ def test_policy_pack_refuses_a_wildcard_role(
     found = violations(run(aws_cfg).policy_view())
     assert {v.policy for v in found} == {"no-wildcard-iam"}
     assert len(found) == len(aws_cfg.topology.functions)  # 6 functions + 1 serve per spec
+
+
+def test_image_functions_name_the_jobs_image_by_digest_alone(aws_program: Program) -> None:
+    # Lambda takes repo:tag or repo@digest, never docker-build's ref (repo:tag@digest).
+    accepted = re.compile(value("aws.lambda.image_uri_by_tag_or_digest"))
+    ecr = botocore.session.get_session().get_service_model("ecr")
+    repository_name = re.compile(ecr.shape_for("RepositoryName").metadata["pattern"])
+    (image,) = aws_program.of_type("docker-build:index:Image")
+    images = [
+        r.inputs["imageUri"]
+        for r in aws_program.of_type("aws:lambda/function:Function")
+        if r.inputs["packageType"] == "Image"
+    ]
+    assert len(images) == 2  # register and drift-check
+    for uri in images:
+        found = accepted.match(uri)
+        assert found, f"Lambda refuses {uri}"
+        assert repository_name.fullmatch(found["repository"])
+        assert found["digest"] == image.outputs["digest"]
+        assert uri != image.outputs["ref"]
+
+
+def _train_launch_env(program: Program) -> dict[str, str]:
+    fns = _by_name(program, "aws:lambda/function:Function")
+    env: dict[str, str] = fns["dhow-uae-prod-train-launch"]["environment"]["variables"]
+    return env
+
+
+def test_the_training_image_is_the_sdk_s_xgboost_image_for_the_region(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    image = fact("aws.sagemaker.xgboost_training_image").value
+    uri = _train_launch_env(aws_program)["DHOW_TRAINING_IMAGE_URI"]
+    # Resolved by the SageMaker SDK's region tables, not a URI we wrote down.
+    assert uri == image_uris.retrieve(
+        image["framework"], "me-central-1", version=image["version"], image_scope="training"
+    )
+    assert re.fullmatch(
+        rf"\d{{12}}\.dkr\.ecr\.me-central-1\.amazonaws\.com/sagemaker-xgboost:{image['version']}",
+        uri,
+    )
+    # An explicit dhow:trainingImageUri still wins.
+    own = f"{ACCOUNT}.dkr.ecr.me-central-1.amazonaws.com/own-trainer:1"
+    program = run(dataclasses.replace(aws_cfg, training_image_uri=own))
+    assert _train_launch_env(program)["DHOW_TRAINING_IMAGE_URI"] == own
+
+
+def test_the_trainer_code_is_uploaded_where_train_launch_points_the_job(
+    aws_program: Program, tmp_path: Path
+) -> None:
+    mode = fact("aws.sagemaker.xgboost_script_mode").value
+    (obj,) = [
+        r
+        for r in aws_program.of_type("aws:s3/bucketObjectv2:BucketObjectv2")
+        if r.inputs["key"].startswith("code/trainer/")
+    ]
+    assert obj.inputs["bucket"] == "dhow-uae-prod-models"  # the SageMaker role reads it
+    assert obj.inputs["key"] == trainer_code_key()
+    assert obj.inputs["key"].endswith("/" + mode["archive"])
+    assert obj.inputs["serverSideEncryption"] == "aws:kms"
+    archive = Path(obj.inputs["source"].path)
+    # The SDK's own packing of an entry point without a source_dir: the same members.
+    sdk_archive = create_tar_file(
+        [str(ROOT / "shared/trainer.py")], str(tmp_path / mode["archive"])
+    )
+    with tarfile.open(archive) as ours, tarfile.open(sdk_archive) as sdks:
+        assert ours.getnames() == sdks.getnames() == ["trainer.py"]
+        member = ours.extractfile("trainer.py")
+        assert member is not None
+        assert member.read() == (ROOT / "shared/trainer.py").read_bytes()
+    # Same trainer, same bytes: `pulumi up` re-uploads it only when it changes.
+    assert trainer_sourcedir(tmp_path).read_bytes() == archive.read_bytes()
+
+
+def _dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _context(root: Path) -> set[Path]:
+    """The files docker sends as the build context, by docker-py's own .dockerignore
+    matcher (docker.utils.build.exclude_paths)."""
+    # docker always sends the Dockerfile and the .dockerignore too; neither is copied
+    # into the image (the tag covers the Dockerfile itself).
+    always = {root / JOBS_DOCKERFILE, root / ".dockerignore"}
+    return {
+        root / p
+        for p in exclude_paths(str(root), _dockerignore(), dockerfile=JOBS_DOCKERFILE)
+        if (root / p).is_file()
+    } - always
+
+
+def test_the_jobs_image_context_is_what_its_dockerfile_copies() -> None:
+    sources = dockerfile_copy_sources(ROOT / JOBS_DOCKERFILE)
+    assert sorted(sources) == ["functions", "layers/jobs-requirements.txt", "shared"]
+    context = _context(ROOT)
+    # docker gets exactly the files the tag is computed from, and no .venv or .git.
+    assert context == set(jobs_context_files(ROOT))
+    for src in sources:
+        assert any(p == ROOT / src or ROOT / src in p.parents for p in context), src
+    assert not [p for p in context if {".venv", ".git", "__pycache__"} & set(p.parts)]
+
+
+def test_the_jobs_image_tag_derives_only_from_what_goes_into_the_image(tmp_path: Path) -> None:
+    # A checkout on another machine: a .venv, .git, byte code and files the image does not
+    # copy. None of them changes the tag (ECR's tags are immutable, and a rebuild under
+    # the same tag is refused); a change to a copied file does.
+    for rel in [".dockerignore", JOBS_DOCKERFILE, "layers/jobs-requirements.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    for rel in ["shared/__init__.py", "shared/trainer.py", "functions/__init__.py"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    tag = jobs_image_tag(tmp_path)
+    for junk in [
+        ".venv/lib/x.py",
+        ".git/HEAD",
+        "shared/__pycache__/trainer.cpython-312.pyc",
+        "README.md",
+        "tests/unit/test_x.py",
+        "dhow.egg-info/PKG-INFO",
+    ]:
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_text("differs on every machine")
+    assert jobs_image_tag(tmp_path) == tag
+    assert _context(tmp_path) == set(jobs_context_files(tmp_path))
+    (tmp_path / "shared/trainer.py").write_text("# changed\n")
+    assert jobs_image_tag(tmp_path) != tag
+    (image,) = run_tags()
+    assert image.endswith(f":{jobs_image_tag()}")
+
+
+def run_tags() -> list[str]:
+    from infra.config import check
+
+    program = run(check(stage="uae-prod", region="me-central-1", location="uaenorth"))
+    (image,) = program.of_type("docker-build:index:Image")
+    return list(image.inputs["tags"])
