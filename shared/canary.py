@@ -231,3 +231,68 @@ def stdout_line(line: str) -> None:
     # print, not logging: with the JSON log format a logging call would nest the
     # document in the runtime's own record, and CloudWatch would extract nothing.
     print(line, flush=True)
+
+
+# -- Azure: an Azure ML managed online endpoint's own metrics ---------------------------
+#
+# On Azure the candidate is a deployment of the dataset's online endpoint, and Azure
+# Monitor keeps its requests per deployment at a one-minute grain: ``RequestsPerMinute``
+# (split by ``statusCodeClass``) and ``RequestLatency_P99`` (facts
+# azure.serving.endpoint_metrics and azure.monitor.metrics_list). The deploy function
+# asks for those numbers (``shared.adapters.azure_serving``) and judges each minute with
+# ``CanaryRule.verdict``, the same rule the AWS alarms and the local router apply.
+
+ENDPOINT_REQUESTS = "RequestsPerMinute"
+ENDPOINT_P99 = "RequestLatency_P99"
+
+
+@dataclass
+class ReportedPeriod(PeriodCounts):
+    """One period as a metrics service reports it: counts and a p99 it computed itself
+    (no single latencies to rank)."""
+
+    reported_p99_ms: float = 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        return self.reported_p99_ms
+
+
+def endpoint_metrics_query(deployment: str, start: str, end: str) -> dict[str, str]:
+    """The query parameters of Azure Monitor's Metrics - List for one deployment of an
+    online endpoint: both metrics at PT1M, requests split by status class (``'*'``)."""
+    return {
+        "metricnames": f"{ENDPOINT_REQUESTS},{ENDPOINT_P99}",
+        "timespan": f"{start}/{end}",
+        "interval": "PT1M",
+        "aggregation": "Average",
+        "$filter": f"deployment eq '{deployment}' and statusCodeClass eq '*'",
+    }
+
+
+def endpoint_periods(response: Mapping[str, Any]) -> list[ReportedPeriod]:
+    """The Metrics - List response as one ``ReportedPeriod`` a minute, oldest first.
+
+    ``RequestsPerMinute`` at PT1M is that minute's count (its documented aggregation is
+    Average: one sample a minute); the series of status class ``5xx`` are the errors."""
+    minutes: dict[str, ReportedPeriod] = {}
+    for metric in response.get("value", []):
+        name = metric.get("name", {}).get("value")
+        for series in metric.get("timeseries", []):
+            labels = {
+                m.get("name", {}).get("value"): m.get("value")
+                for m in series.get("metadatavalues", [])
+            }
+            for point in series.get("data", []):
+                value = point.get("average")
+                if value is None:
+                    continue
+                period = minutes.setdefault(point["timeStamp"], ReportedPeriod())
+                if name == ENDPOINT_REQUESTS:
+                    n = round(float(value))
+                    period.requests += n
+                    if str(labels.get("statusCodeClass", "")).lower() == "5xx":
+                        period.errors += n
+                elif name == ENDPOINT_P99:
+                    period.reported_p99_ms = max(period.reported_p99_ms, float(value))
+    return [minutes[k] for k in sorted(minutes)]

@@ -77,3 +77,5 @@ SERVING_BACKEND = "DHOW_SERVING_BACKEND"
 INFERENCE_IMAGE_URI = "DHOW_INFERENCE_IMAGE_URI"
 # The local router's clock: how many seconds a deployment-schedule minute lasts locally.
 LOCAL_MINUTE_SECONDS = "DHOW_LOCAL_MINUTE_SECONDS"
+# The local router's port (the platform's own; Azure's local deployer reads its counts).
+ROUTER_PORT = "DHOW_ROUTER_PORT"

@@ -367,6 +367,12 @@ class Deployer(abc.ABC):
         """Why the platform rolled a deployment back, where it says (an alarm's name)."""
         return None
 
+    def advance(self, dataset: str, deployment_id: str) -> DeploymentStateChange | None:
+        """One check of a rollout the deployer drives itself (Azure: no platform steps
+        the traffic there); its end, or None while it goes on. Platforms that step and
+        judge by themselves never send one."""
+        return None
+
 
 class MetricPoint(BaseModel):
     """One value for a metrics backend, with the dimensions it is filed under."""

@@ -6,10 +6,11 @@ Handlers and the CLI call these; nothing else picks adapters or creates clients.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from shared.constants import ROUTER_PORT
 from shared.errors import ConfigError
 from shared.ports import (
     AlertChannel,
@@ -29,6 +30,8 @@ from shared.settings import Settings
 from shared.topology import Topology, build_topology
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from fastapi import FastAPI
 
     from shared.services.deploy import DeployService
@@ -371,16 +374,12 @@ def serve_prefix(settings: Settings) -> str:
 
 
 def build_deployer(settings: Settings, ports: Ports) -> Deployer:
+    if settings.cloud == "azure":
+        return _azure_deployer(settings, ports)
     if settings.serving_backend == "local":
         from shared.adapters.local_serving import LocalRouterDeployer
 
         return LocalRouterDeployer(ports.lineage)
-    if settings.cloud != "aws":
-        raise ConfigError(
-            "progressive deployments on Azure run on the local platform only",
-            hint="set DHOW_SERVING_BACKEND=local (`dhow local up --cloud azure` does); in an "
-            "Azure stack the serve function serves the champion (see the README's cloud table)",
-        )
     prefix = f"dhow-{settings.stage}"
 
     def lambda_deployer() -> Deployer:
@@ -420,6 +419,120 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
         )
 
     return SpecRoutedDeployer(lambda_deployer, endpoint_deployer, settings.specs_dir)
+
+
+# The size of an online endpoint deployment's instances (a CPU SKU: the default trainer's
+# models answer in milliseconds on one).
+AZUREML_SERVING_INSTANCE_TYPE = "Standard_DS3_v2"
+
+
+def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
+    """The rollout the deploy function drives (``shared.adapters.azure_serving``): in the
+    cloud on the dataset's Azure ML online endpoint, judged by Azure Monitor; on the local
+    platform on the local router's row, judged by its counts. The same deployer, the same
+    checks on the same deploy queue."""
+    from shared.adapters.azure import azure_clients
+    from shared.adapters.azure_serving import (
+        AzureMonitorEndpointMetrics,
+        CandidateMetrics,
+        OnlineEndpointTraffic,
+        QueueCheckTimer,
+        RouterMetrics,
+        RouterTraffic,
+        SteppedRolloutDeployer,
+        TrafficSplit,
+        endpoint_name,
+    )
+
+    timer = QueueCheckTimer(
+        azure_clients(settings).queue(build_topology(settings.stage).queue("deploy").name)
+    )
+    traffic: TrafficSplit
+    metrics: CandidateMetrics
+    if settings.serving_backend == "local":
+        traffic, metrics = RouterTraffic(ports.lineage), RouterMetrics(_router_get)
+        minute = settings.local_minute_seconds
+    else:
+        workspace, env = settings.azureml_workspace, settings.azureml_train_environment
+        if not (workspace and env):
+            raise ConfigError(
+                "Azure ML online endpoint serving is not configured",
+                hint="the stack sets the DHOW_AZUREML_* workspace and train environment "
+                "variables; locally use `dhow local up --cloud azure`",
+            )
+        from azure.ai.ml import MLClient
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+        subscription, group, name = workspace
+        traffic = OnlineEndpointTraffic(
+            MLClient(credential, subscription, group, name),
+            stage=settings.stage,
+            environment=env,
+            instance_type=AZUREML_SERVING_INSTANCE_TYPE,
+            code_dir=str(_package_root()),
+            scoring_script="shared/jobs/score_online.py",
+            environment_variables={"DHOW_CLOUD": "azure", "DHOW_STAGE": settings.stage},
+        )
+
+        def resource(dataset: str) -> str:
+            return (
+                f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
+                f"Microsoft.MachineLearningServices/workspaces/{name}/onlineEndpoints/"
+                f"{endpoint_name(settings.stage, dataset)}"
+            )
+
+        metrics = AzureMonitorEndpointMetrics(resource, _arm_get(credential))
+        minute = 60.0
+    return SteppedRolloutDeployer(
+        ports.lineage,
+        traffic,
+        metrics,
+        timer,
+        alarm_prefix=serve_prefix(settings),
+        minute_s=minute,
+    )
+
+
+def _package_root() -> Path:
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent
+
+
+def _router_get(path: str) -> dict[str, object]:
+    """A JSON GET to the local router (``DHOW_ROUTER_PORT``, 4570 by default)."""
+    import json
+    import os
+    import urllib.request
+
+    port = os.environ.get(ROUTER_PORT, "4570")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        data: dict[str, object] = json.loads(r.read())
+    return data
+
+
+def _arm_get(credential: object) -> Callable[[str, Mapping[str, str]], Mapping[str, object]]:
+    """A GET to Azure Resource Manager with the identity's token, JSON back."""
+    from azure.core import PipelineClient
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+    from azure.core.rest import HttpRequest
+
+    client: PipelineClient[HttpRequest, object] = PipelineClient(
+        "https://management.azure.com",
+        policies=[
+            RetryPolicy(),
+            BearerTokenCredentialPolicy(credential, "https://management.azure.com/.default"),  # type: ignore[arg-type]
+        ],
+    )
+
+    def get(path: str, params: Mapping[str, str]) -> Mapping[str, object]:
+        response = client.send_request(HttpRequest("GET", path, params=dict(params)))
+        response.raise_for_status()  # type: ignore[attr-defined]
+        data: Mapping[str, object] = response.json()  # type: ignore[attr-defined]
+        return data
+
+    return get
 
 
 def build_deploy_service(settings: Settings, ports: Ports | None = None) -> DeployService:

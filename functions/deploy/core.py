@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+from shared.adapters.azure_serving import CHECK_KEY, is_rollout_check
 from shared.errors import EventParseError
 from shared.events import DriftDetected, ModelApproved
 from shared.settings import Settings
@@ -30,6 +31,9 @@ PREFIX = serve_prefix(SETTINGS)
 
 def handle(body: str | bytes) -> None:
     data = json.loads(body)
+    if is_rollout_check(data):  # a check the Azure deployer sent itself, now due
+        SERVICE.on_rollout_check(**data[CHECK_KEY])
+        return
     if is_deployment_state_change(data):
         change = parse_deployment_state_change(data, PREFIX)
         if change is not None:  # START, UPDATING, ...: not an end

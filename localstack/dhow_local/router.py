@@ -182,6 +182,9 @@ class Router:
         if path == "/_router/status":
             await _json(send, 200, self.status())
             return
+        if path.startswith("/_router/periods/"):
+            await _json(send, 200, self.periods(path.removeprefix("/_router/periods/")))
+            return
         m = _PATH.match(path)
         if not m:
             await _json(send, 404, _err("not_found", "use /datasets/<dataset>/predict"))
@@ -277,6 +280,10 @@ class Router:
             ]
         if state.status != "InProgress" or state.started_at is None:
             return
+        if state.stepped_by == "deployer":
+            # On Azure the deploy function steps and judges (it reads our counts from
+            # /_router/periods, where it reads Azure Monitor in the cloud).
+            return
         now = now or datetime.now(UTC)
         elapsed_min = (now - state.started_at).total_seconds() / self._minute
         rule = self._rule(state)
@@ -317,6 +324,22 @@ class Router:
             "state": result,
             "instanceGroupId": state.deployment_id,
         }
+
+    def periods(self, dataset: str) -> dict[str, Any]:
+        """The candidate's own requests per period of the rollout in progress, as Azure
+        Monitor reports an endpoint deployment's minutes (requests, 5xx, p99)."""
+        with self._lock:
+            route = self._routes.get(dataset)
+            if route is None:
+                return {"deployment_id": None, "periods": []}
+            return {
+                "deployment_id": route.stats.deployment_id,
+                "candidate": route.state.candidate,
+                "periods": [
+                    {"index": i, "requests": p.requests, "errors": p.errors, "p99_ms": p.p99_ms}
+                    for i, p in sorted(route.stats.periods.items())
+                ],
+            }
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -40,6 +40,9 @@ class RouterState(BaseModel):
     p99_latency_ms: int = 2000
     min_requests: int = 20
     reason: str | None = None
+    # "router": the router steps and judges (it plays CodeDeploy, on AWS); "deployer":
+    # the deploy function does (Azure), and the router only splits and counts.
+    stepped_by: Literal["router", "deployer"] = "router"
 
     def traffic(self) -> dict[str, float]:
         shares: dict[str, float] = {}

@@ -195,6 +195,13 @@ class DeployService:
             None,
         )
 
+    def on_rollout_check(self, dataset: str, deployment_id: str) -> DeployOutcome:
+        """A rollout check the deployer sent itself: its end is handled as a platform's."""
+        change = self._deployer.advance(dataset, deployment_id)
+        if change is None:
+            return DeployOutcome("ignored", deployment_id)
+        return self.on_state_change(change)
+
     def on_state_change(self, change: DeploymentStateChange) -> DeployOutcome:
         if change.supersedes_open:
             for other in self._deploy_rows(change.dataset, "started"):

@@ -1,0 +1,503 @@
+"""``Deployer`` for Azure: a progressive rollout that the deploy function drives itself.
+
+Azure has no CodeDeploy: Flex Consumption, the plan the stack's Function App runs on,
+has no deployment slots (fact azure.functions.flex_no_slots). So the model is served by
+an **Azure ML managed online endpoint** per dataset, one deployment per model version,
+and the endpoint's ``traffic`` splits requests between them
+(azure.serving.endpoint_traffic). Azure Monitor keeps each deployment's own requests,
+5xx and p99 a minute (azure.serving.endpoint_metrics), so the candidate is judged on its
+own requests, as on AWS, with the same rule (``shared.canary.CanaryRule``).
+
+``SteppedRolloutDeployer`` holds the schedule (the spec's strategy, step_percent and
+interval_minutes, the same steps as CodeDeploy's configs) in one lineage row per dataset
+(``serving:rollout``). ``start`` shifts the first step and sends a **rollout check** to
+the deploy function's own queue, invisible until it is due (Put Message's
+``visibilitytimeout``, at most 7 days: azure.storage.queue_visibility_max). Each check
+(``advance``) reads the candidate's metrics since the rollout began, rolls back at once
+when a minute fails the rule, steps the share when the schedule says so, and sends the
+next check a period later. Its end is a ``DeploymentStateChange``, so the deploy service
+emits the same DeploymentCompleted / DeploymentRolledBack as on AWS.
+
+Three parts are swapped, nothing else: where traffic is set (``TrafficSplit``), where
+the candidate's numbers come from (``CandidateMetrics``), and how a check is delayed
+(``CheckTimer``). In the cloud: the endpoint, Azure Monitor, the Storage queue. On the
+local platform: the local router's row and its counts, and the same Storage queue on
+Azurite, so `make demo CLOUD=azure` plays this very code.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from shared.adapters.local_serving import (
+    RouterState,
+    load_router_state,
+    rollout_schedule,
+    save_router_state,
+)
+from shared.canary import CanaryRule, PeriodCounts, ReportedPeriod, endpoint_metrics_query
+from shared.cloud_facts import value
+from shared.errors import ConfigError, WorkInProgress
+from shared.ports import (
+    Deployer,
+    DeploymentPlan,
+    DeploymentStateChange,
+    LineageRecord,
+    LineageStore,
+    StartedDeployment,
+)
+
+ROLLOUT_RECORD = "serving:rollout"
+# The key that marks a deploy-queue message as a rollout check (not a pipeline event).
+CHECK_KEY = "dhow-rollout-check"
+
+
+def is_rollout_check(data: Any) -> bool:
+    return isinstance(data, dict) and CHECK_KEY in data
+
+
+def check_message(dataset: str, deployment_id: str) -> str:
+    return json.dumps({CHECK_KEY: {"dataset": dataset, "deployment_id": deployment_id}})
+
+
+def deployment_name(version: int) -> str:
+    """An endpoint's deployment for one model version: 3 to 32 characters, so not ``v1``
+    (fact azure.serving.endpoint_name, which deployment names follow too)."""
+    return f"version-{version}"
+
+
+class RolloutState(BaseModel):
+    """The rollout of one dataset, as the deploy function drives it."""
+
+    deployment_id: str | None = None
+    stable: int | None = None
+    candidate: int | None = None
+    share: float = 0.0
+    schedule: list[tuple[float, float]] = []
+    started_at: datetime | None = None
+    status: Literal["Idle", "InProgress", "Succeeded", "RolledBack", "Manual"] = "Idle"
+    error_rate_threshold: float = 0.05
+    p99_latency_ms: int = 2000
+    min_requests: int = 20
+    reason: str | None = None
+
+    def rule(self) -> CanaryRule:
+        return CanaryRule(
+            min_requests=self.min_requests,
+            max_error_rate=self.error_rate_threshold,
+            max_p99_ms=self.p99_latency_ms,
+        )
+
+    def weights(self) -> dict[int, int]:
+        """Percent per version, as an endpoint's ``traffic`` takes them (they sum to 100)."""
+        if self.candidate is None or self.stable is None or self.stable == self.candidate:
+            version = self.candidate if self.stable is None else self.stable
+            return {} if version is None else {version: 100}
+        candidate = round(self.share * 100)
+        return {v: p for v, p in ((self.stable, 100 - candidate), (self.candidate, candidate))}
+
+
+class TrafficSplit(abc.ABC):
+    """Where a dataset's requests are split between model versions."""
+
+    def prepare(self, plan: DeploymentPlan) -> None:  # noqa: B027 - most need nothing
+        """Make ``plan.model_version`` servable (with no traffic yet)."""
+
+    @abc.abstractmethod
+    def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
+        """Send ``weights`` (percent per version, summing to 100) of the requests."""
+
+
+class CandidateMetrics(abc.ABC):
+    """The candidate's own requests, one period at a time."""
+
+    @abc.abstractmethod
+    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
+        """Every complete or current period of the candidate since the rollout began."""
+
+
+class CheckTimer(abc.ABC):
+    """Delivers a rollout check to the deploy function after a delay."""
+
+    @abc.abstractmethod
+    def after(self, seconds: int, body: str) -> None: ...
+
+
+def check_delay_s(seconds: float) -> int:
+    """A delay as Put Message takes it: whole seconds, at least 1, at most 7 days."""
+    limit = int(value("azure.storage.queue_visibility_max")["seconds"])
+    if seconds > limit:
+        raise ConfigError(
+            f"a rollout step of {seconds:.0f} s is longer than a queue message can wait "
+            f"({limit} s)",
+            hint="shorten the spec's serving.interval_minutes",
+        )
+    return max(1, math.ceil(seconds))
+
+
+class SteppedRolloutDeployer(Deployer):
+    """See the module docstring. ``minute_s`` is a schedule minute (60 in the cloud;
+    ``DHOW_LOCAL_MINUTE_SECONDS`` locally); ``check_every_minutes`` how often the
+    candidate is judged between steps (each metrics period)."""
+
+    def __init__(
+        self,
+        lineage: LineageStore,
+        traffic: TrafficSplit,
+        metrics: CandidateMetrics,
+        timer: CheckTimer,
+        *,
+        alarm_prefix: str,
+        minute_s: float = 60.0,
+        check_every_minutes: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._lineage = lineage
+        self._traffic = traffic
+        self._metrics = metrics
+        self._timer = timer
+        self._prefix = alarm_prefix
+        self._minute = minute_s
+        self._every = check_every_minutes
+        self._now = clock
+
+    # -- the row ------------------------------------------------------------------
+
+    def _load(self, dataset: str) -> tuple[RolloutState, LineageRecord]:
+        row = self._lineage.get(dataset, ROLLOUT_RECORD)
+        if row is None:
+            row = LineageRecord(
+                dataset=dataset,
+                record_id=ROLLOUT_RECORD,
+                kind="serving",
+                status="Idle",
+                attributes={},
+            )
+            if not self._lineage.put_if_absent(row):
+                row = self._lineage.get(dataset, ROLLOUT_RECORD) or row
+        return RolloutState.model_validate(row.attributes), row
+
+    def _save(self, row: LineageRecord, state: RolloutState) -> bool:
+        updated = row.model_copy(
+            update={
+                "status": state.status,
+                "attributes": state.model_dump(mode="json"),
+                "updated_at": self._now(),
+            }
+        )
+        return self._lineage.replace(updated, row.revision)
+
+    # -- Deployer -----------------------------------------------------------------
+
+    def start(self, plan: DeploymentPlan) -> StartedDeployment:
+        deployment_id = f"rollout-{plan.dataset}-v{plan.model_version}-{uuid.uuid4().hex[:6]}"
+        state, row = self._load(plan.dataset)
+        if state.status == "InProgress":
+            raise WorkInProgress(
+                f"{plan.dataset} has rollout {state.deployment_id} in progress",
+                hint="this one is retried when the queue delivers it again",
+            )
+        stable = state.stable if state.stable is not None else plan.previous_version
+        schedule = (
+            rollout_schedule(plan.strategy, plan.step_percent, plan.interval_minutes)
+            if stable is not None and stable != plan.model_version
+            else [(0.0, 1.0)]
+        )
+        # Refused before anything moves: a step longer than a message can wait.
+        check_delay_s(max(at for at, _ in schedule) * self._minute)
+        self._traffic.prepare(plan)
+        new = RolloutState(
+            deployment_id=deployment_id,
+            stable=stable,
+            candidate=plan.model_version,
+            share=schedule[0][1],
+            schedule=schedule,
+            started_at=self._now(),
+            status="InProgress",
+            error_rate_threshold=plan.error_rate_threshold,
+            p99_latency_ms=plan.p99_latency_ms,
+            min_requests=plan.min_requests,
+        )
+        if not self._save(row, new):
+            raise WorkInProgress(f"the rollout row of {plan.dataset} changed under us")
+        self._traffic.set(plan.dataset, new.weights(), new)
+        # Even an all-at-once rollout ends through a check, so it ends as every other.
+        self._timer.after(
+            check_delay_s(self._next_check_s(new)), check_message(plan.dataset, deployment_id)
+        )
+        return StartedDeployment(deployment_id=deployment_id, target=f"rollout/{plan.dataset}")
+
+    def traffic(self, dataset: str) -> dict[str, float]:
+        state, _ = self._load(dataset)
+        return {str(v): p / 100 for v, p in state.weights().items() if p > 0}
+
+    def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
+        state, _ = self._load(dataset)
+        return state.reason if state.deployment_id == deployment_id else None
+
+    def rollback(self, dataset: str, to_version: int, reason: str) -> str:
+        ref = f"rollback-{dataset}-v{to_version}-{uuid.uuid4().hex[:6]}"
+        _state, row = self._load(dataset)
+        new = RolloutState(
+            deployment_id=ref,
+            stable=to_version,
+            started_at=self._now(),
+            status="Manual",
+            reason=reason,
+        )
+        if not self._save(row, new):
+            raise WorkInProgress(f"the rollout row of {dataset} changed under us")
+        self._traffic.set(dataset, {to_version: 100}, new)
+        return ref
+
+    # -- the checks ---------------------------------------------------------------
+
+    def _elapsed_min(self, state: RolloutState) -> float:
+        assert state.started_at is not None
+        return (self._now() - state.started_at).total_seconds() / self._minute
+
+    def _next_check_s(self, state: RolloutState) -> float:
+        elapsed = self._elapsed_min(state)
+        upcoming = [at for at, _ in state.schedule if at > elapsed]
+        step = (min(upcoming) - elapsed) if upcoming else 0.0
+        return min(self._every, step) * self._minute if upcoming else 0.0
+
+    def advance(self, dataset: str, deployment_id: str) -> DeploymentStateChange | None:
+        """One rollout check: judge, step, finish or roll back; None while it goes on
+        (or when the check is stale: another rollout, or a manual rollback, took over)."""
+        state, row = self._load(dataset)
+        if state.deployment_id != deployment_id or state.status != "InProgress":
+            return None
+        periods = self._metrics.periods(dataset, state, self._now())
+        verdict = next((v for v in map(state.rule().verdict, periods) if v is not None), None)
+        if verdict is not None:
+            # "errors: ..." / "p99-latency: ...": named like the AWS alarms.
+            reason = f"alarm {self._prefix}{dataset}-{verdict}"
+            new = state.model_copy(
+                update={"candidate": None, "share": 0.0, "status": "RolledBack", "reason": reason}
+            )
+            if not self._save(row, new):
+                raise WorkInProgress(f"the rollout row of {dataset} changed under us")
+            self._traffic.set(dataset, new.weights(), new)
+            return DeploymentStateChange(
+                dataset=dataset, deployment_id=deployment_id, status="RolledBack", reason=reason
+            )
+        elapsed = self._elapsed_min(state)
+        share = max((w for at, w in state.schedule if at <= elapsed), default=state.share)
+        if share >= 1.0:
+            new = state.model_copy(
+                update={
+                    "stable": state.candidate,
+                    "candidate": None,
+                    "share": 0.0,
+                    "status": "Succeeded",
+                }
+            )
+            if not self._save(row, new):
+                raise WorkInProgress(f"the rollout row of {dataset} changed under us")
+            self._traffic.set(dataset, new.weights(), new)
+            return DeploymentStateChange(
+                dataset=dataset, deployment_id=deployment_id, status="Succeeded"
+            )
+        if share != state.share:
+            new = state.model_copy(update={"share": share})
+            if not self._save(row, new):
+                raise WorkInProgress(f"the rollout row of {dataset} changed under us")
+            self._traffic.set(dataset, new.weights(), new)
+            state = new
+        self._timer.after(
+            check_delay_s(self._next_check_s(state) or self._every * self._minute),
+            check_message(dataset, deployment_id),
+        )
+        return None
+
+
+# -- the cloud: an Azure ML online endpoint, Azure Monitor, the Storage queue -----------
+
+
+def endpoint_name(stage: str, dataset: str) -> str:
+    """The dataset's online endpoint (unique in the region; 3-32 of [a-zA-Z0-9-], starting
+    with a letter: fact azure.serving.endpoint_name)."""
+    rule = value("azure.serving.endpoint_name")
+    return f"dhow-{stage}-{dataset}".replace("_", "-")[: int(rule["max_length"])].rstrip("-")
+
+
+class OnlineEndpointTraffic(TrafficSplit):
+    """The dataset's managed online endpoint: one deployment per version, and the
+    endpoint's ``traffic`` (``MLClient.online_endpoints`` / ``online_deployments``)."""
+
+    def __init__(
+        self,
+        ml_client: Any,
+        *,
+        stage: str,
+        environment: str,
+        instance_type: str,
+        code_dir: str,
+        scoring_script: str,
+        environment_variables: Mapping[str, str],
+    ) -> None:
+        self._ml = ml_client
+        self._stage = stage
+        self._environment = environment
+        self._instance_type = instance_type
+        self._code = code_dir
+        self._script = scoring_script
+        self._env = dict(environment_variables)
+
+    def deployment_entity(self, plan: DeploymentPlan) -> Any:
+        from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment
+
+        return ManagedOnlineDeployment(
+            name=deployment_name(plan.model_version),
+            endpoint_name=endpoint_name(self._stage, plan.dataset),
+            # The scoring script fetches and verifies the version as the serve function
+            # does: the model travels as its registry row, not as an uploaded asset.
+            code_configuration=CodeConfiguration(code=self._code, scoring_script=self._script),
+            environment=self._environment,
+            instance_type=self._instance_type,
+            instance_count=plan.instance_count,
+            environment_variables={
+                **self._env,
+                "DHOW_SERVE_DATASET": plan.dataset,
+                "DHOW_SERVE_MODEL_VERSION": str(plan.model_version),
+            },
+            app_insights_enabled=True,
+        )
+
+    def prepare(self, plan: DeploymentPlan) -> None:
+        # Created with no traffic; the endpoint's traffic is set separately (below).
+        self._ml.online_deployments.begin_create_or_update(self.deployment_entity(plan)).result()
+
+    def endpoint_entity(self, dataset: str, weights: Mapping[int, int]) -> Any:
+        from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+        endpoint = self._ml.online_endpoints.get(endpoint_name(self._stage, dataset))
+        assert isinstance(endpoint, ManagedOnlineEndpoint)
+        endpoint.traffic = {deployment_name(v): int(p) for v, p in weights.items()}
+        return endpoint
+
+    def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
+        if sum(weights.values()) not in (0, 100):
+            raise ValueError(f"an endpoint's traffic sums to 100, not {dict(weights)}")
+        self._ml.online_endpoints.begin_create_or_update(
+            self.endpoint_entity(dataset, weights)
+        ).result()
+
+
+METRICS_API_VERSION = "2018-01-01"
+
+
+class AzureMonitorEndpointMetrics(CandidateMetrics):
+    """The candidate deployment's minutes from Azure Monitor's Metrics - List on the
+    endpoint's resource id. ``get`` sends an authenticated GET to ARM and returns JSON
+    (an azure-core pipeline with the managed identity's token in the function app)."""
+
+    def __init__(
+        self,
+        endpoint_resource_id: Callable[[str], str],
+        get: Callable[[str, Mapping[str, str]], Mapping[str, Any]],
+    ) -> None:
+        self._resource = endpoint_resource_id
+        self._get = get
+
+    def request(
+        self, dataset: str, state: RolloutState, until: datetime
+    ) -> tuple[str, dict[str, str]]:
+        assert state.started_at is not None
+        assert state.candidate is not None
+        # Whole minutes: Azure Monitor's PT1M periods are clock minutes.
+        start = state.started_at.replace(second=0, microsecond=0)
+        end = until.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        path = f"{self._resource(dataset)}/providers/Microsoft.Insights/metrics"
+        params = {
+            "api-version": METRICS_API_VERSION,
+            **endpoint_metrics_query(
+                deployment_name(state.candidate),
+                start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ),
+        }
+        return path, params
+
+    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
+        from shared.canary import endpoint_periods
+
+        path, params = self.request(dataset, state, until)
+        return list(endpoint_periods(self._get(path, params)))
+
+
+class QueueCheckTimer(CheckTimer):
+    """The deploy function's own Storage queue (a ``QueueClient`` that writes base64, as
+    the Functions host reads): the check is sent invisible for its delay."""
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    def after(self, seconds: int, body: str) -> None:
+        self._queue.send_message(body, visibility_timeout=check_delay_s(seconds))
+
+
+# -- the local platform: the local router's row and its counts ---------------------------
+
+
+class RouterTraffic(TrafficSplit):
+    """The local router's row: it splits requests by it and counts each version's
+    answers, but steps and judges nothing (``stepped_by="deployer"``)."""
+
+    def __init__(self, lineage: LineageStore) -> None:
+        self._lineage = lineage
+
+    def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
+        for _ in range(5):
+            _old, row = load_router_state(self._lineage, dataset)
+            candidate = state.candidate if state.status == "InProgress" else None
+            stable = state.stable if state.stable is not None else state.candidate
+            new = RouterState(
+                stable=stable,
+                candidate=candidate if candidate != stable else None,
+                weight=weights.get(candidate, 0) / 100 if candidate is not None else 0.0,
+                schedule=state.schedule,
+                deployment_id=state.deployment_id,
+                started_at=state.started_at,
+                status="InProgress"
+                if candidate is not None and candidate != stable
+                else ("Succeeded" if state.status in ("Succeeded", "InProgress") else state.status),
+                error_rate_threshold=state.error_rate_threshold,
+                p99_latency_ms=state.p99_latency_ms,
+                min_requests=state.min_requests,
+                reason=state.reason,
+                stepped_by="deployer",
+            )
+            if save_router_state(self._lineage, row, new):
+                return
+        raise WorkInProgress(f"the local router's state for {dataset} kept changing")
+
+
+class RouterMetrics(CandidateMetrics):
+    """The local router's per-period counts of the candidate (``/_router/periods``),
+    where Azure Monitor's would be. ``get`` fetches a path of the router as JSON."""
+
+    def __init__(self, get: Callable[[str], Mapping[str, Any]]) -> None:
+        self._get = get
+
+    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
+        data = self._get(f"/_router/periods/{dataset}")
+        if data.get("deployment_id") != state.deployment_id:
+            return []  # the router has not seen this rollout's row yet: no evidence
+        return [
+            ReportedPeriod(
+                requests=int(p["requests"]),
+                errors=int(p["errors"]),
+                reported_p99_ms=float(p["p99_ms"]),
+            )
+            for p in data.get("periods", [])
+        ]

@@ -1,0 +1,426 @@
+"""The progressive rollout on Azure (issue 15, defect 8): the deploy function steps the
+spec's schedule with delayed checks on its own queue and judges the candidate on its own
+minutes with ``CanaryRule``, on an Azure ML online endpoint in the cloud and on the local
+router locally, through the same ``SteppedRolloutDeployer``.
+
+Azure cannot run here: the requests are asserted as sent, the entities through azure-ai-ml's
+own validation, the metrics query against the documented parameters of Metrics - List.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.ai.ml.entities import ManagedOnlineEndpoint
+from azure.ai.ml.entities._endpoint._endpoint_helpers import (
+    validate_endpoint_or_deployment_name,
+)
+
+from shared.adapters.azure_serving import (
+    CHECK_KEY,
+    AzureMonitorEndpointMetrics,
+    CandidateMetrics,
+    CheckTimer,
+    OnlineEndpointTraffic,
+    QueueCheckTimer,
+    RolloutState,
+    RouterMetrics,
+    RouterTraffic,
+    SteppedRolloutDeployer,
+    TrafficSplit,
+    check_delay_s,
+    deployment_name,
+    endpoint_name,
+)
+from shared.adapters.local_serving import load_router_state
+from shared.canary import CanaryRule, PeriodCounts, endpoint_periods
+from shared.cloud_facts import fact, value
+from shared.errors import ConfigError
+from shared.ports import DeploymentPlan
+from tests.helpers import MemoryLineage
+
+PREFIX = "dhow-prod-serve-"
+T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+RULE = CanaryRule(min_requests=20, max_error_rate=0.05, max_p99_ms=2000)
+
+
+def plan(version: int = 2, previous: int | None = 1, **kw: Any) -> DeploymentPlan:
+    fields: dict[str, Any] = {
+        "dataset": "customers",
+        "model_version": version,
+        "previous_version": previous,
+        "artifact": "s3://models/m.tar.gz",
+        "artifact_sha256": "ab" * 32,
+        "image": "",
+        "strategy": "canary",
+        "step_percent": 10,
+        "interval_minutes": 5,
+        "error_rate_threshold": 0.05,
+        "p99_latency_ms": 2000,
+        "min_requests": 20,
+        **kw,
+    }
+    return DeploymentPlan(**fields)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Weights(TrafficSplit):
+    def __init__(self) -> None:
+        self.sets: list[dict[int, int]] = []
+        self.prepared: list[int] = []
+
+    def prepare(self, p: DeploymentPlan) -> None:
+        self.prepared.append(p.model_version)
+
+    def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
+        self.sets.append(dict(weights))
+
+
+class Minutes(CandidateMetrics):
+    def __init__(self) -> None:
+        self.minutes: list[PeriodCounts] = []
+
+    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
+        return list(self.minutes)
+
+
+class Timer(CheckTimer):
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str]] = []
+
+    def after(self, seconds: int, body: str) -> None:
+        self.sent.append((seconds, body))
+
+
+def rig() -> tuple[SteppedRolloutDeployer, Weights, Minutes, Timer, Clock]:
+    weights, minutes, timer, clock = Weights(), Minutes(), Timer(), Clock()
+    deployer = SteppedRolloutDeployer(
+        MemoryLineage(), weights, minutes, timer, alarm_prefix=PREFIX, clock=clock
+    )
+    # v1 serves: its own all-at-once rollout ended.
+    first = deployer.start(plan(1, None)).deployment_id
+    clock.now += timedelta(seconds=1)
+    assert deployer.advance("customers", first) is not None
+    weights.sets.clear()
+    timer.sent.clear()
+    return deployer, weights, minutes, timer, clock
+
+
+def test_a_healthy_canary_steps_on_schedule_and_completes() -> None:
+    deployer, weights, minutes, timer, clock = rig()
+    clock.now = T0 + timedelta(hours=1)
+    started = clock.now
+    rollout = deployer.start(plan()).deployment_id
+    assert weights.sets == [{1: 90, 2: 10}]
+    assert deployer.traffic("customers") == {"1": 0.9, "2": 0.1}
+    # Checked each minute (the metrics period), not only at the step's end.
+    assert timer.sent[-1][0] == 60
+    assert json.loads(timer.sent[-1][1]) == {
+        CHECK_KEY: {"dataset": "customers", "deployment_id": rollout}
+    }
+    minutes.minutes = [PeriodCounts(30, 1, [50.0] * 30)]  # 3.3%: under 5%
+    for minute in range(1, 5):
+        clock.now = started + timedelta(minutes=minute)
+        assert deployer.advance("customers", rollout) is None
+    clock.now = started + timedelta(minutes=5)
+    end = deployer.advance("customers", rollout)
+    assert end is not None
+    assert end.status == "Succeeded"
+    assert weights.sets[-1] == {2: 100}
+    assert deployer.traffic("customers") == {"2": 1.0}
+
+
+def test_a_failing_canary_rolls_back_at_the_first_failing_minute() -> None:
+    deployer, weights, minutes, _timer, clock = rig()
+    clock.now = T0 + timedelta(hours=1)
+    rollout = deployer.start(plan()).deployment_id
+    clock.now += timedelta(minutes=1)
+    minutes.minutes = [PeriodCounts(20, 8, [50.0] * 20)]
+    end = deployer.advance("customers", rollout)
+    assert end is not None
+    assert end.status == "RolledBack"
+    assert end.reason == (
+        "alarm dhow-prod-serve-customers-errors: 8 of 20 requests failed (40.0% > 5.0%)"
+    )
+    assert weights.sets[-1] == {1: 100}
+    assert deployer.failure_reason("customers", rollout) == end.reason
+    # A check that arrives after the end changes nothing.
+    assert deployer.advance("customers", rollout) is None
+
+
+def test_a_linear_rollout_takes_each_step_of_the_spec() -> None:
+    deployer, weights, _minutes, _timer, clock = rig()
+    start = clock.now = T0 + timedelta(hours=1)
+    rollout = deployer.start(plan(strategy="linear", step_percent=25, interval_minutes=2))
+    for minute in range(1, 8):
+        clock.now = start + timedelta(minutes=minute)
+        deployer.advance("customers", rollout.deployment_id)
+    shares = [w[2] for w in weights.sets]
+    assert shares == [25, 50, 75, 100]
+
+
+def test_a_step_longer_than_a_queue_message_can_wait_is_refused_before_anything_moves() -> None:
+    limit = value("azure.storage.queue_visibility_max")["seconds"]
+    assert fact("azure.storage.queue_visibility_max").source.endswith("put-message")
+    assert check_delay_s(limit) == limit
+    with pytest.raises(ConfigError):
+        check_delay_s(limit + 1)
+    deployer, weights, _m, _t, _c = rig()
+    with pytest.raises(ConfigError):
+        deployer.start(plan(interval_minutes=limit // 60 + 1))
+    assert weights.sets == []
+
+
+def test_the_check_is_sent_invisible_for_its_delay() -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Queue:
+        def send_message(self, body: str, **kw: Any) -> None:
+            sent.append((body, kw))
+
+    QueueCheckTimer(Queue()).after(300, "{}")
+    assert sent == [("{}", {"visibility_timeout": 300})]
+
+
+# -- Azure Monitor's numbers, judged by the same rule as the AWS alarms and the router ------
+
+
+def _metrics_response(minutes: list[tuple[int, int, float]]) -> dict[str, Any]:
+    """A Metrics - List answer for a deployment: RequestsPerMinute split by statusCodeClass
+    and RequestLatency_P99, one point a minute, as Azure Monitor returns it."""
+
+    def points(values: list[float | None]) -> list[dict[str, Any]]:
+        return [
+            {"timeStamp": f"2026-11-23T10:{i:02d}:00Z", **({} if v is None else {"average": v})}
+            for i, v in enumerate(values)
+        ]
+
+    def series(cls: str, values: list[float | None]) -> dict[str, Any]:
+        return {
+            "metadatavalues": [{"name": {"value": "statusCodeClass"}, "value": cls}],
+            "data": points(values),
+        }
+
+    return {
+        "value": [
+            {
+                "name": {"value": "RequestsPerMinute"},
+                "timeseries": [
+                    series("2xx", [float(n - e) if n else None for n, e, _ in minutes]),
+                    series("5xx", [float(e) if e else None for _, e, _ in minutes]),
+                ],
+            },
+            {
+                "name": {"value": "RequestLatency_P99"},
+                "timeseries": [{"metadatavalues": [], "data": points([p for _, _, p in minutes])}],
+            },
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("requests", "errors", "slow"),
+    [(n, e, s) for n in (0, 19, 20, 100) for e in (0, 1, 5, 6, 40) for s in (0, 1, 2) if e <= n],
+)
+def test_azure_monitor_minutes_get_the_verdict_the_router_gives_on_the_same_counts(
+    requests: int, errors: int, slow: int
+) -> None:
+    latencies = [3000.0] * min(slow, requests) + [50.0] * (requests - min(slow, requests))
+    counted = PeriodCounts(requests, errors, latencies)  # what the router counts
+    reported = endpoint_periods(_metrics_response([(requests, errors, counted.p99_ms)]))
+    as_azure = reported[0] if reported else PeriodCounts()
+    assert (as_azure.requests, as_azure.errors) == (requests, errors)
+    assert RULE.verdict(as_azure) == RULE.verdict(counted)
+
+
+def test_the_metrics_query_asks_for_the_candidates_own_minutes() -> None:
+    metrics = fact("azure.serving.endpoint_metrics").value
+    api = value("azure.monitor.metrics_list")
+    resource = (
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/"
+        "workspaces/w/onlineEndpoints/dhow-prod-customers"
+    )
+    calls: list[tuple[str, Mapping[str, str]]] = []
+
+    def get(path: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+        calls.append((path, params))
+        return _metrics_response([(20, 8, 40.0)])
+
+    state = RolloutState(
+        deployment_id="r",
+        stable=1,
+        candidate=2,
+        started_at=T0 + timedelta(seconds=30),
+        status="InProgress",
+    )
+    source = AzureMonitorEndpointMetrics(lambda _d: resource, get)
+    periods = source.periods("customers", state, T0 + timedelta(minutes=3, seconds=5))
+    assert RULE.verdict(periods[0]) is not None
+    path, params = calls[0]
+    assert path == resource + api["path_suffix"]
+    assert set(params) <= set(api["parameters"])
+    assert params["metricnames"].split(",") == [metrics["requests"], metrics["p99"]]
+    assert params["interval"] == metrics["time_grain"]
+    assert params["aggregation"] == metrics["aggregation"]
+    # Whole clock minutes, from the rollout's start to the minute after now.
+    assert params["timespan"] == "2026-11-23T10:00:00Z/2026-11-23T10:04:00Z"
+    # The candidate deployment alone, its requests split by status class.
+    assert params["$filter"] == f"deployment eq '{deployment_name(2)}' and statusCodeClass eq '*'"
+    assert {"deployment", "statusCodeClass"} <= set(metrics["dimensions"])
+
+
+# -- the endpoint's requests, checked by azure-ai-ml's own entities -------------------------
+
+
+class _Poller:
+    def result(self) -> None:
+        return None
+
+
+class _Operations:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.endpoint = ManagedOnlineEndpoint(name="dhow-prod-customers", auth_mode="aad_token")
+
+    def get(self, name: str) -> ManagedOnlineEndpoint:
+        assert name == self.endpoint.name
+        return self.endpoint
+
+    def begin_create_or_update(self, entity: Any) -> _Poller:
+        self.sent.append(entity)
+        return _Poller()
+
+
+class _MLClient:
+    def __init__(self) -> None:
+        self.online_endpoints = _Operations()
+        self.online_deployments = _Operations()
+
+
+def test_endpoint_and_deployment_names_follow_azure_mls_own_rule() -> None:
+    rule = value("azure.serving.endpoint_name")
+    for stage, dataset in [("prod", "customers"), ("a-very-long-stage-name", "churn_2026")]:
+        name = endpoint_name(stage, dataset)
+        validate_endpoint_or_deployment_name(name)  # raises when azure-ai-ml would refuse
+        assert rule["min_length"] <= len(name) <= rule["max_length"]
+    for version in (1, 10, 12345):
+        validate_endpoint_or_deployment_name(deployment_name(version), is_deployment=True)
+
+
+def test_the_traffic_update_is_the_endpoint_entity_with_shares_summing_to_100() -> None:
+    ml = _MLClient()
+    traffic = OnlineEndpointTraffic(
+        ml,
+        stage="prod",
+        environment="azureml:dhow-train@latest",
+        instance_type="Standard_DS3_v2",
+        code_dir=".",
+        scoring_script="shared/jobs/score.py",
+        environment_variables={"DHOW_CLOUD": "azure"},
+    )
+    traffic.prepare(plan())
+    deployment = ml.online_deployments.sent[0]
+    assert deployment.name == deployment_name(2)
+    assert deployment.endpoint_name == endpoint_name("prod", "customers")
+    assert deployment.environment_variables["DHOW_SERVE_MODEL_VERSION"] == "2"
+    rest = deployment._to_rest_object("uaenorth")  # azure-ai-ml builds the PUT body
+    assert rest.location == "uaenorth"
+    assert rest.properties.instance_type == "Standard_DS3_v2"
+    traffic.set("customers", {1: 90, 2: 10}, RolloutState())
+    sent = ml.online_endpoints.sent[-1]
+    assert sent.traffic == {deployment_name(1): 90, deployment_name(2): 10}
+    assert sum(sent.traffic.values()) == value("azure.serving.endpoint_traffic")["sum"]
+    body = sent._to_rest_online_endpoint_traffic_update("uaenorth")
+    assert body.properties.traffic == {"version-1": 90, "version-2": 10}
+    with pytest.raises(ValueError, match="sums to 100"):
+        traffic.set("customers", {1: 90, 2: 20}, RolloutState())
+
+
+def test_flex_consumption_has_no_slots_so_the_canary_is_not_a_slot_swap() -> None:
+    from pathlib import Path
+
+    rule = value("azure.functions.flex_no_slots")
+    assert rule["deployment_slots"] is False
+    stack = (Path(__file__).resolve().parents[2] / "infra/azure/stack.py").read_text()
+    assert f'"tier": "{rule["plan"]}"' in stack  # the plan the stack's app runs on
+    assert "Slot" not in stack
+
+
+# -- the local twin: the same deployer on the router's row and the router's counts ----------
+
+
+def test_the_local_router_splits_and_counts_while_the_deployer_steps_and_judges(
+    tmp_path: Any,
+) -> None:
+    from dhow_local.router import Router
+
+    lineage = MemoryLineage()
+    published: list[dict[str, Any]] = []
+    router = Router(
+        store=None,  # type: ignore[arg-type]
+        registry=None,  # type: ignore[arg-type]
+        lineage=lineage,
+        capture_container="capture",
+        serve_prefix=PREFIX,
+        publish_state_change=published.append,
+    )
+    clock = Clock()
+    deployer = SteppedRolloutDeployer(
+        lineage,
+        RouterTraffic(lineage),
+        RouterMetrics(lambda p: router.periods(p.rsplit("/", 1)[1])),
+        Timer(),
+        alarm_prefix=PREFIX,
+        clock=clock,
+    )
+    deployer.start(plan(1, None))
+    clock.now += timedelta(seconds=1)
+    first, _ = deployer._load("customers")
+    assert deployer.advance("customers", str(first.deployment_id)) is not None
+    clock.now += timedelta(minutes=1)
+    rollout = deployer.start(plan()).deployment_id
+    state, _ = load_router_state(lineage, "customers")
+    assert (state.stable, state.candidate, state.weight, state.stepped_by) == (
+        1,
+        2,
+        0.1,
+        "deployer",
+    )
+    router._routes["customers"] = _route(router)
+    router.tick("customers", now=state.started_at)  # picks up the row; steps nothing
+    at = state.started_at
+    assert at is not None
+    for i in range(20):
+        router.observe("customers", 2, 500 if i < 8 else 200, 30.0, at=at + timedelta(seconds=1))
+    router.tick("customers", now=at + timedelta(minutes=30))
+    assert load_router_state(lineage, "customers")[0].status == "InProgress"  # not the router's
+    assert published == []
+    end = deployer.advance("customers", rollout)
+    assert end is not None
+    assert end.status == "RolledBack"
+    assert end.reason is not None
+    assert "-errors: 8 of 20" in end.reason
+    after, _ = load_router_state(lineage, "customers")
+    assert (after.stable, after.candidate, after.status) == (1, None, "RolledBack")
+
+
+def _route(router: Any) -> Any:
+    from dhow_local.router import DatasetRoute
+
+    class _Capture:
+        def flush_if_due(self) -> None: ...
+
+        def flush(self) -> None: ...
+
+    return DatasetRoute(spec=None, capture=_Capture())  # type: ignore[arg-type]
