@@ -424,3 +424,30 @@ def _route(router: Any) -> Any:
         def flush(self) -> None: ...
 
     return DatasetRoute(spec=None, capture=_Capture())  # type: ignore[arg-type]
+
+
+AZURITE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+)
+
+
+@pytest.mark.parametrize("backend", ["cloud", "local"])
+def test_deploy_builds_the_stepped_rollout_on_azure_instead_of_refusing(backend: str) -> None:
+    """Before: ``build_deployer`` raised ConfigError on Azure unless the router played the
+    part, so the deploy function failed at cold start in a real Azure stack."""
+    from dataclasses import replace
+
+    from shared.settings import Settings
+    from shared.wiring import Ports, build_deployer
+
+    settings = replace(
+        Settings(cloud="azure"),
+        serving_backend=backend,
+        azure_storage_connection_string=AZURITE,
+        azureml_workspace=("sub", "group", "workspace"),
+        azureml_train_environment="azureml:dhow-train@latest",
+    )
+    ports = Ports(store=None, bus=None, lineage=MemoryLineage())  # type: ignore[arg-type]
+    assert isinstance(build_deployer(settings, ports), SteppedRolloutDeployer)
