@@ -36,6 +36,7 @@ from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
 from dhow_local.runner import BackgroundThreads, load_handler
+from shared.adapters.aws_calls import calls_of
 from shared.adapters.azure import AzureClients, LocalEventGrid, azure_clients
 from shared.settings import Settings
 from shared.topology import DATASETS_PREFIX, Function, Topology
@@ -84,13 +85,16 @@ class QueueTrigger:
 
     def poll_once(self) -> int:
         """Receive up to a batch and run the function on each message; returns how many."""
-        messages = list(
-            self._queue.receive_messages(
-                messages_per_page=self.fn.batch_size,
-                max_messages=self.fn.batch_size,
-                visibility_timeout=self._visibility,
+        # The host receives, deletes and poisons with the app's identity: those calls are
+        # the function's (azure_calls: the RBAC check of the integration tests).
+        with calls_of(self.fn.logical):
+            messages = list(
+                self._queue.receive_messages(
+                    messages_per_page=self.fn.batch_size,
+                    max_messages=self.fn.batch_size,
+                    visibility_timeout=self._visibility,
+                )
             )
-        )
         for m in messages:
             self._run(m)
         return len(messages)
@@ -98,13 +102,15 @@ class QueueTrigger:
     def _run(self, m: StorageMessage) -> None:
         self.invocations += 1
         try:
-            self._entry(function_message(m))
+            with calls_of(self.fn.logical):
+                self._entry(function_message(m))
         except Exception:
             self.failed += 1
             if m.dequeue_count is not None and m.dequeue_count >= self.max_dequeue_count:
                 # As the host does: the same content to the poison queue, then deleted here.
-                self._poison.send_message(m.content)
-                self._queue.delete_message(m.id, m.pop_receipt)
+                with calls_of(self.fn.logical):
+                    self._poison.send_message(m.content)
+                    self._queue.delete_message(m.id, m.pop_receipt)
                 self.poisoned += 1
                 log.exception(
                     "%s failed message %s %d times; moved to %s",
@@ -115,11 +121,14 @@ class QueueTrigger:
                 )
             else:
                 log.exception("%s failed message %s; it will be retried", self.fn.name, m.id)
+                # The runner's own shortcut (see the module docstring), not the host's:
+                # left out of the function's recorded calls.
                 self._queue.update_message(
                     m.id, m.pop_receipt, visibility_timeout=self._retry_delay
                 )
             return
-        self._queue.delete_message(m.id, m.pop_receipt)
+        with calls_of(self.fn.logical):
+            self._queue.delete_message(m.id, m.pop_receipt)
 
 
 def blob_created_event(
@@ -196,23 +205,26 @@ class AzureRunner(BackgroundThreads):
         self.grid = LocalEventGrid(clients, topo)
         self.watcher = BlobWatcher(clients, topo, self.grid, home / "blob-watcher.json")
         self.triggers = [
-            QueueTrigger(fn, topo, clients, load_handler(fn.azure_handler), retry_delay_s)
+            QueueTrigger(fn, topo, clients, _load(fn), retry_delay_s)
             for fn in topo.functions
             if fn.trigger_queue is not None
         ]
         self._drift_queue = clients.queue(
             topo.queue(topo.schedule("drift_check").target_queue).name
         )
-        self._timer = load_handler("functions.drift_check.azure_function.on_timer")
+        with calls_of("drift_check"):
+            self._timer = load_handler("functions.drift_check.azure_function.on_timer")
         self.timer_fired = 0
 
     def fire_timer(self) -> int:
         """Run the drift timer once, with its queue output bound; returns messages sent."""
         out = _Out()
-        self._timer(TimerRequest(past_due=False), out)
-        sent = out.get()
-        for body in sent:
-            self._drift_queue.send_message(body)
+        # The timer and its queue output binding run as the app's identity, for drift-check.
+        with calls_of("drift_check"):
+            self._timer(TimerRequest(past_due=False), out)
+            sent = out.get()
+            for body in sent:
+                self._drift_queue.send_message(body)
         self.timer_fired += 1
         return len(sent)
 
@@ -241,6 +253,13 @@ class AzureRunner(BackgroundThreads):
                 busy = 0
             if not busy:
                 self._stop.wait(every)
+
+
+def _load(fn: Function) -> Entry:
+    # An entry point builds its clients as it is imported: they are that function's.
+    with calls_of(fn.logical):
+        entry: Entry = load_handler(fn.azure_handler)
+    return entry
 
 
 class _Out(func.Out[list[str]]):

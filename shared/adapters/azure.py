@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
+from shared.adapters.azure_calls import recording
 from shared.constants import (
     AZURE_STORAGE_ACCOUNT,
     AZURE_STORAGE_CONNECTION_STRING,
@@ -65,6 +66,8 @@ class AzureClients:
     tables: TableServiceClient
     connection_string: str | None = None
     credential: Any = None  # the managed identity's, when there is no connection string
+    # Client keywords that record calls (azure_calls.recording); empty in the cloud.
+    queue_hooks: Mapping[str, Any] = field(default_factory=dict)
 
     def queue(self, name: str) -> QueueClient:
         """A queue client that writes and reads base64, as the Functions host does.
@@ -75,6 +78,7 @@ class AzureClients:
         policies: dict[str, Any] = {
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
+            **self.queue_hooks,
         }
         if self.connection_string:
             return QueueClient.from_connection_string(self.connection_string, name, **policies)
@@ -90,13 +94,16 @@ def azure_clients(settings: Settings) -> AzureClients:
     Functions host's queue trigger expects by default.
     """
     check_azure_location(settings.azure_location)
+    # Recorded only when DHOW_AZURE_CALL_LOG is set (the integration tests' RBAC check).
+    blob_hooks, queue_hooks, table_hooks = (recording(s) for s in ("blob", "queue", "table"))
     conn = settings.azure_storage_connection_string
     if conn:
         return AzureClients(
-            blobs=BlobServiceClient.from_connection_string(conn),
-            queues=QueueServiceClient.from_connection_string(conn),
-            tables=TableServiceClient.from_connection_string(conn),
+            blobs=BlobServiceClient.from_connection_string(conn, **blob_hooks),
+            queues=QueueServiceClient.from_connection_string(conn, **queue_hooks),
+            tables=TableServiceClient.from_connection_string(conn, **table_hooks),
             connection_string=conn,
+            queue_hooks=queue_hooks,
         )
     account = settings.azure_storage_account
     if not account:
@@ -110,12 +117,17 @@ def azure_clients(settings: Settings) -> AzureClients:
 
     credential = DefaultAzureCredential()
     return AzureClients(
-        blobs=BlobServiceClient(f"https://{account}.blob.core.windows.net", credential),
-        queues=QueueServiceClient(f"https://{account}.queue.core.windows.net", credential),
+        blobs=BlobServiceClient(
+            f"https://{account}.blob.core.windows.net", credential, **blob_hooks
+        ),
+        queues=QueueServiceClient(
+            f"https://{account}.queue.core.windows.net", credential, **queue_hooks
+        ),
         tables=TableServiceClient(
-            f"https://{account}.table.core.windows.net", credential=credential
+            f"https://{account}.table.core.windows.net", credential=credential, **table_hooks
         ),
         credential=credential,
+        queue_hooks=queue_hooks,
     )
 
 
