@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import joblib
@@ -149,3 +151,63 @@ def test_the_train_channel_may_be_the_file_itself(tmp_path: Path, curated: pd.Da
     r = run(env)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "model/metrics.json").read_text())["n_train"] > 0
+
+
+def test_the_trainer_imports_nothing_of_dhow() -> None:
+    # The training job's code channel carries shared/trainer.py alone (the stack's
+    # sourcedir.tar.gz): an import of another Dhow module would fail only in SageMaker.
+    tree = ast.parse((ROOT / "shared/trainer.py").read_text())
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    ours = sorted(m for m in imported if m.split(".")[0] in ("shared", "functions", "dhow_local"))
+    assert ours == []
+
+
+def test_the_trainer_runs_as_the_xgboost_image_s_script_mode_runs_it(
+    tmp_path: Path, curated: pd.DataFrame
+) -> None:
+    """The stack's archive, the launch request's hyperparameters, and the container's way
+    of running them (sagemaker-containers 2.8.6, which the XGBoost image pins): the
+    archive extracted into the code directory, each hyperparameter JSON-decoded, and
+    ``python -m <sagemaker_program without .py>`` run there with the user hyperparameters
+    as ``--name value`` arguments (sorted) and as SM_HPS."""
+    from infra.aws.training import trainer_sourcedir
+    from shared.adapters.sagemaker_training import script_mode_hyperparameters
+
+    code = tmp_path / "opt/ml/code"
+    code.mkdir(parents=True)
+    with tarfile.open(trainer_sourcedir(tmp_path)) as archive:
+        archive.extractall(code, filter="data")
+    sent = script_mode_hyperparameters(
+        {"target": "churned", "task": "classification", "n_estimators": "20"},
+        job_name="dhow-prod-customers-1",
+        region="me-central-1",
+    )
+    hps = {k: json.loads(v) for k, v in sent.items()}
+    user = {k: v for k, v in hps.items() if not k.startswith("sagemaker_")}
+    module = str(hps["sagemaker_program"]).removesuffix(".py")
+    args = [arg for key in sorted(user) for arg in (f"--{key}", str(user[key]))]
+    env = sm_dirs(tmp_path / "opt/ml", curated, {})
+    env["SM_HPS"] = json.dumps(user)
+    env["SM_USER_ENTRY_POINT"] = str(hps["sagemaker_program"])
+    r = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=code,
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    model_dir = tmp_path / "opt/ml/model"
+    assert (model_dir / "model.joblib").is_file()
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["n_train"] + metrics["n_holdout"] == 400
+    card = json.loads((model_dir / "model.json").read_text())
+    assert (card["target"], card["task"]) == ("churned", "classification")
+    assert card["hyperparameters"]["n_estimators"] == 20
