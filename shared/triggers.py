@@ -19,7 +19,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, unquote_plus, urlparse
 
 from pydantic import BaseModel, ConfigDict
@@ -272,7 +272,18 @@ TAG_ARTIFACT, TAG_HYPERPARAMETERS, TAG_COMPUTE, TAG_IMAGE, TAG_FAILURE = (
     "dhow:image",
     "dhow:failure-reason",
 )
-_AZUREML_END_STATES = {"Completed": "Completed", "Failed": "Failed", "Canceled": "Stopped"}
+_AZUREML_END_STATES: dict[str, Literal["Completed", "Failed", "Stopped"]] = {
+    "Completed": "Completed",
+    "Failed": "Failed",
+    "Canceled": "Stopped",
+}
+# The experiments Dhow's Azure ML jobs run in: the workspace's RunStatusChanged
+# subscriptions route a run's end by its experiment (infra/azure/stack.py), validation's
+# to the validate queue and training's to register, so neither adopts the other's run.
+VALIDATION_EXPERIMENT, TRAINING_EXPERIMENT = "dhow-validate", "dhow-train"
+# The staged object a validation job validated (container/key), read back from its
+# run's event as SageMaker's is read from its ProcessingInputs.
+TAG_STAGED = "dhow:staged"
 
 
 def _sagemaker_training_ended(data: Json) -> TrainingJobEnded:
@@ -341,25 +352,66 @@ PROCESSING_JOB_STATE_CHANGE = "SageMaker Processing Job State Change"
 STAGED_INPUT_NAME = "staged"
 
 
+def _is_azureml_validation_run(data: Json) -> bool:
+    body = data.get("data")
+    return (
+        data.get("eventType") == AZUREML_RUN_STATUS_CHANGED
+        and isinstance(body, Mapping)
+        and body.get("experimentName") == VALIDATION_EXPERIMENT
+    )
+
+
 def is_validation_job_state_change(payload: str | bytes | Json) -> bool:
-    """Whether a message on the validate queue is a managed job's end (not DatasetIngested)."""
+    """Whether a message on the validate queue is a managed job's end (not DatasetIngested):
+    SageMaker's "Processing Job State Change" or Azure ML's RunStatusChanged of a run in
+    the validation experiment."""
     data = _loads(payload)
     return (data.get("source"), data.get("detail-type")) == (
         "aws.sagemaker",
         PROCESSING_JOB_STATE_CHANGE,
+    ) or _is_azureml_validation_run(data)
+
+
+def _azureml_validation_ended(data: Json) -> ValidationJobEnded:
+    d = data["data"]
+    status = _AZUREML_END_STATES.get(str(d.get("runStatus")))
+    if status is None:
+        raise EventParseError(
+            f"Azure ML run {d.get('runId')!r} is {d.get('runStatus')!r}, not an end state",
+            hint="the subscription should deliver only Completed, Failed and Canceled runs",
+        )
+    tags: Mapping[str, Any] = d.get("runTags") or {}
+    return ValidationJobEnded(
+        job_name=d["runId"],  # an Azure ML job's name is its run's id
+        status=status,
+        staged=ObjectRef.from_uri(tags[TAG_STAGED]),
+        failure_reason=None if status == "Completed" else f"Azure ML run ended {d['runStatus']}",
     )
 
 
 def parse_validation_job_ended(payload: str | bytes | Json) -> ValidationJobEnded:
-    """SageMaker's "Processing Job State Change" of a validation job in an end state.
+    """A validation job's end: SageMaker's "Processing Job State Change" (EventBridge) or
+    Azure ML's ``RunStatusChanged`` (Event Grid schema), in an end state.
 
-    The event's detail is the job's description; its ProcessingInputs name the staged
-    object the job validated, which is how the function finds the lineage row."""
+    SageMaker's detail is the job's description, whose ProcessingInputs name the staged
+    object the job validated; Azure ML's event carries the run's tags, and the
+    ``dhow:staged`` tag names it. That is how the function finds the lineage row."""
     data = _loads(payload)
+    if _is_azureml_validation_run(data):
+        try:
+            return _azureml_validation_ended(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventParseError(
+                f"Azure ML run status change is not a validation job's end: {exc}",
+                hint=f"a validation run carries the {TAG_STAGED!r} tag; compare it with "
+                "tests/events/azureml_validation_run_status_changed.json",
+            ) from exc
     if not is_validation_job_state_change(data):
         raise EventParseError(
-            "payload is not a SageMaker processing job state change",
-            hint=f"got source {data.get('source')!r}, detail-type {data.get('detail-type')!r}",
+            "payload is not a validation job's state change",
+            hint="expected SageMaker's Processing Job State Change or Azure ML's "
+            f"RunStatusChanged; got source {data.get('source')!r}, detail-type "
+            f"{data.get('detail-type')!r}, eventType {data.get('eventType')!r}",
         )
     try:
         d = data["detail"]

@@ -151,22 +151,22 @@ def _azureml_validation_jobs(settings: Settings) -> ValidationJobLauncher | None
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
 
-    from shared.adapters.azure_ml import AzureMLJobConfig, AzureMLValidationJobs
+    from shared.adapters.azure_ml import (
+        AzureMLJobConfig,
+        AzureMLValidationJobs,
+        validation_job_environment,
+    )
 
     subscription, group, workspace = settings.azureml_workspace
     client = MLClient(DefaultAzureCredential(), subscription, group, workspace)
-    env = {
-        "DHOW_CLOUD": "azure",
-        "DHOW_STAGE": settings.stage,
-        "DHOW_AZURE_LOCATION": settings.azure_location,
-    }
     return AzureMLValidationJobs(
         client.jobs,
         AzureMLJobConfig(
             compute=settings.azureml_compute,
             environment=settings.azureml_environment,
             staging_datastore=settings.azureml_staging_datastore,
-            environment_variables=tuple(sorted(env.items())),
+            stage=settings.stage,
+            environment_variables=validation_job_environment(settings),
         ),
     )
 

@@ -8,7 +8,9 @@ import and only a stack that hands work off to Azure ML needs it.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
+import re
 import shlex
 import shutil
 import tempfile
@@ -22,8 +24,10 @@ from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import CommandJob, ManagedIdentityConfiguration
 from azure.core.exceptions import ResourceNotFoundError
 
+from shared import constants as c
 from shared.adapters.sagemaker_training import training_job_name
 from shared.cloud_facts import value
+from shared.errors import ConfigError, DhowError
 from shared.events import ObjectRef
 from shared.identifiers import checked_correlation_id
 from shared.jobs.model_archive import MODEL_ARCHIVE
@@ -34,7 +38,17 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
 )
-from shared.triggers import TAG_ARTIFACT, TAG_COMPUTE, TAG_HYPERPARAMETERS, TAG_IMAGE
+from shared.settings import Settings
+from shared.topology import processing_job_prefix
+from shared.triggers import (
+    TAG_ARTIFACT,
+    TAG_COMPUTE,
+    TAG_HYPERPARAMETERS,
+    TAG_IMAGE,
+    TAG_STAGED,
+    TRAINING_EXPERIMENT,
+    VALIDATION_EXPERIMENT,
+)
 
 # The package the jobs run (`python -m shared.jobs.…`, the trainer, the shipped specs).
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -76,9 +90,30 @@ class AzureMLJobConfig:
     compute: str
     environment: str
     staging_datastore: str
-    experiment: str = "dhow-validate"
-    environment_variables: tuple[tuple[str, str], ...] = ()
+    stage: str  # the job's name carries it (azureml_job_name)
+    environment_variables: tuple[tuple[str, str], ...] = ()  # validation_job_environment()
     code: str | None = None  # default: staged_code()
+
+
+# What `python -m shared.jobs.validate` reads on Azure: ``Settings.from_env`` (the cloud,
+# the stage that names its containers, the location azure_clients checks) and the data
+# account build_ports reaches by identity. Nothing else travels with the job: not the
+# pipeline topic (the job publishes nothing; the function announces its result).
+VALIDATION_JOB_SETTINGS = (c.CLOUD, c.STAGE, c.AZURE_LOCATION, c.AZURE_STORAGE_ACCOUNT)
+
+
+def validation_job_environment(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The job's environment variables: exactly ``VALIDATION_JOB_SETTINGS``, from the
+    settings of the function that submits it (which the stack wrote)."""
+    env = settings.to_env()
+    missing = [name for name in VALIDATION_JOB_SETTINGS if not env.get(name)]
+    if missing:
+        raise ConfigError(
+            f"the validation job would start without {', '.join(missing)}",
+            hint="the stack sets them on the Function App; the job builds its storage "
+            "clients from them",
+        )
+    return tuple(sorted((name, env[name]) for name in VALIDATION_JOB_SETTINGS))
 
 
 def submit_once(jobs: JobOperations, job: CommandJob) -> bool:
@@ -92,10 +127,28 @@ def submit_once(jobs: JobOperations, job: CommandJob) -> bool:
     return False
 
 
-def azureml_job_name(request: ValidationJobRequest) -> str:
-    """Deterministic, so a redelivery finds the job instead of starting a second one."""
-    spec = request.spec_version.replace("+", "-")
-    return f"dhow-validate-{request.dataset[:20]}-{request.sha256[:12]}-{spec}"[:255]
+_NOT_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def azureml_job_name(request: ValidationJobRequest, stage: str) -> str:
+    """``dhow-<stage>-validate-<dataset>-<sha12>-<tag>``: deterministic, so a redelivery
+    finds the job it started; carrying the stage, so a workspace shared by two stages
+    never lets one adopt the other's job (and the run's end is routed by this prefix).
+
+    The tag hashes dataset and spec version, so a name stays unique when the dataset is
+    cut to fit Azure ML's run-id rule (fact azure.ml.job_name); the prefix is never cut."""
+    head = processing_job_prefix(stage)
+    tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
+    tail = f"-{request.sha256[:12]}-{tag}"
+    room = int(value("azure.ml.job_name")["max_length"]) - len(head) - len(tail)
+    dataset = _NOT_NAME.sub("-", request.dataset.lower())[: max(room, 0)].strip("-")
+    if not dataset:
+        raise DhowError(
+            f"no room for the dataset in an Azure ML job name under {head!r}",
+            hint="use a shorter stage name",
+            reason="job_name_too_long",
+        )
+    return f"{head}{dataset}{tail}"
 
 
 class AzureMLValidationJobs(ValidationJobLauncher):
@@ -123,9 +176,10 @@ class AzureMLValidationJobs(ValidationJobLauncher):
             *("--size-bytes", str(req.size_bytes), "--correlation-id", req.correlation_id),
         ]
         return CommandJob(
-            name=azureml_job_name(req),
+            name=azureml_job_name(req, cfg.stage),
             display_name=f"validate {req.dataset} {req.sha256[:12]}",
-            experiment_name=cfg.experiment,
+            # The experiment routes the run's end to the validate queue (infra/azure).
+            experiment_name=VALIDATION_EXPERIMENT,
             # Azure ML's own placeholder last: it becomes the mounted path of the input.
             command=f"{shlex.join(argv)} --input ${{{{inputs.staged}}}}",
             code=cfg.code or staged_code(),
@@ -138,13 +192,15 @@ class AzureMLValidationJobs(ValidationJobLauncher):
             environment=cfg.environment,
             compute=cfg.compute,
             environment_variables=dict(cfg.environment_variables),
-            # The job writes curated/quarantine blobs and lineage as the workspace's
-            # managed identity; no key travels with it.
+            # The job reads staging and writes curated/quarantine blobs and its result as
+            # its cluster's managed identity; no key travels with it.
             identity=ManagedIdentityConfiguration(),
             tags={
                 "dhow:dataset": req.dataset,
                 "dhow:sha256": req.sha256,
                 "dhow:spec-version": req.spec_version,
+                # Read back from the run's RunStatusChanged event (shared.triggers).
+                TAG_STAGED: req.staged.uri,
             },
         )
 
@@ -165,7 +221,6 @@ class AzureMLTrainingConfig:
     models_container: str  # the blob container the models datastore is bound to
     name_prefix: str  # dhow-<stage>
     gpus_per_node: int = 1
-    experiment: str = "dhow-train"
     code: str | None = None  # default: staged_code()
 
 
@@ -202,7 +257,8 @@ class AzureMLTrainingLauncher(TrainingLauncher):
         return CommandJob(
             name=name,
             display_name=f"train {req.dataset} {req.sha256[:12]}",
-            experiment_name=cfg.experiment,
+            # The experiment routes the run's end to register (infra/azure).
+            experiment_name=TRAINING_EXPERIMENT,
             command=f"{shlex.join(argv)} --train ${{{{inputs.train}}}}"
             " --output ${{outputs.output}}",
             code=cfg.code or staged_code(),

@@ -4,6 +4,7 @@ lines do in a shell, the code they ship, and the model a training run leaves for
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -58,10 +59,14 @@ CFG = AzureMLJobConfig(
     compute="azureml:dhow-prod-cpu",
     environment="azureml:dhow-processing:3",
     staging_datastore="dhowprodstaging",
+    stage="prod",
     environment_variables=(("DHOW_CLOUD", "azure"), ("DHOW_STAGE", "prod")),
     code=CODE,
 )
-NAME = "dhow-validate-customers-cd34cd34cd34-3-1a2b3c4d"
+NAME = (
+    "dhow-prod-validate-customers-cd34cd34cd34-"
+    + hashlib.sha256(b"customers\n3+1a2b3c4d").hexdigest()[:8]
+)
 EXPECTED = {
     "name": NAME,
     "properties": {
@@ -93,6 +98,7 @@ EXPECTED = {
             "dhow:dataset": "customers",
             "dhow:sha256": SHA,
             "dhow:spec-version": "3+1a2b3c4d",
+            "dhow:staged": f"dhow-prod-staging/datasets/customers/sha256={SHA}/data.csv",
         },
     },
 }
@@ -128,7 +134,118 @@ def test_a_redelivery_finds_the_job_and_sends_nothing() -> None:
 
 
 def test_job_name_is_deterministic() -> None:
-    assert azureml_job_name(REQ) == azureml_job_name(REQ.model_copy()) == NAME
+    assert azureml_job_name(REQ, "prod") == azureml_job_name(REQ.model_copy(), "prod") == NAME
+
+
+def _sdk_run_id_pattern() -> str:
+    """The runId pattern azure-ai-ml's generated run-history client declares (it turns off
+    client-side validation, so the pattern is read from its source and applied below)."""
+    import inspect
+
+    from azure.ai.ml._restclient.runhistory.operations import _runs_operations
+
+    found = set(
+        re.findall(
+            r"_SERIALIZER\.url\(\"run_id\", run_id, 'str', pattern=r'([^']+)'\)",
+            inspect.getsource(_runs_operations),
+        )
+    )
+    assert len(found) == 1, found
+    return str(found.pop())
+
+
+def _run_id_accepted_by_azure_ml(name: str) -> bool:
+    """Whether msrest, the SDK's serializer, with validation on, puts ``name`` in a run's
+    URL under the SDK's declared runId pattern."""
+    from msrest import Serializer
+    from msrest.exceptions import ValidationError
+
+    serializer = Serializer()  # type: ignore[no-untyped-call]  # msrest has no annotations
+    serializer.client_side_validation = True
+    try:
+        serializer.url(  # type: ignore[no-untyped-call]
+            "run_id", name, "str", pattern=_sdk_run_id_pattern()
+        )
+    except ValidationError:
+        return False
+    return True
+
+
+def test_the_job_name_fact_is_azure_mls_own_rule() -> None:
+    assert value("azure.ml.job_name")["pattern"] == _sdk_run_id_pattern()
+
+
+def test_two_stages_never_share_a_validation_job_name() -> None:
+    """A workspace shared by two stages: each stage's redelivery must find its own job,
+    never adopt the other's (whose end would then be routed to the wrong validate)."""
+    prod, dev = azureml_job_name(REQ, "prod"), azureml_job_name(REQ, "dev")
+    assert prod != dev
+    assert prod.startswith("dhow-prod-validate-")
+    assert dev.startswith("dhow-dev-validate-")
+    assert _run_id_accepted_by_azure_ml(prod)
+    assert not _run_id_accepted_by_azure_ml("-" + prod)  # the check can refuse
+
+
+@pytest.mark.parametrize("dataset", ["customers", "c" * 63, "churn_v2", "a-b_c-" + "x" * 57])
+def test_job_names_follow_azure_mls_rule_for_every_dataset_name(dataset: str) -> None:
+    rule = value("azure.ml.job_name")
+    stage = "s" * 40
+    name = azureml_job_name(REQ.model_copy(update={"dataset": dataset}), stage)
+    assert len(name) <= rule["max_length"]
+    assert re.fullmatch(rule["pattern"], name)
+    assert _run_id_accepted_by_azure_ml(name)
+    assert name.startswith(f"dhow-{stage}-validate-")
+    # Spec versions that differ only where the name is cut still name different jobs.
+    other = REQ.model_copy(update={"dataset": dataset, "spec_version": "4+1a2b3c4d"})
+    assert azureml_job_name(other, stage) != name
+
+
+def test_the_tags_a_run_event_carries_back_fit_azure_mls_limits() -> None:
+    limits = value("azure.ml.run_tag_limits")
+    long_key = f"datasets/{'d' * 63}/sha256={SHA}/data.parquet"
+    req = REQ.model_copy(
+        update={"staged": ObjectRef(container="dhow-" + "s" * 40 + "-staging", key=long_key)}
+    )
+    tags = AzureMLValidationJobs(RecordingJobs(), CFG).request(req).tags
+    assert tags is not None
+    assert len(tags) <= limits["count"]
+    assert all(len(k) <= limits["key_chars"] for k in tags)
+    assert all(len(str(v)) <= limits["value_chars"] for v in tags.values())
+    assert tags["dhow:staged"] == req.staged.uri
+
+
+def test_the_job_is_given_exactly_what_it_builds_its_storage_clients_from() -> None:
+    """The submission, as the validate function on Azure makes it from the settings the
+    stack writes: the job's own settings name the data account it reaches by identity."""
+    from shared.adapters.azure import azure_clients
+    from shared.adapters.azure_ml import VALIDATION_JOB_SETTINGS
+    from shared.settings import Settings
+    from shared.wiring import build_validation_jobs
+
+    app = {
+        "DHOW_CLOUD": "azure",
+        "DHOW_STAGE": "prod",
+        "DHOW_AZURE_LOCATION": "uaenorth",
+        "DHOW_AZURE_STORAGE_ACCOUNT": "dhowprodab12data",
+        "DHOW_AZURE_EVENTGRID_ENDPOINT": "https://dhow-prod.uaenorth-1.eventgrid.azure.net/api",
+        "DHOW_AZUREML_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+        "DHOW_AZUREML_RESOURCE_GROUP": "dhow-prod-rg",
+        "DHOW_AZUREML_WORKSPACE": "dhow-prod-ml",
+        "DHOW_AZUREML_COMPUTE": "cpu-cluster",
+        "DHOW_AZUREML_ENVIRONMENT": "azureml:dhow-validate:1",
+        "DHOW_AZUREML_STAGING_DATASTORE": "dhow_staging",
+    }
+    launcher = build_validation_jobs(Settings.from_env(app))
+    assert isinstance(launcher, AzureMLValidationJobs)
+    job = launcher.request(REQ)
+    env = dict(job.environment_variables or {})
+    assert set(env) == set(VALIDATION_JOB_SETTINGS)
+    assert "DHOW_AZURE_EVENTGRID_ENDPOINT" not in env  # the job publishes nothing
+    settings = Settings.from_env(env)
+    clients = azure_clients(settings)  # what shared.jobs.validate builds its store from
+    assert clients.blobs.account_name == "dhowprodab12data"
+    assert (settings.cloud, settings.stage) == ("azure", "prod")
+    assert str(job.name).startswith("dhow-prod-validate-")
 
 
 TRAIN_REQ = TrainingJobRequest(

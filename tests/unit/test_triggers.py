@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,91 @@ def test_sagemakers_processing_job_end_names_the_staged_object() -> None:
     assert ended.staged.key.startswith("datasets/customers/sha256=")
     # A DatasetIngested on the same queue is not one.
     assert not is_validation_job_state_change(sample_rejected().model_dump_json())
+
+
+def test_azure_mls_validation_run_end_is_the_same_typed_event_as_sagemakers() -> None:
+    from shared.triggers import is_validation_job_state_change, parse_validation_job_ended
+
+    sample = load_event("azureml_validation_run_status_changed.json")
+    assert is_validation_job_state_change(json.dumps(sample))
+    ended = parse_validation_job_ended(json.dumps(sample))
+    assert ended.job_name == sample["data"]["runId"]
+    assert (ended.status, ended.failure_reason) == ("Completed", None)
+    assert ended.staged.container == "dhow-prod-staging"
+    assert ended.staged.key == (
+        f"datasets/customers/sha256={sample['data']['runTags']['dhow:sha256']}/data.csv"
+    )
+    # Azure ML's "Canceled" is SageMaker's "Stopped" for finish_job.
+    canceled = json.loads(json.dumps(sample))
+    canceled["data"]["runStatus"] = "Canceled"
+    stopped = parse_validation_job_ended(json.dumps([canceled]))  # an array of one, as delivered
+    assert stopped.status == "Stopped"
+    assert stopped.failure_reason == "Azure ML run ended Canceled"
+
+
+def test_a_training_runs_end_is_not_a_validation_jobs_end() -> None:
+    from shared.triggers import is_validation_job_state_change, parse_validation_job_ended
+
+    training = load_event("azureml_run_status_changed.json")
+    assert not is_validation_job_state_change(json.dumps(training))
+    with pytest.raises(EventParseError):
+        parse_validation_job_ended(training)
+
+
+def test_a_validation_run_without_its_staged_tag_is_refused() -> None:
+    from shared.triggers import parse_validation_job_ended
+
+    sample = load_event("azureml_validation_run_status_changed.json")
+    del sample["data"]["runTags"]["dhow:staged"]
+    with pytest.raises(EventParseError, match="dhow:staged"):
+        parse_validation_job_ended(sample)
+    sample = load_event("azureml_validation_run_status_changed.json")
+    sample["data"]["runStatus"] = "Running"
+    with pytest.raises(EventParseError, match="not an end state"):
+        parse_validation_job_ended(sample)
+
+
+def test_a_handed_off_validation_on_azure_finishes_when_its_run_ends(tmp_path: Path) -> None:
+    """The job Azure ML is sent, and the RunStatusChanged it raises at its end (the run's
+    id, experiment and tags are the job's name, experiment and tags): validate finishes
+    the work and the lineage row leaves ``handed_off``."""
+    from shared.adapters.azure_ml import AzureMLJobConfig, AzureMLValidationJobs
+    from shared.events import DatasetValidated
+    from shared.services.validate import validate_record_id
+    from shared.topology import build_topology
+    from shared.triggers import parse_validation_job_ended
+    from tests.unit.test_azureml_job_request import RecordingJobs
+    from tests.unit.test_validate_service import SAMPLE, _run_job, setup
+
+    jobs = RecordingJobs()
+    launcher = AzureMLValidationJobs(
+        jobs,
+        AzureMLJobConfig(
+            compute="cpu-cluster",
+            environment="azureml:dhow-validate:1",
+            staging_datastore="dhow_staging",
+            stage="t1",
+            code=str(tmp_path),
+        ),
+    )
+    data = SAMPLE.read_bytes()
+    svc, store, bus, lineage, event = setup(
+        data, inline_max=1000, jobs=launcher, curated=build_topology("t1").bucket("curated").name
+    )
+    assert svc.handle(event).status == "handed_off"
+    [sent] = jobs.sent
+    _run_job(store, event, tmp_path, data)
+    props = sent["properties"]
+    run_ended = load_event("azureml_validation_run_status_changed.json")
+    run_ended["data"] |= {
+        "runId": sent["name"],
+        "experimentName": props["experimentName"],
+        "runTags": props["tags"],
+    }
+    done = svc.finish_job(parse_validation_job_ended(json.dumps(run_ended)))
+    assert done.status == "validated"
+    [out] = bus.events
+    assert isinstance(out, DatasetValidated)
+    row = lineage.get("customers", validate_record_id(event.sha256))
+    assert row is not None
+    assert row.status == "validated"
