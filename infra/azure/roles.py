@@ -79,26 +79,18 @@ def function_app_grants(topology: Topology) -> list[Grant]:
 
 
 # The Azure ML compute clusters' identities (identity-based datastores: the job reaches
-# storage as its cluster): the CPU cluster runs handed-off validation, the same service
-# as the validate function, so it needs that function's data roles; the GPU cluster
-# reads curated files and writes models.
-_DATA_KINDS = frozenset({"bucket", "table", "bus"})
+# storage as its cluster). The CPU cluster runs `python -m shared.jobs.validate`, which
+# does storage only: it reads the staged object (mounted through the staging datastore),
+# writes the curated copy or the quarantined copy with its report, and leaves its result
+# JSON beside the staged data (shared.services.validate.job_result_ref). The validate
+# function does the lineage and the events when the job's end comes back, so the cluster
+# holds no table and no topic role. The GPU cluster reads curated files and writes models.
+VALIDATION_JOB_WRITES = ("staging", "curated", "quarantine")
 
 
 def cluster_grants(topology: Topology) -> dict[str, list[Grant]]:
     """What each compute cluster's identity needs, by cluster kind (``cpu``, ``gpu``)."""
-    validate = topology.function("validate")
-    cpu: set[Grant] = set()
-    for perm in validate.permissions:
-        if perm.kind not in _DATA_KINDS:
-            continue
-        if perm.kind == "bucket":
-            role = BLOB_READER if set(perm.actions) <= _READ_ONLY else BLOB_CONTRIBUTOR
-            cpu.add(Grant(role, "container", perm.resource))
-        elif perm.kind == "table":
-            cpu.add(Grant(TABLE_CONTRIBUTOR, "table", perm.resource))
-        else:
-            cpu.add(Grant(EVENTGRID_SENDER, "topic", perm.resource))
+    cpu = {Grant(BLOB_CONTRIBUTOR, "container", c) for c in VALIDATION_JOB_WRITES}
     gpu = {
         Grant(BLOB_READER, "container", "curated"),
         Grant(BLOB_CONTRIBUTOR, "container", "models"),

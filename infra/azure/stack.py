@@ -7,6 +7,7 @@ import hashlib
 import re
 import tomllib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -27,8 +28,12 @@ from infra.config import REPO_ROOT, StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
 from shared.stack_contract import shared_environment
-from shared.topology import Topology
-from shared.triggers import AZUREML_RUN_STATUS_CHANGED
+from shared.topology import Topology, processing_job_prefix
+from shared.triggers import (
+    AZUREML_RUN_STATUS_CHANGED,
+    TRAINING_EXPERIMENT,
+    VALIDATION_EXPERIMENT,
+)
 from shared.wiring import azure_table_name
 
 # The Functions host's poison queue of each queue (on the trigger's own account).
@@ -814,6 +819,49 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     }
 
 
+@dataclass(frozen=True)
+class RunStatusRule:
+    """One subscription to the workspace's RunStatusChanged: the topology rule it plays,
+    the data fields it matches exactly (``StringIn``) and the run-id prefix of its stage."""
+
+    logical: str
+    name: str
+    target_queue: str
+    string_in: tuple[tuple[str, tuple[str, ...]], ...]
+    run_id_prefix: str
+
+
+# Azure ML's end states, as RunStatusChanged reports them.
+_RUN_END_STATES = ("Completed", "Failed", "Canceled")
+
+
+def run_status_rules(cfg: StackConfig) -> list[RunStatusRule]:
+    """Training runs to register, validation runs to validate. Both match the run's
+    experiment, which the launchers set (shared.adapters.azure_ml), and the stage's name
+    prefix: a training job of a dataset called ``validate-…`` would share the validation
+    prefix, and every validation job starts with the stage's prefix too."""
+    topo = cfg.topology
+    out = []
+    for logical, experiment, prefix in (
+        ("training_job_ended", TRAINING_EXPERIMENT, f"{cfg.prefix}-"),
+        ("validation_job_ended", VALIDATION_EXPERIMENT, processing_job_prefix(cfg.stage)),
+    ):
+        rule = topo.rule(logical)
+        out.append(
+            RunStatusRule(
+                logical,
+                rule.name,
+                rule.target_queue,
+                (
+                    ("data.runStatus", _RUN_END_STATES),
+                    ("data.experimentName", (experiment,)),
+                ),
+                prefix,
+            )
+        )
+    return out
+
+
 def _run_status_events(
     cfg: StackConfig,
     group: az.resources.ResourceGroup,
@@ -823,10 +871,11 @@ def _run_status_events(
     subscription: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> az.eventgrid.SystemTopic:
-    """The workspace's Event Grid system topic: Azure ML's RunStatusChanged of the stage's
-    training runs that ended goes to the register queue (the training_job_ended rule)."""
+    """The workspace's Event Grid system topic: Azure ML's RunStatusChanged of a stage's
+    run that ended goes, by the run's experiment and name, to the register queue for a
+    training run (the training_job_ended rule) and to the validate queue for a validation
+    run (validation_job_ended), so neither function is handed the other's run."""
     topo = cfg.topology
-    rule = topo.rule("training_job_ended")
     topic = az.eventgrid.SystemTopic(
         "ml-events",
         system_topic_name=f"{cfg.prefix}-ml-events",
@@ -838,42 +887,44 @@ def _run_status_events(
         tags=cfg.tags,
         opts=opts,
     )
-    target = topo.queue(rule.target_queue)
-    az.eventgrid.SystemTopicEventSubscription(
-        rule.logical,
-        event_subscription_name=rule.name,
-        system_topic_name=topic.name,
-        resource_group_name=group.name,
-        delivery_with_resource_identity=_queue_destination(lake.account, target.name),
-        dead_letter_with_resource_identity=_dead_letter(lake),
-        event_delivery_schema="EventGridSchema",
-        filter={
-            "included_event_types": [AZUREML_RUN_STATUS_CHANGED],
-            "advanced_filters": [
-                az.eventgrid.StringInAdvancedFilterArgs(
-                    operator_type="StringIn",
-                    key="data.runStatus",
-                    values=["Completed", "Failed", "Canceled"],
-                ),
-                az.eventgrid.StringBeginsWithAdvancedFilterArgs(
-                    operator_type="StringBeginsWith",
-                    key="data.runId",
-                    values=[f"{cfg.prefix}-"],
-                ),
-            ],
-        },
-        retry_policy=_RETRY,
-        opts=opts,
-    )
     principal = _principal(topic.identity)
-    _assign(
-        "ml-events-sends-register",
-        subscription,
-        principal,
-        QUEUE_SENDER,
-        events.queues[target.logical].id,
-        opts,
-    )
+    for rule in run_status_rules(cfg):
+        target = topo.queue(rule.target_queue)
+        az.eventgrid.SystemTopicEventSubscription(
+            rule.logical,
+            event_subscription_name=rule.name,
+            system_topic_name=topic.name,
+            resource_group_name=group.name,
+            delivery_with_resource_identity=_queue_destination(lake.account, target.name),
+            dead_letter_with_resource_identity=_dead_letter(lake),
+            event_delivery_schema="EventGridSchema",
+            filter={
+                "included_event_types": [AZUREML_RUN_STATUS_CHANGED],
+                "advanced_filters": [
+                    az.eventgrid.StringInAdvancedFilterArgs(
+                        operator_type="StringIn", key=key, values=list(values)
+                    )
+                    for key, values in rule.string_in
+                ]
+                + [
+                    az.eventgrid.StringBeginsWithAdvancedFilterArgs(
+                        operator_type="StringBeginsWith",
+                        key="data.runId",
+                        values=[rule.run_id_prefix],
+                    )
+                ],
+            },
+            retry_policy=_RETRY,
+            opts=opts,
+        )
+        _assign(
+            f"ml-events-sends-{target.logical}",
+            subscription,
+            principal,
+            QUEUE_SENDER,
+            events.queues[target.logical].id,
+            opts,
+        )
     _assign(
         "ml-events-dead-letters",
         subscription,

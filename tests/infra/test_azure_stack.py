@@ -4,13 +4,20 @@ Azure Resource Manager to create."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
 
 from infra.azure import roles
 from infra.azure.stack import account_name
 from infra.config import StackConfig
 from infra.policy.rules import violations
 from shared.cloud_facts import value
+from shared.events import ObjectRef
 from shared.wiring import azure_table_name
+from tests.helpers import load_event
 from tests.infra.harness import SUBSCRIPTION, Program, run
 
 DATA = account_name("uae-prod", "data", SUBSCRIPTION)
@@ -96,11 +103,89 @@ def test_ended_azure_ml_runs_reach_the_register_queue(azure_program: Program) ->
             "key": "data.runStatus",
             "values": ["Completed", "Failed", "Canceled"],
         },
+        {"operatorType": "StringIn", "key": "data.experimentName", "values": ["dhow-train"]},
         {"operatorType": "StringBeginsWith", "key": "data.runId", "values": ["dhow-uae-prod-"]},
     ]
     dest = sub.inputs["deliveryWithResourceIdentity"]["destination"]
     assert dest["queueName"] == "dhow-uae-prod-register"
     assert sub.inputs["eventDeliverySchema"] == "EventGridSchema"
+
+
+def _matches(advanced_filters: list[dict[str, Any]], event: dict[str, Any]) -> bool:
+    """Event Grid's StringIn / StringBeginsWith on an Event Grid schema event: every filter
+    must hold (AND), any of a filter's values may (OR), strings compare case-insensitively
+    (https://learn.microsoft.com/azure/event-grid/event-filtering#advanced-filtering)."""
+    for flt in advanced_filters:
+        found: Any = event
+        for part in flt["key"].split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if not isinstance(found, str):
+            return False
+        got, values = found.lower(), [v.lower() for v in flt["values"]]
+        if flt["operatorType"] == "StringIn" and got not in values:
+            return False
+        if flt["operatorType"] == "StringBeginsWith" and not any(got.startswith(v) for v in values):
+            return False
+    return True
+
+
+def _as_stage(event: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A sample event from tests/events/ (stage ``prod``) as the stage under test sees it."""
+    return cast(
+        dict[str, Any], json.loads(json.dumps(event).replace("dhow-prod-", f"dhow-{stage}-"))
+    )
+
+
+def test_each_azure_ml_runs_end_reaches_the_function_that_waits_for_it(
+    azure_program: Program,
+) -> None:
+    """A validation run's end goes to validate (which finishes the handed-off work) and
+    only there; a training run's to register and only there."""
+    subs = {
+        s.name: s
+        for s in azure_program.of_type("azure-native:eventgrid:SystemTopicEventSubscription")
+        if s.name in ("training_job_ended", "validation_job_ended")
+    }
+    validation = subs["validation_job_ended"]
+    dest = validation.inputs["deliveryWithResourceIdentity"]["destination"]
+    assert dest["queueName"] == "dhow-uae-prod-validate"
+    assert validation.inputs["eventDeliverySchema"] == "EventGridSchema"
+    assert "deadLetterDestination" in validation.inputs["deadLetterWithResourceIdentity"]
+    filters = {name: sub.inputs["filter"]["advancedFilters"] for name, sub in subs.items()}
+    validation_run = _as_stage(load_event("azureml_validation_run_status_changed.json"), "uae-prod")
+    training_run = _as_stage(load_event("azureml_run_status_changed.json"), "uae-prod")
+    assert _matches(filters["validation_job_ended"], validation_run)
+    assert not _matches(filters["training_job_ended"], validation_run)
+    assert _matches(filters["training_job_ended"], training_run)
+    assert not _matches(filters["validation_job_ended"], training_run)
+    # A training job of a dataset named "validate-…" shares the validation prefix: the
+    # experiment keeps it out of validate's queue.
+    look_alike = json.loads(json.dumps(training_run))
+    look_alike["data"]["runId"] = "dhow-uae-prod-validate-x-ab12ab12-1a2b3c4d5e6f"
+    assert not _matches(filters["validation_job_ended"], look_alike)
+    # Another stage's runs reach neither, and a run still going reaches nothing.
+    other = _as_stage(load_event("azureml_validation_run_status_changed.json"), "uae-dev")
+    assert not any(_matches(f, other) for f in filters.values())
+    running = json.loads(json.dumps(validation_run))
+    running["data"]["runStatus"] = "Running"
+    assert not any(_matches(f, running) for f in filters.values())
+    # The topic's identity may send to both queues.
+    sends = {
+        a.name
+        for a in azure_program.of_type("azure-native:authorization:RoleAssignment")
+        if a.name.startswith("ml-events-sends-")
+    }
+    assert sends == {"ml-events-sends-register", "ml-events-sends-validate"}
+
+
+def test_run_status_filters_stay_within_event_grids_limits(azure_program: Program) -> None:
+    limits = value("azure.eventgrid.advanced_filter_limits")
+    for sub in azure_program.of_type("azure-native:eventgrid:SystemTopicEventSubscription"):
+        advanced = sub.inputs["filter"].get("advancedFilters", [])
+        assert len(advanced) <= limits["filters"], sub.name
+        assert sum(len(f["values"]) for f in advanced) <= limits["values"], sub.name
+        assert all(len(v) <= limits["string_chars"] for f in advanced for v in f["values"])
+        assert not any("." in part for f in advanced for part in f["key"].split(".")[1:2])
 
 
 def test_pipeline_rules_become_topic_subscriptions(
@@ -228,5 +313,43 @@ def test_training_has_identity_datastores_environments_and_cluster_data_roles(
     assert rule["write"] in held[("gpu-principal", "dhow-uae-prod-models")]
     for container in ("staging", "curated", "quarantine"):
         assert rule["write"] in held[("cpu-principal", f"dhow-uae-prod-{container}")]
-    lineage = azure_table_name("dhow-uae-prod-lineage")
-    assert roles.TABLE_CONTRIBUTOR in held[("cpu-principal", lineage)]
+    # The validation job does storage only: no table, no topic, no other container.
+    cpu = {scope for principal, scope in held if principal == "cpu-principal"}
+    assert cpu == {f"dhow-uae-prod-{c}" for c in ("staging", "curated", "quarantine")}
+
+
+@pytest.mark.parametrize("sample", ["customers.csv", "customers-bad.csv"])
+def test_the_cpu_clusters_roles_cover_what_the_validation_job_writes(
+    sample: str, tmp_path: Path, azure_cfg: StackConfig
+) -> None:
+    """Run the job's code (shared.jobs.validate.run) on a validated and on a rejected file
+    and compare every container it read or wrote with the cluster's grants."""
+    from shared.jobs.validate import run as run_job
+    from shared.settings import Settings
+    from tests.helpers import MemoryStore
+
+    topo = azure_cfg.topology
+    data = (Path(__file__).resolve().parents[2] / "localstack/samples" / sample).read_bytes()
+    sha = "ef56" * 16
+    staged = ObjectRef(
+        container=topo.bucket("staging").name, key=f"datasets/customers/sha256={sha}/data.csv"
+    )
+    store = MemoryStore()
+    (tmp_path / "data.csv").write_bytes(data)
+    result = run_job(
+        store,
+        Settings(cloud="azure", stage=azure_cfg.stage),
+        dataset="customers",
+        sha256=sha,
+        staged=staged,
+        given=tmp_path,
+    )
+    assert result.ok is (sample == "customers.csv")
+    written = {container for container, _ in store.objects}
+    writable = {
+        topo.bucket(g.scope).name
+        for g in roles.cluster_grants(topo)["cpu"]
+        if g.role == roles.BLOB_CONTRIBUTOR
+    }
+    assert written | {staged.container} <= writable
+    assert staged.container in written  # the result JSON beside the staged data
