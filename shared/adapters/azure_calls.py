@@ -31,6 +31,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
 from shared.adapters.aws_calls import calling_function
+from shared.constants import STAGE
 
 CALL_LOG_ENV = "DHOW_AZURE_CALL_LOG"
 
@@ -196,6 +197,8 @@ def describe(service: Service, method: str, url: str, headers: dict[str, str]) -
 
 def _recorder(service: Service, path: str) -> Callable[[Any], None]:
     built_for = calling_function.get()
+    # The stage names the resources; the check maps them to the topology's logical names.
+    stage = os.environ.get(STAGE, "local")
 
     def record(response: Any) -> None:
         function = calling_function.get() or built_for
@@ -205,6 +208,7 @@ def _recorder(service: Service, path: str) -> Callable[[Any], None]:
         origin, played = _caller()
         line = {
             "function": function,
+            "stage": stage,
             "service": service,
             **describe(service, request.method, request.url, dict(request.headers)),
             "status": response.http_response.status_code,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.aws_calls import CALL_LOG_ENV
+from shared.adapters.azure_calls import CALL_LOG_ENV as AZURE_CALL_LOG_ENV
 
 # Runs after every other integration test: it judges the calls they made.
 MEASURED_LAST = "test_aws_iam_measured.py"
@@ -33,3 +34,18 @@ def aws_call_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop(CALL_LOG_ENV, None)
     else:
         os.environ[CALL_LOG_ENV] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def azure_call_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every Azure Storage call the functions make during the session, one JSON line each
+    (shared/adapters/azure_calls.py), set before the platform starts as the AWS log is."""
+    path = tmp_path_factory.getbasetemp() / "azure-calls.jsonl"
+    path.touch()
+    before = os.environ.get(AZURE_CALL_LOG_ENV)
+    os.environ[AZURE_CALL_LOG_ENV] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop(AZURE_CALL_LOG_ENV, None)
+    else:
+        os.environ[AZURE_CALL_LOG_ENV] = before
