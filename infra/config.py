@@ -40,7 +40,7 @@ class StackConfig:
     alert_emails: tuple[str, ...] = ()
     vpc_cidr: str = "10.42.0.0/16"
     training_image_uri: str = ""  # empty: the SDK resolves it for the region at `pulumi up`
-    inference_image_uri: str = ""
+    inference_image_uri: str = ""  # empty: the SDK resolves it for the region, as training
     jobs_image_uri: str = ""
     azure_gpu_vm_size: str = "Standard_NC4as_T4_v3"
     azure_gpu_max_nodes: int = 2

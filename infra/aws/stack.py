@@ -37,7 +37,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.TRAINING_BACKEND: "sagemaker",
         c.SERVING_BACKEND: "cloud",
         c.TRAINING_IMAGE_URI: training.training_image_uri,
-        c.INFERENCE_IMAGE_URI: cfg.inference_image_uri,
+        c.INFERENCE_IMAGE_URI: training.inference_image_uri,
         c.PROCESSING_IMAGE_URI: training.jobs_image_uri,
         c.SAGEMAKER_ROLE_ARN: training.role.arn,
         c.KMS_KEY_ID: lake.key.arn,

@@ -10,7 +10,9 @@ import hashlib
 import io
 import ipaddress
 import json
+import os
 import shlex
+import stat
 import tarfile
 import tempfile
 from pathlib import Path
@@ -27,6 +29,15 @@ from shared.cloud_facts import value
 JOBS_DOCKERFILE = "layers/jobs.Dockerfile"
 PRIVATE_SUBNETS = 2
 TRAINING_IMAGE = "aws.sagemaker.xgboost_training_image"
+INFERENCE_IMAGE = "aws.sagemaker.xgboost_inference_image"
+# Pulumi launches a resource provider in the program's directory (Pulumi.yaml's
+# `main: infra/`; pkg/engine/project.go getPwdMain, plugin.go `cmd.Dir = pwd`), and
+# docker-build resolves a relative context or Dockerfile location against its own working
+# directory while storing and diffing the location as written. So the locations are
+# given relative to infra/: the same strings on every checkout, wherever it lives.
+PROGRAM_DIR = REPO_ROOT / "infra"
+JOBS_CONTEXT_LOCATION = os.path.relpath(REPO_ROOT, PROGRAM_DIR)
+JOBS_DOCKERFILE_LOCATION = os.path.relpath(REPO_ROOT / JOBS_DOCKERFILE, PROGRAM_DIR)
 # What a build context never carries, whatever the Dockerfile copies: byte code differs
 # from one machine (and Python) to the next.
 CONTEXT_NEVER = ("__pycache__", ".pyc")
@@ -35,15 +46,25 @@ CONTEXT_NEVER = ("__pycache__", ".pyc")
 def training_image_uri(cfg: StackConfig) -> str:
     """``dhow:trainingImageUri`` when set; else SageMaker's XGBoost framework image for the
     stack's region, from the SageMaker SDK's own region tables."""
-    if cfg.training_image_uri:
-        return cfg.training_image_uri
+    return cfg.training_image_uri or sdk_image_uri(TRAINING_IMAGE, cfg.region)
+
+
+def inference_image_uri(cfg: StackConfig) -> str:
+    """``dhow:inferenceImageUri`` when set; else SageMaker's XGBoost inference image for
+    the stack's region, from the SageMaker SDK's own region tables, as for training."""
+    return cfg.inference_image_uri or sdk_image_uri(INFERENCE_IMAGE, cfg.region)
+
+
+def sdk_image_uri(image_fact: str, region: str) -> str:
+    """The framework image the fact ``image_fact`` names (framework, version, scope) in
+    ``region``, as the SageMaker SDK's region tables give it."""
     # Imported here: the SDK takes seconds to import, and only this needs it.
     from sagemaker.core import image_uris  # type: ignore[import-untyped]
 
-    image = value(TRAINING_IMAGE)
+    image = value(image_fact)
     return str(
         image_uris.retrieve(
-            image["framework"], cfg.region, version=image["version"], image_scope=image["scope"]
+            image["framework"], region, version=image["version"], image_scope=image["scope"]
         )
     )
 
@@ -94,10 +115,17 @@ def jobs_context_files(root: Path = REPO_ROOT) -> list[Path]:
 def jobs_image_tag(root: Path = REPO_ROOT) -> str:
     """The jobs image's tag: a digest of the Dockerfile and of the files it copies, and of
     nothing else, so the same sources give the same tag on any machine, and a change to
-    what goes into the image gives a new tag (the repository's tags are immutable)."""
+    what goes into the image gives a new tag (the repository's tags are immutable).
+
+    Each file counts with its relative path, its bytes and its mode: what docker-build's
+    context hash covers (provider/internal/context.go hashFile). Whenever that hash differs
+    docker-build rebuilds and pushes, and ECR refuses a new image under an existing tag;
+    a checkout whose modes differ (another umask, a lost executable bit) thus gets a tag
+    of its own instead of a refused push."""
     h = hashlib.sha256()
     for p in [root / JOBS_DOCKERFILE, *jobs_context_files(root)]:
         h.update(str(p.relative_to(root)).encode() + b"\0")
+        h.update(stat.filemode(p.stat().st_mode).encode() + b"\0")
         h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:16]
 
@@ -279,6 +307,7 @@ class Training(pulumi.ComponentResource):
             opts=child,
         )
         self.training_image_uri = training_image_uri(cfg)
+        self.inference_image_uri = inference_image_uri(cfg)
         # The trainer's code, for the training job's code channel (train-launch derives
         # the same key from the same file in its own package).
         staging = Path(tempfile.gettempdir()) / f"dhow-{cfg.prefix}-trainer"
@@ -297,6 +326,7 @@ class Training(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "training_image_uri": self.training_image_uri,
+                "inference_image_uri": self.inference_image_uri,
                 "sagemaker_role_arn": self.role.arn,
                 "subnets": [s.id for s in self.subnets],
                 "security_group": self.security_group.id,
@@ -315,11 +345,17 @@ class Training(pulumi.ComponentResource):
         tag = jobs_image_tag()
         # The context is the repository root, filtered by its .dockerignore to what the
         # Dockerfile copies: docker-build rebuilds when the context's hash changes, and a
-        # .venv or .git in it would change that hash on every machine.
+        # .venv or .git in it would change that hash on every machine. It also rebuilds
+        # when context.location or the Dockerfile's location differs as a string
+        # (provider/internal/image.go Diff), hence the locations relative to infra/, never
+        # this checkout's absolute path. The repository stays IMMUTABLE: docker-build has
+        # no "skip the push if the tag exists" input, and IMMUTABLE_WITH_EXCLUSION would
+        # only make our tags overwritable (a tag then no longer names one image); a tag
+        # that changes exactly when docker-build's inputs do is what keeps pushes legal.
         image = docker_build.Image(
             "jobs",
-            context={"location": str(REPO_ROOT)},
-            dockerfile={"location": str(REPO_ROOT / JOBS_DOCKERFILE)},
+            context={"location": JOBS_CONTEXT_LOCATION},
+            dockerfile={"location": JOBS_DOCKERFILE_LOCATION},
             platforms=["linux/amd64"],
             push=True,
             tags=[self.repository.repository_url.apply(lambda url: f"{url}:{tag}")],

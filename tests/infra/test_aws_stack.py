@@ -13,6 +13,7 @@ from typing import Any
 
 import botocore.session
 import pytest
+import yaml
 from docker.utils.build import exclude_paths
 from sagemaker.core import image_uris
 from sagemaker.core.common_utils import create_tar_file
@@ -20,7 +21,9 @@ from sagemaker.core.common_utils import create_tar_file
 from infra.aws import iam
 from infra.aws.serving import lambda_alarm_names
 from infra.aws.training import (
+    JOBS_CONTEXT_LOCATION,
     JOBS_DOCKERFILE,
+    JOBS_DOCKERFILE_LOCATION,
     dockerfile_copy_sources,
     jobs_context_files,
     jobs_image_tag,
@@ -609,3 +612,88 @@ def run_tags() -> list[str]:
     program = run(check(stage="uae-prod", region="me-central-1", location="uaenorth"))
     (image,) = program.of_type("docker-build:index:Image")
     return list(image.inputs["tags"])
+
+
+def test_the_inference_image_is_the_sdk_s_xgboost_image_for_the_region(
+    aws_program: Program, aws_cfg: StackConfig
+) -> None:
+    image = fact("aws.sagemaker.xgboost_inference_image").value
+    deploy = _by_name(aws_program, "aws:lambda/function:Function")["dhow-uae-prod-deploy"]
+    uri = deploy["environment"]["variables"]["DHOW_INFERENCE_IMAGE_URI"]
+    # Resolved by the SageMaker SDK's region tables, not a URI we wrote down.
+    assert uri == image_uris.retrieve(
+        image["framework"], "me-central-1", version=image["version"], image_scope="inference"
+    )
+    assert re.fullmatch(
+        rf"\d{{12}}\.dkr\.ecr\.me-central-1\.amazonaws\.com/sagemaker-xgboost:{image['version']}",
+        uri,
+    )
+    # Pulumi.yaml no longer pins one region's URI as the default.
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert project["inferenceImageUri"]["default"] == ""
+    # An explicit dhow:inferenceImageUri still wins.
+    own = f"{ACCOUNT}.dkr.ecr.me-central-1.amazonaws.com/own-server:1"
+    program = run(dataclasses.replace(aws_cfg, inference_image_uri=own))
+    deploy = _by_name(program, "aws:lambda/function:Function")["dhow-uae-prod-deploy"]
+    assert deploy["environment"]["variables"]["DHOW_INFERENCE_IMAGE_URI"] == own
+
+
+def test_the_jobs_image_inputs_are_the_same_from_every_checkout(aws_program: Program) -> None:
+    # docker-build rebuilds (and pushes under the same tag, which ECR refuses) when
+    # context.location or the Dockerfile's location differs as a string from the state's.
+    # A second machine or CI checks out elsewhere: no input may carry this checkout's path.
+    compared = value("aws.ecr.docker_build_diff_compares_locations")["compared_as_given"]
+    (image,) = aws_program.of_type("docker-build:index:Image")
+    inputs = image.inputs
+    assert inputs["context"] == {"location": JOBS_CONTEXT_LOCATION}
+    assert inputs["dockerfile"] == {"location": JOBS_DOCKERFILE_LOCATION}
+    for key in compared:
+        field = inputs[key.split(".")[0]]
+        assert str(ROOT) not in json.dumps(field), f"{key} names this checkout: {field}"
+        assert not Path(field["location"]).is_absolute(), key
+    assert str(ROOT) not in json.dumps(inputs, default=str)
+    # The provider runs in the program's directory (Pulumi.yaml's main): from there the
+    # relative locations are the repository root and the jobs Dockerfile.
+    assert value("aws.ecr.provider_working_directory") == "main"
+    program_dir = ROOT / yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["main"]
+    assert (program_dir / JOBS_CONTEXT_LOCATION).resolve() == ROOT
+    assert (program_dir / JOBS_DOCKERFILE_LOCATION).resolve() == ROOT / JOBS_DOCKERFILE
+
+
+def test_the_jobs_image_tag_changes_whenever_docker_build_s_context_hash_does(
+    tmp_path: Path,
+) -> None:
+    # docker-build's context hash counts each file's mode; a checkout whose modes differ
+    # is rebuilt, so it must push under a tag of its own, never over an existing one.
+    hashed = fact("aws.ecr.docker_build_context_hash").value
+    assert "mode" in hashed["per_file"]
+    # docker-build reads <Dockerfile>.dockerignore before the root's: there is none, so
+    # the root's allow-list (checked above with docker-py's matcher) is the one it uses.
+    first = hashed["ignore_files"][0].replace("<dockerfile>", JOBS_DOCKERFILE)
+    assert not (ROOT / first).exists(), f"{first} would replace .dockerignore"
+    (tmp_path / "layers").mkdir()
+    shutil.copy(ROOT / JOBS_DOCKERFILE, tmp_path / JOBS_DOCKERFILE)
+    for rel in [JOBS_DOCKERFILE, "layers/jobs-requirements.txt", "shared/jobs/run.sh"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        if not (tmp_path / rel).exists():
+            (tmp_path / rel).write_text(f"# {rel}\n")
+        (tmp_path / rel).chmod(0o644)
+    (tmp_path / "functions").mkdir()
+    tag = jobs_image_tag(tmp_path)
+    (tmp_path / "shared/jobs/run.sh").chmod(0o755)
+    assert jobs_image_tag(tmp_path) != tag
+    (tmp_path / "shared/jobs/run.sh").chmod(0o644)
+    assert jobs_image_tag(tmp_path) == tag
+
+
+def test_the_jobs_repository_refuses_a_second_image_under_a_tag(aws_program: Program) -> None:
+    # Why the tag must change whenever docker-build rebuilds: botocore's model of ECR says
+    # PutImage raises this error, and the repository is IMMUTABLE, with no exclusions.
+    refused = fact("aws.ecr.immutable_tag_push_refused").value
+    ecr = botocore.session.get_session().get_service_model("ecr")
+    put_image = ecr.operation_model(refused["operation"])
+    assert refused["error"] in [e.name for e in put_image.error_shapes]
+    assert refused["mutability"] in ecr.shape_for("ImageTagMutability").enum
+    (repo,) = aws_program.of_type("aws:ecr/repository:Repository")
+    assert repo.inputs["imageTagMutability"] == refused["mutability"]
+    assert not repo.inputs.get("imageTagMutabilityExclusionFilters")
