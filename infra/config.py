@@ -44,6 +44,9 @@ class StackConfig:
     jobs_image_uri: str = ""
     azure_gpu_vm_size: str = "Standard_NC4as_T4_v3"
     azure_gpu_max_nodes: int = 2
+    # A CPU size for the online deployments: the default trainer's models answer in
+    # milliseconds on one.
+    azure_serving_instance_type: str = "Standard_DS3_v2"
     layers_dir: Path = field(default=REPO_ROOT / "layers" / "dist")
 
     @property
@@ -76,6 +79,7 @@ def load() -> StackConfig:
         "jobs_image_uri": cfg.get("jobsImageUri"),
         "azure_gpu_vm_size": cfg.get("azureGpuVmSize"),
         "azure_gpu_max_nodes": cfg.get_int("azureGpuMaxNodes"),
+        "azure_serving_instance_type": cfg.get("azureServingInstanceType"),
         "specs_dir": cfg.get("specsDir"),
     }
     # Unset keys take Pulumi.yaml's defaults, or else StackConfig's: one default each.

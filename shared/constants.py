@@ -59,6 +59,10 @@ AZUREML_GPU_COMPUTE = "DHOW_AZUREML_GPU_COMPUTE"
 AZUREML_TRAIN_ENVIRONMENT = "DHOW_AZUREML_TRAIN_ENVIRONMENT"
 AZUREML_CURATED_DATASTORE = "DHOW_AZUREML_CURATED_DATASTORE"
 AZUREML_MODELS_DATASTORE = "DHOW_AZUREML_MODELS_DATASTORE"
+# What deploy's online deployments run on (infra/azure/serving.py; Pulumi config
+# dhow:azureServingInstanceType).
+AZUREML_SERVE_ENVIRONMENT = "DHOW_AZUREML_SERVE_ENVIRONMENT"
+AZUREML_SERVING_INSTANCE_TYPE = "DHOW_AZUREML_SERVING_INSTANCE_TYPE"
 # Rows per validation chunk: bounds the function's memory whatever the file size.
 VALIDATE_CHUNK_ROWS = "DHOW_VALIDATE_CHUNK_ROWS"
 # Serving. The serve function of one dataset, and the model version it serves (set on

@@ -78,6 +78,8 @@ class Settings:
     azureml_train_environment: str | None = None
     azureml_curated_datastore: str | None = None
     azureml_models_datastore: str | None = None
+    azureml_serve_environment: str | None = None
+    azureml_serving_instance_type: str | None = None
     serving_backend: str = "cloud"
     inference_image_uri: str | None = None
     serve_dataset: str | None = None
@@ -193,6 +195,8 @@ class Settings:
             azureml_train_environment=env.get(c.AZUREML_TRAIN_ENVIRONMENT) or None,
             azureml_curated_datastore=env.get(c.AZUREML_CURATED_DATASTORE) or None,
             azureml_models_datastore=env.get(c.AZUREML_MODELS_DATASTORE) or None,
+            azureml_serve_environment=env.get(c.AZUREML_SERVE_ENVIRONMENT) or None,
+            azureml_serving_instance_type=env.get(c.AZUREML_SERVING_INSTANCE_TYPE) or None,
             serving_backend=env.get(c.SERVING_BACKEND, "cloud"),
             inference_image_uri=env.get(c.INFERENCE_IMAGE_URI) or None,
             serve_dataset=env.get(c.SERVE_DATASET) or None,

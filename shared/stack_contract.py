@@ -34,6 +34,8 @@ ALL = frozenset(
 )
 _SAGEMAKER_JOBS = frozenset({"validate", "train_launch", "deploy"})
 _AZUREML_JOBS = frozenset({"validate", "train_launch"})
+# The workspace also holds the online endpoints deploy's rollout steps.
+_AZUREML_WORKSPACE = _AZUREML_JOBS | {"deploy"}
 _BOTH: frozenset[Cloud] = frozenset({"aws", "azure"})
 _AZURE: frozenset[Cloud] = frozenset({"azure"})
 
@@ -82,9 +84,9 @@ CONTRACT: tuple[Setting, ...] = (
     Setting(c.AZURE_EVENTGRID_ENDPOINT, "azure_eventgrid_endpoint", ALL, _AZURE),
     # The workspace the Azure ML jobs run in: validate's hand-off, train-launch's job.
     # Settings.from_env reads the three names into one field, azureml_workspace.
-    Setting(c.AZUREML_SUBSCRIPTION_ID, "azureml_workspace", _AZUREML_JOBS, _AZURE),
-    Setting(c.AZUREML_RESOURCE_GROUP, "azureml_workspace", _AZUREML_JOBS, _AZURE),
-    Setting(c.AZUREML_WORKSPACE, "azureml_workspace", _AZUREML_JOBS, _AZURE),
+    Setting(c.AZUREML_SUBSCRIPTION_ID, "azureml_workspace", _AZUREML_WORKSPACE, _AZURE),
+    Setting(c.AZUREML_RESOURCE_GROUP, "azureml_workspace", _AZUREML_WORKSPACE, _AZURE),
+    Setting(c.AZUREML_WORKSPACE, "azureml_workspace", _AZUREML_WORKSPACE, _AZURE),
     # validate hands large files to an Azure ML command job on the CPU cluster.
     Setting(c.AZUREML_COMPUTE, "azureml_compute", frozenset({"validate"}), _AZURE),
     Setting(c.AZUREML_ENVIRONMENT, "azureml_environment", frozenset({"validate"}), _AZURE),
@@ -107,6 +109,16 @@ CONTRACT: tuple[Setting, ...] = (
     ),
     Setting(
         c.AZUREML_MODELS_DATASTORE, "azureml_models_datastore", frozenset({"train_launch"}), _AZURE
+    ),
+    # deploy creates each version's online deployment in this environment, on this size.
+    Setting(
+        c.AZUREML_SERVE_ENVIRONMENT, "azureml_serve_environment", frozenset({"deploy"}), _AZURE
+    ),
+    Setting(
+        c.AZUREML_SERVING_INSTANCE_TYPE,
+        "azureml_serving_instance_type",
+        frozenset({"deploy"}),
+        _AZURE,
     ),
 )
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shared.constants import ROUTER_PORT
+from shared.constants import AZURE_LOCATION, AZURE_STORAGE_ACCOUNT, CLOUD, ROUTER_PORT, STAGE
 from shared.errors import ConfigError
 from shared.ports import (
     AlertChannel,
@@ -421,11 +421,6 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
     return SpecRoutedDeployer(lambda_deployer, endpoint_deployer, settings.specs_dir)
 
 
-# The size of an online endpoint deployment's instances (a CPU SKU: the default trainer's
-# models answer in milliseconds on one).
-AZUREML_SERVING_INSTANCE_TYPE = "Standard_DS3_v2"
-
-
 def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
     """The rollout the deploy function drives (``shared.adapters.azure_serving``): in the
     cloud on the dataset's Azure ML online endpoint, judged by Azure Monitor; on the local
@@ -453,12 +448,13 @@ def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
         traffic, metrics = RouterTraffic(ports.lineage), RouterMetrics(_router_get)
         minute = settings.local_minute_seconds
     else:
-        workspace, env = settings.azureml_workspace, settings.azureml_train_environment
-        if not (workspace and env):
+        workspace, env = settings.azureml_workspace, settings.azureml_serve_environment
+        size = settings.azureml_serving_instance_type
+        if not (workspace and env and size and settings.azure_storage_account):
             raise ConfigError(
                 "Azure ML online endpoint serving is not configured",
-                hint="the stack sets the DHOW_AZUREML_* workspace and train environment "
-                "variables; locally use `dhow local up --cloud azure`",
+                hint="the stack sets the DHOW_AZUREML_* workspace, serve environment and "
+                "serving instance type variables; locally use `dhow local up --cloud azure`",
             )
         from azure.ai.ml import MLClient
         from azure.identity import DefaultAzureCredential
@@ -469,10 +465,17 @@ def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
             MLClient(credential, subscription, group, name),
             stage=settings.stage,
             environment=env,
-            instance_type=AZUREML_SERVING_INSTANCE_TYPE,
+            instance_type=size,
             code_dir=str(_package_root()),
             scoring_script="shared/jobs/score_online.py",
-            environment_variables={"DHOW_CLOUD": "azure", "DHOW_STAGE": settings.stage},
+            # What score_online's serve app builds its ports from: the data account (as
+            # the endpoint's identity) in the pinned location.
+            environment_variables={
+                CLOUD: "azure",
+                STAGE: settings.stage,
+                AZURE_LOCATION: settings.azure_location,
+                AZURE_STORAGE_ACCOUNT: settings.azure_storage_account,
+            },
         )
 
         def resource(dataset: str) -> str:

@@ -24,6 +24,7 @@ from infra.azure.roles import (
     cluster_grants,
     function_app_grants,
 )
+from infra.azure.serving import Serving, serve_environment_ref
 from infra.config import REPO_ROOT, StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
@@ -774,6 +775,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         cfg, group, lake, events, training, client.subscription_id, opts
     )
     scopes = _scopes(cfg.topology, lake, lineage, events, training, monitoring)
+    # One online endpoint per dataset, whose traffic the deploy function steps.
+    serving = Serving(
+        "serving", cfg, group, training.workspace, scopes, _assign, client.subscription_id, opts
+    )
     # What the stack knows, by setting; the app gets the union of its functions' shares
     # of it (shared/stack_contract.py), so nothing unread goes in and nothing read is left out.
     offered: dict[str, pulumi.Input[str]] = {
@@ -794,6 +799,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.AZUREML_STAGING_DATASTORE: training.datastores["staging"].name,
         c.AZUREML_CURATED_DATASTORE: training.datastores["curated"].name,
         c.AZUREML_MODELS_DATASTORE: training.datastores["models"].name,
+        c.AZUREML_SERVE_ENVIRONMENT: serve_environment_ref(),
+        c.AZUREML_SERVING_INSTANCE_TYPE: cfg.azure_serving_instance_type,
     }
     settings = shared_environment("azure", [fn.logical for fn in cfg.topology.functions], offered)
     _grant_clusters(cfg.topology, training, scopes, client.subscription_id, opts)
@@ -808,9 +815,16 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         monitoring.insights,
         opts,
     )
+    serving.grant_app(
+        _assign,
+        client.subscription_id,
+        _principal(functions.app.identity),
+        events.queues[cfg.topology.queue("deploy").logical].id,
+    )
     return {
         "location": cfg.location,
         "resource_group": group.name,
+        "serve_urls": serving.serve_urls(),
         "data_account": lake.account.name,
         "function_app": functions.app.name,
         "workspace": training.workspace.name,

@@ -301,7 +301,8 @@ def test_training_has_identity_datastores_environments_and_cluster_data_roles(
         assert props["credentials"] == {"credentialsType": rule["credentials_type"]}
         assert props["accountName"] == DATA
     versions = azure_program.of_type("azure-native:machinelearningservices:EnvironmentVersion")
-    assert {v.inputs["name"] for v in versions} == {"dhow-validate", "dhow-train"}
+    # (dhow-serve, the online deployments': tests/infra/test_azure_serving_stack.py)
+    assert {v.inputs["name"] for v in versions} == {"dhow-validate", "dhow-train", "dhow-serve"}
     for v in versions:
         assert "xgboost" in v.inputs["properties"]["condaFile"] or v.inputs["name"] != "dhow-train"
         assert v.inputs["properties"]["image"].startswith("mcr.microsoft.com/azureml/")

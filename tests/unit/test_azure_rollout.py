@@ -447,7 +447,9 @@ def test_deploy_builds_the_stepped_rollout_on_azure_instead_of_refusing(backend:
         serving_backend=backend,
         azure_storage_connection_string=AZURITE,
         azureml_workspace=("sub", "group", "workspace"),
-        azureml_train_environment="azureml:dhow-train@latest",
+        azure_storage_account="dhowtestdata",
+        azureml_serve_environment="azureml:dhow-serve:1",
+        azureml_serving_instance_type="Standard_DS3_v2",
     )
     ports = Ports(store=None, bus=None, lineage=MemoryLineage())  # type: ignore[arg-type]
     assert isinstance(build_deployer(settings, ports), SteppedRolloutDeployer)
