@@ -9,6 +9,7 @@ PY313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(
 VENV := .venv
 LS_VENV := .venv-localstack
 LOGS := .cache/setup
+AML_SERVER_PINS := azureml-inference-server-http==1.5.1 inference-schema==1.8
 LOCALSTACK_PINS := 'localstack-core[runtime]==2026.3.0' 'cbor2<6' 'pyopenssl<24.3' 'cryptography<44' 'service_identity<24.2'
 
 .PHONY: help setup venv localstack-venv node-deps demo test lint typecheck unit integration bench layers azure-package down clean
@@ -19,11 +20,16 @@ help:  ## List the targets
 $(LOGS):
 	@mkdir -p $(LOGS)
 
-$(VENV)/.installed: pyproject.toml | $(LOGS)
+$(VENV)/.installed: pyproject.toml Makefile | $(LOGS)
 	@test -n "$(PY312)" || { echo "Python 3.12 not found: install it (pyenv install 3.12) or set PY312=/path/to/python3.12"; exit 2; }
 	@echo "setting up $(VENV) with $(PY312) ..."
 	@test -x $(VENV)/bin/python || $(PY312) -m venv $(VENV)
 	@$(VENV)/bin/pip install -q -e '.[dev,local,azureml,train,drift,infra]' > $(LOGS)/pip-project.log 2>&1 || { tail -30 $(LOGS)/pip-project.log; exit 1; }
+	@# Azure ML's inference server, only for tests/unit/test_score_online.py to load the scoring
+	@# script with the server's own loader and response class. It pins pydantic ~=2.12 and
+	@# OpenTelemetry 1.33 against our 2.14 / 1.44, so it comes without its dependencies (it
+	@# needs only Flask here, which moto brings); the cloud's dhow-serve environment has its pins.
+	@$(VENV)/bin/pip install -q --no-deps $(AML_SERVER_PINS) >> $(LOGS)/pip-project.log 2>&1 || { tail -30 $(LOGS)/pip-project.log; exit 1; }
 	@touch $@
 
 $(LS_VENV)/.installed: Makefile | $(LOGS)
