@@ -10,14 +10,15 @@ from shared.adapters.aws_calls import CALL_LOG_ENV
 from shared.adapters.azure_calls import CALL_LOG_ENV as AZURE_CALL_LOG_ENV
 
 # Runs after every other integration test: it judges the calls they made.
-MEASURED_LAST = "test_aws_iam_measured.py"
+# The checks of what the functions called run after every test that makes calls.
+MEASURED_LAST = ("test_aws_iam_measured.py", "test_azure_rbac_measured.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
-    items.sort(key=lambda item: item.path.name == MEASURED_LAST)
+    items.sort(key=lambda item: item.path.name in MEASURED_LAST)
 
 
 @pytest.fixture(scope="session", autouse=True)
