@@ -5,7 +5,7 @@ import importlib
 import pulumi
 
 from infra import config
-from infra.packaging import missing_layers
+from infra.code_bundle import missing_layers
 
 cfg = config.load()
 if cfg.cloud == "aws" and (missing := missing_layers(cfg)):

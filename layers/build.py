@@ -281,7 +281,7 @@ def smoke_import(code: str, paths: list[Path], env: Mapping[str, str]) -> str:
 
 def code_size(root: Path = ROOT) -> tuple[int, int]:
     """Our code in every zip function (the Pulumi program's archive), unzipped and zipped."""
-    from infra.packaging import code_files
+    from infra.code_bundle import code_files
 
     files = code_files(root)
     buffer = io.BytesIO()

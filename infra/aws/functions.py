@@ -11,8 +11,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.aws.iam import AwsScope, assume_role_policy, function_policy
+from infra.code_bundle import code_archive, layer_archive, layer_path
 from infra.config import StackConfig
-from infra.packaging import code_archive, layer_archive, layer_path
 from layers.catalogue import FUNCTION_LAYERS
 from shared import constants as c
 from shared.stack_contract import environment

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.packaging import layer_path
+from infra.code_bundle import layer_path
 from shared.topology import build_topology
 from tests.infra.conftest import stack_config
 
