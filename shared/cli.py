@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 
@@ -725,10 +725,44 @@ if __name__ == "__main__":
     main()
 
 
-def _predict_url(dataset: str, url: str | None) -> tuple[str, bool]:
-    """(the predict URL, whether to sign it for IAM auth)."""
+ServeAuth = Literal["none", "sigv4", "entra"]
+
+
+def _serve_auth(url: str) -> ServeAuth:
+    """How a serve URL is authorised, by its host: an Azure ML online endpoint's scoring
+    URI (``<endpoint>.<region>.inference.ml.azure.com``) takes an Entra token; anything
+    else is the AWS serve API (API Gateway with IAM auth), signed with SigV4."""
+    import re
+    from urllib.parse import urlsplit
+
+    from shared.cloud_facts import value
+
+    host = (urlsplit(url).hostname or "").lower()
+    rule = value("azure.serving.scoring_uri_host")
+    if host.endswith(rule["host_suffix"]):
+        if not re.match(rule["host_pattern"], host):
+            raise DhowError(
+                f"{host} is not an online endpoint's scoring host",
+                hint="pass the endpoint's scoring URI, the stack's serve_urls output "
+                "(https://<endpoint>.<region>.inference.ml.azure.com/score)",
+                reason="bad_serve_url",
+            )
+        return "entra"
+    return "sigv4"
+
+
+def _predict_url(dataset: str, url: str | None) -> tuple[str, ServeAuth]:
+    """(the predict URL, how to authorise it)."""
     if url:
-        return url.rstrip("/") + ("" if url.rstrip("/").endswith("/predict") else "/predict"), True
+        auth = _serve_auth(url)
+        base = url.rstrip("/")
+        if auth == "entra":
+            # The inference server answers on /score only (azure.serving.scoring_uri_host).
+            from shared.cloud_facts import value
+
+            path = value("azure.serving.scoring_uri_host")["path"]
+            return base if base.endswith(path) else base + path, auth
+        return base + ("" if base.endswith("/predict") else "/predict"), auth
     from dhow_local.platform import ROUTER_URL, PlatformState
 
     if PlatformState.load().endpoint is None:
@@ -738,7 +772,33 @@ def _predict_url(dataset: str, url: str | None) -> tuple[str, bool]:
             "or start the local platform with `dhow local up`",
             reason="no_serve_url",
         )
-    return f"{ROUTER_URL}/datasets/{dataset}/predict", False
+    return f"{ROUTER_URL}/datasets/{dataset}/predict", "none"
+
+
+def _entra_headers(credential: Any | None = None) -> dict[str, str]:
+    """An online endpoint's (AADToken) headers: a Microsoft Entra token for the
+    ml.azure.com audience, from ``credential`` (DefaultAzureCredential when None: az
+    login, a managed identity, the environment's service principal)."""
+    from shared.cloud_facts import value
+
+    rule = value("azure.serving.scoring_token_audience")
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    try:
+        token = credential.get_token(rule["scope"]).token
+    except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
+        raise DhowError(
+            f"no Microsoft Entra token for {rule['audience']}: {exc}".splitlines()[0],
+            hint="the endpoint takes Entra tokens; log in (az login) with an identity that "
+            "holds the endpoint's score action",
+            reason="no_credentials",
+        ) from exc
+    return {
+        "content-type": "application/json",
+        rule["header"]: f"{rule['scheme']} {token}",
+    }
 
 
 def _signed_headers(url: str, body: bytes, region: str) -> dict[str, str]:
@@ -783,7 +843,10 @@ def predict(
 
     with _cli_errors(as_json, "cannot reach the serve function"):
         settings = resolve_settings()
-        target_url, sign = _predict_url(dataset, url)
+        target_url, auth = _predict_url(dataset, url)
+        # One token for the whole run (an Entra token lasts an hour or more); SigV4 signs
+        # each body.
+        entra = _entra_headers() if auth == "entra" else None
         frame = _read_sample(file)
         from shared.specs import load_spec
 
@@ -801,11 +864,10 @@ def predict(
             for n, start in enumerate(batches, 1):
                 chunk = rows[start : start + batch_rows]
                 body = json.dumps(chunk).encode()
-                headers = (
-                    _signed_headers(target_url, body, settings.aws_region)
-                    if sign
-                    else {"content-type": "application/json"}
-                )
+                if auth == "sigv4":
+                    headers = _signed_headers(target_url, body, settings.aws_region)
+                else:
+                    headers = entra or {"content-type": "application/json"}
                 r = client.post(target_url, content=body, headers=headers)
                 if r.status_code == 200:
                     answer = r.json()
