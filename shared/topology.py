@@ -432,6 +432,9 @@ def build_topology(stage: str) -> Topology:
                 # when the upload carries no full-object SHA-256 to trust.
                 memory_mb=1769,
                 timeout_s=900,
+                # One upload per call: the timeout covers streaming one object of the
+                # largest size, and a timed-out call returns its whole batch to the queue.
+                batch_size=1,
             ),
             Function(
                 "validate",

@@ -137,8 +137,9 @@ def test_ingest_is_sized_for_the_largest_upload_it_accepts() -> None:
     from shared.topology import ingest_timeout_s
 
     ingest = build_topology("t1").function("ingest")
-    # An upload with no full-object SHA-256 is streamed once to hash it.
-    assert ingest.timeout_s >= ingest_timeout_s(Settings().max_upload_bytes)
+    # An upload with no full-object SHA-256 is streamed once to hash it, and a call
+    # streams every record of its batch before it returns (a timeout fails them all).
+    assert ingest.timeout_s >= ingest.batch_size * ingest_timeout_s(Settings().max_upload_bytes)
     assert ingest.timeout_s <= value("aws.lambda.max_timeout_s")
     # Hashing is single-threaded: at least one full vCPU.
     assert ingest.memory_mb >= value("aws.lambda.memory_mb_per_vcpu")
