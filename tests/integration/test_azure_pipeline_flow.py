@@ -276,3 +276,200 @@ def test_drift_timer_and_requests_run_checks(
         time.sleep(1)
     latest = drift_history(lineage, "customers")[0]
     assert latest.attributes.get("requested_by") == "test"
+
+
+# -- the rollout, as the deploy function drives it on Azure ----------------------------
+#
+# The same SteppedRolloutDeployer as in the cloud: the deploy function shifts the
+# router's row (where it sets the online endpoint's traffic in the cloud), judges the
+# router's per-period counts of the candidate (where it reads Azure Monitor), and
+# schedules its own checks as invisible messages on the deploy queue on Azurite.
+
+PREDICT = f"http://127.0.0.1:{ROUTER_PORT}/datasets/customers/predict"
+
+
+def _router(client: httpx.Client) -> dict[str, Any]:
+    status: dict[str, Any] = client.get(f"http://127.0.0.1:{ROUTER_PORT}/_router/status").json()
+    route: dict[str, Any] = status.get("customers", {})
+    return route
+
+
+def _approve(settings: Settings, artifact: bytes, why: str) -> tuple[int, int, str]:
+    """Register ``artifact`` as a new approved version and announce it as register would;
+    returns (the version serving before, the new version, the correlation id)."""
+    import hashlib
+
+    from shared.artifacts import ARTIFACT_SHA256
+    from shared.events import ObjectRef
+
+    ports = build_ports(settings)
+    registry = build_model_registry(settings, ports)
+    serving = registry.champion("customers")
+    assert serving is not None
+    ref = ObjectRef(
+        container=build_topology(STAGE).bucket("models").name,
+        key=f"models/customers/{why}-{uuid.uuid4().hex[:6]}/output/model.tar.gz",
+    )
+    ports.store.put_bytes(ref, artifact)
+    version = registry.register(
+        "customers",
+        artifact=ref.uri,
+        image=serving.image,
+        metrics=serving.metrics,
+        lineage={**serving.lineage, ARTIFACT_SHA256: hashlib.sha256(artifact).hexdigest()},
+        status="Approved",
+        reason=f"{why}, for the rollout tests",
+    )
+    correlation = f"itest-{why}-{uuid.uuid4().hex[:6]}"
+    ports.bus.publish(
+        ModelApproved(
+            dataset="customers",
+            correlation_id=correlation,
+            model_version=str(version.version),
+            job_name=f"itest-{why}",
+            metrics=serving.metrics,
+        )
+    )
+    return serving.version, version.version, correlation
+
+
+def _champion_bytes(settings: Settings) -> bytes:
+    from shared.events import ObjectRef
+
+    ports = build_ports(settings)
+    champion = build_model_registry(settings, ports).champion("customers")
+    assert champion is not None
+    return b"".join(ports.store.iter_chunks(ObjectRef.from_uri(champion.artifact)))
+
+
+def _wait_idle(client: httpx.Client) -> None:
+    deadline = time.monotonic() + 90
+    while _router(client).get("status") == "InProgress":  # let any rollout finish
+        assert time.monotonic() < deadline, "a rollout did not finish in 90 s"
+        time.sleep(0.5)
+
+
+def _deploy_status_cli() -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "dhow"), "deploy", "status", "customers", "--json"],
+        capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ), cwd=ROOT,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    status: dict[str, Any] = json.loads(cli.stdout)
+    return status
+
+
+def _play(client: httpx.Client, candidate: int, batch: int) -> tuple[list[httpx.Response], float]:
+    """Predict through the router for as long as the candidate's rollout is in progress;
+    the answers and the seconds they took. Starts as soon as the router splits to the
+    candidate (the deployer's first check is due one local minute after its start)."""
+    from tests.unit.test_serving import ROW
+
+    deadline = time.monotonic() + 30
+    while _router(client).get("candidate") != candidate:
+        assert time.monotonic() < deadline, "the router never split to the candidate"
+        time.sleep(0.05)  # the router reads the deployer's row on its next tick
+    answers: list[httpx.Response] = []
+    t0 = time.monotonic()
+    while len(answers) < 2000 and _router(client).get("status") == "InProgress":
+        answers.extend(client.post(PREDICT, json=ROW) for _ in range(batch))
+    return answers, time.monotonic() - t0
+
+
+def _ended(
+    clients: AzureClients, topo: Topology, correlation: str
+) -> tuple[PipelineEvent, PipelineEvent]:
+    """The rollout's DeploymentStarted and its end (DeploymentCompleted or RolledBack)."""
+    from shared.events import DeploymentCompleted, DeploymentRolledBack, DeploymentStarted
+
+    seen = follow(
+        clients,
+        topo,
+        lambda e: (
+            e.correlation_id == correlation
+            and isinstance(e, DeploymentCompleted | DeploymentRolledBack)
+        ),
+        timeout=60,
+    )
+    ours = [e for e in seen if e.correlation_id == correlation]
+    started = [e for e in ours if isinstance(e, DeploymentStarted)]
+    assert started, [e.event_type for e in ours]
+    return started[0], ours[-1]
+
+
+def test_a_healthy_canary_is_stepped_to_all_traffic(
+    clients: AzureClients, topo: Topology, settings: Settings
+) -> None:
+    from shared.events import DeploymentCompleted, DeploymentStarted
+    from tests.unit.test_serving import ROW
+
+    with httpx.Client(timeout=30) as client:
+        _wait_idle(client)
+        stable, candidate, correlation = _approve(settings, _champion_bytes(settings), "healthy")
+        answers, seconds = _play(client, candidate, batch=5)
+        started, done = _ended(clients, topo, correlation)
+        assert isinstance(started, DeploymentStarted)
+        assert (started.strategy, started.previous_version) == ("canary", str(stable))
+        assert isinstance(done, DeploymentCompleted), done
+        assert done.traffic == {str(candidate): 1.0}
+        # Both versions answered while the candidate held its 10% (one local minute).
+        assert all(a.status_code == 200 for a in answers)
+        served: dict[str, int] = {}
+        for a in answers:
+            v = a.headers["x-dhow-routed-version"]
+            served[v] = served.get(v, 0) + 1
+        assert set(served) == {str(stable), str(candidate)}, served
+        after = client.post(PREDICT, json=ROW)
+        assert after.json()["model_version"] == str(candidate)
+    status = _deploy_status_cli()
+    assert status["traffic"] == {str(candidate): 1.0}
+    latest = status["history"][0]
+    assert (latest["status"], str(latest["model_version"])) == ("completed", str(candidate))
+    print(f"\nhealthy canary on Azure: {served} in {seconds:.1f} s of rollout")
+
+
+def test_a_broken_canary_is_rolled_back_by_itself(
+    clients: AzureClients, topo: Topology, settings: Settings
+) -> None:
+    import math
+
+    from shared.events import DeploymentRolledBack, DeploymentStarted
+    from tests.helpers import broken_model
+    from tests.unit.test_serving import ROW
+
+    with httpx.Client(timeout=30) as client:
+        _wait_idle(client)
+        stable, candidate, correlation = _approve(
+            settings, broken_model(_champion_bytes(settings)), "broken"
+        )
+        # min_requests (20) of the candidate's own at its 10% share take 200 requests,
+        # inside the canary's one local minute (5 s), before the deployer's check.
+        answers, seconds = _play(client, candidate, batch=20)
+        started, rolled = _ended(clients, topo, correlation)
+        assert isinstance(started, DeploymentStarted)
+        assert (started.strategy, started.previous_version) == ("canary", str(stable))
+        failed = [a for a in answers if a.status_code != 200]
+        sent = len(answers)
+        assert isinstance(rolled, DeploymentRolledBack), (
+            f"{rolled.event_type} after {len(failed)} of {sent} requests failed in {seconds:.1f} s"
+        )
+        assert (rolled.model_version, rolled.restored_version) == (str(candidate), str(stable))
+        assert "requests failed" in rolled.reason
+        assert failed, "the broken canary never received a request"
+        # No failed request beyond the canary's 10% share, and every failure was the canary's.
+        assert len(failed) <= math.ceil(0.1 * sent)
+        assert {r.headers["x-dhow-routed-version"] for r in failed} == {str(candidate)}
+        after = [client.post(PREDICT, json=ROW) for _ in range(20)]
+        assert [a.status_code for a in after] == [200] * 20
+        assert {a.json()["model_version"] for a in after} == {str(stable)}
+    status = _deploy_status_cli()
+    assert status["traffic"] == {str(stable): 1.0}
+    latest = status["history"][0]
+    assert (latest["status"], str(latest["model_version"])) == ("rolled_back", str(candidate))
+    print(
+        f"\nbroken canary on Azure: {len(failed)} of {sent} requests failed in {seconds:.1f} s;"
+        f" {rolled.reason}"
+    )
