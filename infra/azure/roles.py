@@ -8,8 +8,10 @@ Contributor). Pure, so the tests read the plan without Pulumi.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+from shared.cloud_facts import value
 from shared.topology import Topology
 
 # Built-in role definition ids (the same in every tenant).
@@ -22,7 +24,9 @@ QUEUE_READER = "19e7f393-937e-4f77-808e-94535e297925"  # Storage Queue Data Read
 QUEUE_PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"  # Storage Queue Data Message Processor
 TABLE_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"  # Storage Table Data Contributor
 EVENTGRID_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"  # EventGrid Data Sender
-AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"  # AzureML Data Scientist
+# Not a built-in role: the stack's own custom role in the workspace (below), whose GUID
+# the stack derives per subscription and stage; grants name it by this marker.
+WORKSPACE_ROLE = "dhow-workspace"
 METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"  # Monitoring Metrics Publisher
 
 # What the Functions docs give a queue trigger on its queue (Storage Queue Data Reader,
@@ -67,8 +71,8 @@ def function_app_grants(topology: Topology) -> list[Grant]:
             elif perm.kind == "jobs" and perm.resource == "drift_metrics":
                 grants.add(Grant(METRICS_PUBLISHER, "insights", "insights"))
             elif perm.kind == "jobs":
-                # Training, processing, registry and online endpoints live in the workspace.
-                grants.add(Grant(AZUREML_DATA_SCIENTIST, "workspace", "workspace"))
+                # Jobs and online endpoints live in the workspace: its custom role.
+                grants.add(Grant(WORKSPACE_ROLE, "workspace", "workspace"))
     # A schedule is a timer whose queue output binding sends to the schedule's queue.
     for schedule in topology.schedules:
         grants.add(Grant(QUEUE_SENDER, "queue", schedule.target_queue))
@@ -96,3 +100,27 @@ def cluster_grants(topology: Topology) -> dict[str, list[Grant]]:
         Grant(BLOB_CONTRIBUTOR, "container", "models"),
     }
     return {"cpu": sorted(cpu), "gpu": sorted(gpu)}
+
+
+# The Function App's custom role in the Azure ML workspace: exactly the actions of the
+# operations its azure-ai-ml calls send (fact azure.ml.workspace_operation_actions),
+# where AzureML Data Scientist would grant every */read, */write, */delete and */action
+# of the workspace. Assigned at the workspace, it covers the online endpoints and their
+# deployments (children of the workspace), their metrics included.
+
+
+def workspace_role_actions() -> list[str]:
+    """The custom role's actions: one per documented operation, no wildcard."""
+    return sorted(set(value("azure.ml.workspace_operation_actions").values()))
+
+
+def workspace_role_guid(subscription: str, stage: str) -> str:
+    """A custom role definition's name is a GUID (fact azure.rbac.custom_role_definition):
+    derived from the subscription and stage, so a redeploy keeps it and two stages or two
+    subscriptions never share it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dhow/{subscription}/{stage}/workspace-role"))
+
+
+def workspace_role_name(stage: str, subscription: str) -> str:
+    """The role's display name, unique in the tenant (stage and subscription in it)."""
+    return f"Dhow workspace operator ({stage}, {subscription})"

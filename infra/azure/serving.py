@@ -9,10 +9,11 @@ rollout and the endpoint's deployments need.
 - Its system identity, which the deployments run as: read the models container and the
   lineage table (the registry's rows, so the version is verified as on Lambda), write
   the capture container.
-- The Function App's identity: Monitoring Reader on each endpoint (Azure Monitor's
-  metrics of the candidate), Storage Queue Data Message Sender on the deploy queue (the
-  rollout's delayed checks). Creating deployments and setting traffic is covered by the
-  workspace role the app already holds for jobs (infra/azure/roles.py).
+- The Function App's identity: Storage Queue Data Message Sender on the deploy queue (the
+  rollout's delayed checks). Creating deployments, setting traffic and reading the
+  candidate's Azure Monitor metrics are actions of the app's custom workspace role
+  (infra/azure/roles.py), which covers the endpoints as children of the workspace; no
+  Monitoring Reader, whose */read would read every resource of the endpoint.
 - The serving environment the deployments run in (``DHOW_AZUREML_SERVE_ENVIRONMENT``).
 """
 
@@ -29,7 +30,6 @@ from shared.adapters.azure_serving import endpoint_name
 from shared.cloud_facts import value
 
 # Built-in role definition ids (azure.rbac.builtin_role_data_actions for the storage ones).
-MONITORING_READER = "43d0d8ad-25c7-4714-9337-8ba259a9fe05"  # Monitoring Reader
 BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 TABLE_READER = "76199698-9eea-4c19-bc75-cec21354c6b6"
@@ -143,17 +143,8 @@ class Serving(pulumi.ComponentResource):
         app_principal: pulumi.Input[str],
         deploy_queue: pulumi.Input[str],
     ) -> None:
-        """The deploy function's share: each endpoint's metrics, and sending its checks."""
+        """The deploy function's share outside the workspace role: sending its checks."""
         child = pulumi.ResourceOptions(parent=self)
-        for dataset, endpoint in self.endpoints.items():
-            assign(
-                f"serving-metrics-{dataset}",
-                subscription,
-                app_principal,
-                MONITORING_READER,
-                endpoint.id,
-                child,
-            )
         assign(
             "serving-checks-deploy", subscription, app_principal, QUEUE_SENDER, deploy_queue, child
         )

@@ -20,9 +20,13 @@ from infra.azure.roles import (
     QUEUE_CONTRIBUTOR,
     QUEUE_SENDER,
     TABLE_CONTRIBUTOR,
+    WORKSPACE_ROLE,
     Grant,
     cluster_grants,
     function_app_grants,
+    workspace_role_actions,
+    workspace_role_guid,
+    workspace_role_name,
 )
 from infra.azure.serving import Serving, serve_environment_ref
 from infra.config import REPO_ROOT, StackConfig
@@ -701,8 +705,17 @@ class Functions(pulumi.ComponentResource):
             _assign(f"host-{short}", subscription, principal, role, self.host.id, child)
             for role, short in host_roles
         ]
+        workspace = scopes[("workspace", "workspace")]
+        self.workspace_role = _workspace_role(cfg, subscription, workspace, child)
         for grant in function_app_grants(cfg.topology):
             scope = scopes[(grant.scope_kind, grant.scope)]
+            if grant.role == WORKSPACE_ROLE:
+                self.assignments.append(
+                    _assign_workspace_role(
+                        _grant_name(grant), cfg, subscription, principal, scope, self
+                    )
+                )
+                continue
             self.assignments.append(
                 _assign(_grant_name(grant), subscription, principal, grant.role, scope, child)
             )
@@ -740,6 +753,55 @@ def host_settings(
         # Local auth is off on the component: the host signs its telemetry with Entra.
         telemetry["setting"]: telemetry["system_assigned"],
     }
+
+
+def _workspace_role(
+    cfg: StackConfig,
+    subscription: pulumi.Input[str],
+    workspace: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> az.authorization.RoleDefinition:
+    """The app's custom role in the workspace (infra/azure/roles.py): defined at the
+    workspace and assignable only there, so it can grant nothing anywhere else."""
+    sub = pulumi.Output.from_input(subscription)
+    return az.authorization.RoleDefinition(
+        "workspace-role",
+        role_definition_id=sub.apply(lambda s: workspace_role_guid(s, cfg.stage)),
+        role_name=sub.apply(lambda s: workspace_role_name(cfg.stage, s)),
+        description="Dhow's Function App: submit its Azure ML jobs with their code, roll "
+        "out its online deployments and read their metrics",
+        role_type="CustomRole",
+        permissions=[{"actions": workspace_role_actions()}],
+        assignable_scopes=[workspace],
+        scope=workspace,
+        opts=opts,
+    )
+
+
+def _assign_workspace_role(
+    logical: str,
+    cfg: StackConfig,
+    subscription: pulumi.Input[str],
+    principal: pulumi.Input[str],
+    scope: pulumi.Input[str],
+    functions: Functions,
+) -> az.authorization.RoleAssignment:
+    """``_assign`` for the custom role, whose GUID is known only with the subscription;
+    it waits for the definition, as Azure refuses an assignment to a missing role."""
+    sub = pulumi.Output.from_input(subscription)
+    return az.authorization.RoleAssignment(
+        logical,
+        role_assignment_name=pulumi.Output.all(scope, principal, sub).apply(
+            lambda a: assignment_name(
+                str(a[0]), workspace_role_guid(str(a[2]), cfg.stage), str(a[1])
+            )
+        ),
+        principal_id=principal,
+        principal_type="ServicePrincipal",
+        role_definition_id=sub.apply(lambda s: role_id(s, workspace_role_guid(s, cfg.stage))),
+        scope=scope,
+        opts=pulumi.ResourceOptions(parent=functions, depends_on=[functions.workspace_role]),
+    )
 
 
 def _grant_name(grant: Grant) -> str:

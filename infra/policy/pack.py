@@ -20,7 +20,8 @@ _DESCRIPTIONS = {
     "uae-region-only": "AWS resources in me-central-1, Azure resources in uaenorth/uaecentral",
     "encrypted-at-rest": "queues, topics, tables and storage accounts encrypted at rest",
     "no-public-storage": "no public bucket ACLs, blob containers or storage accounts",
-    "no-wildcard-iam": "no IAM statement allowing * actions on * resources; no Owner/Contributor",
+    "no-wildcard-iam": "no IAM statement allowing * actions on * resources; no Owner/Contributor;"
+    " no custom Azure role with * actions",
     "no-function-url-where-unsupported": "no Lambda Function URL where Lambda has none "
     "(me-central-1): serve through API Gateway",
 }

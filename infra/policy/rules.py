@@ -144,6 +144,24 @@ def wildcard_statements(document: str | Mapping[str, Any]) -> list[Mapping[str, 
     return bad
 
 
+def custom_role_wildcards(props: Mapping[str, Any]) -> list[str]:
+    """The actions of a custom role definition that use ``*`` (fact
+    azure.rbac.custom_role_definition): only ``<provider>/<type>/*/read`` style reads
+    are let through, and never a bare ``*`` or ``*/read``."""
+    wildcard = value("azure.rbac.custom_role_definition")["wildcard"]
+    bad = []
+    for perm in props.get("permissions") or []:
+        for key in ("actions", "dataActions"):
+            for action in perm.get(key) or []:
+                a = str(action)
+                if wildcard not in a:
+                    continue
+                provider_read = a.endswith("/read") and not a.startswith(wildcard)
+                if not provider_read or a.count(wildcard) > 1:
+                    bad.append(a)
+    return bad
+
+
 def iam_violations(res: Res) -> list[str]:
     docs: list[str | Mapping[str, Any]] = []
     if res.typ in _IAM_POLICY_TYPES and res.props.get("policy"):
@@ -156,6 +174,13 @@ def iam_violations(res: Res) -> list[str]:
         for doc in docs
         for stmt in wildcard_statements(doc)
     ]
+    if res.typ == "azure-native:authorization:RoleDefinition":
+        out += [
+            f"custom role grants {action!r}: a wildcard grants every matching operation, "
+            "present and future; list the actions the identity's calls need "
+            "(infra/azure/roles.py)"
+            for action in custom_role_wildcards(res.props)
+        ]
     if res.typ == "azure-native:authorization:RoleAssignment":
         role = str(res.props.get("roleDefinitionId", "")).rsplit("/", 1)[-1]
         if role in _AZURE_BROAD_ROLES:

@@ -160,6 +160,27 @@ def test_no_owner_or_contributor_role_assignments() -> None:
     assert check_resource("no-wildcard-iam", typ, {"roleDefinitionId": reader}) == []
 
 
+@pytest.mark.parametrize(
+    ("actions", "refused"),
+    [
+        (["*"], True),
+        (["Microsoft.MachineLearningServices/*"], True),
+        (["Microsoft.MachineLearningServices/workspaces/*/write"], True),
+        (["*/read"], True),
+        (["Microsoft.MachineLearningServices/workspaces/jobs/read", "*"], True),
+        (["Microsoft.MachineLearningServices/workspaces/*/read"], False),
+        (["Microsoft.MachineLearningServices/workspaces/jobs/write"], False),
+    ],
+)
+def test_a_custom_role_with_wildcard_actions_is_refused(actions: list[str], refused: bool) -> None:
+    # fact("azure.rbac.custom_role_definition"): "*" grants every matching operation.
+    typ = "azure-native:authorization:RoleDefinition"
+    props = {"roleName": "r", "permissions": [{"actions": actions}], "assignableScopes": ["/x"]}
+    assert bool(check_resource("no-wildcard-iam", typ, props)) is refused
+    data = {**props, "permissions": [{"actions": [], "dataActions": actions}]}
+    assert bool(check_resource("no-wildcard-iam", typ, data)) is refused
+
+
 def _bucket(name: str, *, sse: str | None = "aws:kms", blocked: bool = True) -> list[Any]:
     out: list[Any] = [("aws:s3/bucket:Bucket", name, {"bucket": name})]
     if sse:
