@@ -8,6 +8,9 @@ CLOUD = "DHOW_CLOUD"
 STAGE = "DHOW_STAGE"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+# The account that owns the stack's buckets: every S3 call names it as the expected owner,
+# so a bucket of the same name in another account (or region) is refused (set by the stack).
+AWS_ACCOUNT_ID = "DHOW_AWS_ACCOUNT_ID"
 AZURE_LOCATION = "DHOW_AZURE_LOCATION"
 AWS_ENDPOINT_URL = "DHOW_AWS_ENDPOINT_URL"
 # DynamoDB may sit at its own endpoint locally (see localstack/dhow_local/platform.py).

@@ -19,6 +19,7 @@ from shared.errors import ConfigError, RegionNotAllowed
 Cloud = Literal["aws", "azure"]
 # A stage is the prefix of every resource name (settings and the Pulumi program check it).
 STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 
 
 def check_aws_region(region: str) -> str:
@@ -51,6 +52,8 @@ class Settings:
     cloud: Cloud = "aws"
     stage: str = "local"
     aws_region: str = c.AWS_REGIONS_ALLOWED[0]
+    # The stack's account: S3 calls carry it as ExpectedBucketOwner (unset locally).
+    aws_account_id: str | None = None
     azure_location: str = c.AZURE_LOCATIONS_ALLOWED[0]
     aws_endpoint_url: str | None = None
     aws_dynamodb_endpoint_url: str | None = None
@@ -99,6 +102,11 @@ class Settings:
                 "starting with a letter",
             )
         check_aws_region(self.aws_region)
+        if self.aws_account_id is not None and not _ACCOUNT_RE.match(self.aws_account_id):
+            raise ConfigError(
+                f"AWS account id {self.aws_account_id!r} is not 12 digits",
+                hint=f"set {c.AWS_ACCOUNT_ID} to the account that owns the stack's buckets",
+            )
         object.__setattr__(self, "azure_location", check_azure_location(self.azure_location))
         if self.training_backend not in ("sagemaker", "azureml", "local"):
             raise ConfigError(
@@ -134,6 +142,7 @@ class Settings:
             c.LOCAL_MINUTE_SECONDS: str(self.local_minute_seconds),
         }
         optional = {
+            c.AWS_ACCOUNT_ID: self.aws_account_id,
             c.AWS_ENDPOINT_URL: self.aws_endpoint_url,
             c.AWS_DYNAMODB_ENDPOINT_URL: self.aws_dynamodb_endpoint_url,
             c.AWS_SAGEMAKER_ENDPOINT_URL: self.aws_sagemaker_endpoint_url,
@@ -168,6 +177,7 @@ class Settings:
             cloud=_cloud(env.get(c.CLOUD, "aws")),
             stage=env.get(c.STAGE, "local"),
             aws_region=region,
+            aws_account_id=env.get(c.AWS_ACCOUNT_ID) or None,
             azure_location=env.get(c.AZURE_LOCATION, c.AZURE_LOCATIONS_ALLOWED[0]),
             aws_endpoint_url=env.get(c.AWS_ENDPOINT_URL) or None,
             aws_dynamodb_endpoint_url=env.get(c.AWS_DYNAMODB_ENDPOINT_URL) or None,

@@ -59,6 +59,9 @@ class Setting:
 CONTRACT: tuple[Setting, ...] = (
     Setting(c.CLOUD, "cloud", ALL, _BOTH),
     Setting(c.STAGE, "stage", ALL, _BOTH),
+    # Every function's ports include the S3 store, whose calls name the stack's account as
+    # the buckets' expected owner (shared/adapters/aws.py aws_client).
+    Setting(c.AWS_ACCOUNT_ID, "aws_account_id", ALL),
     # train-launch starts the SageMaker training job.
     Setting(c.TRAINING_BACKEND, "training_backend", frozenset({"train_launch"}), _BOTH),
     Setting(c.TRAINING_IMAGE_URI, "training_image_uri", frozenset({"train_launch"})),

@@ -34,6 +34,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     env: dict[str, pulumi.Input[str]] = {
         c.CLOUD: "aws",
         c.STAGE: cfg.stage,
+        c.AWS_ACCOUNT_ID: account,
         c.TRAINING_BACKEND: "sagemaker",
         c.SERVING_BACKEND: "cloud",
         c.TRAINING_IMAGE_URI: training.training_image_uri,

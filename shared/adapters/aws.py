@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.adapters.aws_calls import instrument
+from shared.cloud_facts import value as cloud_fact
 from shared.constants import EVENT_SOURCE
 from shared.errors import DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
@@ -80,7 +81,12 @@ def aws_client(service: Literal["cloudwatch"], settings: Settings) -> CloudWatch
 @overload
 def aws_client(service: Literal["scheduler"], settings: Settings) -> EventBridgeSchedulerClient: ...
 def aws_client(service: str, settings: Settings) -> Any:
-    """A boto3 client in the pinned region (and at the local endpoint, when set)."""
+    """A boto3 client in the pinned region (and at the local endpoint, when set).
+
+    An S3 client never leaves the region: it refuses S3's answers that point at another
+    region instead of following them (botocore's redirector would re-send the request,
+    body and all, to a bucket of the same name elsewhere), and, when the settings know the
+    stack's account, every request names it as the bucket's expected owner."""
     region = check_aws_region(settings.aws_region)
     kwargs: dict[str, Any] = {
         "region_name": region,
@@ -96,8 +102,75 @@ def aws_client(service: str, settings: Settings) -> Any:
         if service == "s3":
             # LocalStack serves buckets by path; virtual hosts need DNS we do not run.
             kwargs["config"] = kwargs["config"].merge(Config(s3={"addressing_style": "path"}))
+    client = boto3.client(service, **kwargs)  # type: ignore[call-overload]
+    if service == "s3":
+        _pin_s3_client(client, region, settings.aws_account_id)
     # Recorded only when DHOW_AWS_CALL_LOG is set (the integration tests' IAM check).
-    return instrument(boto3.client(service, **kwargs))  # type: ignore[call-overload]
+    return instrument(client)
+
+
+class S3RegionRedirectRefused(DhowError):
+    """S3 answered that the bucket lives in another region; the request was not re-sent."""
+
+    reason = "s3_region_redirect_refused"
+
+
+# What S3 answers a request for a bucket in another region (cloud facts: aws-s3.yaml);
+# botocore's S3RegionRedirectorv2 acts on exactly these and re-sends the request there.
+_REDIRECT = cloud_fact("aws.s3.wrong_region_answers")
+_OWNER_PARAMS = cloud_fact("aws.s3.expected_bucket_owner_params")
+
+
+def _pin_s3_client(client: Any, region: str, account: str | None) -> None:
+    events = client.meta.events
+
+    def refuse_redirect(
+        request_dict: Mapping[str, Any],
+        response: tuple[Any, Mapping[str, Any]] | None,
+        operation: Any,
+        **_: Any,
+    ) -> None:
+        if response is None:  # a transport error: retried as before
+            return
+        http, parsed = response
+        error = parsed.get("Error", {})
+        code = str(error.get("Code", ""))
+        headers = parsed.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        elsewhere = headers.get(_REDIRECT["region_header"], region) != region
+        redirected = (
+            elsewhere
+            or (http is not None and http.status_code in _REDIRECT["statuses"])
+            or code in _REDIRECT["error_codes"]
+            or (code == "AuthorizationHeaderMalformed" and "Region" in error)
+            or (code in ("301", "400") and operation.name in ("HeadObject", "HeadBucket"))
+        )
+        if not redirected:
+            return
+        bucket = request_dict.get("context", {}).get("s3_redirect", {}).get("bucket", "?")
+        answer = code or str(http.status_code if http is not None else "?")
+        if elsewhere:
+            answer += f", bucket in {headers[_REDIRECT['region_header']]}"
+        raise S3RegionRedirectRefused(
+            f"S3 {operation.name} on bucket {bucket!r} was answered as outside {region} "
+            f"({answer}); not following it",
+            hint=f"the bucket is not the stack's bucket in {region}: check the bucket name "
+            "and the stage; Dhow never reads or writes outside its region",
+        )
+
+    # First, so it answers before botocore's redirector (registered on the same event).
+    events.register_first("needs-retry.s3", refuse_redirect, unique_id="dhow-refuse-redirect")
+    if account is None:
+        return
+
+    def name_owner(params: dict[str, Any], model: Any, **_: Any) -> None:
+        members = model.input_shape.members if model.input_shape is not None else {}
+        for param in _OWNER_PARAMS:
+            if param in members:
+                params.setdefault(param, account)
+
+    events.register_first(
+        "before-parameter-build.s3", name_owner, unique_id="dhow-expected-bucket-owner"
+    )
 
 
 def _error_code(exc: ClientError) -> str:

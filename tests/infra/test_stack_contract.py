@@ -121,7 +121,7 @@ def test_every_aws_function_builds_its_settings_from_exactly_its_stack_env(
 
 def test_a_setting_no_function_reads_stops_the_program() -> None:
     offered = {s.env: "x" for s in CONTRACT if "aws" in s.clouds}
-    assert set(environment("aws", "ingest", offered)) == {c.CLOUD, c.STAGE}
+    assert set(environment("aws", "ingest", offered)) == {c.CLOUD, c.STAGE, c.AWS_ACCOUNT_ID}
     with pytest.raises(StackContractError) as info:
         environment("aws", "ingest", {**offered, "DHOW_NOT_A_SETTING": "x"})
     assert "DHOW_NOT_A_SETTING" in str(info.value)

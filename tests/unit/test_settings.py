@@ -62,6 +62,7 @@ def test_explicit_argument_is_still_checked() -> None:
         {"DHOW_STAGE": "Prod_1"},
         {"DHOW_MAX_UPLOAD_BYTES": "lots"},
         {"DHOW_MAX_UPLOAD_BYTES": "0"},
+        {"DHOW_AWS_ACCOUNT_ID": "1234-5678"},
     ],
 )
 def test_malformed_settings_say_what_to_set(env: dict[str, str]) -> None:
