@@ -19,9 +19,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from azure.ai.ml import Input, Output
+from azure.ai.ml import Input, Output, command
 from azure.ai.ml.constants import AssetTypes
-from azure.ai.ml.entities import CommandJob, ManagedIdentityConfiguration
+from azure.ai.ml.entities import Command, ManagedIdentityConfiguration
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import constants as c
@@ -80,7 +80,7 @@ class JobOperations(Protocol):
 
     def get(self, name: str) -> Any: ...
 
-    def create_or_update(self, job: CommandJob) -> Any: ...
+    def create_or_update(self, job: Command) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def validation_job_environment(settings: Settings) -> tuple[tuple[str, str], ...
     return tuple(sorted((name, env[name]) for name in VALIDATION_JOB_SETTINGS))
 
 
-def submit_once(jobs: JobOperations, job: CommandJob) -> bool:
+def submit_once(jobs: JobOperations, job: Command) -> bool:
     """Submit ``job`` unless one of its (deterministic) name exists; True if submitted."""
     assert job.name is not None
     try:
@@ -158,7 +158,7 @@ class AzureMLValidationJobs(ValidationJobLauncher):
         self._jobs = jobs
         self._cfg = config
 
-    def request(self, req: ValidationJobRequest) -> CommandJob:
+    def request(self, req: ValidationJobRequest) -> Command:
         """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly).
 
         The command line runs in a shell as the workspace's identity, and the upload's
@@ -175,7 +175,7 @@ class AzureMLValidationJobs(ValidationJobLauncher):
             *("--staged", req.staged.uri, "--source", req.source.uri),
             *("--size-bytes", str(req.size_bytes), "--correlation-id", req.correlation_id),
         ]
-        return CommandJob(
+        return command(
             name=azureml_job_name(req, cfg.stage),
             display_name=f"validate {req.dataset} {req.sha256[:12]}",
             # The experiment routes the run's end to the validate queue (infra/azure).
@@ -236,7 +236,7 @@ class AzureMLTrainingLauncher(TrainingLauncher):
         self._jobs = jobs
         self._cfg = config
 
-    def request(self, req: TrainingJobRequest) -> CommandJob:
+    def request(self, req: TrainingJobRequest) -> Command:
         """The job entity; its ``_to_rest_object()`` is the body sent (tested exactly).
 
         The command (``shared.jobs.azureml_training``) runs the trainer and writes
@@ -254,7 +254,7 @@ class AzureMLTrainingLauncher(TrainingLauncher):
         environment = req.image or cfg.environment
         argv = ["python", "-m", "shared.jobs.azureml_training"]
         argv += ["--entrypoint", req.entrypoint or "shared.trainer"]
-        return CommandJob(
+        return command(
             name=name,
             display_name=f"train {req.dataset} {req.sha256[:12]}",
             # The experiment routes the run's end to register (infra/azure).

@@ -15,8 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from azure.ai.ml import MLClient, command
-from azure.ai.ml.entities import CommandJob
+from azure.ai.ml import MLClient
 from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.pipeline.transport import RequestsTransport, RequestsTransportResponse
 
@@ -131,34 +130,6 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return calls
 
 
-class _CommandSubmitting:
-    """``MLClient.jobs`` given the launcher's job as azure-ai-ml 1.35.2 submits one: as a
-    ``command()`` node (its create_or_update refuses a ``CommandJob``; see the xfail)."""
-
-    def __init__(self, jobs: Any) -> None:
-        self._jobs = jobs
-
-    def get(self, name: str) -> Any:
-        return self._jobs.get(name)
-
-    def create_or_update(self, job: CommandJob) -> Any:
-        node = command(
-            name=job.name,
-            display_name=job.display_name,
-            experiment_name=job.experiment_name,
-            command=job.command,
-            code=job.code,
-            inputs=job.inputs,
-            outputs=job.outputs,
-            environment=job.environment,
-            compute=job.compute,
-            environment_variables=job.environment_variables,
-            identity=None if isinstance(job.identity, dict) else job.identity,
-            tags=job.tags,
-        )
-        return self._jobs.create_or_update(node)
-
-
 SHA = "cd34" * 16
 
 
@@ -233,7 +204,7 @@ def _operation(method: str, url: str) -> str:
 def _record_every_call(tmp_path: Path, recorded: list[tuple[str, str]]) -> list[str]:
     ml = MLClient(_Credential(), "sub", "rg", "ws")
     code = _code(tmp_path)
-    _validation(_CommandSubmitting(ml.jobs), code).launch(VALIDATION)
+    _validation(ml.jobs, code).launch(VALIDATION)
     training = AzureMLTrainingConfig(
         compute="dhow-prod-gpu",
         environment="azureml:dhow-train:1",
@@ -243,7 +214,7 @@ def _record_every_call(tmp_path: Path, recorded: list[tuple[str, str]]) -> list[
         name_prefix="dhow-prod",
         code=code,
     )
-    AzureMLTrainingLauncher(_CommandSubmitting(ml.jobs), training).launch(TRAINING)
+    AzureMLTrainingLauncher(ml.jobs, training).launch(TRAINING)
     traffic = OnlineEndpointTraffic(
         ml,
         stage="prod",
@@ -293,11 +264,6 @@ def test_the_workspace_role_grants_nothing_no_call_needs(
     assert [a for a in actions if "*" in a] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="azure-ai-ml 1.35.2's jobs.create_or_update refuses a CommandJob ('Non "
-    "supported job type'): the launchers must submit a command() node",
-)
 def test_the_validation_launcher_submits_its_job_through_the_sdk(
     tmp_path: Path, recorded: list[tuple[str, str]]
 ) -> None:

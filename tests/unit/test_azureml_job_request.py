@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from azure.ai.ml.entities._job.to_rest_functions import to_rest_job_object
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.azure_ml import (
@@ -117,7 +118,8 @@ class RecordingJobs:
         return {"name": name}
 
     def create_or_update(self, job: Any) -> Any:
-        self.sent.append(job._to_rest_object().as_dict())
+        # What MLClient.jobs.create_or_update sends: the SDK's own conversion.
+        self.sent.append(to_rest_job_object(job).as_dict())
         return job
 
 
@@ -341,7 +343,7 @@ def test_bring_your_own_trainer_and_environment() -> None:
     own = TRAIN_REQ.model_copy(
         update={"entrypoint": "acme.churn_trainer", "image": "azureml:acme-train:4"}
     )
-    body = AzureMLTrainingLauncher(RecordingJobs(), TRAIN_CFG).request(own)._to_rest_object()
+    body = to_rest_job_object(AzureMLTrainingLauncher(RecordingJobs(), TRAIN_CFG).request(own))
     props = body.as_dict()["properties"]
     assert shlex.split(props["command"])[3:5] == ["--entrypoint", "acme.churn_trainer"]
     assert props["environmentId"] == "azureml:acme-train:4"
@@ -460,7 +462,7 @@ def test_a_completed_run_leaves_the_model_where_register_takes_it(tmp_path: Path
     )
     request = training_request(validated)  # as train-launch makes it
     job = AzureMLTrainingLauncher(RecordingJobs(), replace(TRAIN_CFG, code=None)).request(request)
-    body = job._to_rest_object().as_dict()["properties"]
+    body = to_rest_job_object(job).as_dict()["properties"]
     # Azure ML's part: mount the input and the output folder, set the variables, and run
     # the command in the uploaded code's folder.
     mounted = tmp_path / "outputs"
