@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICT_PATH = "/predict"
+HEALTH_PATH = "/health"
 # The headers of the app's answer that the endpoint's client sees too.
 _PASSED_HEADERS = ("content-type", "x-dhow-model-version")
 
@@ -96,11 +97,24 @@ class EndpointScorer:
             self._capture.flush_if_due()
         return scored
 
+    def warm(self) -> Scored:
+        """Load the model now (the app's ``GET /health`` loads it), before the endpoint
+        takes requests: Azure Monitor times each request itself, so a model loaded by
+        the first request would be that request's latency and the candidate's p99. A
+        model that cannot load is retried by the next request, which answers 503."""
+        scored = asyncio.run(self._post(b"", {}, method="GET", path=HEALTH_PATH))
+        if scored.status != 200:
+            log.warning("the model did not load at init (%s): %s", scored.status, scored.body)
+        return scored
+
     def flush(self) -> None:
         if self._capture is not None:
             self._capture.flush()
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> Scored:
+    async def _post(
+        self, body: bytes, headers: dict[str, str], method: str = "POST", path: str = ""
+    ) -> Scored:
+        path = path or PREDICT_PATH
         request_headers = [(b"content-type", b"application/json")]
         request_headers += [
             (k.lower().encode("latin-1"), str(v).encode("latin-1"))
@@ -111,10 +125,10 @@ class EndpointScorer:
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "POST",
+            "method": method,
             "scheme": "http",
-            "path": PREDICT_PATH,
-            "raw_path": PREDICT_PATH.encode(),
+            "path": path,
+            "raw_path": path.encode(),
             "root_path": "",
             "query_string": b"",
             "headers": request_headers,
@@ -151,19 +165,19 @@ _SCORER: EndpointScorer | None = None
 
 
 def init() -> None:
-    """Called once per worker by the inference server: build the app (the model loads on
-    the first request, as on Lambda) and flush captured rows when the worker stops."""
+    """Called once per worker by the inference server: build the app, load the model
+    (out of every request's latency, see ``EndpointScorer.warm``) and flush captured rows
+    when the worker stops."""
     global _SCORER
     logging.getLogger().setLevel(logging.INFO)
     _SCORER = EndpointScorer.build(Settings.from_env())
     atexit.register(_SCORER.flush)
+    _SCORER.warm()
 
 
 def run(raw_data: str, request_headers: dict[str, str] | None = None) -> Any:
     """Called per request by the inference server: the serve app's answer, status kept."""
-    from azureml_inference_server_http.api.aml_response import (  # type: ignore[import-not-found]
-        AMLResponse,
-    )
+    from azureml_inference_server_http.api.aml_response import AMLResponse
 
     if _SCORER is None:
         raise RuntimeError("init() has not run")
