@@ -18,6 +18,7 @@ import copy
 import csv
 import gc
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,17 @@ MAX_FAILURE_CASES = 1000
 MAX_BAD_ROWS = 20
 MAX_EXAMPLES_PER_CHECK = 5
 MAX_PROFILE_CATEGORIES = 50
+# A hostile header (500,000 columns, or one name 200,000 times) must cost linear time and
+# leave a bounded report: the lists name at most MAX_LISTED_COLUMNS, and a file with more
+# than MAX_COLUMNS columns, or a CSV header line over MAX_HEADER_BYTES, is refused whole.
+MAX_LISTED_COLUMNS = 100
+MAX_COLUMNS = 10_000
+MAX_HEADER_BYTES = 1024 * 1024
+# A Parquet row group or batch that decodes past this (or a column that decompresses
+# more than MAX_COMPRESSION_RATIO-fold) is refused before it is decoded: a dictionary or
+# zstd bomb of a few KiB can otherwise ask for gigabytes per batch.
+MAX_DECODED_BATCH_BYTES = 512 * 1024**2
+MAX_COMPRESSION_RATIO = 1000
 GC_EVERY_ROWS = 100_000
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -81,6 +93,9 @@ class ValidationReport(BaseModel):
     bad_rows_sample: list[dict[str, Any]] = Field(default_factory=list)
     missing_columns: list[str] = Field(default_factory=list)
     unexpected_columns: list[str] = Field(default_factory=list)
+    # How many there were: the lists above name at most MAX_LISTED_COLUMNS of them.
+    unexpected_column_count: int = 0
+    duplicate_column_count: int = 0
     chunks: int = 0
 
 
@@ -99,8 +114,13 @@ VALIDATION_HINTS: dict[str, str] = {
     "missing_columns": "add the missing columns, or remove them from the spec",
     "unexpected_columns": "drop the extra columns, or add them to the spec",
     "duplicate_columns": "give every column a distinct name",
+    "too_many_columns": f"a dataset file has at most {MAX_COLUMNS:,} columns and a CSV header "
+    f"line of at most {MAX_HEADER_BYTES // 1024} KiB; drop the columns the spec does not name",
     "ragged_rows": "every CSV row must have as many fields as the header",
     "wrong_encoding": "save the file as UTF-8",
+    "expansion_too_large": "the file expands far beyond its size when decoded (a row "
+    "group, a batch or a compression ratio over the limits); write it with smaller row "
+    "groups and ordinary compression",
     "unreadable_file": "the file is damaged or not in its declared format; export it again",
     "no_rows": "the file has a header but no data rows",
 }
@@ -126,9 +146,101 @@ def _arrow_reason(exc: Exception) -> str:
     return "unreadable_file"
 
 
+# pyarrow's JSON reader recurses in C for each level of nesting: a row 100,000 deep kills
+# the process (SIGSEGV, exit 139) and 10,000 deep takes seconds. A dataset's columns are
+# scalars, so no legitimate row needs more than a few levels.
+MAX_JSON_DEPTH = 64
+_SCAN_BYTES = 1 << 20
+_BS, _QUOTE, _NL = ord("\\"), ord('"'), ord("\n")
+_STEP = np.zeros(256, dtype=np.int64)  # +1 opens a level, -1 closes one
+_STEP[[ord("{"), ord("[")]] = 1
+_STEP[[ord("}"), ord("]")]] = -1
+_TOKEN = (_STEP != 0) | np.isin(np.arange(256), [_QUOTE, _NL])
+
+
+def _real_quotes(a: np.ndarray, is_bs: np.ndarray, backslashes: int) -> np.ndarray:
+    """Quotes not escaped: those after an even run of backslashes (the run may have
+    begun ``backslashes`` bytes before this window). Only quotes right after a
+    backslash are looked at, and their runs measured to the byte before the run."""
+    quote = np.asarray(a == _QUOTE)
+    after_bs = np.flatnonzero(quote[1:] & is_bs[:-1]) + 1
+    if backslashes and quote[0]:
+        after_bs = np.concatenate(([0], after_bs))
+    if not len(after_bs):
+        return quote
+    plain = np.flatnonzero(~is_bs)  # every quote is among them
+    i = np.searchsorted(plain, after_bs)
+    before = np.where(i > 0, plain[np.maximum(i - 1, 0)], -1 - backslashes)
+    run = after_bs - before - 1
+    quote[after_bs[run % 2 == 1]] = False
+    return quote
+
+
+def check_json_lines(path: Path, max_row_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse a JSON Lines file with a row nested over ``max_depth`` or longer than
+    ``max_row_bytes``, before any parser sees it; in linear time and bounded memory.
+
+    The file is scanned a MiB at a time with numpy, carrying the open row's depth,
+    quote parity and trailing backslashes across windows, so brackets inside strings
+    (and escaped quotes) do not count. Each line starts afresh, as each is its own row.
+    Only the bytes that matter (brackets, quotes, newlines) are followed past the first
+    pass, and the escape analysis runs only on windows that hold a backslash.
+    """
+    depth = parity = backslashes = line_len = 0
+    with path.open("rb") as f:
+        while block := f.read(_SCAN_BYTES):
+            a = np.frombuffer(block, dtype=np.uint8)
+            n = len(a)
+            is_bs = a == _BS
+            has_bs = backslashes > 0 or bool(is_bs.any())
+            quote_at = _real_quotes(a, is_bs, backslashes) if has_bs else a == _QUOTE
+            pos = np.flatnonzero(_TOKEN[a] & ((a != _QUOTE) | quote_at))
+            tok = a[pos]
+            newline = tok == _NL
+            k = np.arange(len(pos), dtype=np.int64)
+            last_nl = np.maximum.accumulate(np.where(newline, k, -1)) if len(k) else k
+            seen_nl = last_nl >= 0
+            at_nl = np.maximum(last_nl, 0)
+            quotes = np.cumsum(tok == _QUOTE, dtype=np.int64)
+            open_quotes = (quotes - np.where(seen_nl, quotes[at_nl], -parity)) % 2
+            level = np.cumsum(np.where(open_quotes == 1, 0, _STEP[tok]))
+            row_depth = level - np.where(seen_nl, level[at_nl], -depth)
+            if int(row_depth.max(initial=depth)) > max_depth:
+                raise FileUnreadable(
+                    "unreadable_file", f"a row is nested more than {max_depth} levels deep"
+                )
+            breaks = pos[newline]
+            starts = np.concatenate(([-1 - line_len], breaks))
+            longest = int(max(np.diff(starts).max(initial=0) - 1, n - 1 - starts[-1]))
+            if longest > max_row_bytes:
+                raise FileUnreadable(
+                    "unreadable_file", f"a row is longer than {max_row_bytes:,} bytes"
+                )
+            if len(pos):
+                depth, parity = int(row_depth[-1]), int(open_quotes[-1])
+            line_len = n - 1 - int(breaks[-1]) if len(breaks) else line_len + n
+            if is_bs[-1]:
+                plain = np.flatnonzero(~is_bs)
+                backslashes = n - 1 - int(plain[-1]) if len(plain) else backslashes + n
+            else:
+                backslashes = 0
+
+
+def _listed(names: list[str]) -> str:
+    """At most MAX_LISTED_COLUMNS names, and how many more the report counts."""
+    shown = ", ".join(n[:100] for n in names[:MAX_LISTED_COLUMNS])
+    more = len(names) - MAX_LISTED_COLUMNS
+    return f"{shown} and {more:,} more (see the report)" if more > 0 else shown
+
+
 def _csv_header(path: Path) -> list[str]:
     with path.open("rb") as f:
-        first = f.readline(1024 * 1024)
+        first = f.readline(MAX_HEADER_BYTES + 1)
+    if len(first) > MAX_HEADER_BYTES:
+        # Before, the header was cut at 1 MiB and the rest of it parsed as data by pyarrow.
+        raise FileUnreadable(
+            "too_many_columns", f"the header line is longer than {MAX_HEADER_BYTES:,} bytes"
+        )
     try:
         line = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -139,13 +251,24 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _check_header(columns: list[str], spec: DatasetSpec, report: ValidationReport) -> None:
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
-        raise FileUnreadable("duplicate_columns", f"columns appear twice: {', '.join(dupes)}")
+    # Linear in the header: a Counter, and sets for membership (list.count per column was
+    # quadratic: 20,000 columns took 4.5 s).
+    if len(columns) > MAX_COLUMNS:
+        raise FileUnreadable(
+            "too_many_columns", f"{len(columns):,} columns, over the {MAX_COLUMNS:,} allowed"
+        )
+    counts = Counter(columns)
+    if len(counts) != len(columns):
+        dupes = sorted(c for c, n in counts.items() if n > 1)
+        report.duplicate_column_count = len(dupes)
+        raise FileUnreadable("duplicate_columns", f"columns appear twice: {_listed(dupes)}")
     expected = spec.columns
-    report.missing_columns = [c for c in expected if c not in columns]
+    report.missing_columns = [c for c in expected if c not in counts]
     if spec.dataframe_schema.strict:
-        report.unexpected_columns = [c for c in columns if c not in expected]
+        known = set(expected)
+        unexpected = [c for c in columns if c not in known]
+        report.unexpected_column_count = len(unexpected)
+        report.unexpected_columns = unexpected[:MAX_LISTED_COLUMNS]
 
 
 def iter_frames(
@@ -173,14 +296,14 @@ def iter_frames(
             casts = _arrow_casts(spec)
             yield from _rechunk((_typed(b, casts).to_pandas() for b in reader), chunk_rows)
         elif fmt == "parquet":
-            pf = pq.ParquetFile(path)
-            _check_header(pf.schema_arrow.names, spec, report)
-            if report.missing_columns or report.unexpected_columns:
-                return
-            yield from (b.to_pandas() for b in pf.iter_batches(batch_size=chunk_rows))
+            yield from _parquet_frames(path, spec, chunk_rows, report)
         else:
+            block_size = max(1 << 16, chunk_rows * 64)
+            # pyarrow refuses a row longer than its block anyway; refusing it here bounds
+            # the scan, and the depth check keeps its C recursion from crashing us.
+            check_json_lines(path, max_row_bytes=block_size)
             reader = pa_json.open_json(
-                path, read_options=pa_json.ReadOptions(block_size=max(1 << 16, chunk_rows * 64))
+                path, read_options=pa_json.ReadOptions(block_size=block_size)
             )
             _check_header(reader.schema.names, spec, report)
             if report.missing_columns or report.unexpected_columns:
@@ -188,6 +311,80 @@ def iter_frames(
             yield from _rechunk((b.to_pandas() for b in reader), chunk_rows)
     except (pyarrow_lib.ArrowInvalid, pyarrow_lib.ArrowException, OSError) as exc:
         raise FileUnreadable(_arrow_reason(exc), str(exc).splitlines()[0][:300]) from exc
+
+
+def _check_parquet_sizes(meta: pq.FileMetaData) -> None:
+    """Refuse, from the footer alone, row groups that decode to more than we can hold or
+    that compression inflates past any honest ratio (a zstd or gzip bomb)."""
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        if group.total_byte_size > MAX_DECODED_BATCH_BYTES:
+            raise FileUnreadable(
+                "expansion_too_large",
+                f"row group {i} is {group.total_byte_size:,} bytes uncompressed, over the "
+                f"{MAX_DECODED_BATCH_BYTES:,} allowed",
+            )
+        for j in range(group.num_columns):
+            col = group.column(j)
+            ratio = col.total_uncompressed_size / max(col.total_compressed_size, 1)
+            # A small column may compress any amount (a constant, plain-encoded column of
+            # a million zeros does 10,000-fold); only a large one that does is a bomb.
+            if ratio > MAX_COMPRESSION_RATIO and col.total_uncompressed_size > 64 * 1024**2:
+                raise FileUnreadable(
+                    "expansion_too_large",
+                    f"column {col.path_in_schema} of row group {i} expands {ratio:,.0f}-fold "
+                    f"when decompressed, over the {MAX_COMPRESSION_RATIO}-fold allowed",
+                )
+
+
+def _dense_bytes(array: pyarrow_lib.DictionaryArray) -> int:
+    """What a dictionary-encoded string column would take once decoded, computed from its
+    indices and value lengths without decoding it."""
+    lengths = pa_compute.binary_length(array.dictionary)
+    return int(pa_compute.sum(pa_compute.take(lengths, array.indices)).as_py() or 0)
+
+
+def _parquet_frames(
+    path: Path, spec: DatasetSpec, chunk_rows: int, report: ValidationReport
+) -> Iterator[pd.DataFrame]:
+    probe = pq.ParquetFile(path)
+    _check_parquet_sizes(probe.metadata)
+    _check_header(probe.schema_arrow.names, spec, report)
+    if report.missing_columns or report.unexpected_columns:
+        return
+    # Text columns are read as dictionaries (as small as the file's own encoding) so a
+    # dictionary of one long value repeated over a batch is measured before it is expanded.
+    texts = [
+        f.name
+        for f in probe.schema_arrow
+        if pyarrow_lib.types.is_string(f.type)
+        or pyarrow_lib.types.is_large_string(f.type)
+        or pyarrow_lib.types.is_binary(f.type)
+    ]
+    pf = pq.ParquetFile(path, read_dictionary=texts)
+    for batch in pf.iter_batches(batch_size=chunk_rows):
+        size = batch.nbytes
+        arrays = []
+        for array in batch.columns:
+            if isinstance(array, pyarrow_lib.DictionaryArray):
+                size += _dense_bytes(array)
+                array = array.dictionary_decode() if size <= MAX_DECODED_BATCH_BYTES else array
+            arrays.append(array)
+        if size > MAX_DECODED_BATCH_BYTES:
+            raise FileUnreadable(
+                "expansion_too_large",
+                f"a batch of {batch.num_rows:,} rows decodes to {size:,} bytes, over the "
+                f"{MAX_DECODED_BATCH_BYTES:,} allowed",
+            )
+        dense = pyarrow_lib.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+        try:
+            # The pandas metadata of the footer (index, dtypes) is the writer's to set: a
+            # malformed one raises anything from JSONDecodeError to TypeError in pyarrow.
+            yield dense.replace_schema_metadata(batch.schema.metadata).to_pandas()
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise FileUnreadable(
+                "unreadable_file", f"the file's pandas metadata is malformed: {exc}"[:300]
+            ) from exc
 
 
 _ARROW_TYPES = {
@@ -490,7 +687,11 @@ def validate_file(
             report.message = f"missing columns: {', '.join(report.missing_columns)}"
         elif report.unexpected_columns:
             report.reason = "unexpected_columns"
-            report.message = f"columns not in the spec: {', '.join(report.unexpected_columns)}"
+            unexpected = report.unexpected_columns
+            more = report.unexpected_column_count - len(unexpected)
+            report.message = f"columns not in the spec: {_listed(unexpected)}" + (
+                f" and {more:,} more (see the report)" if more > 0 else ""
+            )
         elif report.failure_count:
             report.reason = "schema_checks_failed"
             report.message = (

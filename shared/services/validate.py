@@ -71,6 +71,19 @@ JOB_FAILURE_HINTS: dict[str, str] = {
     "its logs say why. The staged file is kept: upload the file again",
 }
 _DONE = {"validated", "rejected", "failed"}
+# An event carries at most this much of a message, the rest is in the report: with every
+# character escaped as JSON can (12 bytes for a surrogate pair) and the base64 that
+# Event Grid writes to a Storage queue, it stays far under the 64 KB of a queue message
+# (fact azure.storage.queue_message_max_bytes) and EventBridge's 256 KB entry.
+MAX_EVENT_MESSAGE_CHARS = 2000
+
+
+def event_message(text: str) -> str:
+    """``text`` cut to what an event may carry, saying where the rest is."""
+    if len(text) <= MAX_EVENT_MESSAGE_CHARS:
+        return text
+    tail = " ... (cut; the report has it all)"
+    return text[: MAX_EVENT_MESSAGE_CHARS - len(tail)] + tail
 
 
 def validate_record_id(sha256: str) -> str:
@@ -368,7 +381,7 @@ class ValidateService:
                 correlation_id=work.correlation_id,
                 stage="validate",
                 reason=reason,
-                message=f"{message}; {hint}",
+                message=event_message(f"{message}; {hint}"),
                 source=work.source,
                 sha256=work.sha256,
             )
@@ -438,7 +451,7 @@ class ValidateService:
                 correlation_id=work.correlation_id,
                 stage="validate",
                 reason=result.reason,
-                message=message,
+                message=event_message(message),
                 source=work.source,
                 sha256=work.sha256,
                 quarantined=result.quarantined,

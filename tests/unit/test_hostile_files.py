@@ -1,0 +1,251 @@
+"""Hostile dataset files: each gets a reason code, in bounded time and memory, and no
+crash. Those that could kill the interpreter (deep JSON, decoding bombs) run in a
+subprocess, whose exit code and peak memory are the outcome."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared.adapters.aws import EventBridgeBus
+from shared.adapters.azure import cloud_event
+from shared.cloud_facts import value
+from shared.events import DatasetRejected, ObjectRef
+from shared.services.validate import MAX_EVENT_MESSAGE_CHARS, event_message
+from shared.specs import load_spec
+from shared.validation import MAX_LISTED_COLUMNS, FileFormat, validate_file
+from tests.unit.test_validate_service import setup
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "localstack/samples/customers.csv"
+HEADER = SAMPLE.read_text().splitlines()[0]
+ROW = SAMPLE.read_text().splitlines()[1]
+SPEC = load_spec("customers")
+# Generous for a loaded 2-core machine; the quadratic header check took minutes here.
+BOUND_S = 10.0
+
+
+def timed(path: Path, fmt: FileFormat) -> tuple[str | None, float, int]:
+    start = time.perf_counter()
+    run = validate_file(path, fmt, SPEC)
+    elapsed = time.perf_counter() - start
+    return run.report.reason, elapsed, len(run.report.model_dump_json())
+
+
+def in_subprocess(code: str) -> tuple[int, dict[str, Any]]:
+    """Run ``code`` (which prints one JSON line last) in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "{}"
+    return proc.returncode, json.loads(last)
+
+
+VALIDATE_IN_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from shared.specs import load_spec
+from shared.validation import validate_file
+run = validate_file(Path(sys.argv[1] if len(sys.argv) > 1 else {path!r}), {fmt!r},
+                    load_spec("customers"))
+print(json.dumps({{"reason": run.report.reason, "message": run.report.message,
+    "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}}))
+"""
+
+
+def test_a_header_of_500000_columns_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text(HEADER + "," + ",".join(f"x{i}" for i in range(500_000)) + "\n" + ROW)
+    reason, elapsed, report_bytes = timed(path, "csv")
+    assert reason == "too_many_columns"
+    assert elapsed < BOUND_S
+    assert report_bytes < 10_000
+
+
+def test_one_name_200000_times_is_refused_in_linear_time(tmp_path: Path) -> None:
+    path = tmp_path / "same.csv"
+    path.write_text(",".join(["a"] * 200_000) + "\n1\n")
+    reason, elapsed, _ = timed(path, "csv")
+    assert reason == "too_many_columns"
+    assert elapsed < BOUND_S
+
+
+def test_duplicates_and_unexpected_columns_are_counted_but_listed_bounded(
+    tmp_path: Path,
+) -> None:
+    dupes = tmp_path / "dupes.csv"
+    dupes.write_text(",".join(f"d{i % 4000}" for i in range(8000)) + "\n1\n")
+    start = time.perf_counter()
+    run = validate_file(dupes, "csv", SPEC)
+    assert time.perf_counter() - start < BOUND_S
+    assert run.report.reason == "duplicate_columns"
+    assert run.report.duplicate_column_count == 4000
+    assert "and 3,900 more" in run.report.message
+
+    extra = tmp_path / "extra.csv"
+    extra.write_text(HEADER + "," + ",".join(f"x{i}" for i in range(9000)) + "\n" + ROW)
+    run = validate_file(extra, "csv", SPEC)
+    assert run.report.reason == "unexpected_columns"
+    assert run.report.unexpected_column_count == 9000
+    assert len(run.report.unexpected_columns) == MAX_LISTED_COLUMNS
+    assert len(run.report.message) < 20_000
+
+
+class CapturingEvents:
+    """Stands in for boto3's EventBridge client: keeps the PutEvents request."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        self.entries.extend(Entries)
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "1"}]}
+
+
+def eventbridge_entry_bytes(entry: dict[str, Any]) -> int:
+    # The entry size as EventBridge counts it (eb-putevent-size): the UTF-8 bytes of
+    # Source, DetailType, Detail and each Resources item (Time would add 14; we send none).
+    fields = [entry["Source"], entry["DetailType"], entry["Detail"], *entry["Resources"]]
+    return sum(len(f.encode("utf-8")) for f in fields) + (14 if "Time" in entry else 0)
+
+
+def queue_message_bytes(event: DatasetRejected) -> int:
+    # Event Grid writes each CloudEvent to a Storage queue as base64 of its JSON.
+    return len(base64.b64encode(json.dumps(cloud_event(event)).encode("utf-8")))
+
+
+def sizes(event: DatasetRejected) -> tuple[int, int]:
+    client = CapturingEvents()
+    EventBridgeBus(client, "dhow-bus").publish(event)  # type: ignore[arg-type]
+    [entry] = client.entries
+    return eventbridge_entry_bytes(entry), queue_message_bytes(event)
+
+
+def test_the_largest_rejection_validate_emits_fits_both_buses(tmp_path: Path) -> None:
+    eb_limit = value("aws.eventbridge.max_entry_bytes")
+    queue_limit = value("azure.storage.queue_message_max_bytes")
+    # Hostile headers through the service: many names, long names, names whose every
+    # character JSON escapes as a surrogate pair (12 bytes).
+    emoji = "\U0001f600"
+    headers = [
+        HEADER + "," + ",".join(f"x{i}" for i in range(9000)),
+        HEADER + "," + ",".join(emoji * 2500 + str(i) for i in range(100)),
+        ",".join(emoji * 90 + str(i % 500) for i in range(1000)),
+    ]
+    for header in headers:
+        svc, _store, bus, _lineage, event = setup((header + "\n" + ROW + "\n").encode())
+        assert svc.handle(event).status == "rejected"
+        [rejected] = bus.events
+        assert isinstance(rejected, DatasetRejected)
+        eb, queue = sizes(rejected)
+        assert eb < eb_limit, (rejected.reason, eb)
+        assert queue < queue_limit, (rejected.reason, queue)
+
+    # And the bound itself, at its worst: the longest message, the longest names.
+    key = "datasets/" + "k" * 1000
+    worst = DatasetRejected(
+        event_id="rejected-" + "f" * 32,
+        dataset="d" * 63,
+        correlation_id="c" * 128,
+        stage="validate",
+        reason="unexpected_columns",
+        message=event_message(emoji * 1_000_000),
+        source=ObjectRef(container="b" * 63, key=key),
+        sha256="f" * 64,
+        quarantined=ObjectRef(container="q" * 63, key=key),
+        report=ObjectRef(container="q" * 63, key=key + ".report.json"),
+    )
+    assert len(worst.message) <= MAX_EVENT_MESSAGE_CHARS
+    eb, queue = sizes(worst)
+    assert eb < eb_limit
+    assert queue < queue_limit
+
+
+def dictionary_bomb(path: Path, rows: int = 100_000, width: int = 10_000) -> None:
+    """One 10 KB value repeated over 100,000 rows, kept dictionary-encoded: a file of a
+    few KiB that decodes to a GB per batch."""
+    frame = pd.read_csv(SAMPLE, dtype=str).head(1)
+    arrays = {
+        name: pa.DictionaryArray.from_arrays(
+            pa.array([0] * rows, type=pa.int32()),
+            pa.array(["x" * width if name == "customer_id" else str(frame[name].iloc[0])]),
+        )
+        for name in frame.columns
+    }
+    pq.write_table(pa.table(arrays), path, row_group_size=rows)
+
+
+def test_a_dictionary_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.parquet"
+    dictionary_bomb(path)
+    assert path.stat().st_size < 100_000
+    code, out = in_subprocess(VALIDATE_IN_CHILD.format(path=str(path), fmt="parquet"))
+    assert code == 0
+    assert out["reason"] == "expansion_too_large"
+    # Decoding the batch alone would take over 1,000 MB.
+    assert out["maxrss_mb"] < 700, out
+
+
+def test_a_row_group_over_the_decoded_limit_is_refused_from_the_footer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.validation as validation
+
+    monkeypatch.setattr(validation, "MAX_DECODED_BATCH_BYTES", 64 * 1024)
+    frame = pd.concat([pd.read_csv(SAMPLE)] * 50, ignore_index=True)
+    frame["customer_id"] = [f"C{i:07d}" for i in range(len(frame))]
+    path = tmp_path / "big.parquet"
+    frame.to_parquet(path, index=False, row_group_size=len(frame))
+    run = validate_file(path, "parquet", SPEC)
+    assert run.report.reason == "expansion_too_large"
+    assert "row group 0" in run.report.message
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        b"{not json",
+        json.dumps({"columns": 5, "index_columns": "x"}).encode(),
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    ],
+    ids=["not-json", "wrong-shape", "nested-100000"],
+)
+def test_parquet_with_broken_pandas_metadata_is_unreadable(tmp_path: Path, metadata: bytes) -> None:
+    table = pa.Table.from_pandas(pd.read_csv(SAMPLE), preserve_index=False)
+    path = tmp_path / "meta.parquet"
+    pq.write_table(table.replace_schema_metadata({b"pandas": metadata}), path)
+    run = validate_file(path, "parquet", SPEC)
+    assert run.report.reason == "unreadable_file"
+    assert run.report.hint
+
+
+def test_json_lines_nested_200000_deep_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    good = pd.read_csv(SAMPLE).to_json(orient="records", lines=True)
+    path = tmp_path / "deep.jsonl"
+    deep = '{"a":' * 200_000 + "1" + "}" * 200_000
+    path.write_text(good + deep + "\n")
+    start = time.perf_counter()
+    code, out = in_subprocess(VALIDATE_IN_CHILD.format(path=str(path), fmt="jsonl"))
+    assert code == 0, f"the validator died with exit code {code}"
+    assert out["reason"] == "unreadable_file"
+    assert "nested" in out["message"]
+    assert time.perf_counter() - start < 60
+
+
+def test_brackets_and_escaped_quotes_inside_strings_are_not_nesting(tmp_path: Path) -> None:
+    frame = pd.read_csv(SAMPLE)
+    frame["customer_id"] = [f'C{i}\\"' + "{[" * 100 for i in range(len(frame))]
+    path = tmp_path / "strings.jsonl"
+    frame.to_json(path, orient="records", lines=True)
+    run = validate_file(path, "jsonl", SPEC)
+    assert run.report.ok, run.report.message
