@@ -147,6 +147,10 @@ class Function:
     # "zip" fits Lambda's 250 MB; "image" is a container image (up to 10 GB), for
     # functions whose libraries do not fit (the drift check's evidently).
     package: Literal["zip", "image"] = "zip"
+    # The pipeline event types (shared/events.py, the bus's detail-type) its service
+    # publishes: its PutEvents is allowed for exactly these, so drift-check cannot send a
+    # ModelApproved (tests/infra/test_iam_events.py derives them from the services' code).
+    publishes: tuple[str, ...] = ()
 
     @property
     def azure_handler(self) -> str:
@@ -435,6 +439,7 @@ def build_topology(stage: str) -> Topology:
                 # One upload per call: the timeout covers streaming one object of the
                 # largest size, and a timed-out call returns its whole batch to the queue.
                 batch_size=1,
+                publishes=("DatasetIngested", "DatasetRejected"),
             ),
             Function(
                 "validate",
@@ -464,6 +469,7 @@ def build_topology(stage: str) -> Topology:
                 timeout_s=900,
                 batch_size=1,
                 ephemeral_storage_mb=validate_tmp_mb(c.DEFAULT_VALIDATE_INLINE_MAX_BYTES),
+                publishes=("DatasetRejected", "DatasetValidated"),
             ),
             Function(
                 "train_launch",
@@ -489,6 +495,7 @@ def build_topology(stage: str) -> Topology:
                 ),
                 timeout_s=60,
                 batch_size=1,
+                publishes=("TrainingCompleted", "TrainingLaunched"),
             ),
             Function(
                 "register",
@@ -519,6 +526,7 @@ def build_topology(stage: str) -> Topology:
                 batch_size=1,
                 # pyarrow + scikit-learn + scipy + xgboost are over the 250 MB zip limit.
                 package="image",
+                publishes=("ModelApproved", "ModelRejected", "TrainingCompleted"),
             ),
             Function(
                 "deploy",
@@ -588,6 +596,7 @@ def build_topology(stage: str) -> Topology:
                 ),
                 timeout_s=180,
                 batch_size=1,
+                publishes=("DeploymentCompleted", "DeploymentRolledBack", "DeploymentStarted"),
             ),
             Function(
                 "serve",
@@ -633,6 +642,7 @@ def build_topology(stage: str) -> Topology:
                 timeout_s=900,
                 batch_size=1,
                 package="image",
+                publishes=("DriftChecked", "DriftDetected"),
             ),
         ),
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.cloud_facts import value
+from shared.constants import EVENT_SOURCE
 from shared.topology import Function, Permission, Topology
 
 # Actions with no resource-level permissions in IAM's service authorization reference
@@ -129,7 +130,26 @@ def resource_arns(perm: Permission, topology: Topology, scope: AwsScope) -> list
     return _jobs_arns(logical, scope)
 
 
-def _statements(perm: Permission, topology: Topology, scope: AwsScope) -> list[Statement]:
+def _publish_condition(fn: Function) -> dict[str, Any]:
+    """PutEvents for exactly the pipeline event types ``fn`` publishes, as its own source:
+    EventBridge authorizes each entry's detail-type and source (cloud facts: aws-iam.yaml)."""
+    if not fn.publishes:
+        raise ValueError(
+            f"{fn.logical} may put events but publishes none: name its event types in "
+            "shared/topology.py (Function.publishes) or drop its events:PutEvents"
+        )
+    keys = value("aws.eventbridge.put_events_condition_keys")
+    return {
+        "StringEquals": {
+            keys["detail_type"]: sorted(fn.publishes),
+            keys["source"]: [EVENT_SOURCE],
+        }
+    }
+
+
+def _statements(
+    perm: Permission, topology: Topology, scope: AwsScope, fn: Function
+) -> list[Statement]:
     sid = "".join(part.title() for part in perm.resource.split("_"))
     scoped = sorted(a for a in perm.actions if a not in UNSCOPED_ACTIONS)
     unscoped = sorted(a for a in perm.actions if a in UNSCOPED_ACTIONS)
@@ -143,6 +163,10 @@ def _statements(perm: Permission, topology: Topology, scope: AwsScope) -> list[S
         }
         if perm.kind == "role":
             stmt["Condition"] = {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+        if perm.kind == "bus":
+            if scoped != ["events:PutEvents"]:
+                raise ValueError(f"{fn.logical}: the bus grants only events:PutEvents")
+            stmt["Condition"] = _publish_condition(fn)
         out.append(stmt)
     if unscoped:
         stmt = {"Sid": f"{sid}Unscoped", "Effect": "Allow", "Action": unscoped, "Resource": "*"}
@@ -166,7 +190,7 @@ def function_policy(
     serve function has one per dataset)."""
     statements: list[Statement] = []
     for perm in fn.permissions:
-        statements += _statements(perm, topology, scope)
+        statements += _statements(perm, topology, scope, fn)
     # Every bucket, queue, table, topic and log group is encrypted with the stack's key.
     key_actions = {"kms:Decrypt", "kms:GenerateDataKey"}
     held = {a for p in fn.permissions for a in p.actions}
