@@ -17,6 +17,17 @@ deploy function points them at the version it is about to shift to
 
 ``CanaryRule.verdict`` is what the local router applies; ``CanaryRule.alarms`` renders
 the same numbers as the PutMetricAlarm requests of the two alarms.
+
+A request's latency is the app's answer **without the model's load**. At the
+``min_requests`` floor the nearest-rank p99 is the slowest request, so a cold start's
+download and load, counted there, would roll a healthy model back. The serve app
+(``shared.serve_app``) times each ``/predict`` itself and leaves out the time spent
+loading the model (or waiting for another request to load it); the same app, and so the
+same clock, runs on Lambda (which loads on the first request: its init phase is limited,
+fact ``aws.lambda.init_phase_limit_s``) and in the local router, which observes what the
+app measures. On Azure the endpoint's own ``RequestLatency_P99`` is judged, which the app
+cannot correct, so the scoring script loads the model in ``init()``, before any request
+(``shared.jobs.score_online``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Functions (ASGI) and locally (uvicorn).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from shared.errors import DhowError
 from shared.ports import ModelRegistry, ObjectStore
 from shared.serving import (
     MAX_BATCH_ROWS,
+    LoadedModel,
     ModelSlot,
     PredictResponse,
     load_model_version,
@@ -49,9 +51,42 @@ _Send = Callable[[_Message], Awaitable[None]]
 _ASGI = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
 
 
+class _LoadTime:
+    """The milliseconds one judged request spent loading the model (or waiting for
+    another request to load it)."""
+
+    __slots__ = ("ms",)
+
+    def __init__(self) -> None:
+        self.ms = 0.0
+
+
+# Set by _JudgedRequests for the request it times. A holder, not a float: the handler
+# may run in a copy of the context (a thread, a task), and must still charge this one.
+_LOADING: contextvars.ContextVar[_LoadTime | None] = contextvars.ContextVar(
+    "dhow_model_load_time", default=None
+)
+
+
+def _model_of(slot: ModelSlot) -> LoadedModel:
+    """The slot's model; the time a load takes is charged to the judged request, so the
+    canary's latency is the model's answer and never its cold start (``shared.canary``)."""
+    loaded = slot.loaded
+    if loaded is not None:
+        return loaded
+    t0 = time.perf_counter()
+    try:
+        return slot.get()
+    finally:
+        charged = _LOADING.get()
+        if charged is not None:
+            charged.ms += (time.perf_counter() - t0) * 1000
+
+
 class _JudgedRequests:
     """Outermost ASGI layer: the status and time of every ``/predict`` request, an
-    exception counted as the 500 that mangum or the server answers for it."""
+    exception counted as the 500 that mangum or the server answers for it, the time
+    spent loading the model left out."""
 
     def __init__(self, app: _ASGI, metrics: RequestMetrics) -> None:
         self.app, self.metrics = app, metrics
@@ -66,6 +101,8 @@ class _JudgedRequests:
             await self.app(scope, receive, send)
             return
         status = 500
+        loading = _LoadTime()
+        token = _LOADING.set(loading)
         t0 = time.perf_counter()
 
         async def watch(message: _Message) -> None:
@@ -80,8 +117,10 @@ class _JudgedRequests:
             status = 500
             raise
         finally:
+            elapsed_ms = (time.perf_counter() - t0) * 1000
+            _LOADING.reset(token)
             try:
-                self.metrics(status, (time.perf_counter() - t0) * 1000)
+                self.metrics(status, max(0.0, elapsed_ms - loading.ms))
             except Exception:  # a metric must never fail a prediction
                 log.exception("could not record the request's metrics")
 
@@ -126,7 +165,7 @@ def create_app(
 
     @app.get("/health")
     def health() -> JSONResponse:
-        model = slot.get()
+        model = _model_of(slot)
         return JSONResponse(
             {
                 "status": "ok",
@@ -138,7 +177,7 @@ def create_app(
 
     @app.get("/model")
     def model_info() -> JSONResponse:
-        model = slot.get()
+        model = _model_of(slot)
         v = model.version
         return JSONResponse(
             {
@@ -210,7 +249,7 @@ def create_app(
             for e in errors:  # name the body, and the row only when a batch was sent
                 e["loc"] = ("body", *(e["loc"][1:] if single else e["loc"]))
             raise RequestValidationError(errors) from None
-        model = slot.get()
+        model = _model_of(slot)
         records = [r.model_dump() for r in rows]
         try:
             predictions, scores = model.predict(records)
@@ -249,9 +288,14 @@ def model_app(
     registry: ModelRegistry,
     version: int | None,
     capture: InferenceCapture | None,
+    metrics: RequestMetrics | None = None,
 ) -> FastAPI:
     """The serve app for model ``version`` of ``spec``'s dataset (the champion if None),
-    loaded from the registry on first use and verified against its recorded hash."""
+    loaded from the registry on first use and verified against its recorded hash.
+    ``metrics`` as in ``create_app`` (the local router passes its own)."""
     return create_app(
-        spec, ModelSlot(lambda: load_model_version(store, registry, spec.name, version)), capture
+        spec,
+        ModelSlot(lambda: load_model_version(store, registry, spec.name, version)),
+        capture,
+        metrics,
     )

@@ -14,7 +14,10 @@ from shared.wiring import build_serve_app
 logging.getLogger().setLevel(logging.INFO)
 
 # Built once per cold start: the app now, the model on its first request (then kept
-# for the life of the warm container). A non-UAE region stops the function here.
+# for the life of the warm container). Not at init: an on-demand function's init phase
+# is limited (fact aws.lambda.init_phase_limit_s) and a model's download may outlast it;
+# the canary's latency leaves that first load out (shared.canary). A non-UAE region
+# stops the function here.
 SETTINGS = Settings.from_env()
 APP = build_serve_app(SETTINGS)
 handler = Mangum(APP, lifespan="off")

@@ -309,3 +309,80 @@ def test_an_unservable_model_is_a_counted_503(world: dict[str, Any]) -> None:
     with TestClient(app) as c:
         assert c.post("/predict", json=ROW).status_code == 503
     assert seen == [503]
+
+
+def _slow_slot(world: dict[str, Any], load_s: float, loads: list[int]) -> ModelSlot:
+    """The champion, loaded by a loader that takes ``load_s`` longer (a cold start's
+    download), counting its loads."""
+    import time
+
+    def load() -> Any:
+        loads.append(1)
+        time.sleep(load_s)
+        return load_model_version(world["store"], world["registry"], "customers", None)
+
+    return ModelSlot(load)
+
+
+@pytest.mark.usefixtures("lambda_loop")
+def test_the_cold_start_s_model_load_is_not_the_candidate_s_p99(world: dict[str, Any]) -> None:
+    """At the min_requests floor the nearest-rank p99 is the slowest request: a cold
+    start's load counted there would roll a healthy model back. The Lambda function loads
+    on its first request (its init phase is limited, fact aws.lambda.init_phase_limit_s),
+    and the judged latency of that request leaves the load out."""
+    from mangum import Mangum
+
+    from shared.canary import CanaryRule, PeriodCounts
+
+    assert value("aws.lambda.init_phase_limit_s") == 10
+    load_s, loads = 0.6, list[int]()
+    seen: list[tuple[int, float]] = []
+    app = create_app(
+        load_spec("customers"),
+        _slow_slot(world, load_s, loads),
+        None,
+        lambda status, ms: seen.append((status, ms)),
+    )
+    handler = Mangum(app, lifespan="off")
+    event = load_event("apigw_http_v2_predict.json")
+    rule = CanaryRule(min_requests=20, max_error_rate=0.05, max_p99_ms=load_s * 1000 / 2)
+    answers = [handler(event, _lambda_context()) for _ in range(rule.min_requests)]
+    assert [a["statusCode"] for a in answers] == [200] * rule.min_requests
+    assert loads == [1]  # one load, on the first request
+    period = PeriodCounts()
+    for status, ms in seen:
+        period.add(status, ms)
+    assert period.requests == rule.min_requests
+    assert seen[0][1] < load_s * 1000 / 2  # the first answer, without its load
+    assert rule.verdict(period) is None  # a healthy model is not rolled back
+
+
+def test_building_the_lambda_app_loads_no_model_at_init(world: dict[str, Any]) -> None:
+    """Building the app (what the handler module does at init) reads nothing: a model's
+    download and load could outlast the init phase (fact aws.lambda.init_phase_limit_s)."""
+    loads: list[int] = []
+    app = create_app(load_spec("customers"), _slow_slot(world, 0.0, loads), None)
+    assert loads == []
+    with TestClient(app) as c:
+        assert c.post("/predict", json=ROW).status_code == 200
+    assert loads == [1]
+
+
+def test_the_online_deployment_loads_the_model_at_init_not_on_a_request(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Azure Monitor times each request of the endpoint itself: the scoring script's
+    init() loads the model, so no request carries the load."""
+    from shared.jobs import score_online
+
+    loads: list[int] = []
+    app = create_app(load_spec("customers"), _slow_slot(world, 0.0, loads), None)
+    scorer = score_online.EndpointScorer(app, None)
+    monkeypatch.setattr(score_online.EndpointScorer, "build", lambda *_a, **_k: scorer)
+    monkeypatch.setattr("atexit.register", lambda _f: None)
+    monkeypatch.setattr(score_online, "_SCORER", None)
+    score_online.init()
+    assert loads == [1]  # loaded by init, before any request
+    assert score_online._SCORER is scorer
+    assert scorer.score(json.dumps(ROW)).status == 200
+    assert loads == [1]
