@@ -16,12 +16,51 @@ from shared.events import ObjectRef
 from shared.ports import ObjectStore
 
 ARTIFACT_SHA256 = "artifact_sha256"  # the lineage key the registry keeps the hash under
+ARCHIVE_NAME = "model.tar.gz"
+# A model folder holds a handful of files (model, card, metrics, holdout): these caps
+# leave room for large models and refuse a decompression bomb after its first header.
+MAX_MEMBERS = 1000
+MAX_UNPACKED_BYTES = 4 * 1024**3
 
 
 class ArtifactIntegrityError(DhowError):
     """A model artifact's bytes are not the ones that were approved."""
 
     reason = "artifact_hash_mismatch"
+
+
+class ArtifactUnsafe(DhowError):
+    """A model archive that unpacking would let out of its folder or past its bounds."""
+
+    reason = "artifact_unsafe"
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    """Unpack member by member, judging each header before its bytes are written, so a
+    bomb stops at the member that crosses a cap instead of filling the disk first."""
+    hint = "rebuild the model archive from the trainer's output folder: regular files only"
+    members = unpacked = 0
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            members += 1
+            unpacked += member.size
+            name = Path(member.name)
+            if members > MAX_MEMBERS:
+                raise ArtifactUnsafe(f"{archive.name} has over {MAX_MEMBERS} members", hint=hint)
+            if unpacked > MAX_UNPACKED_BYTES:
+                raise ArtifactUnsafe(
+                    f"{archive.name} unpacks to over {MAX_UNPACKED_BYTES:,} bytes", hint=hint
+                )
+            if member.issym() or member.islnk():
+                raise ArtifactUnsafe(f"{member.name!r} is a link", hint=hint)
+            if (into / name).resolve() == archive.resolve():
+                # It would overwrite the archive being read, mid-read.
+                raise ArtifactUnsafe(f"a member is named {ARCHIVE_NAME}", hint=hint)
+            # The data filter refuses absolute paths, "..", devices and odd modes.
+            try:
+                tar.extract(member, into, filter="data")
+            except tarfile.FilterError as exc:
+                raise ArtifactUnsafe(f"{member.name!r}: {exc}", hint=hint) from exc
 
 
 def sha256_file(path: Path) -> str:
@@ -40,7 +79,7 @@ def fetch_model(
     With ``expected_sha256``, bytes that hash otherwise raise before anything is unpacked.
     """
     into.mkdir(parents=True, exist_ok=True)
-    archive = into / "model.tar.gz"
+    archive = into / ARCHIVE_NAME
     store.download(ref, archive)
     actual = sha256_file(archive)
     if expected_sha256 and actual != expected_sha256:
@@ -49,6 +88,5 @@ def fetch_model(
             hint="the artifact changed after it was approved; retrain, or roll back to a version "
             "whose artifact is intact (`dhow deploy rollback`)",
         )
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")  # no paths outside `into`, no devices
+    _unpack(archive, into)
     return into, actual

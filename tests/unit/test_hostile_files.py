@@ -5,9 +5,11 @@ subprocess, whose exit code and peak memory are the outcome."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,13 @@ import pytest
 
 from shared.adapters.aws import EventBridgeBus
 from shared.adapters.azure import cloud_event
+from shared.artifacts import ArtifactUnsafe, fetch_model
 from shared.cloud_facts import value
 from shared.events import DatasetRejected, ObjectRef
 from shared.services.validate import MAX_EVENT_MESSAGE_CHARS, event_message
 from shared.specs import load_spec
 from shared.validation import MAX_LISTED_COLUMNS, FileFormat, validate_file
+from tests.helpers import MemoryStore
 from tests.unit.test_validate_service import setup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,3 +253,76 @@ def test_brackets_and_escaped_quotes_inside_strings_are_not_nesting(tmp_path: Pa
     frame.to_json(path, orient="records", lines=True)
     run = validate_file(path, "jsonl", SPEC)
     assert run.report.ok, run.report.message
+
+
+def model_archive(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    with tarfile.open(path, mode="w:gz") as tar:
+        for info, body in members:
+            tar.addfile(info, io.BytesIO(body) if info.isfile() else None)
+    return path.read_bytes()
+
+
+def regular(name: str, body: bytes = b"{}") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(body)
+    return info, body
+
+
+def zeros_member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+def fetch_from(tmp: Path, archive: bytes) -> Path:
+    store = MemoryStore()
+    ref = ObjectRef(container="models", key="customers/v1/model.tar.gz")
+    store.put_bytes(ref, archive)
+    return fetch_model(store, ref, tmp / "out")[0]
+
+
+def test_a_model_archive_that_is_a_bomb_is_refused_at_the_crossing_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.artifacts as artifacts
+
+    # 64 MiB of zeros compress to ~64 KiB; with the cap at 16 MiB the second member stops it.
+    monkeypatch.setattr(artifacts, "MAX_UNPACKED_BYTES", 16 * 1024**2)
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, mode="w:gz") as tar:
+        for i in range(4):
+            tar.addfile(zeros_member(f"w{i}.bin", 16 * 1024**2), io.BytesIO(bytes(16 * 1024**2)))
+    with pytest.raises(ArtifactUnsafe) as err:
+        fetch_from(tmp_path, path.read_bytes())
+    assert err.value.reason == "artifact_unsafe"
+    written = sum(f.stat().st_size for f in (tmp_path / "out").glob("w*.bin"))
+    assert written <= 16 * 1024**2
+
+
+def test_a_model_archive_with_too_many_members_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.artifacts as artifacts
+
+    monkeypatch.setattr(artifacts, "MAX_MEMBERS", 50)
+    archive = model_archive(tmp_path / "many.tar.gz", [regular(f"f{i}") for i in range(51)])
+    with pytest.raises(ArtifactUnsafe, match="over 50 members"):
+        fetch_from(tmp_path, archive)
+
+
+@pytest.mark.parametrize("name", ["model.tar.gz", "./model.tar.gz"])
+def test_a_member_named_like_the_archive_is_refused(tmp_path: Path, name: str) -> None:
+    archive = model_archive(tmp_path / "a.tar.gz", [regular("model.json"), regular(name)])
+    with pytest.raises(ArtifactUnsafe, match=r"model\.tar\.gz"):
+        fetch_from(tmp_path, archive)
+
+
+def test_links_and_escaping_paths_are_refused(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("model.json")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with pytest.raises(ArtifactUnsafe, match="link"):
+        fetch_from(tmp_path, model_archive(tmp_path / "l.tar.gz", [(link, b"")]))
+    escape = model_archive(tmp_path / "e.tar.gz", [regular("../../escaped.json")])
+    with pytest.raises(ArtifactUnsafe):
+        fetch_from(tmp_path, escape)
+    assert not (tmp_path.parent / "escaped.json").exists()
