@@ -12,6 +12,8 @@ alarms (the 5xx share and p99 latency of one version's own requests, see
    stack gave them), so they judge the candidate alone and not the alias;
 4. asks CodeDeploy to move the alias from its current version to the new one,
    with the spec's deployment config and automatic rollback on failure or alarm.
+   If CodeDeploy refuses (a deployment already active, a config error), each alarm is
+   put back as DescribeAlarms read it before step 3, and the error is raised.
 
 CodeDeploy steps the weights, watches the alarms and reports the end on
 EventBridge ("CodeDeploy Deployment State-change Notification"), which the
@@ -23,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_codedeploy import CodeDeployClient
     from mypy_boto3_lambda import LambdaClient
+
+log = logging.getLogger(__name__)
 
 ALIAS = "live"
 
@@ -159,7 +164,18 @@ class LambdaCodeDeployDeployer(Deployer):
         fn = self._function(plan.dataset)
         target = self._publish(plan.dataset, plan.model_version, plan.artifact_sha256)
         current = self._lambda.get_alias(FunctionName=fn, Name=ALIAS)["FunctionVersion"]
-        self._judge_version(fn, target, plan)
+        previous = self._judge_version(fn, target, plan)
+        try:
+            return self._create_deployment(plan, fn, current, target)
+        except Exception:
+            # CodeDeploy did not take the deployment (one already active, a config
+            # error): the alarms must not stay on a version that gets no traffic.
+            self._restore_alarms(previous)
+            raise
+
+    def _create_deployment(
+        self, plan: DeploymentPlan, fn: str, current: str, target: str
+    ) -> StartedDeployment:
         content = json.dumps(self.appspec(plan.dataset, current, target), sort_keys=True)
         config = deployment_config_name(
             self._cfg.name_prefix, plan.strategy, plan.step_percent, plan.interval_minutes
@@ -189,10 +205,12 @@ class LambdaCodeDeployDeployer(Deployer):
             ) from exc
         return StartedDeployment(deployment_id=deployment_id, target=f"{fn}:{ALIAS}")
 
-    def _judge_version(self, fn: str, version: str, plan: DeploymentPlan) -> None:
+    def _judge_version(self, fn: str, version: str, plan: DeploymentPlan) -> list[dict[str, Any]]:
         """Point ``fn``'s rollback alarms at ``version``'s own metrics before CodeDeploy
-        starts watching them. PutMetricAlarm overwrites an alarm's whole configuration,
-        so the actions the stack gave each alarm are read first and sent back."""
+        starts watching them, with the spec's current thresholds (the deploy function
+        owns every field it writes; the stack only creates the alarms). PutMetricAlarm
+        overwrites an alarm's whole configuration, so the actions the stack gave each
+        alarm are read first and sent back. Returns each alarm as it was, to restore."""
         rule = CanaryRule(plan.min_requests, plan.error_rate_threshold, plan.p99_latency_ms)
         wanted = rule.alarms(fn, version)
         names = [a["AlarmName"] for a in wanted]
@@ -204,15 +222,38 @@ class LambdaCodeDeployDeployer(Deployer):
                 f"{fn} has no rollback alarm {', '.join(missing)}: a canary would go unwatched",
                 hint="the stack creates them for each dataset spec; run `pulumi up`",
             )
-        for alarm in wanted:
-            old = existing[alarm["AlarmName"]]
-            self._cw.put_metric_alarm(
-                **alarm,
-                ActionsEnabled=old.get("ActionsEnabled", True),
-                AlarmActions=old.get("AlarmActions", []),
-                OKActions=old.get("OKActions", []),
-                InsufficientDataActions=old.get("InsufficientDataActions", []),
-            )
+        previous = [self._put_request(existing[n]) for n in names]
+        try:
+            for alarm in wanted:
+                old = existing[alarm["AlarmName"]]
+                self._cw.put_metric_alarm(
+                    **alarm,
+                    ActionsEnabled=old.get("ActionsEnabled", True),
+                    AlarmActions=old.get("AlarmActions", []),
+                    OKActions=old.get("OKActions", []),
+                    InsufficientDataActions=old.get("InsufficientDataActions", []),
+                )
+        except Exception:
+            self._restore_alarms(previous)  # the one already repointed goes back too
+            raise
+        return previous
+
+    def _put_request(self, described: Mapping[str, Any]) -> dict[str, Any]:
+        """The PutMetricAlarm request that recreates ``described`` (a DescribeAlarms
+        MetricAlarm) as it is: its configuration fields, by CloudWatch's own service
+        model, without the state, ARN and timestamps that PutMetricAlarm does not take."""
+        shape = self._cw.meta.service_model.operation_model("PutMetricAlarm").input_shape
+        accepted = shape.members if shape is not None else {}
+        return {k: v for k, v in described.items() if k in accepted}
+
+    def _restore_alarms(self, previous: list[dict[str, Any]]) -> None:
+        """Put each alarm back as DescribeAlarms read it before the change. Best effort:
+        a failed restore is logged, and the error that caused it is what the caller sees."""
+        for request in previous:
+            try:
+                self._cw.put_metric_alarm(**request)
+            except Exception:
+                log.exception("could not restore alarm %s", request.get("AlarmName"))
 
     def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
         info = self._cd.get_deployment(deploymentId=deployment_id)["deploymentInfo"]

@@ -506,3 +506,77 @@ def test_rollback_of_a_long_named_dataset_finds_its_config_and_shifts_at_once() 
         )
         assert deployer.rollback(dataset, 12, "bad canary") == config
         stub.assert_no_pending_responses()
+
+
+def test_a_refused_deployment_puts_the_alarms_back_as_they_were() -> None:
+    """CodeDeploy refuses the deployment (one is already active): the alarms were already
+    pointed at version 8, which will get no traffic. Each is put back with exactly the
+    configuration DescribeAlarms read before the change, and the refusal is raised."""
+    from datetime import UTC, datetime
+
+    from botocore.exceptions import ClientError
+
+    settings = Settings(stage="prod")
+    lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    cw = aws_client("cloudwatch", settings)
+    deployer = LambdaCodeDeployDeployer(
+        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None, cloudwatch=cw
+    )
+    env = {"DHOW_SERVE_DATASET": "customers", "DHOW_SERVE_MODEL_VERSION": "3"}
+    # The alarms as they stand: judging version 7 with an older spec's thresholds, with
+    # the stack's actions, and the state fields PutMetricAlarm does not take.
+    before = [
+        {**a, "ActionsEnabled": True, "AlarmActions": [ALERTS], "OKActions": [ALERTS],
+         "InsufficientDataActions": []}
+        for a in CanaryRule(50, 0.02, 1500).alarms(FN, "7")
+    ]  # fmt: skip
+    now = datetime(2025, 5, 1, tzinfo=UTC)
+    described = [
+        {**a, "AlarmArn": f"arn:aws:cloudwatch:me-central-1:123456789012:alarm:{a['AlarmName']}",
+         "StateValue": "OK", "StateReason": "fine", "StateUpdatedTimestamp": now,
+         "AlarmConfigurationUpdatedTimestamp": now, "StateTransitionedTimestamp": now}
+        for a in before
+    ]  # fmt: skip
+    with Stubber(lam) as ls, Stubber(cd) as cs, Stubber(cw) as ws:
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r1", "Environment": {"Variables": env}},
+            {"FunctionName": FN},
+        )
+        ls.add_response(
+            "publish_version",
+            {"Version": "8"},
+            {"FunctionName": FN, "Description": ANY, "RevisionId": "r1"},
+        )
+        ls.add_response("get_alias", {"FunctionVersion": "7"}, {"FunctionName": FN, "Name": "live"})
+        names = list(alarm_names(FN))
+        ws.add_response(
+            "describe_alarms",
+            {"MetricAlarms": described},
+            {"AlarmNames": names, "AlarmTypes": ["MetricAlarm"]},
+        )
+        for alarm in CanaryRule(20, 0.05, 2000).alarms(FN, "8"):
+            ws.add_response(
+                "put_metric_alarm",
+                {},
+                {
+                    **alarm,
+                    "ActionsEnabled": True,
+                    "AlarmActions": [ALERTS],
+                    "OKActions": [ALERTS],
+                    "InsufficientDataActions": [],
+                },
+            )
+        cs.add_client_error(
+            "create_deployment",
+            service_error_code="DeploymentLimitExceededException",
+            service_message="The deployment group already has an active deployment",
+            http_status_code=400,
+        )
+        for alarm in before:  # back as it was, field for field
+            ws.add_response("put_metric_alarm", {}, alarm)
+        with pytest.raises(ClientError, match="DeploymentLimitExceededException"):
+            deployer.start(plan())
+        ls.assert_no_pending_responses()
+        cs.assert_no_pending_responses()
+        ws.assert_no_pending_responses()
