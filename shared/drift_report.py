@@ -20,10 +20,26 @@ from shared.drift import ColumnKind, DriftVerdict
 DEFAULT_SAMPLE_ROWS = 5000
 
 
+# evidently writes the data of its plots as JSON inside <script> blocks, without
+# escaping "<": a captured value like "</script><script>...</script>" closes its block
+# and becomes script of the stored page. "<" in text becomes the full-width "＜" (U+FF1C),
+# which looks the same to a reader and can open no tag; the verdict uses the raw values.
+_NO_TAG = str.maketrans({"<": "\uff1c"})
+
+
 def _sample(df: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     picked = df.sample(n=rows, random_state=seed) if len(df) > rows else df
     # evidently's plots fail on infinities (its tests drop them with the nulls).
-    return picked.replace([np.inf, -np.inf], np.nan)
+    picked = picked.replace([np.inf, -np.inf], np.nan)
+    text = [c for c in picked.columns if not pd.api.types.is_numeric_dtype(picked[c])]
+    if text:
+        picked = picked.assign(
+            **{
+                c: picked[c].map(lambda v: v.translate(_NO_TAG) if isinstance(v, str) else v)
+                for c in text
+            }
+        )
+    return picked
 
 
 def _banner(verdict: DriftVerdict, title: str, ref_rows: int, cur_rows: int) -> str:

@@ -231,3 +231,43 @@ def test_features_come_from_the_spec_without_target_or_identifiers() -> None:
         "emirate": "cat",
         "has_mobile_app": "cat",
     }
+
+
+def test_a_captured_value_never_becomes_script_of_the_stored_report() -> None:
+    from html.parser import HTMLParser
+
+    from shared.drift_report import render_html
+
+    hostile = "</script><script>alert(1)</script>"
+    ref = categorical(300, 0, 0.0)
+    cur = categorical(300, 1, 0.0)
+    for frame in (ref, cur):  # a value of both sides, so the test has no empty bin
+        frame["emirate"] = frame["emirate"].astype(object)
+        frame.loc[frame.index[:50], "emirate"] = hostile
+    kinds = kinds_of(ref)
+    verdict = compare(ref, cur, kinds)
+    page = render_html(ref, cur, kinds, verdict, "customers", sample_rows=300).decode()
+
+    class Scripts(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bodies: list[str] = []
+            self._in = False
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            self._in = tag == "script"
+            if self._in:
+                self.bodies.append("")
+
+        def handle_endtag(self, tag: str) -> None:
+            self._in = False
+
+        def handle_data(self, data: str) -> None:
+            if self._in:
+                self.bodies[-1] += data
+
+    parser = Scripts()
+    parser.feed(page)
+    assert parser.bodies, "evidently's report has its scripts"
+    assert not [b for b in parser.bodies if b.strip().startswith("alert(1)")]
+    assert "alert(1)" in page  # the value is still shown, as text
