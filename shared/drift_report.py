@@ -22,7 +22,7 @@ DEFAULT_SAMPLE_ROWS = 5000
 
 # evidently writes the data of its plots as JSON inside <script> blocks, without
 # escaping "<": a captured value like "</script><script>...</script>" closes its block
-# and becomes script of the stored page. "<" in text becomes the full-width "＜" (U+FF1C),
+# and becomes script of the stored page. "<" in text becomes the full-width less-than (U+FF1C),
 # which looks the same to a reader and can open no tag; the verdict uses the raw values.
 _NO_TAG = str.maketrans({"<": "\uff1c"})
 
