@@ -282,7 +282,13 @@ def endpoint_metrics_query(deployment: str, start: str, end: str) -> dict[str, s
 
 
 def endpoint_periods(response: Mapping[str, Any]) -> list[ReportedPeriod]:
-    """The Metrics - List response as one ``ReportedPeriod`` a minute, oldest first.
+    """The Metrics - List response as one ``ReportedPeriod`` a minute, oldest first."""
+    minutes = endpoint_minutes(response)
+    return [minutes[k] for k in sorted(minutes)]
+
+
+def endpoint_minutes(response: Mapping[str, Any]) -> dict[str, ReportedPeriod]:
+    """The Metrics - List response by the ``timeStamp`` of each minute that has a point.
 
     ``RequestsPerMinute`` at PT1M is that minute's count (its documented aggregation is
     Average: one sample a minute); the series of status class ``5xx`` are the errors."""
@@ -306,4 +312,4 @@ def endpoint_periods(response: Mapping[str, Any]) -> list[ReportedPeriod]:
                         period.errors += n
                 elif name == ENDPOINT_P99:
                     period.reported_p99_ms = max(period.reported_p99_ms, float(value))
-    return [minutes[k] for k in sorted(minutes)]
+    return minutes

@@ -43,7 +43,13 @@ from shared.adapters.local_serving import (
     rollout_schedule,
     save_router_state,
 )
-from shared.canary import CanaryRule, PeriodCounts, ReportedPeriod, endpoint_metrics_query
+from shared.canary import (
+    PERIOD_S,
+    CanaryRule,
+    PeriodCounts,
+    ReportedPeriod,
+    endpoint_metrics_query,
+)
 from shared.cloud_facts import value
 from shared.errors import ConfigError, WorkInProgress
 from shared.ports import (
@@ -117,11 +123,26 @@ class TrafficSplit(abc.ABC):
 
 
 class CandidateMetrics(abc.ABC):
-    """The candidate's own requests, one period at a time."""
+    """The candidate's own requests, one period at a time.
+
+    ``latency_s`` is how long after a period ends its numbers may still be missing (Azure
+    Monitor's documented latency in the cloud; 0 for the local router's live counts)."""
+
+    latency_s: float = 0.0
 
     @abc.abstractmethod
-    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
-        """Every complete or current period of the candidate since the rollout began."""
+    def periods(
+        self, dataset: str, state: RolloutState, until: datetime
+    ) -> dict[datetime, PeriodCounts]:
+        """Every reported period of the candidate since the rollout began, by its start."""
+
+    def period_starts(self, state: RolloutState, until: datetime) -> list[datetime]:
+        """The periods that cover the rollout from its start until ``until``, by start."""
+        return []
+
+    def known_at(self, t: datetime) -> datetime:
+        """When every request before ``t`` is in the numbers (live counts: at once)."""
+        return t + timedelta(seconds=self.latency_s)
 
 
 class CheckTimer(abc.ABC):
@@ -158,6 +179,7 @@ class SteppedRolloutDeployer(Deployer):
         alarm_prefix: str,
         minute_s: float = 60.0,
         check_every_minutes: float = 1.0,
+        late_metrics_wait_s: float | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._lineage = lineage
@@ -167,6 +189,11 @@ class SteppedRolloutDeployer(Deployer):
         self._prefix = alarm_prefix
         self._minute = minute_s
         self._every = check_every_minutes
+        # How long past the documented latency a missing minute is waited for before the
+        # step is refused (bounded: a rollout never hangs on numbers that do not come).
+        self._late_wait = (
+            5 * metrics.latency_s if late_metrics_wait_s is None else late_metrics_wait_s
+        )
         self._now = clock
 
     # -- the row ------------------------------------------------------------------
@@ -265,10 +292,24 @@ class SteppedRolloutDeployer(Deployer):
         return (self._now() - state.started_at).total_seconds() / self._minute
 
     def _next_check_s(self, state: RolloutState) -> float:
+        """Each metrics period, and at a step's end once its last minute can be known."""
+        assert state.started_at is not None
         elapsed = self._elapsed_min(state)
         upcoming = [at for at, _ in state.schedule if at > elapsed]
-        step = (min(upcoming) - elapsed) if upcoming else 0.0
-        return min(self._every, step) * self._minute if upcoming else 0.0
+        if not upcoming:
+            return 0.0
+        boundary = state.started_at + timedelta(seconds=min(upcoming) * self._minute)
+        due = (self._metrics.known_at(boundary) - self._now()).total_seconds()
+        return min(self._every * self._minute, due)
+
+    def _unknown_minutes(
+        self, state: RolloutState, periods: Mapping[datetime, PeriodCounts], until: datetime
+    ) -> list[datetime]:
+        """The periods before ``until`` with no numbers although the candidate has traffic:
+        not yet known, never passed. Live counts (latency 0) have no late numbers."""
+        if self._metrics.latency_s <= 0 or not any(p.requests for p in periods.values()):
+            return []
+        return [t for t in self._metrics.period_starts(state, until) if t not in periods]
 
     def advance(self, dataset: str, deployment_id: str) -> DeploymentStateChange | None:
         """One rollout check: judge, step, finish or roll back; None while it goes on
@@ -277,21 +318,37 @@ class SteppedRolloutDeployer(Deployer):
         if state.deployment_id != deployment_id or state.status != "InProgress":
             return None
         periods = self._metrics.periods(dataset, state, self._now())
-        verdict = next((v for v in map(state.rule().verdict, periods) if v is not None), None)
+        verdict = next(
+            (v for v in map(state.rule().verdict, periods.values()) if v is not None), None
+        )
         if verdict is not None:
             # "errors: ..." / "p99-latency: ...": named like the AWS alarms.
-            reason = f"alarm {self._prefix}{dataset}-{verdict}"
-            new = state.model_copy(
-                update={"candidate": None, "share": 0.0, "status": "RolledBack", "reason": reason}
-            )
-            if not self._save(row, new):
-                raise WorkInProgress(f"the rollout row of {dataset} changed under us")
-            self._traffic.set(dataset, new.weights(), new)
-            return DeploymentStateChange(
-                dataset=dataset, deployment_id=deployment_id, status="RolledBack", reason=reason
-            )
+            return self._roll_back(row, state, f"alarm {self._prefix}{dataset}-{verdict}")
         elapsed = self._elapsed_min(state)
         share = max((w for at, w in state.schedule if at <= elapsed), default=state.share)
+        if share != state.share:
+            # Past a step only on every minute of it: the last one must have landed (the
+            # metrics' latency after the step's end), and none of them may be missing.
+            assert state.started_at is not None
+            at = max(at for at, _ in state.schedule if at <= elapsed)
+            step_end = state.started_at + timedelta(seconds=at * self._minute)
+            known = self._metrics.known_at(step_end)
+            wait_s = (known - self._now()).total_seconds()
+            missing = [] if wait_s > 0 else self._unknown_minutes(state, periods, step_end)
+            if missing and wait_s + self._late_wait <= 0:
+                reason = (
+                    f"metrics {self._prefix}{dataset}: the candidate's minute(s) "
+                    + ", ".join(t.strftime("%H:%M") for t in missing)
+                    + f" not reported {self._metrics.latency_s + self._late_wait:.0f} s "
+                    "after the step ended; not promoted without them"
+                )
+                return self._roll_back(row, state, reason)
+            if wait_s > 0 or missing:
+                self._timer.after(
+                    check_delay_s(wait_s if wait_s > 0 else self._every * self._minute),
+                    check_message(dataset, deployment_id),
+                )
+                return None
         if share >= 1.0:
             new = state.model_copy(
                 update={
@@ -318,6 +375,21 @@ class SteppedRolloutDeployer(Deployer):
             check_message(dataset, deployment_id),
         )
         return None
+
+    def _roll_back(
+        self, row: LineageRecord, state: RolloutState, reason: str
+    ) -> DeploymentStateChange:
+        assert state.deployment_id is not None
+        dataset = row.dataset
+        new = state.model_copy(
+            update={"candidate": None, "share": 0.0, "status": "RolledBack", "reason": reason}
+        )
+        if not self._save(row, new):
+            raise WorkInProgress(f"the rollout row of {dataset} changed under us")
+        self._traffic.set(dataset, new.weights(), new)
+        return DeploymentStateChange(
+            dataset=dataset, deployment_id=state.deployment_id, status="RolledBack", reason=reason
+        )
 
 
 # -- the cloud: an Azure ML online endpoint, Azure Monitor, the Storage queue -----------
@@ -408,6 +480,24 @@ class AzureMonitorEndpointMetrics(CandidateMetrics):
     ) -> None:
         self._resource = endpoint_resource_id
         self._get = get
+        # A minute's point can be missing for this long after the minute ends.
+        self.latency_s = float(value("azure.monitor.platform_metrics_latency")["seconds"])
+
+    def period_starts(self, state: RolloutState, until: datetime) -> list[datetime]:
+        assert state.started_at is not None
+        t = state.started_at.replace(second=0, microsecond=0)
+        starts = []
+        while t < until:
+            starts.append(t)
+            t += timedelta(minutes=1)
+        return starts
+
+    def known_at(self, t: datetime) -> datetime:
+        # PT1M points are clock minutes: the minute holding t ends first, then lands.
+        end = t.replace(second=0, microsecond=0)
+        if end < t:
+            end += timedelta(minutes=1)
+        return end + timedelta(seconds=self.latency_s)
 
     def request(
         self, dataset: str, state: RolloutState, until: datetime
@@ -428,11 +518,14 @@ class AzureMonitorEndpointMetrics(CandidateMetrics):
         }
         return path, params
 
-    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
-        from shared.canary import endpoint_periods
+    def periods(
+        self, dataset: str, state: RolloutState, until: datetime
+    ) -> dict[datetime, PeriodCounts]:
+        from shared.canary import endpoint_minutes
 
         path, params = self.request(dataset, state, until)
-        return list(endpoint_periods(self._get(path, params)))
+        minutes = endpoint_minutes(self._get(path, params))
+        return {_utc(stamp): counts for stamp, counts in minutes.items()}
 
 
 class QueueCheckTimer(CheckTimer):
@@ -489,15 +582,26 @@ class RouterMetrics(CandidateMetrics):
     def __init__(self, get: Callable[[str], Mapping[str, Any]]) -> None:
         self._get = get
 
-    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
+    def periods(
+        self, dataset: str, state: RolloutState, until: datetime
+    ) -> dict[datetime, PeriodCounts]:
         data = self._get(f"/_router/periods/{dataset}")
-        if data.get("deployment_id") != state.deployment_id:
-            return []  # the router has not seen this rollout's row yet: no evidence
-        return [
-            ReportedPeriod(
+        if data.get("deployment_id") != state.deployment_id or state.started_at is None:
+            return {}  # the router has not seen this rollout's row yet: no evidence
+        # The router counts live (latency 0): its periods are the alarms' (60 s each,
+        # from the rollout's start), indexed as it reports them.
+        period = timedelta(seconds=PERIOD_S)
+        return {
+            state.started_at + int(p["index"]) * period: ReportedPeriod(
                 requests=int(p["requests"]),
                 errors=int(p["errors"]),
                 reported_p99_ms=float(p["p99_ms"]),
             )
             for p in data.get("periods", [])
-        ]
+        }
+
+
+def _utc(stamp: str) -> datetime:
+    """An Azure Monitor ``timeStamp`` (ISO 8601, ``Z``) as an aware datetime."""
+    t = datetime.fromisoformat(stamp)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)

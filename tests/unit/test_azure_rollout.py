@@ -91,8 +91,10 @@ class Minutes(CandidateMetrics):
     def __init__(self) -> None:
         self.minutes: list[PeriodCounts] = []
 
-    def periods(self, dataset: str, state: RolloutState, until: datetime) -> list[PeriodCounts]:
-        return list(self.minutes)
+    def periods(
+        self, dataset: str, state: RolloutState, until: datetime
+    ) -> dict[datetime, PeriodCounts]:
+        return {T0 + timedelta(minutes=i): m for i, m in enumerate(self.minutes)}
 
 
 class Timer(CheckTimer):
@@ -157,6 +159,139 @@ def test_a_failing_canary_rolls_back_at_the_first_failing_minute() -> None:
     assert deployer.failure_reason("customers", rollout) == end.reason
     # A check that arrives after the end changes nothing.
     assert deployer.advance("customers", rollout) is None
+
+
+class LateAzureMonitor(AzureMonitorEndpointMetrics):
+    """Azure Monitor as documented: a minute's point lands up to the latency after the
+    minute ends (fact azure.monitor.platform_metrics_latency). ``minutes`` are the
+    candidate's true counts per clock minute; ``landed_after`` how long each took."""
+
+    def __init__(self, clock: Clock, landed_after: float) -> None:
+        self.minutes: dict[datetime, tuple[int, int]] = {}
+        self._clock, self._landed = clock, landed_after
+        self.asked: list[datetime] = []
+
+        def get(path: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+            self.asked.append(clock())
+            landed = [
+                (t, n, e)
+                for t, (n, e) in sorted(self.minutes.items())
+                if t + timedelta(minutes=1, seconds=self._landed) <= clock()
+            ]
+            return _minute_points(landed)
+
+        super().__init__(lambda _d: "/subscriptions/s/onlineEndpoints/e", get)
+
+
+def _minute_points(minutes: list[tuple[datetime, int, int]]) -> dict[str, Any]:
+    def series(cls: str, values: list[tuple[datetime, int]]) -> dict[str, Any]:
+        return {
+            "metadatavalues": [{"name": {"value": "statusCodeClass"}, "value": cls}],
+            "data": [
+                {"timeStamp": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "average": float(v)}
+                for t, v in values
+                if v
+            ],
+        }
+
+    return {
+        "value": [
+            {
+                "name": {"value": "RequestsPerMinute"},
+                "timeseries": [
+                    series("2xx", [(t, n - e) for t, n, e in minutes]),
+                    series("5xx", [(t, e) for t, _, e in minutes]),
+                ],
+            },
+            {
+                "name": {"value": "RequestLatency_P99"},
+                "timeseries": [
+                    {
+                        "metadatavalues": [],
+                        "data": [
+                            {"timeStamp": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "average": 40.0}
+                            for t, _, _ in minutes
+                        ],
+                    }
+                ],
+            },
+        ]
+    }
+
+
+def _late_rig(landed_after: float) -> tuple[SteppedRolloutDeployer, LateAzureMonitor, Timer, Clock]:
+    weights, timer, clock = Weights(), Timer(), Clock()
+    metrics = LateAzureMonitor(clock, landed_after)
+    deployer = SteppedRolloutDeployer(
+        MemoryLineage(), weights, metrics, timer, alarm_prefix=PREFIX, clock=clock
+    )
+    first = deployer.start(plan(1, None)).deployment_id
+    clock.now += timedelta(seconds=1)
+    assert deployer.advance("customers", first) is not None
+    timer.sent.clear()
+    return deployer, metrics, timer, clock
+
+
+def _run_checks(deployer: SteppedRolloutDeployer, timer: Timer, clock: Clock) -> Any:
+    """Deliver each check when it is due, as the deploy queue does, until the end."""
+    for _ in range(50):
+        seconds, body = timer.sent.pop()
+        clock.now += timedelta(seconds=seconds)
+        check = json.loads(body)[CHECK_KEY]
+        end = deployer.advance(check["dataset"], check["deployment_id"])
+        if end is not None:
+            return end
+    raise AssertionError("the rollout never ended")
+
+
+def test_a_failing_last_minute_that_lands_late_still_rolls_the_candidate_back() -> None:
+    """Before: at the step's end the deployer judged the minutes that had landed and
+    promoted the candidate while its failing last minute was still on its way."""
+    latency = value("azure.monitor.platform_metrics_latency")["seconds"]
+    assert fact("azure.monitor.platform_metrics_latency").source.endswith("data-ingestion-time")
+    deployer, metrics, timer, clock = _late_rig(landed_after=latency)
+    start = clock.now = T0 + timedelta(hours=1)
+    rollout = deployer.start(plan()).deployment_id
+    for minute in range(4):
+        metrics.minutes[start + timedelta(minutes=minute)] = (30, 0)
+    metrics.minutes[start + timedelta(minutes=4)] = (30, 12)  # it fails in its last minute
+    end = _run_checks(deployer, timer, clock)
+    assert (end.status, end.deployment_id) == ("RolledBack", rollout)
+    assert "-errors: 12 of 30" in (end.reason or "")
+    assert deployer.traffic("customers") == {"1": 1.0}
+    # Judged once the step's last minute had landed: its end plus the latency.
+    assert clock.now == start + timedelta(minutes=5, seconds=latency)
+
+
+def test_a_healthy_canary_is_promoted_once_its_last_minute_has_landed() -> None:
+    latency = value("azure.monitor.platform_metrics_latency")["seconds"]
+    deployer, metrics, timer, clock = _late_rig(landed_after=latency)
+    start = clock.now = T0 + timedelta(hours=1, seconds=20)  # not on a clock minute
+    rollout = deployer.start(plan()).deployment_id
+    for minute in range(6):
+        metrics.minutes[T0 + timedelta(hours=1, minutes=minute)] = (30, 0)
+    end = _run_checks(deployer, timer, clock)
+    assert end.status == "Succeeded"
+    assert end.deployment_id == rollout
+    # The step ends at 11:05:20, inside the clock minute 11:05, which lands at 11:07.
+    assert clock.now == T0 + timedelta(hours=1, minutes=6, seconds=latency)
+    assert start < clock.now
+
+
+def test_a_minute_that_never_lands_is_not_a_pass() -> None:
+    """A gap in the candidate's minutes while it has traffic is not known, so it is waited
+    for (bounded) and then refused: the candidate is not promoted on missing numbers."""
+    latency = value("azure.monitor.platform_metrics_latency")["seconds"]
+    deployer, metrics, timer, clock = _late_rig(landed_after=latency)
+    start = clock.now = T0 + timedelta(hours=1)
+    deployer.start(plan())
+    for minute in (0, 1, 2, 4):  # minute 3 never arrives
+        metrics.minutes[start + timedelta(minutes=minute)] = (30, 0)
+    end = _run_checks(deployer, timer, clock)
+    assert end.status == "RolledBack"
+    assert "11:03" in (end.reason or "")
+    waited = (clock.now - (start + timedelta(minutes=5))).total_seconds()
+    assert latency < waited <= 7 * latency  # it waited, and not for ever
 
 
 def test_a_linear_rollout_takes_each_step_of_the_spec() -> None:
@@ -266,7 +401,8 @@ def test_the_metrics_query_asks_for_the_candidates_own_minutes() -> None:
     )
     source = AzureMonitorEndpointMetrics(lambda _d: resource, get)
     periods = source.periods("customers", state, T0 + timedelta(minutes=3, seconds=5))
-    assert RULE.verdict(periods[0]) is not None
+    assert list(periods) == [T0]  # the minute's own timeStamp
+    assert RULE.verdict(periods[T0]) is not None
     path, params = calls[0]
     assert path == resource + api["path_suffix"]
     assert set(params) <= set(api["parameters"])
