@@ -44,6 +44,29 @@ ACCESS_LOG_FORMAT = json.dumps(
 )
 
 
+# Every field of a rollback alarm that the deploy function writes (PutMetricAlarm, which
+# overwrites the whole configuration: fact aws.cloudwatch.put_metric_alarm_overwrites),
+# as pulumi-aws's MetricAlarm inputs. The stack creates each alarm with them once and
+# then ignores them all: with ignore_changes Pulumi sends the value from its state, so an
+# update of any one field it still owned would send the others as the first `up` wrote
+# them, pointing the alarm back at that version. A spec's new thresholds reach the alarm
+# at the next deployment; where an alarm notifies is fixed when the stack creates it.
+ALARM_INPUTS = {
+    "AlarmDescription": "alarm_description",
+    "ComparisonOperator": "comparison_operator",
+    "Threshold": "threshold",
+    "EvaluationPeriods": "evaluation_periods",
+    "DatapointsToAlarm": "datapoints_to_alarm",
+    "TreatMissingData": "treat_missing_data",
+    "Metrics": "metric_queries",
+    "ActionsEnabled": "actions_enabled",
+    "AlarmActions": "alarm_actions",
+    "OKActions": "ok_actions",
+    "InsufficientDataActions": "insufficient_data_actions",
+}
+DEPLOY_OWNED_ALARM_INPUTS = sorted(ALARM_INPUTS.values())
+
+
 def _metric_queries(request: dict[str, Any]) -> list[dict[str, Any]]:
     """A PutMetricAlarm request's Metrics (``shared.canary``) as Pulumi's metric_queries."""
     out: list[dict[str, Any]] = []
@@ -167,29 +190,31 @@ class Serving(pulumi.ComponentResource):
         errors, latency = lambda_alarm_names(fn_name)
         s = spec.serving
         rule = CanaryRule(s.min_requests, s.error_rate_threshold, s.p99_latency_ms)
-        for request in rule.alarms(fn_name, "1"):  # the static part; the version comes below
-            alarm_name = request["AlarmName"]
+        # The alarms as CanaryRule renders them for the version the alias starts on.
+        rendered = function.version.apply(
+            lambda v: {r["AlarmName"]: r for r in rule.alarms(fn_name, v)}
+        )
+        for alarm_name in (errors, latency):
+
+            def field(key: str, n: str = alarm_name) -> pulumi.Output[Any]:
+                out: pulumi.Output[Any] = rendered.apply(lambda rs: rs[n][key])
+                return out
+
             aws.cloudwatch.MetricAlarm(
                 f"{spec.name}-{alarm_name.removeprefix(fn_name + '-')}",
                 name=alarm_name,
-                alarm_description=request["AlarmDescription"],
-                comparison_operator=request["ComparisonOperator"],
-                threshold=request["Threshold"],
-                evaluation_periods=request["EvaluationPeriods"],
-                datapoints_to_alarm=request["DatapointsToAlarm"],
-                treat_missing_data=request["TreatMissingData"],
-                # Judging the version the alias starts on; each deployment points the
-                # alarm at its candidate (LambdaCodeDeployDeployer), which `pulumi up`
-                # must not undo.
-                metric_queries=function.version.apply(
-                    lambda v, n=alarm_name: _metric_queries(
-                        next(r for r in rule.alarms(fn_name, v) if r["AlarmName"] == n)
-                    )
-                ),
+                alarm_description=field("AlarmDescription"),
+                comparison_operator=field("ComparisonOperator"),
+                threshold=field("Threshold"),
+                evaluation_periods=field("EvaluationPeriods"),
+                datapoints_to_alarm=field("DatapointsToAlarm"),
+                treat_missing_data=field("TreatMissingData"),
+                metric_queries=rendered.apply(lambda rs, n=alarm_name: _metric_queries(rs[n])),
+                actions_enabled=True,
                 alarm_actions=[self._alerts.arn],
-                opts=pulumi.ResourceOptions(
-                    parent=self, ignore_changes=["metric_queries", "alarm_description"]
-                ),
+                # Each deployment rewrites all of these (LambdaCodeDeployDeployer):
+                # `pulumi up` must neither undo them nor resend stale ones.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=DEPLOY_OWNED_ALARM_INPUTS),
             )
         aws.codedeploy.DeploymentGroup(
             spec.name,

@@ -19,7 +19,7 @@ from sagemaker.core import image_uris
 from sagemaker.core.common_utils import create_tar_file
 
 from infra.aws import iam
-from infra.aws.serving import lambda_alarm_names
+from infra.aws.serving import ALARM_INPUTS, lambda_alarm_names
 from infra.aws.training import (
     JOBS_CONTEXT_LOCATION,
     JOBS_DOCKERFILE,
@@ -697,3 +697,58 @@ def test_the_jobs_repository_refuses_a_second_image_under_a_tag(aws_program: Pro
     (repo,) = aws_program.of_type("aws:ecr/repository:Repository")
     assert repo.inputs["imageTagMutability"] == refused["mutability"]
     assert not repo.inputs.get("imageTagMutabilityExclusionFilters")
+
+
+def test_the_deploy_function_owns_every_alarm_field_it_writes(
+    aws_cfg: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PutMetricAlarm overwrites the whole alarm (fact
+    aws.cloudwatch.put_metric_alarm_overwrites), and Pulumi sends an ignored input's value
+    from its state: if `pulumi up` still owned any field the deploy function writes, its
+    update would resend the version of the first `up`. So each rollback alarm is created
+    with CanaryRule's definition and every such field is ignored by the stack."""
+    import pulumi_aws as aws
+    from pulumi._types import input_type_py_to_pulumi_names
+
+    assert fact("aws.cloudwatch.put_metric_alarm_overwrites").value == "overwrite"
+    options: dict[str, Any] = {}
+    real = aws.cloudwatch.MetricAlarm
+
+    def recording(resource_name: str, *args: Any, **kwargs: Any) -> Any:
+        options[resource_name] = kwargs.get("opts")
+        return real(resource_name, *args, **kwargs)
+
+    monkeypatch.setattr(aws.cloudwatch, "MetricAlarm", recording)
+    program = run(aws_cfg)
+    to_engine = input_type_py_to_pulumi_names(aws.cloudwatch.MetricAlarmArgs)
+    botocore_put = botocore.session.get_session().get_service_model("cloudwatch")
+    put_members = set(botocore_put.operation_model("PutMetricAlarm").input_shape.members)
+    spec = aws_cfg.specs[0]
+    s = spec.serving
+    fn = f"dhow-uae-prod-serve-{spec.name}"
+    rule = CanaryRule(s.min_requests, s.error_rate_threshold, s.p99_latency_ms)
+    by_name = {
+        r.inputs["name"]: r for r in program.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    # What the deploy function sends: CanaryRule's request and the actions it copies.
+    actions = {"ActionsEnabled", "AlarmActions", "OKActions", "InsufficientDataActions"}
+    for request in rule.alarms(fn, "1"):  # the mock publishes version 1
+        alarm = by_name[request["AlarmName"]]
+        ignored = {to_engine.get(k, k) for k in options[alarm.name].ignore_changes}
+        assert ignored <= set(to_engine.values())  # each one a real MetricAlarm input
+        written = (set(request) | actions) - {"AlarmName"}
+        assert written <= put_members
+        # Every field the deploy function writes is one the stack ignores...
+        for key in written:
+            assert key in ALARM_INPUTS, key
+            assert to_engine[ALARM_INPUTS[key]] in ignored, key
+        # ...and the stack sets nothing else but the alarm's name.
+        assert set(alarm.inputs) - ignored == {"name"}
+        # Created once with the definition the deploy function renders.
+        assert alarm.inputs["alarmDescription"] == request["AlarmDescription"]
+        assert alarm.inputs["threshold"] == request["Threshold"]
+        assert alarm.inputs["evaluationPeriods"] == request["EvaluationPeriods"]
+        assert alarm.inputs["datapointsToAlarm"] == request["DatapointsToAlarm"]
+        assert [q["id"] for q in alarm.inputs["metricQueries"]] == [
+            q["Id"] for q in request["Metrics"]
+        ]

@@ -580,3 +580,47 @@ def test_a_refused_deployment_puts_the_alarms_back_as_they_were() -> None:
         ls.assert_no_pending_responses()
         cs.assert_no_pending_responses()
         ws.assert_no_pending_responses()
+
+
+def test_the_spec_s_current_thresholds_reach_the_alarms_at_the_next_deployment() -> None:
+    """The stack ignores every alarm field after creating it (infra/aws/serving.py), so a
+    spec's new thresholds go out with the deployment's own PutMetricAlarm: all of them,
+    as CanaryRule renders the plan's numbers, whatever the alarm said before."""
+    settings = Settings(stage="prod")
+    lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    cw = aws_client("cloudwatch", settings)
+    deployer = LambdaCodeDeployDeployer(
+        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None, cloudwatch=cw
+    )
+    env = {"DHOW_SERVE_DATASET": "customers", "DHOW_SERVE_MODEL_VERSION": "3"}
+    stale = CanaryRule(20, 0.05, 2000).alarms(FN, "7")  # what the stack first created
+    with Stubber(lam) as ls, Stubber(cd) as cs, Stubber(cw) as ws:
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r1", "Environment": {"Variables": env}},
+            {"FunctionName": FN},
+        )
+        ls.add_response(
+            "publish_version",
+            {"Version": "8"},
+            {"FunctionName": FN, "Description": ANY, "RevisionId": "r1"},
+        )
+        ls.add_response("get_alias", {"FunctionVersion": "7"}, {"FunctionName": FN, "Name": "live"})
+        ws.add_response(
+            "describe_alarms",
+            {"MetricAlarms": [{**a, "AlarmActions": [ALERTS]} for a in stale]},
+            {"AlarmNames": list(alarm_names(FN)), "AlarmTypes": ["MetricAlarm"]},
+        )
+        new = CanaryRule(50, 0.02, 1500).alarms(FN, "8")
+        for alarm in new:
+            ws.add_response(
+                "put_metric_alarm",
+                {},
+                {**alarm, "ActionsEnabled": True, "AlarmActions": [ALERTS], "OKActions": [],
+                 "InsufficientDataActions": []},
+            )  # fmt: skip
+        cs.add_response("create_deployment", {"deploymentId": "d-1"}, None)
+        deployer.start(plan(min_requests=50, error_rate_threshold=0.02, p99_latency_ms=1500))
+        ws.assert_no_pending_responses()
+    assert [a["Threshold"] for a in new] == [0.02, 1500.0]
+    assert all("requests >= 50" in a["Metrics"][0]["Expression"] for a in new)
