@@ -109,6 +109,24 @@ echo "-- checked again: still drifting, but the policy is cooling down (no secon
 expect_drift $dhow drift run customers
 $dhow drift status customers --limit 3 || exit 1
 
+case "$CLOUD" in
+  aws) judge="the router, playing CodeDeploy and the candidate's two CloudWatch alarms" ;;
+  azure) judge="the deploy function's stepped rollout, reading the router's counts where it reads Azure Monitor in the cloud" ;;
+esac
+step "A broken model is approved: canary at 10%, judged by $judge, rolled back by itself"
+.venv/bin/python -m dhow_local.broken_canary customers localstack/samples/customers.csv || exit 1
+wait_rolled_back() {
+  for _ in $(seq 1 30); do
+    if $dhow deploy status customers --json | .venv/bin/python -c \
+      'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["history"] and d["history"][0]["status"]=="rolled_back" else 1)'; then
+      return 0
+    fi
+    sleep 1
+  done
+  echo "the broken canary was not rolled back in 30 s"; return 1
+}
+wait_rolled_back || exit 1
+$dhow deploy status customers || exit 1
 
 step "Summary: lineage of the dataset"
 $dhow lineage customers || exit 1
