@@ -83,14 +83,47 @@ def _answer(method: str, url: str, body: Any) -> tuple[int, Any]:
             "identity": {"type": "SystemAssigned"},
             "properties": {"authMode": "AADToken", "provisioningState": "Succeeded"},
         }
+    if method == "GET" and re.fullmatch(r"/onlineEndpoints/.+/operationsStatus/[^/]+", path):
+        return 200, {"status": "Succeeded"}
+    if method == "GET" and path in _CREATED:
+        return 200, _CREATED[path]
     if method == "PUT":
         sent = json.loads(body)
-        sent.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        name = path.rsplit("/", 1)[1]
         if "/deployments/" in path:
             # ARM fills in the default scale settings the SDK reads back.
-            sent["properties"].setdefault("scaleSettings", {"scaleType": "Default"})
-        return 200, {"id": parts.path, "name": path.rsplit("/", 1)[1], **sent}
+            sent.setdefault("properties", {}).setdefault("scaleSettings", {"scaleType": "Default"})
+        resource = {"id": parts.path, "name": name, **sent}
+        resource.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        _CREATED[path] = resource
+        if path.startswith("/onlineEndpoints/"):
+            # A long-running create: 201 Created, still Creating, with the status resource
+            # to poll (the Online Endpoints / Deployments "Create Or Update" REST pages).
+            return 201, {
+                **resource,
+                "properties": {**resource["properties"], "provisioningState": "Creating"},
+            }
+        return 200, resource
     return 404, {"error": {"code": "NotFound", "message": f"unrouted {method} {path}"}}
+
+
+# What ARM holds after a PUT (its GET answers), per path under the workspace.
+_CREATED: dict[str, Any] = {}
+
+
+def _async_headers(method: str, url: str, status: int) -> dict[str, str]:
+    """ARM's answer to a long-running create: Azure-AsyncOperation names the operation's
+    status, Location its result, both under the resource being created."""
+    parts = urlsplit(url)
+    if method != "PUT" or status != 201:
+        return {}
+    base = f"{ARM}{parts.path}"
+    query = "api-version=2023-04-01-preview"
+    return {
+        "Azure-AsyncOperation": f"{base}/operationsStatus/op-1?{query}",
+        "Location": f"{base}/operationResults/op-1?{query}",
+        "x-ms-async-operation-timeout": "PT1H",
+    }
 
 
 class _Response(RequestsTransportResponse):  # type: ignore[misc]  # untyped in azure-core
@@ -110,6 +143,7 @@ class _Response(RequestsTransportResponse):  # type: ignore[misc]  # untyped in 
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every request azure-core sends (ARM and storage alike), answered by ``_answer``."""
     calls: list[tuple[str, str]] = []
+    _CREATED.clear()
 
     def send(self: RequestsTransport, request: Any, **_: Any) -> _Response:
         calls.append((request.method, request.url))
@@ -123,10 +157,13 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
             if payload is not None
             else {"ETag": '"e"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}
         )
+        raw.headers.update(_async_headers(request.method, request.url, status))
         raw.reason = "canned"
         return _Response(request, raw)
 
     monkeypatch.setattr(RequestsTransport, "send", send)
+    # The pollers wait azure-ai-ml's 5 s between polls; here nothing needs the wait.
+    monkeypatch.setattr(RequestsTransport, "sleep", lambda self, _s: None)
     return calls
 
 
@@ -196,6 +233,8 @@ def _operation(method: str, url: str) -> str:
             out.append(seg)
         elif out and out[-1] == "deployments":
             out.append("{deployment}")
+        elif out and out[-1] in ("operationsStatus", "operationResults"):
+            out.append("{operation}")
         else:
             out.append(next(names, "{version}"))
     return f"{method} /{'/'.join(out)}"
@@ -251,6 +290,32 @@ def test_the_workspace_role_covers_every_operation_the_adapters_send(
     assert unknown == [], "add them, with their action, to azure.ml.workspace_operation_actions"
     granted = set(roles.workspace_role_actions())
     assert sorted({table[op] for op in ops} - granted) == []
+
+
+def test_every_action_of_the_role_is_an_operation_microsoft_documents() -> None:
+    # ARM refuses the whole role (400 InvalidActionOrNotAction) for one unknown action.
+    documented = value("azure.rbac.documented_operations")
+    known = {op for ops in documented.values() for op in ops}
+    actions = roles.workspace_role_actions()
+    assert [a for a in actions if a not in known] == []
+    assert {a.split("/", 1)[0] for a in actions} <= set(documented)
+
+
+def test_the_long_running_creates_are_polled_under_the_role(
+    tmp_path: Path, recorded: list[tuple[str, str]]
+) -> None:
+    # ARM answers the endpoint's and the deployment's PUT with 201 and a status to poll.
+    ops = set(_record_every_call(tmp_path, recorded))
+    assert {
+        "GET /onlineEndpoints/{name}/operationsStatus/{operation}",
+        "GET /onlineEndpoints/{name}/deployments/{deployment}/operationsStatus/{operation}",
+    } <= ops
+    granted = set(roles.workspace_role_actions())
+    table = value("azure.ml.workspace_operation_actions")
+    assert {
+        table["GET /onlineEndpoints/{name}/operationsStatus/{operation}"],
+        table["GET /onlineEndpoints/{name}/deployments/{deployment}/operationsStatus/{operation}"],
+    } <= granted
 
 
 def test_the_workspace_role_grants_nothing_no_call_needs(
