@@ -76,6 +76,16 @@ def vault_name(stage: str, subscription: str) -> str:
     return f"dhow{_short(stage, room)}{_digest(stage, subscription)}kv"
 
 
+def ml_workspace_name(stage: str, subscription: str) -> str:
+    """``dhow-<stage>-<digest>-ml``: within the workspace's 33 characters of letters,
+    digits and hyphens (azure.ml.workspace_name), the digest kept whole however long the
+    stage. A destroyed workspace holds its name for 14 days (soft delete), so the same
+    name in another subscription or for a stage that shortens alike must differ."""
+    rule = value("azure.ml.workspace_name")
+    room = rule["max"] - len("dhow--") - _DIGEST_CHARS - len("-ml")
+    return f"dhow-{_short(stage, room)}-{_digest(stage, subscription)}-ml"
+
+
 def role_id(subscription: str, role: str) -> str:
     return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
 
@@ -428,13 +438,16 @@ class Training(pulumi.ComponentResource):
         vault: az.keyvault.Vault,
         insights: az.applicationinsights.Component,
         lake: DataLake,
+        subscription: pulumi.Input[str],
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("dhow:azure:Training", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.workspace = az.machinelearningservices.Workspace(
             "workspace",
-            workspace_name=f"{cfg.prefix}-ml",
+            workspace_name=pulumi.Output.from_input(subscription).apply(
+                lambda s: ml_workspace_name(cfg.stage, s)
+            ),
             resource_group_name=group.name,
             location=cfg.location,
             identity={"type": "SystemAssigned"},
@@ -831,7 +844,15 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         "ml", cfg, group, client.subscription_id, pulumi.ResourceOptions(provider=provider)
     )
     training = Training(
-        "training", cfg, group, ml_storage, lake.vault, monitoring.insights, lake, opts
+        "training",
+        cfg,
+        group,
+        ml_storage,
+        lake.vault,
+        monitoring.insights,
+        lake,
+        client.subscription_id,
+        opts,
     )
     run_events = _run_status_events(
         cfg, group, lake, events, training, client.subscription_id, opts

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from infra.azure.stack import account_name, vault_name
+from infra.azure.stack import account_name, ml_workspace_name, vault_name
 from infra.config import StackConfig
 from shared.cloud_facts import value
 from tests.infra.harness import SUBSCRIPTION, Program, run
@@ -103,3 +103,31 @@ def test_a_long_stage_builds_a_stack_with_three_accounts(azure_cfg: StackConfig)
         a.inputs["accountName"] for a in program.of_type("azure-native:storage:StorageAccount")
     }
     assert len(accounts) == 3
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_workspace_names_keep_azures_rule(stage: str) -> None:
+    rule = value("azure.ml.workspace_name")
+    name = ml_workspace_name(stage, SUBSCRIPTION)
+    assert re.fullmatch(rule["pattern"], name), name
+    assert rule["min"] <= len(name) <= rule["max"], name
+    assert "--" not in name
+
+
+def test_the_workspace_name_is_not_one_a_soft_deleted_workspace_can_hold(
+    azure_program: Program, azure_cfg: StackConfig
+) -> None:
+    """A deleted workspace keeps its name for 14 days (azure.ml.workspace_name): the
+    stage's name alone would be taken by any same-named stage's workspace deleted in
+    that time; the subscription and stage digest keeps them apart."""
+    assert value("azure.ml.workspace_name")["soft_delete_days"] == 14
+    (workspace,) = azure_program.of_type("azure-native:machinelearningservices:Workspace")
+    name = workspace.inputs["workspaceName"]
+    assert name == ml_workspace_name(azure_cfg.stage, SUBSCRIPTION)
+    other = run(azure_cfg, subscription=OTHER_SUBSCRIPTION)
+    (there,) = other.of_type("azure-native:machinelearningservices:Workspace")
+    assert there.inputs["workspaceName"] != name
+    names = {
+        ml_workspace_name(s, sub) for s in STAGES for sub in (SUBSCRIPTION, OTHER_SUBSCRIPTION)
+    }
+    assert len(names) == 2 * len(STAGES)
