@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 
 from infra.azure import roles
-from infra.azure.stack import QUEUE_CONNECTION
+from infra.azure.stack import QUEUE_CONNECTION, ml_workspace_name
 from infra.config import StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
@@ -369,7 +369,7 @@ def test_settings_build_from_exactly_the_stacks_app_settings(
     assert settings.azureml_workspace == (
         own[c.AZUREML_SUBSCRIPTION_ID],
         "dhow-uae-prod-rg",
-        "dhow-uae-prod-ml",
+        ml_workspace_name("uae-prod", own[c.AZUREML_SUBSCRIPTION_ID]),
     )
     # The datastores and environments the settings name are resources of the stack.
     datastores = {
