@@ -24,7 +24,8 @@ import sys
 import tarfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,12 +143,18 @@ def main(argv: list[str]) -> int:
             time.sleep(0.05)
         t0, sent = time.monotonic(), 0
         # Row after row of the sample, one request each, while the canary is judged.
-        while sent < 4000 and _status(client, dataset).get("status") == "InProgress":
-            batch = range(sent, sent + 4 * CONCURRENCY)
-            for routed, code in pool.map(lambda i: send(client, i), batch):
-                seen = by_version.setdefault(routed, {})
-                seen[code] = seen.get(code, 0) + 1
-            sent += len(batch)
+        # Always CONCURRENCY in flight (no batch waits for its slowest request).
+        flying: deque[Future[tuple[str, str]]] = deque()
+        in_progress = True
+        while flying or (in_progress and sent < 4000):
+            while in_progress and len(flying) < CONCURRENCY and sent < 4000:
+                flying.append(pool.submit(send, client, sent))
+                sent += 1
+            routed, code = flying.popleft().result()
+            seen = by_version.setdefault(routed, {})
+            seen[code] = seen.get(code, 0) + 1
+            if in_progress and sent % (4 * CONCURRENCY) == 0:
+                in_progress = _status(client, dataset).get("status") == "InProgress"
         seconds = time.monotonic() - t0
         final = _status(client, dataset)
     print(f"{sent} requests in {seconds:.1f} s while v{version.version} was the canary:")
