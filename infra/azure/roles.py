@@ -102,6 +102,22 @@ def cluster_grants(topology: Topology) -> dict[str, list[Grant]]:
     return {"cpu": sorted(cpu), "gpu": sorted(gpu)}
 
 
+# The workspace's own storage account (its default datastores: code snapshots, job
+# outputs, MLflow artifacts) has shared keys off, so each identity that reaches it needs
+# a data role there (fact azure.ml.identity_storage_roles): the clusters' identities and
+# the app's (its code upload). Azure ML names that account's containers itself, so the
+# role is on the account. The endpoints' identities get theirs from Azure ML.
+_ROLE_IDS = {"Storage Blob Data Contributor": BLOB_CONTRIBUTOR}
+
+
+def workspace_storage_roles() -> dict[str, list[str]]:
+    """Role definition ids on the workspace's storage account, by identity (``cpu`` and
+    ``gpu`` clusters, ``app``)."""
+    rule = value("azure.ml.identity_storage_roles")
+    cluster = [_ROLE_IDS[r] for r in rule["cluster"]]
+    return {"cpu": cluster, "gpu": cluster, "app": [_ROLE_IDS[r] for r in rule["app"]]}
+
+
 # The Function App's custom role in the Azure ML workspace: exactly the actions of the
 # operations its azure-ai-ml calls send (fact azure.ml.workspace_operation_actions),
 # where AzureML Data Scientist would grant every */read, */write, */delete and */action

@@ -27,6 +27,7 @@ from infra.azure.roles import (
     workspace_role_actions,
     workspace_role_guid,
     workspace_role_name,
+    workspace_storage_roles,
 )
 from infra.azure.serving import Serving, serve_environment_ref
 from infra.config import REPO_ROOT, StackConfig
@@ -443,6 +444,7 @@ class Training(pulumi.ComponentResource):
     ) -> None:
         super().__init__("dhow:azure:Training", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        self.storage = storage
         self.workspace = az.machinelearningservices.Workspace(
             "workspace",
             workspace_name=pulumi.Output.from_input(subscription).apply(
@@ -731,6 +733,18 @@ class Functions(pulumi.ComponentResource):
                 continue
             self.assignments.append(
                 _assign(_grant_name(grant), subscription, principal, grant.role, scope, child)
+            )
+        # The workspace's own account: the code upload to its default blob datastore.
+        for role in workspace_storage_roles()["app"]:
+            self.assignments.append(
+                _assign(
+                    "app-ml-storage",
+                    subscription,
+                    principal,
+                    role,
+                    scopes[("account", "ml")],
+                    child,
+                )
             )
         # The code: released-package.zip in the deployment container, deployed by One
         # Deploy once the identity can read the container (infra/azure/app_package.py).
@@ -1040,7 +1054,8 @@ def _grant_clusters(
     subscription: pulumi.Input[str],
     opts: pulumi.ResourceOptions,
 ) -> None:
-    """Each compute cluster's identity gets the data roles its jobs need."""
+    """Each compute cluster's identity gets the data roles its jobs need, and its role on
+    the workspace's own account (code snapshots, outputs; shared keys are off there)."""
     clusters = {"cpu": training.cpu, "gpu": training.gpu}
     for kind, grants in cluster_grants(topo).items():
         principal = _principal(clusters[kind].identity)
@@ -1049,6 +1064,8 @@ def _grant_clusters(
             _assign(
                 f"{kind}-{_grant_name(grant)}", subscription, principal, grant.role, scope, opts
             )
+        for role in workspace_storage_roles()[kind]:
+            _assign(f"{kind}-ml-storage", subscription, principal, role, training.storage.id, opts)
 
 
 def _scopes(
@@ -1066,5 +1083,6 @@ def _scopes(
     scopes |= {("table", k): v.id for k, v in lineage.tables.items()}
     scopes[("topic", "pipeline")] = events.topic.id
     scopes[("workspace", "workspace")] = training.workspace.id
+    scopes[("account", "ml")] = training.storage.id
     scopes[("insights", "insights")] = monitoring.insights.id
     return scopes

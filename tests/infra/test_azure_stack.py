@@ -21,6 +21,7 @@ from tests.helpers import load_event
 from tests.infra.harness import SUBSCRIPTION, Program, run
 
 DATA = account_name("uae-prod", "data", SUBSCRIPTION)
+ML = account_name("uae-prod", "ml", SUBSCRIPTION)
 HOST = account_name("uae-prod", "host", SUBSCRIPTION)
 
 
@@ -316,7 +317,32 @@ def test_training_has_identity_datastores_environments_and_cluster_data_roles(
         assert rule["write"] in held[("cpu-principal", f"dhow-uae-prod-{container}")]
     # The validation job does storage only: no table, no topic, no other container.
     cpu = {scope for principal, scope in held if principal == "cpu-principal"}
-    assert cpu == {f"dhow-uae-prod-{c}" for c in ("staging", "curated", "quarantine")}
+    assert cpu - {ML} == {f"dhow-uae-prod-{c}" for c in ("staging", "curated", "quarantine")}
+
+
+def test_every_identity_that_reaches_the_workspace_storage_holds_a_data_role_there(
+    azure_program: Program,
+) -> None:
+    """Shared keys are off on the workspace's own account, so the clusters (code
+    snapshots, outputs) and the app (its code upload to the default blob datastore) need
+    Storage Blob Data Contributor there; no file role (no compute instance, no notebook)."""
+    rule = value("azure.ml.identity_storage_roles")
+    (account,) = [
+        a
+        for a in azure_program.of_type("azure-native:storage:StorageAccount")
+        if a.inputs["accountName"] == ML
+    ]
+    assert account.inputs["allowSharedKeyAccess"] is False
+    assert rule["cluster"] == rule["app"] == ["Storage Blob Data Contributor"]
+    on_ml: dict[str, set[str]] = {}
+    for a in azure_program.of_type("azure-native:authorization:RoleAssignment"):
+        if a.inputs["scope"].rsplit("/", 1)[-1] == ML:
+            on_ml.setdefault(a.inputs["principalId"], set()).add(a.inputs["roleDefinitionId"][-36:])
+    assert on_ml == {
+        "cpu-principal": {roles.BLOB_CONTRIBUTOR},
+        "gpu-principal": {roles.BLOB_CONTRIBUTOR},
+        "app-principal": {roles.BLOB_CONTRIBUTOR},
+    }
 
 
 @pytest.mark.parametrize("sample", ["customers.csv", "customers-bad.csv"])
