@@ -51,7 +51,7 @@ from shared.canary import (
     endpoint_metrics_query,
 )
 from shared.cloud_facts import value
-from shared.errors import ConfigError, WorkInProgress
+from shared.errors import ConfigError, DhowError, WorkInProgress
 from shared.ports import (
     Deployer,
     DeploymentPlan,
@@ -62,6 +62,7 @@ from shared.ports import (
 )
 
 ROLLOUT_RECORD = "serving:rollout"
+_SUCCEEDED = "Succeeded"  # fact azure.ml.online_deployment_provisioning
 # The key that marks a deploy-queue message as a rollout check (not a pipeline event).
 CHECK_KEY = "dhow-rollout-check"
 
@@ -94,6 +95,9 @@ class RolloutState(BaseModel):
     p99_latency_ms: int = 2000
     min_requests: int = 20
     reason: str | None = None
+    # False while the candidate's deployment is still being provisioned (no traffic yet;
+    # ``started_at`` is then when it was started, the schedule begins once it serves).
+    provisioned: bool = True
 
     def rule(self) -> CanaryRule:
         return CanaryRule(
@@ -115,7 +119,12 @@ class TrafficSplit(abc.ABC):
     """Where a dataset's requests are split between model versions."""
 
     def prepare(self, plan: DeploymentPlan) -> None:  # noqa: B027 - most need nothing
-        """Make ``plan.model_version`` servable (with no traffic yet)."""
+        """Start making ``plan.model_version`` servable (with no traffic yet)."""
+
+    def provisioning(self, dataset: str, version: int) -> str:
+        """The version's provisioning state (fact azure.ml.online_deployment_provisioning);
+        servable at once unless the platform builds it."""
+        return str(value("azure.ml.online_deployment_provisioning")["succeeded"])
 
     @abc.abstractmethod
     def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
@@ -164,6 +173,12 @@ def check_delay_s(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
+class DeploymentNotReady(DhowError):
+    """The candidate's deployment did not become servable; the rollout fails."""
+
+    reason = "deployment_not_ready"
+
+
 class SteppedRolloutDeployer(Deployer):
     """See the module docstring. ``minute_s`` is a schedule minute (60 in the cloud;
     ``DHOW_LOCAL_MINUTE_SECONDS`` locally); ``check_every_minutes`` how often the
@@ -180,6 +195,8 @@ class SteppedRolloutDeployer(Deployer):
         minute_s: float = 60.0,
         check_every_minutes: float = 1.0,
         late_metrics_wait_s: float | None = None,
+        provision_poll_s: float = 60.0,
+        provision_limit_s: float = 90 * 60.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._lineage = lineage
@@ -194,6 +211,12 @@ class SteppedRolloutDeployer(Deployer):
         self._late_wait = (
             5 * metrics.latency_s if late_metrics_wait_s is None else late_metrics_wait_s
         )
+        # A first deployment builds its image (commonly 10-20+ minutes): its state is
+        # read every ``provision_poll_s`` by the rollout checks, never waited for in the
+        # deploy function (15 minutes at most). Our bound, not Azure's: a deployment not
+        # Succeeded after ``provision_limit_s`` fails the rollout.
+        self._provision_poll = provision_poll_s
+        self._provision_limit = provision_limit_s
         self._now = clock
 
     # -- the row ------------------------------------------------------------------
@@ -241,20 +264,28 @@ class SteppedRolloutDeployer(Deployer):
         # Refused before anything moves: a step longer than a message can wait.
         check_delay_s(max(at for at, _ in schedule) * self._minute)
         self._traffic.prepare(plan)
+        ready = self._traffic.provisioning(plan.dataset, plan.model_version) == _SUCCEEDED
         new = RolloutState(
             deployment_id=deployment_id,
             stable=stable,
             candidate=plan.model_version,
-            share=schedule[0][1],
+            share=schedule[0][1] if ready else 0.0,
             schedule=schedule,
             started_at=self._now(),
             status="InProgress",
             error_rate_threshold=plan.error_rate_threshold,
             p99_latency_ms=plan.p99_latency_ms,
             min_requests=plan.min_requests,
+            provisioned=ready,
         )
         if not self._save(row, new):
             raise WorkInProgress(f"the rollout row of {plan.dataset} changed under us")
+        if not ready:
+            # Traffic moves once a check finds the deployment Succeeded.
+            self._timer.after(
+                check_delay_s(self._provision_poll), check_message(plan.dataset, deployment_id)
+            )
+            return StartedDeployment(deployment_id=deployment_id, target=f"rollout/{plan.dataset}")
         self._traffic.set(plan.dataset, new.weights(), new)
         # Even an all-at-once rollout ends through a check, so it ends as every other.
         self._timer.after(
@@ -317,6 +348,8 @@ class SteppedRolloutDeployer(Deployer):
         state, row = self._load(dataset)
         if state.deployment_id != deployment_id or state.status != "InProgress":
             return None
+        if not state.provisioned:
+            return self._provisioning(row, state)
         periods = self._metrics.periods(dataset, state, self._now())
         verdict = next(
             (v for v in map(state.rule().verdict, periods.values()) if v is not None), None
@@ -373,6 +406,48 @@ class SteppedRolloutDeployer(Deployer):
         self._timer.after(
             check_delay_s(self._next_check_s(state) or self._every * self._minute),
             check_message(dataset, deployment_id),
+        )
+        return None
+
+    def _provisioning(
+        self, row: LineageRecord, state: RolloutState
+    ) -> DeploymentStateChange | None:
+        """A check while the candidate's deployment is provisioned: its first step starts
+        once it is Succeeded; Failed, Canceled or still not ready at the bound fails it."""
+        assert state.deployment_id is not None
+        assert state.candidate is not None
+        assert state.started_at is not None
+        dataset = row.dataset
+        phase = self._traffic.provisioning(dataset, state.candidate)
+        waited = (self._now() - state.started_at).total_seconds()
+        if phase == _SUCCEEDED:
+            new = state.model_copy(
+                update={
+                    "provisioned": True,
+                    "started_at": self._now(),
+                    "share": state.schedule[0][1],
+                }
+            )
+            if not self._save(row, new):
+                raise WorkInProgress(f"the rollout row of {dataset} changed under us")
+            self._traffic.set(dataset, new.weights(), new)
+            self._timer.after(
+                check_delay_s(self._next_check_s(new) or self._every * self._minute),
+                check_message(dataset, state.deployment_id),
+            )
+            return None
+        failed = phase in value("azure.ml.online_deployment_provisioning")["failed"]
+        if failed or waited >= self._provision_limit:
+            error = DeploymentNotReady(
+                f"deployment {deployment_name(state.candidate)} of {dataset} is {phase} "
+                f"after {waited / 60:.0f} min",
+                hint="read its logs (az ml online-deployment get-logs); the stable version "
+                "keeps all traffic",
+            )
+            return self._roll_back(row, state, f"{error.reason}: {error}")
+        self._timer.after(
+            check_delay_s(min(self._provision_poll, self._provision_limit - waited)),
+            check_message(dataset, state.deployment_id),
         )
         return None
 
@@ -446,8 +521,20 @@ class OnlineEndpointTraffic(TrafficSplit):
         )
 
     def prepare(self, plan: DeploymentPlan) -> None:
-        # Created with no traffic; the endpoint's traffic is set separately (below).
-        self._ml.online_deployments.begin_create_or_update(self.deployment_entity(plan)).result()
+        # Created with no traffic; the endpoint's traffic is set separately (below). Only
+        # started: a first deployment builds its image for longer than the deploy
+        # function may run, and a redelivered PUT on a deployment in progress is a 409.
+        # The rollout checks read its state (provisioning).
+        self._ml.online_deployments.begin_create_or_update(self.deployment_entity(plan))
+
+    def provisioning(self, dataset: str, version: int) -> str:
+        deployment = self._ml.online_deployments.get(
+            name=deployment_name(version), endpoint_name=endpoint_name(self._stage, dataset)
+        )
+        # azure-ai-ml gives its DeploymentProvisioningState (a str Enum) read from ARM's
+        # answer, whose str() is the member's name: the state is its value.
+        state = deployment.provisioning_state
+        return str(getattr(state, "value", state))
 
     def endpoint_entity(self, dataset: str, weights: Mapping[int, int]) -> Any:
         from azure.ai.ml.entities import ManagedOnlineEndpoint

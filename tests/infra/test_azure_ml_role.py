@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,12 @@ def _record_every_call(tmp_path: Path, recorded: list[tuple[str, str]]) -> list[
         environment_variables={},
     )
     traffic.prepare(PLAN)
+    # prepare only starts the deployment; azure-core's poller polls it on its own thread
+    # (as it would in the Function's worker), and the rollout checks read its state.
+    for thread in threading.enumerate():
+        if thread.name.startswith("LROPoller("):
+            thread.join(timeout=10)
+    assert traffic.provisioning("customers", PLAN.model_version) == "Succeeded"
     traffic.set("customers", {1: 90, 2: 10}, RolloutState())
     sas = value("azure.ml.code_upload_sas")["sas_query_key"]
     ops = []

@@ -589,3 +589,143 @@ def test_deploy_builds_the_stepped_rollout_on_azure_instead_of_refusing(backend:
     )
     ports = Ports(store=None, bus=None, lineage=MemoryLineage())  # type: ignore[arg-type]
     assert isinstance(build_deployer(settings, ports), SteppedRolloutDeployer)
+
+
+# -- a deployment that builds for longer than the deploy function may run ---------------------
+
+
+class Building(Weights):
+    """An endpoint whose candidate deployment is provisioned for a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = "Succeeded"
+
+    def provisioning(self, dataset: str, version: int) -> str:
+        return self.phase
+
+
+def _building_rig() -> tuple[SteppedRolloutDeployer, Building, Timer, Clock]:
+    traffic, timer, clock = Building(), Timer(), Clock()
+    deployer = SteppedRolloutDeployer(
+        MemoryLineage(), traffic, Minutes(), timer, alarm_prefix=PREFIX, clock=clock
+    )
+    first = deployer.start(plan(1, None)).deployment_id
+    clock.now += timedelta(seconds=1)
+    assert deployer.advance("customers", first) is not None
+    traffic.sets.clear()
+    timer.sent.clear()
+    traffic.phase = "Creating"
+    return deployer, traffic, timer, clock
+
+
+def test_the_deployment_is_started_not_waited_for() -> None:
+    """The deploy function runs 15 minutes at most; a first deployment builds its image
+    for 10-20+: prepare sends the PUT and returns, it never waits on the poller."""
+
+    class _NeverDone:
+        def result(self) -> None:
+            raise AssertionError("prepare waited for the deployment")
+
+    ml = _MLClient()
+    ml.online_deployments.begin_create_or_update = lambda entity: _NeverDone()  # type: ignore[method-assign,assignment,return-value]
+    traffic = OnlineEndpointTraffic(
+        ml,
+        stage="prod",
+        environment="azureml:dhow-serve:1",
+        instance_type="Standard_DS3_v2",
+        code_dir=".",
+        scoring_script="shared/jobs/score.py",
+        environment_variables={},
+    )
+    traffic.prepare(plan())
+
+
+def test_a_building_candidate_gets_traffic_only_once_its_deployment_has_succeeded() -> None:
+    rule = value("azure.ml.online_deployment_provisioning")
+    assert "Creating" in rule["in_progress"]
+    deployer, traffic, timer, clock = _building_rig()
+    clock.now = T0 + timedelta(hours=1)
+    rollout = deployer.start(plan()).deployment_id
+    assert traffic.sets == []  # v1 keeps all traffic while v2 builds
+    assert deployer.traffic("customers") == {"1": 1.0}
+    assert timer.sent[-1][0] == 60
+    for _ in range(15):  # 15 minutes of building: each check only looks
+        clock.now += timedelta(minutes=1)
+        assert deployer.advance("customers", rollout) is None
+    assert traffic.sets == []
+    traffic.phase = rule["succeeded"]
+    clock.now += timedelta(minutes=1)
+    ready_at = clock.now
+    assert deployer.advance("customers", rollout) is None
+    assert traffic.sets == [{1: 90, 2: 10}]
+    # The schedule runs from when it serves: its first step lasts 5 minutes from then.
+    clock.now = ready_at + timedelta(minutes=4)
+    assert deployer.advance("customers", rollout) is None
+    assert traffic.sets[-1] == {1: 90, 2: 10}
+    clock.now = ready_at + timedelta(minutes=5)
+    end = deployer.advance("customers", rollout)
+    assert end is not None
+    assert end.status == "Succeeded"
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Canceled"])
+def test_a_deployment_that_fails_to_provision_fails_the_rollout(phase: str) -> None:
+    deployer, traffic, _timer, clock = _building_rig()
+    rollout = deployer.start(plan()).deployment_id
+    traffic.phase = phase
+    clock.now += timedelta(minutes=1)
+    end = deployer.advance("customers", rollout)
+    assert end is not None
+    assert end.status == "RolledBack"
+    assert end.reason is not None
+    assert end.reason.startswith(
+        f"deployment_not_ready: deployment version-2 of customers is {phase}"
+    )
+    assert deployer.traffic("customers") == {"1": 1.0}
+
+
+def test_a_deployment_still_building_at_the_bound_fails_the_rollout() -> None:
+    deployer, _traffic, timer, clock = _building_rig()
+    started = clock.now
+    rollout = deployer.start(plan()).deployment_id
+    clock.now = started + timedelta(minutes=89)
+    assert deployer.advance("customers", rollout) is None
+    assert timer.sent[-1][0] == 60
+    clock.now = started + timedelta(minutes=90)
+    end = deployer.advance("customers", rollout)
+    assert end is not None
+    assert end.status == "RolledBack"
+    assert end.reason is not None
+    assert "is Creating after 90 min" in end.reason
+
+
+def test_the_endpoint_reads_the_deployments_provisioning_state() -> None:
+    from azure.ai.ml._restclient.arm_ml_service.models import DeploymentProvisioningState
+    from azure.ai.ml.entities import ManagedOnlineDeployment
+
+    CREATING = DeploymentProvisioningState.CREATING  # noqa: N806 - the SDK's enum member
+
+    asked: list[tuple[str, str]] = []
+
+    class _Deployments(_Operations):
+        def get(self, name: str, endpoint_name: str) -> ManagedOnlineDeployment:  # type: ignore[override]
+            asked.append((name, endpoint_name))
+            # azure-ai-ml's entity as it reads ARM's answer (provisioningState).
+            return ManagedOnlineDeployment(
+                name=name, endpoint_name=endpoint_name, provisioning_state=CREATING
+            )
+
+    ml = _MLClient()
+    ml.online_deployments = _Deployments()
+    traffic = OnlineEndpointTraffic(
+        ml,
+        stage="prod",
+        environment="azureml:dhow-serve:1",
+        instance_type="Standard_DS3_v2",
+        code_dir=".",
+        scoring_script="shared/jobs/score.py",
+        environment_variables={},
+    )
+    assert traffic.provisioning("customers", 2) == "Creating"
+    assert asked == [(deployment_name(2), endpoint_name("prod", "customers"))]
