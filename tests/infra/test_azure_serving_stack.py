@@ -84,7 +84,7 @@ def test_the_app_may_read_each_endpoints_metrics_and_send_its_checks(
     ]
     # The metrics are read under the app's custom workspace role (the endpoints are the
     # workspace's children; tests/infra/test_azure_ml_role.py), not Monitoring Reader.
-    assert "Microsoft.Insights/metrics/read" in roles.workspace_role_actions()
+    assert "Microsoft.Insights/Metrics/Read" in roles.workspace_role_actions()
     assert not [a for a in app if role(a) == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"]
     deploy = azure_cfg.topology.queue("deploy").name
     senders = {a.inputs["scope"].rsplit("/", 1)[-1] for a in app if role(a) == serving.QUEUE_SENDER}
