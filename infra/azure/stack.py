@@ -445,6 +445,26 @@ class Training(pulumi.ComponentResource):
         super().__init__("dhow:azure:Training", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.storage = storage
+        # The workspace's own registry, where Azure ML builds the environments' images
+        # (base image + conda file) and pulls them from. Left to Azure ML, it would be
+        # created on first use with its admin user on, by whoever asks first: the app's
+        # identity holds a narrow custom role that cannot create it, so a first job or
+        # deployment could not build. Created here without the admin user and named by
+        # the workspace (fact azure.ml.workspace_registry).
+        registry_rule = value("azure.ml.workspace_registry")
+        self.registry = az.containerregistry.Registry(
+            "registry",
+            registry_name=pulumi.Output.from_input(subscription).apply(
+                lambda s: account_name(cfg.stage, "acr", s)
+            ),
+            resource_group_name=group.name,
+            location=cfg.location,
+            sku={"name": registry_rule["sku"]},
+            admin_user_enabled=registry_rule["admin_user_enabled"],
+            anonymous_pull_enabled=False,
+            tags=cfg.tags,
+            opts=child,
+        )
         self.workspace = az.machinelearningservices.Workspace(
             "workspace",
             workspace_name=pulumi.Output.from_input(subscription).apply(
@@ -457,10 +477,26 @@ class Training(pulumi.ComponentResource):
             storage_account=storage.id,
             key_vault=vault.id,
             application_insights=insights.id,
+            container_registry=self.registry.id,
             system_datastores_auth_mode="identity",
             hbi_workspace=True,
             tags=cfg.tags,
             opts=child,
+        )
+        # The workspace's identity builds and pushes the images. Microsoft documents
+        # Contributor on the registry (for a user-assigned workspace identity; a
+        # system-assigned one's assignments are Microsoft-managed), which the policy pack
+        # refuses: AcrPush, push and pull, is the build's data-plane share. The clusters
+        # and endpoints get AcrPull from Azure ML (the registry exists before them), and a
+        # second identical assignment would be refused (fact azure.ml.registry_identity_roles).
+        roles = value("azure.ml.registry_identity_roles")
+        self.registry_push = _assign(
+            "workspace-registry-push",
+            subscription,
+            _principal(self.workspace.identity),
+            roles["role_ids"][roles["workspace"]],
+            self.registry.id,
+            child,
         )
         spot = any(s.training.use_spot for s in cfg.specs)
         self.gpu = self._cluster(

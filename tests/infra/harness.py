@@ -47,6 +47,7 @@ _AZURE_NAME_KEYS = {
     "azure-native:machinelearningservices:Compute": "computeName",
     "azure-native:keyvault:Vault": "vaultName",
     "azure-native:applicationinsights:Component": "resourceName",
+    "azure-native:containerregistry:Registry": "registryName",
 }
 
 
