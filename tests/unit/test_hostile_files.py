@@ -56,14 +56,18 @@ def in_subprocess(code: str) -> tuple[int, dict[str, Any]]:
 
 
 VALIDATE_IN_CHILD = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from shared.specs import load_spec
 from shared.validation import validate_file
 run = validate_file(Path(sys.argv[1] if len(sys.argv) > 1 else {path!r}), {fmt!r},
                     load_spec("customers"))
+# The child's own peak (VmHWM): ru_maxrss on Linux keeps the forked parent's peak from
+# before exec, which inside the full pytest session is the session's, not the child's.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
+           if line.startswith("VmHWM:"))
 print(json.dumps({{"reason": run.report.reason, "message": run.report.message,
-    "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}}))
+    "maxrss_mb": hwm // 1024}}))
 """
 
 
