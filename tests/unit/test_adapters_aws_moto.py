@@ -136,3 +136,42 @@ def test_head_asks_for_the_checksum_and_names_a_403() -> None:
         with pytest.raises(StorageAccessDenied) as info:
             S3ObjectStore(s3).head(ObjectRef(container="raw", key="k"))
     assert "s3:ListBucket" in info.value.hint
+
+
+def test_a_watcher_reaches_its_own_event_behind_ten_others() -> None:
+    """`dhow upload --wait` (and the integration tests) hand back the events that are not
+    theirs: released at once, the same ten came back on every receive, and an event
+    behind them was never seen."""
+    import time
+
+    from shared.adapters.aws import SqsEventTap
+
+    settings = Settings()
+    sqs = aws_client("sqs", settings)
+    url = sqs.create_queue(QueueName="t-events")["QueueUrl"]
+
+    def body(correlation: str) -> str:
+        event = sample_rejected().model_copy(update={"correlation_id": correlation})
+        return json.dumps(
+            {
+                "source": "dhow.pipeline",
+                "detail-type": event.event_type,
+                "detail": json.loads(event.model_dump_json()),
+            }
+        )
+
+    for i in range(15):
+        sqs.send_message(QueueUrl=url, MessageBody=body(f"other-{i}"))
+    sqs.send_message(QueueUrl=url, MessageBody=body("mine"))
+    tap = SqsEventTap(sqs, "t-events")
+    deadline = time.monotonic() + 20
+    found = False
+    while not found and time.monotonic() < deadline:
+        for tapped in tap.receive(wait_s=0):
+            if tapped.event.correlation_id == "mine":
+                tap.ack(tapped)
+                found = True
+            else:
+                tap.release(tapped)
+        time.sleep(0.2)
+    assert found, "the watcher never received its own event behind the others"
