@@ -428,10 +428,6 @@ class DynamoLineageStore(LineageStore):
         return sorted(rows, key=lambda row: row.created_at)
 
 
-# How long an event a watcher handed back stays hidden from the next receive.
-RELEASE_HIDE_S = 2
-
-
 class SqsEventTap(EventTap):
     """``EventTap`` on the SQS queue that an EventBridge rule copies every pipeline event to."""
 
@@ -455,11 +451,8 @@ class SqsEventTap(EventTap):
         self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=tapped.handle)
 
     def release(self, tapped: TappedEvent) -> None:
-        # Hidden for a moment, not at once: SQS hands out at most 10 messages a receive,
-        # and ten others' events released straight back would be handed out again and
-        # again, so a watcher never reached its own event behind them.
         self._sqs.change_message_visibility(
-            QueueUrl=self._url, ReceiptHandle=tapped.handle, VisibilityTimeout=RELEASE_HIDE_S
+            QueueUrl=self._url, ReceiptHandle=tapped.handle, VisibilityTimeout=0
         )
 
 
