@@ -3,6 +3,7 @@ upload -> EventBridge -> SQS -> runner -> ingest handler -> DynamoDB + EventBrid
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 
 from shared.adapters.aws import SqsEventTap, aws_client
 from shared.events import (
@@ -59,12 +61,23 @@ def wait_event(
     timeout: float = 30,
 ) -> PipelineEvent:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for t in tap.receive(wait_s=1):
-            if t.event.correlation_id == correlation and isinstance(t.event, kind):
-                tap.ack(t)
-                return t.event
-            tap.release(t)
+    # Others' events are held (hidden for the queue's visibility timeout) while we look,
+    # and handed back at the end: SQS gives at most 10 a receive, and released at once
+    # the same ten would come back every time, hiding ours behind them.
+    held = []
+    try:
+        while time.monotonic() < deadline:
+            for t in tap.receive(wait_s=1):
+                if t.event.correlation_id == correlation and isinstance(t.event, kind):
+                    tap.ack(t)
+                    return t.event
+                held.append(t)
+    finally:
+        for t in held:
+            # One held past the visibility timeout came back with a new receipt; its
+            # old one may no longer be valid, and it is visible again anyway.
+            with contextlib.suppress(ClientError):
+                tap.release(t)
     raise AssertionError(f"no {kind} for {correlation} within {timeout}s")
 
 
