@@ -23,6 +23,7 @@ QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"  # Storage Queue Data Mess
 QUEUE_READER = "19e7f393-937e-4f77-808e-94535e297925"  # Storage Queue Data Reader
 QUEUE_PROCESSOR = "8a0f0c08-91a1-4084-bc3d-661d67233fed"  # Storage Queue Data Message Processor
 TABLE_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"  # Storage Table Data Contributor
+TABLE_READER = "76199698-9eea-4c19-bc75-cec21354c6b6"  # Storage Table Data Reader
 EVENTGRID_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"  # EventGrid Data Sender
 # Not a built-in role: the stack's own custom role in the workspace (below), whose GUID
 # the stack derives per subscription and stage; grants name it by this marker.

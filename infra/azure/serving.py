@@ -25,15 +25,10 @@ from typing import Any
 import pulumi
 import pulumi_azure_native as az
 
+from infra.azure.roles import BLOB_CONTRIBUTOR, BLOB_READER, QUEUE_SENDER, TABLE_READER
 from infra.config import REPO_ROOT, StackConfig
 from shared.adapters.azure_serving import endpoint_name
 from shared.cloud_facts import value
-
-# Built-in role definition ids (azure.rbac.builtin_role_data_actions for the storage ones).
-BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
-BLOB_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-TABLE_READER = "76199698-9eea-4c19-bc75-cec21354c6b6"
-QUEUE_SENDER = "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a"
 
 # What each endpoint's identity gets, by (scope kind, logical name): what score_online's
 # serve app reads and writes.
