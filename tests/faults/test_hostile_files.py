@@ -27,6 +27,7 @@ from shared.events import DatasetRejected, ObjectRef
 from shared.services.validate import MAX_EVENT_MESSAGE_CHARS, event_message
 from shared.specs import load_spec
 from shared.validation import MAX_LISTED_COLUMNS, FileFormat, validate_file
+from tests.faults.ledger import Ledger
 from tests.helpers import MemoryStore
 from tests.unit.test_validate_service import setup
 
@@ -71,31 +72,34 @@ print(json.dumps({{"reason": run.report.reason, "message": run.report.message,
 """
 
 
-def test_a_header_of_500000_columns_is_refused_at_once(tmp_path: Path) -> None:
+def test_a_header_of_500000_columns_is_refused_at_once(tmp_path: Path, ledger: Ledger) -> None:
     path = tmp_path / "wide.csv"
     path.write_text(HEADER + "," + ",".join(f"x{i}" for i in range(500_000)) + "\n" + ROW)
     reason, elapsed, report_bytes = timed(path, "csv")
+    ledger.answer("csv header of 500,000 columns", str(reason))
     assert reason == "too_many_columns"
     assert elapsed < BOUND_S
     assert report_bytes < 10_000
 
 
-def test_one_name_200000_times_is_refused_in_linear_time(tmp_path: Path) -> None:
+def test_one_name_200000_times_is_refused_in_linear_time(tmp_path: Path, ledger: Ledger) -> None:
     path = tmp_path / "same.csv"
     path.write_text(",".join(["a"] * 200_000) + "\n1\n")
     reason, elapsed, _ = timed(path, "csv")
+    ledger.answer("csv header of one name 200,000 times", str(reason))
     assert reason == "too_many_columns"
     assert elapsed < BOUND_S
 
 
 def test_duplicates_and_unexpected_columns_are_counted_but_listed_bounded(
-    tmp_path: Path,
+    tmp_path: Path, ledger: Ledger
 ) -> None:
     dupes = tmp_path / "dupes.csv"
     dupes.write_text(",".join(f"d{i % 4000}" for i in range(8000)) + "\n1\n")
     start = time.perf_counter()
     run = validate_file(dupes, "csv", SPEC)
     assert time.perf_counter() - start < BOUND_S
+    ledger.answer("csv header of 4,000 names each twice", str(run.report.reason))
     assert run.report.reason == "duplicate_columns"
     assert run.report.duplicate_column_count == 4000
     assert "and 3,900 more" in run.report.message
@@ -103,6 +107,7 @@ def test_duplicates_and_unexpected_columns_are_counted_but_listed_bounded(
     extra = tmp_path / "extra.csv"
     extra.write_text(HEADER + "," + ",".join(f"x{i}" for i in range(9000)) + "\n" + ROW)
     run = validate_file(extra, "csv", SPEC)
+    ledger.answer("csv with 9,000 unexpected columns", str(run.report.reason))
     assert run.report.reason == "unexpected_columns"
     assert run.report.unexpected_column_count == 9000
     assert len(run.report.unexpected_columns) == MAX_LISTED_COLUMNS
@@ -139,7 +144,9 @@ def sizes(event: DatasetRejected) -> tuple[int, int]:
     return eventbridge_entry_bytes(entry), queue_message_bytes(event)
 
 
-def test_the_largest_rejection_validate_emits_fits_both_buses(tmp_path: Path) -> None:
+def test_the_largest_rejection_validate_emits_fits_both_buses(
+    tmp_path: Path, ledger: Ledger
+) -> None:
     eb_limit = value("aws.eventbridge.max_entry_bytes")
     queue_limit = value("azure.storage.queue_message_max_bytes")
     # Hostile headers through the service: many names, long names, names whose every
@@ -152,7 +159,9 @@ def test_the_largest_rejection_validate_emits_fits_both_buses(tmp_path: Path) ->
     ]
     for header in headers:
         svc, _store, bus, _lineage, event = setup((header + "\n" + ROW + "\n").encode())
-        assert svc.handle(event).status == "rejected"
+        outcome = svc.handle(event)
+        ledger.answer(f"csv header of {len(header):,} characters through validate", outcome.status)
+        assert outcome.status == "rejected"
         [rejected] = bus.events
         assert isinstance(rejected, DatasetRejected)
         eb, queue = sizes(rejected)
@@ -193,11 +202,12 @@ def dictionary_bomb(path: Path, rows: int = 100_000, width: int = 10_000) -> Non
     pq.write_table(pa.table(arrays), path, row_group_size=rows)
 
 
-def test_a_dictionary_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+def test_a_dictionary_bomb_is_refused_before_it_is_decoded(tmp_path: Path, ledger: Ledger) -> None:
     path = tmp_path / "bomb.parquet"
     dictionary_bomb(path)
     assert path.stat().st_size < 100_000
     code, out = in_subprocess(VALIDATE_IN_CHILD.format(path=str(path), fmt="parquet"))
+    ledger.answer("parquet dictionary bomb", str(out.get("reason", f"exit {code}")))
     assert code == 0
     assert out["reason"] == "expansion_too_large"
     # Decoding the batch alone would take over 1,000 MB.
@@ -205,7 +215,7 @@ def test_a_dictionary_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> No
 
 
 def test_a_row_group_over_the_decoded_limit_is_refused_from_the_footer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger: Ledger
 ) -> None:
     import shared.validation as validation
 
@@ -215,6 +225,7 @@ def test_a_row_group_over_the_decoded_limit_is_refused_from_the_footer(
     path = tmp_path / "big.parquet"
     frame.to_parquet(path, index=False, row_group_size=len(frame))
     run = validate_file(path, "parquet", SPEC)
+    ledger.answer("parquet row group over the decoded limit", str(run.report.reason))
     assert run.report.reason == "expansion_too_large"
     assert "row group 0" in run.report.message
 
@@ -228,34 +239,48 @@ def test_a_row_group_over_the_decoded_limit_is_refused_from_the_footer(
     ],
     ids=["not-json", "wrong-shape", "nested-100000"],
 )
-def test_parquet_with_broken_pandas_metadata_is_unreadable(tmp_path: Path, metadata: bytes) -> None:
+def test_parquet_with_broken_pandas_metadata_is_unreadable(
+    tmp_path: Path, metadata: bytes, ledger: Ledger
+) -> None:
     table = pa.Table.from_pandas(pd.read_csv(SAMPLE), preserve_index=False)
     path = tmp_path / "meta.parquet"
     pq.write_table(table.replace_schema_metadata({b"pandas": metadata}), path)
     run = validate_file(path, "parquet", SPEC)
+    ledger.answer(
+        f"parquet with broken pandas metadata ({metadata[:12]!r})", str(run.report.reason)
+    )
     assert run.report.reason == "unreadable_file"
     assert run.report.hint
 
 
-def test_json_lines_nested_200000_deep_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+def test_json_lines_nested_200000_deep_is_unreadable_not_a_crash(
+    tmp_path: Path, ledger: Ledger
+) -> None:
     good = pd.read_csv(SAMPLE).to_json(orient="records", lines=True)
     path = tmp_path / "deep.jsonl"
     deep = '{"a":' * 200_000 + "1" + "}" * 200_000
     path.write_text(good + deep + "\n")
     start = time.perf_counter()
     code, out = in_subprocess(VALIDATE_IN_CHILD.format(path=str(path), fmt="jsonl"))
+    ledger.answer("json lines nested 200,000 deep", str(out.get("reason", f"exit {code}")))
     assert code == 0, f"the validator died with exit code {code}"
     assert out["reason"] == "unreadable_file"
     assert "nested" in out["message"]
     assert time.perf_counter() - start < 60
 
 
-def test_brackets_and_escaped_quotes_inside_strings_are_not_nesting(tmp_path: Path) -> None:
+def test_brackets_and_escaped_quotes_inside_strings_are_not_nesting(
+    tmp_path: Path, ledger: Ledger
+) -> None:
     frame = pd.read_csv(SAMPLE)
     frame["customer_id"] = [f'C{i}\\"' + "{[" * 100 for i in range(len(frame))]
     path = tmp_path / "strings.jsonl"
     frame.to_json(path, orient="records", lines=True)
     run = validate_file(path, "jsonl", SPEC)
+    ledger.answer(
+        "json lines with brackets inside strings",
+        "accepted" if run.report.ok else str(run.report.reason),
+    )
     assert run.report.ok, run.report.message
 
 
@@ -286,7 +311,7 @@ def fetch_from(tmp: Path, archive: bytes) -> Path:
 
 
 def test_a_model_archive_that_is_a_bomb_is_refused_at_the_crossing_header(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger: Ledger
 ) -> None:
     import shared.artifacts as artifacts
 
@@ -298,35 +323,42 @@ def test_a_model_archive_that_is_a_bomb_is_refused_at_the_crossing_header(
             tar.addfile(zeros_member(f"w{i}.bin", 16 * 1024**2), io.BytesIO(bytes(16 * 1024**2)))
     with pytest.raises(ArtifactUnsafe) as err:
         fetch_from(tmp_path, path.read_bytes())
+    ledger.answer("model archive that is a decompression bomb", err.value.reason)
     assert err.value.reason == "artifact_unsafe"
     written = sum(f.stat().st_size for f in (tmp_path / "out").glob("w*.bin"))
     assert written <= 16 * 1024**2
 
 
 def test_a_model_archive_with_too_many_members_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger: Ledger
 ) -> None:
     import shared.artifacts as artifacts
 
     monkeypatch.setattr(artifacts, "MAX_MEMBERS", 50)
     archive = model_archive(tmp_path / "many.tar.gz", [regular(f"f{i}") for i in range(51)])
-    with pytest.raises(ArtifactUnsafe, match="over 50 members"):
+    with pytest.raises(ArtifactUnsafe, match="over 50 members") as err:
         fetch_from(tmp_path, archive)
+    ledger.answer("model archive of 51 members over a cap of 50", err.value.reason)
 
 
 @pytest.mark.parametrize("name", ["model.tar.gz", "./model.tar.gz"])
-def test_a_member_named_like_the_archive_is_refused(tmp_path: Path, name: str) -> None:
+def test_a_member_named_like_the_archive_is_refused(
+    tmp_path: Path, name: str, ledger: Ledger
+) -> None:
     archive = model_archive(tmp_path / "a.tar.gz", [regular("model.json"), regular(name)])
-    with pytest.raises(ArtifactUnsafe, match=r"model\.tar\.gz"):
+    with pytest.raises(ArtifactUnsafe, match=r"model\.tar\.gz") as err:
         fetch_from(tmp_path, archive)
+    ledger.answer(f"model archive with a member named {name}", err.value.reason)
 
 
-def test_links_and_escaping_paths_are_refused(tmp_path: Path) -> None:
+def test_links_and_escaping_paths_are_refused(tmp_path: Path, ledger: Ledger) -> None:
     link = tarfile.TarInfo("model.json")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-    with pytest.raises(ArtifactUnsafe, match="link"):
+    with pytest.raises(ArtifactUnsafe, match="link") as err:
         fetch_from(tmp_path, model_archive(tmp_path / "l.tar.gz", [(link, b"")]))
+    ledger.answer("model archive with a symlink to /etc/passwd", err.value.reason)
     escape = model_archive(tmp_path / "e.tar.gz", [regular("../../escaped.json")])
-    with pytest.raises(ArtifactUnsafe):
+    with pytest.raises(ArtifactUnsafe) as err:
         fetch_from(tmp_path, escape)
+    ledger.answer("model archive with a ../../ path", err.value.reason)
     assert not (tmp_path.parent / "escaped.json").exists()
