@@ -8,8 +8,10 @@ anything but one plain word.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
+from shared.cloud_facts import value
 from shared.errors import DhowError
 
 CORRELATION_ID_RULE = "1-128 characters, each a letter A-Z or a-z, a digit 0-9 or '-'"
@@ -36,3 +38,46 @@ def checked_correlation_id(value: str | None, *, source: str = "correlation id")
         f"{source} {value[:64]!r} is refused: it must be {CORRELATION_ID_RULE}",
         hint="upload again with an id of that form (`dhow upload` makes one), or none",
     )
+
+
+# --- names of SageMaker resources ----------------------------------------------------
+
+SAGEMAKER_NAME = "aws.sagemaker.resource_name"
+_SAGEMAKER_PART = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9])*$")
+
+
+def name_digest(text: str, chars: int) -> str:
+    """The first ``chars`` hex digits of the SHA-256 of ``text``: what keeps two names
+    apart once they have been shortened to fit a limit."""
+    return hashlib.sha256(text.encode()).hexdigest()[:chars]
+
+
+def sagemaker_name(
+    head: str, body: str, tail: str, *, limit: int | None = None, tail_digests_body: bool = False
+) -> str:
+    """``<head>-<body>-<tail>``, a valid SageMaker resource name of at most ``limit``
+    characters (SageMaker's own limit by default, fact ``aws.sagemaker.resource_name``).
+
+    ``head`` (the stage's prefix) and ``tail`` (a version, a hash) are kept whole. A
+    ``body`` (a dataset name) that fits and is made of the characters SageMaker allows is
+    kept as it is, so the names of short datasets do not change. Any other is shortened,
+    its ``_`` (which a dataset may hold and SageMaker refuses) spelled ``-``, and followed
+    by a digest of the whole body: two long names sharing a prefix, or ``a_b`` and
+    ``a-b``, never end as one name. A ``tail`` that is itself a digest of the body
+    (``tail_digests_body``) already does that, and no second digest is added.
+    """
+    rule = value(SAGEMAKER_NAME)
+    limit = rule["max_length"] if limit is None else limit
+    whole = f"{head}-{body}-{tail}"
+    if len(whole) <= limit and _SAGEMAKER_PART.match(body):
+        return whole
+    digest = "" if tail_digests_body else f"{name_digest(body, rule['digest_chars'])}-"
+    room = limit - len(head) - len(tail) - len(digest) - 2
+    if room < 1:
+        raise InvalidIdentifier(
+            f"no room for {body[:64]!r} in a SageMaker name of {limit} characters "
+            f"after {head!r} and {tail!r}",
+            hint="use a shorter stage name",
+        )
+    short = re.sub(r"[^A-Za-z0-9-]", "-", body)[:room].strip("-") or "x"
+    return f"{head}-{short}-{digest}{tail}"

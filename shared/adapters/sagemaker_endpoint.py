@@ -19,6 +19,8 @@ from botocore.exceptions import ClientError
 
 from shared.adapters.codedeploy import DeploymentRefused, serve_function_name
 from shared.adapters.sagemaker_training import has_instance_storage
+from shared.cloud_facts import value
+from shared.identifiers import SAGEMAKER_NAME, sagemaker_name
 from shared.ports import Deployer, DeploymentPlan, StartedDeployment
 
 if TYPE_CHECKING:
@@ -40,12 +42,18 @@ class EndpointConfig:
     termination_wait_s: int = 600
 
 
+# An endpoint config is its model's name and ``-<artifact hash8>``.
+CONFIG_SUFFIX_CHARS = 9
+
+
 def model_name(prefix: str, dataset: str, version: int) -> str:
-    """The SageMaker model of one version: at most 54 characters, so that its endpoint
-    configs (``-<hash8>``) fit SageMaker's 63. A long dataset name is shortened, never
-    the version, so two versions never share a name."""
-    suffix = f"-v{version}"
-    return f"{prefix}-{dataset}"[: 54 - len(suffix)] + suffix
+    """The SageMaker model of one version: short enough that its endpoint configs
+    (``-<hash8>``) fit SageMaker's name limit. A long dataset name is shortened and
+    followed by a digest of the whole name (``shared.identifiers.sagemaker_name``), so two
+    long names sharing a prefix never share a model, and one dataset never serves
+    another's; the version is never shortened, so two versions never share a name."""
+    limit = value(SAGEMAKER_NAME)["max_length"] - CONFIG_SUFFIX_CHARS
+    return sagemaker_name(prefix, dataset, f"v{version}", limit=limit)
 
 
 def endpoint_names(prefix: str, dataset: str, version: int, sha256: str) -> tuple[str, str]:

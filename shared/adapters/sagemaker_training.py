@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 from shared import trainer
 from shared.cloud_facts import value
 from shared.errors import DhowError
+from shared.identifiers import name_digest, sagemaker_name
 from shared.ports import LaunchedTraining, TrainingJobRequest, TrainingLauncher
 
 if TYPE_CHECKING:
@@ -108,11 +109,18 @@ class TrainingJobConfig:
 
 
 def training_job_name(req: TrainingJobRequest, prefix: str) -> str:
-    """Deterministic and within SageMaker's 63 characters; ``prefix`` is ``dhow-<stage>``."""
-    ident = hashlib.sha256(
-        f"{req.sha256}|{req.spec_version}|{req.trainer_version}|{req.run_tag}".encode()
-    ).hexdigest()[:12]
-    return f"{prefix}-{req.dataset[:24]}-{req.sha256[:8]}-{ident}"[:63]
+    """Deterministic, and a valid SageMaker name (fact ``aws.sagemaker.resource_name``);
+    ``prefix`` is ``dhow-<stage>``, which the register rule matches, kept whole.
+
+    The tail (``<data hash8>-<run id12>``) is never cut: the run id digests the dataset,
+    its data, spec and trainer versions and the run tag, so two distinct runs never share
+    a name, however long the stage or the dataset. Only the dataset is shortened (a
+    longest stage leaves it 14 characters), and it is spelled with ``-`` for ``_``.
+    """
+    ident = name_digest(
+        f"{req.sha256}|{req.spec_version}|{req.trainer_version}|{req.run_tag}|{req.dataset}", 12
+    )
+    return sagemaker_name(prefix, req.dataset, f"{req.sha256[:8]}-{ident}", tail_digests_body=True)
 
 
 def quota_name(instance_type: str, spot: bool) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
+import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
 
@@ -27,7 +29,7 @@ from shared.adapters.sagemaker_endpoint import (
     endpoint_names,
 )
 from shared.canary import CanaryRule, alarm_names
-from shared.cloud_facts import fact
+from shared.cloud_facts import fact, value
 from shared.ports import DeploymentPlan
 from shared.settings import Settings
 from shared.triggers import parse_deployment_state_change
@@ -624,3 +626,35 @@ def test_the_spec_s_current_thresholds_reach_the_alarms_at_the_next_deployment()
         ws.assert_no_pending_responses()
     assert [a["Threshold"] for a in new] == [0.02, 1500.0]
     assert all("requests >= 50" in a["Metrics"][0]["Expression"] for a in new)
+
+
+SAGEMAKER_MODEL = botocore.session.get_session().get_service_model("sagemaker")
+
+
+def _valid_for_botocore(shape_name: str, name: str) -> bool:
+    """Within the length and pattern botocore's sagemaker model gives the shape."""
+    meta = SAGEMAKER_MODEL.shape_for(shape_name).metadata
+    return len(name) <= meta["max"] and re.fullmatch(meta["pattern"], name) is not None
+
+
+def test_two_long_datasets_sharing_a_prefix_never_share_a_model() -> None:
+    rule = value("aws.sagemaker.resource_name")
+    for shape in ("ModelName", "EndpointConfigName", "EndpointName"):
+        assert SAGEMAKER_MODEL.shape_for(shape).metadata["max"] == rule["max_length"]
+    first, second = "a" * 59 + "1", "a" * 59 + "2"  # 60 characters, one apart at the end
+    one = endpoint_names("dhow-prod", first, 4, SHA)
+    two = endpoint_names("dhow-prod", second, 4, SHA)
+    assert one[0] != two[0]  # else the second dataset's endpoint serves the first's model
+    assert one[1] != two[1]
+    underscored = endpoint_names("dhow-prod", "churn_model", 4, SHA)
+    hyphened = endpoint_names("dhow-prod", "churn-model", 4, SHA)
+    assert underscored != hyphened
+    for model, config in (one, two, underscored, hyphened):
+        assert _valid_for_botocore("ModelName", model), model
+        assert _valid_for_botocore("EndpointConfigName", config), config
+        assert model.endswith("-v4")
+    # A short, plain name keeps the name it always had.
+    assert endpoint_names("dhow-prod", "customers", 3, SHA) == (
+        "dhow-prod-customers-v3",
+        "dhow-prod-customers-v3-0a1b2c3d",
+    )

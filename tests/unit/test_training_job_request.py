@@ -9,6 +9,7 @@ a volume key is judged by the SageMaker SDK's own rule (sagemaker-core).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import botocore.session
@@ -26,7 +27,7 @@ from shared.adapters.sagemaker_training import (
     trainer_code_key,
     training_job_name,
 )
-from shared.cloud_facts import fact
+from shared.cloud_facts import fact, value
 from shared.events import ObjectRef
 from shared.ports import TrainingJobRequest
 from shared.settings import Settings
@@ -337,3 +338,29 @@ def test_instance_storage_families_agree_with_the_sagemaker_sdk() -> None:
     assert has_instance_storage("ml.g5.xlarge")
     assert has_instance_storage("ml.g4dn.xlarge")
     assert not has_instance_storage("ml.m5.xlarge")
+
+
+def _valid_for_botocore(shape_name: str, name: str) -> bool:
+    """Whether ``name`` is within the length and pattern botocore's sagemaker model gives
+    the shape (botocore's validator checks neither, so the test reads them itself)."""
+    meta = SAGEMAKER.shape_for(shape_name).metadata
+    return len(name) <= meta["max"] and re.fullmatch(meta["pattern"], name) is not None
+
+
+def test_distinct_runs_of_a_long_dataset_on_a_long_stage_never_share_a_job_name() -> None:
+    rule = value("aws.sagemaker.resource_name")
+    assert SAGEMAKER.shape_for("TrainingJobName").metadata["max"] == rule["max_length"]
+    assert SAGEMAKER.shape_for("TrainingJobName").metadata["pattern"] == rule["pattern"]
+    prefix = "dhow-" + "s" * 21  # the longest stage settings accept
+    long = REQ.model_copy(update={"dataset": "customer_churn_" + "x" * 48})  # 63, with "_"
+    # More runs than two hex digits of an id can tell apart (256): all must differ.
+    names = {
+        training_job_name(long.model_copy(update={"run_tag": f"retrain-{i}"}), prefix)
+        for i in range(300)
+    }
+    assert len(names) == 300
+    assert all(_valid_for_botocore("TrainingJobName", n) for n in names)
+    assert all(n.startswith(f"{prefix}-customer-churn-") for n in names)  # the rule's prefix
+    # Two long datasets sharing a prefix, with the same data, are two jobs.
+    other = long.model_copy(update={"dataset": "customer_churn_" + "x" * 47 + "y"})
+    assert training_job_name(other, prefix) != training_job_name(long, prefix)
