@@ -12,6 +12,7 @@ from types import FrameType
 
 from dhow_local.azure_runner import AzureRunner
 from dhow_local.platform import local_home
+from dhow_local.processes import MARKER_PROCESS
 from dhow_local.runner import Runner
 from shared.settings import Settings
 from shared.topology import build_topology
@@ -21,6 +22,10 @@ def main(argv: list[str]) -> int:
     if argv[1:] not in (["runner"], ["router"]):
         print("usage: python -m dhow_local runner|router", file=sys.stderr)
         return 2
+    # /proc keeps the marker `spawn` set, for `dhow local down`; what this process starts
+    # (training jobs, in sessions of their own) must not carry it, or they would be taken
+    # for the runner itself.
+    os.environ.pop(MARKER_PROCESS, None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
     # The Azure SDK logs every HTTP request at INFO; the functions' own lines are what matter.
     logging.getLogger("azure").setLevel(logging.WARNING)

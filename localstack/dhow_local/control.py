@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from dhow_local import platform as pf
+from dhow_local import processes
 from dhow_local.provision import LOCAL_ACCOUNT, provision_aws, provision_azure
 from shared.settings import Settings
 from shared.topology import build_topology
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+# Only `up` starts these; an emulator may also have been started on its own (a test
+# session's Azurite), in the same home, and is not `down`'s to stop while a state exists.
+PLATFORM_ONLY = ("runner", "router")
 
 
 def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None) -> Settings:
@@ -56,6 +61,7 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
         progress(f"stopping the local {state.cloud} platform first ...")
         down()
         state = pf.PlatformState()
+    preflight(cloud, state, home)
     for k, v in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(k, v)
     t0 = time.monotonic()
@@ -107,6 +113,9 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
         progress(f"router serving {pf.ROUTER_URL}/datasets/<dataset>/predict")
     state.cloud = cloud
     state.save(home)
+    # Each started alone, and each answered; all of them must still be up together (a
+    # runner that crashes on its first poll, an emulator that died under the provisioning).
+    pf.verify_running(state.processes)
     return {
         "cloud": cloud,
         "mode": state.mode,
@@ -118,24 +127,70 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
     }
 
 
+def preflight(cloud: str, state: pf.PlatformState, home: Path) -> None:
+    """Refuse to start beside a runner or router an earlier ``up`` here left running (two
+    runners would poll the same queues), or on a port another process holds."""
+    ours = {p.pid for p in state.processes}
+    strays = [
+        m for m in processes.marked_processes(home) if m.pid not in ours and m.name in PLATFORM_ONLY
+    ]
+    if strays:
+        named = ", ".join(f"{m.name} (pid {m.pid})" for m in strays)
+        raise pf.StrayProcess(
+            f"an earlier `dhow local up` in {home} left {named} running, and no state lists it",
+            hint="run `dhow local down`, which finds them by their marker, then `up` again",
+        )
+    pf.check_ports(cloud, ours)
+
+
+def _load_state(home: Path) -> pf.PlatformState | None:
+    """The state file, or None when it is gone or unreadable."""
+    if not (home / "state.json").exists():
+        return None
+    try:
+        return pf.PlatformState.load(home)
+    except (ValueError, TypeError):
+        return None
+
+
 def down() -> dict[str, Any]:
     home = pf.local_home()
-    state = pf.PlatformState.load(home)
+    state = _load_state(home)
+    listed = state.processes if state is not None else []
+    # What an earlier `up` here started but no state lists: all of it when the state file
+    # is gone; the runner and router otherwise (see PLATFORM_ONLY).
+    found = [
+        pf.ManagedProcess(name=m.name, pid=m.pid, log=str(home / f"{m.name}.log"))
+        for m in processes.marked_processes(home)
+        if m.pid not in {p.pid for p in listed} and (state is None or m.name in PLATFORM_ONLY)
+    ]
     # The runner and router first, so they do not log errors about a vanished LocalStack.
-    ordered = sorted(state.processes, key=lambda p: p.name not in ("runner", "router"))
-    result = {p.name: pf.stop_process(p, closed=pf.SHUTDOWN_DONE.get(p.name)) for p in ordered}
+    ordered = sorted([*listed, *found], key=lambda p: p.name not in PLATFORM_ONLY)
+    result: dict[str, str] = {}
+    for p in ordered:
+        key = p.name if p.name not in result else f"{p.name} (pid {p.pid})"
+        result[key] = pf.stop_process(p, closed=pf.SHUTDOWN_DONE.get(p.name))
     pf.PlatformState().save(home)
-    return {"stopped": result}
+    return {"stopped": result, "found_by_marker": [asdict(p) for p in found]}
 
 
 def status() -> dict[str, Any]:
     state = pf.PlatformState.load()
     health = pf.localstack_health() if state.cloud == "aws" else None
-    procs = [{**asdict(p), "alive": pf.pid_alive(p.pid)} for p in state.processes]
+    procs = [
+        {
+            **asdict(p),
+            "alive": (alive := pf.pid_alive(p.pid)),
+            "answering": alive and pf.answering(p),
+        }
+        for p in state.processes
+    ]
     if state.cloud == "aws":
-        ready = health is not None and all(p["alive"] for p in procs) and bool(procs or state.mode)
+        ready = (
+            health is not None and all(p["answering"] for p in procs) and bool(procs or state.mode)
+        )
     else:
-        ready = pf.azurite_up() and all(p["alive"] for p in procs)
+        ready = pf.azurite_up() and all(p["answering"] for p in procs)
     return {
         "cloud": state.cloud,
         "mode": state.mode,

@@ -4,7 +4,13 @@ LocalStack runs in Docker when an engine answers, and on the host otherwise,
 from its own virtualenv (``.venv-localstack``, made by ``make localstack-venv``)
 so that its pins never meet the project's. Azurite runs from npm with the
 machine's Node. Every process ``up`` starts is recorded with its pid in
-``.local/state.json``; ``down`` stops exactly those, SIGTERM first, then SIGKILL.
+``.local/state.json``, and carries a marker in its environment (dhow_local.processes),
+so ``down`` stops those, SIGTERM first, then SIGKILL, even when the state file is gone.
+
+A process counts as started only when it is alive and answers on its own port: a port
+held by someone else (an earlier platform's router, say) is answered by that other
+process, so "something answers" proves nothing. Every port is an env var, so a second
+platform (or a test) can run beside the default one.
 """
 
 from __future__ import annotations
@@ -19,26 +25,31 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dhow_local import processes
 from shared.errors import PlatformError
 
-LOCALSTACK_PORT = 4566
+LOCALSTACK_PORT = int(os.environ.get("DHOW_LOCALSTACK_PORT", "4566"))
 LOCALSTACK_URL = f"http://127.0.0.1:{LOCALSTACK_PORT}"
 # No dynamodb: LocalStack's DynamoDB downloads Java and DynamoDB Local from
 # outside at first use, which a machine without internet cannot do. moto's
 # server (pure Python, from PyPI) serves DynamoDB instead, on its own port.
 LOCALSTACK_SERVICES = "s3,sqs,events,scheduler,sns,sts,iam,cloudwatch,logs"
-DYNAMODB_PORT = 4567
+DYNAMODB_PORT = int(os.environ.get("DHOW_DYNAMODB_PORT", "4567"))
 # The local router: the serve functions' alias and CodeDeploy (dhow_local.router).
 # DHOW_ROUTER_PORT moves it (the test session runs an AWS and an Azure platform at once).
 ROUTER_PORT = int(os.environ.get("DHOW_ROUTER_PORT", "4570"))
 ROUTER_URL = f"http://127.0.0.1:{ROUTER_PORT}"
 DYNAMODB_URL = f"http://127.0.0.1:{DYNAMODB_PORT}"
-AZURITE_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
+AZURITE_PORTS = {
+    "blob": int(os.environ.get("DHOW_AZURITE_BLOB_PORT", "10000")),
+    "queue": int(os.environ.get("DHOW_AZURITE_QUEUE_PORT", "10001")),
+    "table": int(os.environ.get("DHOW_AZURITE_TABLE_PORT", "10002")),
+}
 # Azurite's published development account; it only exists inside Azurite.
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
@@ -61,6 +72,70 @@ def local_home() -> Path:
     home = Path(os.environ.get("DHOW_LOCAL_HOME", project_root() / ".local"))
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+LOG_TAIL_LINES = 15
+
+
+class PortInUse(PlatformError):
+    """A port the local platform needs is held by a process it did not start."""
+
+    reason = "port_in_use"
+
+    def __init__(self, service: str, holder: processes.PortHolder, env_var: str) -> None:
+        self.service, self.holder = service, holder
+        if holder.platform_home:
+            todo = (
+                f"stop that platform: `DHOW_LOCAL_HOME={holder.platform_home} dhow local down`"
+                f" (or `kill {holder.pid}`)"
+            )
+        elif holder.pid is not None:
+            todo = f"stop it (`kill {holder.pid}`)"
+        else:
+            todo = f"find it with `lsof -i :{holder.port}` (or `ss -ltnp`) and stop it"
+        super().__init__(
+            f"port {holder.port}, which the {service} needs, is held by {holder.describe()}",
+            hint=f"{todo}, or give the {service} another port with {env_var}",
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            **super().as_dict(),
+            "port": str(self.holder.port),
+            "service": self.service,
+            "pid": "" if self.holder.pid is None else str(self.holder.pid),
+            "command": self.holder.command,
+        }
+
+
+class ProcessNotReady(PlatformError):
+    """A process ``local up`` started died, or did not answer, within its time."""
+
+    reason = "process_not_ready"
+
+    def __init__(self, process: str, problem: str, log: Path | None) -> None:
+        self.process = process
+        self.log_tail = log_tail(log)
+        where = f"see {log}" if log is not None else "see the service's own logs"
+        super().__init__(
+            f"the {process} {problem}",
+            hint=where + (f"; last lines:\n{self.log_tail}" if self.log_tail else ""),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {**super().as_dict(), "process": self.process, "log_tail": self.log_tail}
+
+
+class StrayProcess(PlatformError):
+    """A process an earlier ``up`` in this home started is running, but no state lists it."""
+
+    reason = "stray_process"
+
+
+def log_tail(log: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if log is None or not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -150,9 +225,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path |
         if check():
             return
         time.sleep(0.2)
-    tail = ""
-    if log is not None and log.exists():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    tail = log_tail(log)
     raise PlatformError(
         f"{what} did not become ready within {timeout:.0f}s",
         hint=f"see {log}" + (f"; last lines:\n{tail}" if tail else ""),
@@ -166,13 +239,15 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 def spawn(name: str, argv: list[str], env: dict[str, str], home: Path) -> ManagedProcess:
     log = home / f"{name}.log"
+    # The marker lets `down` find it without the state file (processes.marked_processes).
+    marked = {**env, processes.MARKER_PROCESS: name, processes.MARKER_HOME: str(home.resolve())}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=marked,
             cwd=project_root(),
             start_new_session=True,  # its own process group, so stop() reaches its children
         )
@@ -224,6 +299,108 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def require_port(port: int, service: str, env_var: str, ours: Collection[int] = ()) -> None:
+    """Raise ``PortInUse`` unless ``port`` is free or held by one of ``ours`` (the pids,
+    session leaders, of this platform's own processes), naming who holds it."""
+    if processes.port_free(port):
+        return
+    holder = processes.holder_of(port) or processes.PortHolder(port=port, pid=None, command="?")
+    if holder.pid is not None and (holder.pid in ours or processes.session_of(holder.pid) in ours):
+        return
+    raise PortInUse(service, holder, env_var)
+
+
+def _owns(proc: ManagedProcess, ports: Iterable[int]) -> bool:
+    # False only when /proc shows another process on the port; unknown counts as ours,
+    # since require_port found the port free just before the spawn.
+    return all(processes.held_by_session(port, proc.pid) is not False for port in ports)
+
+
+def await_ready(
+    proc: ManagedProcess,
+    answers: Callable[[], bool],
+    ports: Iterable[int],
+    timeout: float,
+    what: str,
+) -> None:
+    """Wait until ``proc`` is alive and answers on its own ``ports``.
+
+    If it exits first, or does not answer within ``timeout`` (then it is stopped, so
+    nothing half-started is left behind), raise ``ProcessNotReady`` with its log's tail.
+    """
+    ports = list(ports)
+    log = Path(proc.log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(proc.pid):
+            child = _CHILDREN.pop(proc.pid, None)
+            code = child.wait(timeout=5) if child is not None else None
+            exited = "exited" if code is None else f"exited with code {code}"
+            raise ProcessNotReady(what, f"{exited} during start-up", log)
+        if answers() and _owns(proc, ports):
+            return
+        time.sleep(0.2)
+    stop_process(proc, grace_s=5.0)
+    raise ProcessNotReady(what, f"did not answer within {timeout:.0f}s (it was stopped)", log)
+
+
+def moto_answers() -> bool:
+    return http_answers(f"{DYNAMODB_URL}/moto-api/")
+
+
+def router_answers() -> bool:
+    return http_answers(f"{ROUTER_URL}/_router/status")
+
+
+def answering(proc: ManagedProcess) -> bool:
+    """Whether a running process of the platform answers on its own port(s); the runner
+    has none, so its being alive is what can be checked (its ready file was written)."""
+    probes: dict[str, tuple[Callable[[], bool], list[int]]] = {
+        "localstack": (lambda: localstack_health() is not None, [LOCALSTACK_PORT]),
+        "dynamodb": (moto_answers, [DYNAMODB_PORT]),
+        "azurite": (azurite_up, list(AZURITE_PORTS.values())),
+        "router": (router_answers, [ROUTER_PORT]),
+    }
+    probe, ports = probes.get(proc.name, (lambda: True, []))
+    return probe() and _owns(proc, ports)
+
+
+def verify_running(procs: Iterable[ManagedProcess], timeout: float = 10.0) -> None:
+    """After ``up``: every process it started is still alive and answering, or the one
+    that is not is named, with its log's tail (``ProcessNotReady``)."""
+    pending = list(procs)
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in pending:
+            if not pid_alive(proc.pid):
+                raise ProcessNotReady(proc.name, "exited after start-up", Path(proc.log))
+        pending = [p for p in pending if not answering(p)]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(p.name for p in pending)
+            raise ProcessNotReady(
+                names, f"stopped answering (checked for {timeout:.0f}s)", Path(pending[0].log)
+            )
+        time.sleep(0.2)
+
+
+def check_ports(cloud: str, ours: Collection[int] = ()) -> None:
+    """Before ``up`` starts anything: each port it will start a process on is free, or
+    held by one of ``ours``; an emulator already answering its own API on its port is
+    used as it is (LocalStack in Docker, a developer's own Azurite), as ``up`` always has."""
+    if cloud == "aws":
+        if localstack_health() is None:
+            require_port(LOCALSTACK_PORT, "LocalStack", "DHOW_LOCALSTACK_PORT", ours)
+        if not moto_answers():
+            require_port(DYNAMODB_PORT, "DynamoDB (moto)", "DHOW_DYNAMODB_PORT", ours)
+    elif not azurite_up():
+        for service, port in AZURITE_PORTS.items():
+            env_var = f"DHOW_AZURITE_{service.upper()}_PORT"
+            require_port(port, f"Azurite {service} service", env_var, ours)
+    require_port(ROUTER_PORT, "router", "DHOW_ROUTER_PORT", ours)
+
+
 def localstack_python() -> Path:
     explicit = os.environ.get("DHOW_LOCALSTACK_PYTHON")
     path = Path(explicit) if explicit else project_root() / ".venv-localstack" / "bin" / "python"
@@ -247,6 +424,7 @@ def start_localstack(home: Path, timeout: float = 60.0) -> ManagedProcess | None
         )
         wait_until(lambda: localstack_health() is not None, timeout, "LocalStack (docker)", None)
         return None
+    require_port(LOCALSTACK_PORT, "LocalStack", "DHOW_LOCALSTACK_PORT")
     env = {
         **os.environ,
         "GATEWAY_LISTEN": f"127.0.0.1:{LOCALSTACK_PORT}",
@@ -260,34 +438,24 @@ def start_localstack(home: Path, timeout: float = 60.0) -> ManagedProcess | None
     proc = spawn(
         "localstack", [str(localstack_python()), "-m", "localstack.runtime.main"], env, home
     )
-    wait_until(
-        lambda: localstack_health() is not None or not pid_alive(proc.pid),
-        timeout,
-        "LocalStack",
-        Path(proc.log),
+    await_ready(
+        proc, lambda: localstack_health() is not None, [LOCALSTACK_PORT], timeout, "LocalStack"
     )
-    if not pid_alive(proc.pid):
-        tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
-        raise PlatformError("LocalStack exited during start-up", hint=f"{proc.log}:\n{tail}")
     return proc
 
 
 def start_dynamodb(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
     """moto's server on its own port, answering DynamoDB (see LOCALSTACK_SERVICES)."""
-    if http_answers(f"{DYNAMODB_URL}/moto-api/"):
+    if moto_answers():
         return None
+    require_port(DYNAMODB_PORT, "DynamoDB (moto)", "DHOW_DYNAMODB_PORT")
     proc = spawn(
         "dynamodb",
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(DYNAMODB_PORT)],
         dict(os.environ),
         home,
     )
-    wait_until(
-        lambda: http_answers(f"{DYNAMODB_URL}/moto-api/"),
-        timeout,
-        "DynamoDB (moto)",
-        Path(proc.log),
-    )
+    await_ready(proc, moto_answers, [DYNAMODB_PORT], timeout, "DynamoDB (moto)")
     return proc
 
 
@@ -317,6 +485,8 @@ SHUTDOWN_DONE: dict[str, Callable[[], bool]] = {"azurite": azurite_closed}
 def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
     if azurite_up():
         return None
+    for service, port in AZURITE_PORTS.items():
+        require_port(port, f"Azurite {service} service", f"DHOW_AZURITE_{service.upper()}_PORT")
     # In memory, as LocalStack keeps its state: each `up` after a `down` starts empty,
     # so the blob watcher forgets what it announced too.
     (home / "blob-watcher.json").unlink(missing_ok=True)
@@ -334,11 +504,17 @@ def start_azurite(home: Path, timeout: float = 30.0) -> ManagedProcess | None:
             "127.0.0.1",
             "--tableHost",
             "127.0.0.1",
+            "--blobPort",
+            str(AZURITE_PORTS["blob"]),
+            "--queuePort",
+            str(AZURITE_PORTS["queue"]),
+            "--tablePort",
+            str(AZURITE_PORTS["table"]),
         ],
         dict(os.environ),
         home,
     )
-    wait_until(azurite_up, timeout, "Azurite", Path(proc.log))
+    await_ready(proc, azurite_up, AZURITE_PORTS.values(), timeout, "Azurite")
     return proc
 
 
@@ -352,26 +528,19 @@ def start_runner(home: Path, env: dict[str, str], timeout: float = 60.0) -> Mana
         {**env, "DHOW_RUNNER_READY_FILE": str(ready)},
         home,
     )
-    wait_until(
-        lambda: ready.exists() or not pid_alive(proc.pid), timeout, "the runner", Path(proc.log)
-    )
-    if not ready.exists():
-        tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
-        raise PlatformError("the runner exited during start-up", hint=f"{proc.log}:\n{tail}")
+    await_ready(proc, ready.exists, [], timeout, "runner")
     return proc
 
 
 def start_router(home: Path, env: dict[str, str], timeout: float = 60.0) -> ManagedProcess:
-    """Start the local router and wait until it answers."""
-    proc = spawn("router", [sys.executable, "-m", "dhow_local", "router"], env, home)
-    status = f"{ROUTER_URL}/_router/status"
-    wait_until(
-        lambda: http_answers(status) or not pid_alive(proc.pid),
-        timeout,
-        "the router",
-        Path(proc.log),
+    """Start the local router and wait until it, not another process on its port, answers."""
+    require_port(ROUTER_PORT, "router", "DHOW_ROUTER_PORT")
+    proc = spawn(
+        "router",
+        [sys.executable, "-m", "dhow_local", "router"],
+        # The port this process checked, whatever the caller's environment says.
+        {**env, "DHOW_ROUTER_PORT": str(ROUTER_PORT)},
+        home,
     )
-    if not http_answers(status):
-        tail = "\n".join(Path(proc.log).read_text(errors="replace").splitlines()[-15:])
-        raise PlatformError("the router exited during start-up", hint=f"{proc.log}:\n{tail}")
+    await_ready(proc, router_answers, [ROUTER_PORT], timeout, "router")
     return proc
