@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 from shared.adapters.azure import AzureClients, StorageQueueEventTap, azure_clients
 from shared.events import DatasetRejected, ModelApproved, PipelineEvent
 from shared.settings import Settings
+from shared.specs import PACKAGED_SPECS
 from shared.topology import Topology, build_topology
 from shared.wiring import build_model_registry, build_ports
 
@@ -31,6 +33,25 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "localstack" / "samples"
 STAGE = "azflow"
 ROUTER_PORT = 4571
+LOCAL_MINUTE_S = 8
+ROLLOUT_MIN_REQUESTS = 10
+CALLERS = 4  # concurrent callers through the router during a rollout
+
+
+def _specs_with_min_requests(directory: Path, min_requests: int) -> Path:
+    """The shipped specs, with the canary judged on ``min_requests`` of the candidate's
+    own requests: the rule and every other field stay as shipped. On this loaded 2-core
+    machine the candidate's 10% of one local minute ranged from 12 to 34 requests, across
+    the shipped 20, so a broken canary was sometimes promoted for want of evidence (as
+    the rule says it is, in the cloud too); at 10 the verdict is the test's to assert."""
+    import yaml
+
+    for path in PACKAGED_SPECS.glob("*.yaml"):
+        spec = yaml.safe_load(path.read_text())
+        if "serving" in spec:
+            spec["serving"]["min_requests"] = min_requests
+        (directory / path.name).write_text(yaml.safe_dump(spec, sort_keys=False))
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +62,17 @@ def platform(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     from dhow_local import platform as pf
 
     home = tmp_path_factory.mktemp("dhow-azure")
+    specs = _specs_with_min_requests(tmp_path_factory.mktemp("specs"), ROLLOUT_MIN_REQUESTS)
     saved = dict(os.environ)
     os.environ.update(
         {
             "DHOW_LOCAL_HOME": str(home),
             "DHOW_STAGE": STAGE,
-            "DHOW_LOCAL_MINUTE_SECONDS": "5",
+            # 8 s, not the AWS session's 5: the canary's 10% of one minute must reach
+            # min_requests of its own on a loaded machine before it is judged.
+            "DHOW_LOCAL_MINUTE_SECONDS": str(LOCAL_MINUTE_S),
             "DHOW_ROUTER_PORT": str(ROUTER_PORT),
+            "DHOW_SPECS_DIR": str(specs),
         }
     )
     saved_port, saved_url = pf.ROUTER_PORT, pf.ROUTER_URL
@@ -179,12 +204,6 @@ def _deployed(settings: Settings) -> bool:
     return bool(status.get("traffic")) and bool(history) and history[0]["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="timing-sensitive on a loaded 2-core machine: the local Azure judge can read the "
-    "router's periods before the candidate's requests are counted (passed in full run 2, "
-    "failed in runs 3 and 4); open in issue 15",
-)
 def test_approved_model_is_deployed_and_served(settings: Settings) -> None:
     deadline = time.monotonic() + 90
     while not _deployed(settings):
@@ -200,7 +219,11 @@ def test_approved_model_is_deployed_and_served(settings: Settings) -> None:
         "emirate": "dubai",
         "has_mobile_app": True,
     }
-    r = httpx.post(f"http://127.0.0.1:{ROUTER_PORT}/datasets/customers/predict", json=row)
+    # The first request loads the model: a cold load on a loaded machine took over the
+    # default 5 s.
+    r = httpx.post(
+        f"http://127.0.0.1:{ROUTER_PORT}/datasets/customers/predict", json=row, timeout=60
+    )
     assert r.status_code == 200, r.text
 
 
@@ -266,7 +289,7 @@ def test_drift_timer_and_requests_run_checks(
     from shared.services.drift import drift_history
 
     lineage = build_ports(settings).lineage
-    # The timer fires each local minute (5 s) and sends the checks that are due; the
+    # The timer fires each local minute (8 s) and sends the checks that are due; the
     # dataset had never been checked, so one was due at once.
     deadline = time.monotonic() + 60
     while not drift_history(lineage, "customers"):
@@ -378,10 +401,26 @@ def _play(client: httpx.Client, candidate: int, batch: int) -> tuple[list[httpx.
     while _router(client).get("candidate") != candidate:
         assert time.monotonic() < deadline, "the router never split to the candidate"
         time.sleep(0.05)  # the router reads the deployer's row on its next tick
+    # Several callers at once, as an endpoint's clients are: one sequential caller on a
+    # loaded 2-core machine sent ~26 requests a second, so the candidate's 10% of one
+    # local minute came to fewer than min_requests (20) when the deployer judged it, and
+    # a broken canary was promoted for want of evidence, as the cloud's rule says it is.
     answers: list[httpx.Response] = []
+    lock = threading.Lock()
     t0 = time.monotonic()
-    while len(answers) < 2000 and _router(client).get("status") == "InProgress":
-        answers.extend(client.post(PREDICT, json=ROW) for _ in range(batch))
+
+    def caller() -> None:
+        with httpx.Client(timeout=30) as own:
+            while len(answers) < 4000 and _router(own).get("status") == "InProgress":
+                got = [own.post(PREDICT, json=ROW) for _ in range(batch)]
+                with lock:
+                    answers.extend(got)
+
+    workers = [threading.Thread(target=caller) for _ in range(CALLERS)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     return answers, time.monotonic() - t0
 
 
@@ -437,12 +476,6 @@ def test_a_healthy_canary_is_stepped_to_all_traffic(
     print(f"\nhealthy canary on Azure: {served} in {seconds:.1f} s of rollout")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="timing-sensitive on a loaded 2-core machine: the local Azure judge can read the "
-    "router's periods before the candidate's requests are counted (passed in full run 2, "
-    "failed in runs 3 and 4); open in issue 15",
-)
 def test_a_broken_canary_is_rolled_back_by_itself(
     clients: AzureClients, topo: Topology, settings: Settings
 ) -> None:
@@ -457,8 +490,8 @@ def test_a_broken_canary_is_rolled_back_by_itself(
         stable, candidate, correlation = _approve(
             settings, broken_model(_champion_bytes(settings)), "broken"
         )
-        # min_requests (20) of the candidate's own at its 10% share take 200 requests,
-        # inside the canary's one local minute (5 s), before the deployer's check.
+        # min_requests (10 here) of the candidate's own at its 10% share take 100 requests,
+        # inside the canary's one local minute (8 s), before the deployer's check.
         answers, seconds = _play(client, candidate, batch=20)
         started, rolled = _ended(clients, topo, correlation)
         assert isinstance(started, DeploymentStarted)
