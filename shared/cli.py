@@ -151,17 +151,23 @@ def local_up(cloud: str, as_json: bool) -> None:
 @local.command("down")
 @json_option
 def local_down(as_json: bool) -> None:
-    """Stop every process `local up` started (SIGTERM, then SIGKILL)."""
+    """Stop every process `local up` started (SIGTERM, then SIGKILL), also those no state
+    file lists any more (found by the marker `up` puts in their environment)."""
     from dhow_local import control
 
-    result = control.down()
-    _emit(
-        as_json,
-        {"ok": True, **result},
-        lambda: click.echo(
+    try:
+        result = control.down()
+    except DhowError as exc:
+        _fail(as_json, exc)
+
+    def text() -> None:
+        click.echo(
             "\n".join(f"{k}: {v}" for k, v in result["stopped"].items()) or "nothing was running"
-        ),
-    )
+        )
+        for p in result["found_by_marker"]:
+            click.echo(f"  ({p['name']}, pid {p['pid']}: no state listed it; found by its marker)")
+
+    _emit(as_json, {"ok": True, **result}, text)
 
 
 @local.command("status")
@@ -175,7 +181,7 @@ def local_status(as_json: bool) -> None:
     def text() -> None:
         click.echo(f"cloud {result['cloud']}, mode {result['mode']}, ready: {result['ready']}")
         for p in result["processes"]:
-            state = "running" if p["alive"] else "DEAD"
+            state = "DEAD" if not p["alive"] else "running" if p["answering"] else "NOT ANSWERING"
             click.echo(f"  {p['name']}: pid {p['pid']} {state} (log {p['log']})")
         if result["localstack_services"]:
             services = ", ".join(f"{k}={v}" for k, v in result["localstack_services"].items())

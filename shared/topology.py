@@ -225,6 +225,54 @@ def ingest_timeout_s(max_upload_bytes: int) -> int:
     return -(-max_upload_bytes // INGEST_MIN_STREAM_BYTES_PER_S)
 
 
+# Azure Functions' queue trigger retries a failed message after host.json's
+# extensions.queues.visibilityTimeout and poisons it after maxDequeueCount deliveries: one
+# value each for the whole app, where SQS has one per queue (test_topology reads host.json).
+AZURE_QUEUE_RETRY_S = 30
+AZURE_MAX_DEQUEUE_COUNT = 3
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """How a function's queue hands back a message its function failed on."""
+
+    # The least time from a failed delivery's last claim write to the next delivery.
+    gap_s: int
+    # Deliveries in all before the message goes to the DLQ (poison queue).
+    deliveries: int
+
+
+def redelivery(topology: Topology, function: str, cloud: Literal["aws", "azure"]) -> Redelivery:
+    """The retry schedule of ``function``'s trigger queue on ``cloud``.
+
+    SQS hides a received message for the queue's visibility timeout, counted from the
+    receive (fact aws.sqs.redelivery_after_visibility_timeout); the function writes its
+    claim at most its timeout after that, so the next delivery finds the claim at least
+    visibility - timeout old. Azure's queue trigger makes a failed message visible again
+    visibilityTimeout after the failure (fact azure.functions.queue_retry_schedule).
+    """
+    fn = topology.function(function)
+    if fn.trigger_queue is None:
+        raise KeyError(f"{function} has no trigger queue")
+    queue = topology.queue(fn.trigger_queue)
+    if cloud == "azure":
+        return Redelivery(gap_s=AZURE_QUEUE_RETRY_S, deliveries=AZURE_MAX_DEQUEUE_COUNT)
+    return Redelivery(
+        gap_s=queue.visibility_timeout_s - fn.timeout_s, deliveries=queue.max_receive_count
+    )
+
+
+def claim_window_s(topology: Topology, function: str, cloud: Literal["aws", "azure"]) -> int:
+    """How long ``function``'s unfinished claim holds off another delivery.
+
+    Two thirds of the redelivery gap: a crashed holder's claim is stale by the next
+    delivery, which takes it over (so the row never sits ``claimed`` while its message
+    goes to the DLQ), with a third to spare for clock skew between instances. Work that
+    can outlast it renews the claim every third of it (shared.services.claims.renewing).
+    """
+    return max(1, redelivery(topology, function, cloud).gap_s * 2 // 3)
+
+
 def processing_job_prefix(stage: str) -> str:
     """Every validation job of a stage is named ``<this><dataset>-...``: its IAM scope and
     the rule that routes its end back to validate both match on it."""

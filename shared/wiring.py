@@ -27,7 +27,7 @@ from shared.ports import (
     ValidationJobLauncher,
 )
 from shared.settings import Settings
-from shared.topology import Topology, build_topology
+from shared.topology import Topology, build_topology, claim_window_s
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -185,7 +185,7 @@ def build_validate_service(settings: Settings, ports: Ports | None = None) -> Va
         specs_dir=settings.specs_dir,
         inline_max_bytes=settings.validate_inline_max_bytes,
         chunk_rows=settings.validate_chunk_rows,
-        claim_seconds=settings.ingest_claim_seconds,
+        claim_seconds=claim_window_s(topo, "validate", settings.cloud),
         jobs=build_validation_jobs(settings),
     )
 
@@ -314,7 +314,7 @@ def build_register_service(settings: Settings, ports: Ports | None = None) -> Re
         p.lineage,
         build_model_registry(settings, p),
         specs_dir=settings.specs_dir,
-        claim_seconds=settings.ingest_claim_seconds,
+        claim_seconds=claim_window_s(build_topology(settings.stage), "register", settings.cloud),
     )
 
 
@@ -329,7 +329,7 @@ def build_ingest_service(settings: Settings, ports: Ports | None = None) -> Inge
         p.lineage,
         staging_container=topo.bucket("staging").name,
         max_upload_bytes=settings.max_upload_bytes,
-        claim_seconds=settings.ingest_claim_seconds,
+        claim_seconds=claim_window_s(topo, "ingest", settings.cloud),
     )
 
 
@@ -548,7 +548,7 @@ def build_deploy_service(settings: Settings, ports: Ports | None = None) -> Depl
         p.bus,
         p.lineage,
         specs_dir=settings.specs_dir,
-        claim_seconds=settings.ingest_claim_seconds,
+        claim_seconds=claim_window_s(build_topology(settings.stage), "deploy", settings.cloud),
     )
 
 

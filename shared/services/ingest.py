@@ -14,7 +14,8 @@ Steps, for one object under ``datasets/<name>/`` of the raw bucket:
 5. publish ``DatasetIngested``, then mark the lineage row done.
 
 A crash between 3 and 5 leaves the row ``claimed``; the next delivery takes the
-claim over once it is older than ``claim_seconds`` and finishes the work.
+claim over once it is older than ``claim_seconds`` (derived from the queue's retry
+schedule: ``shared.topology.claim_window_s``) and finishes the work.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.identifiers import checked_correlation_id
 from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
-from shared.services.claims import claim, complete
+from shared.services.claims import claim, complete, renewing
 from shared.topology import DATASETS_PREFIX
 from shared.triggers import ObjectCreated
 
@@ -218,10 +219,14 @@ class IngestService:
         correlation = str(claimed.record.attributes.get("correlation_id") or correlation)
         uploader = claimed.record.attributes.get("uploader") or uploader
 
-        if not self._store.exists(staged):
-            self._store.copy(
-                obj.ref, staged, metadata={"sha256": sha, "source": obj.ref.uri, "dataset": dataset}
-            )
+        # A copy of a large upload can outlast a window sized to Azure's 30 s retries.
+        with renewing(self._lineage, claimed, self._claim):
+            if not self._store.exists(staged):
+                self._store.copy(
+                    obj.ref,
+                    staged,
+                    metadata={"sha256": sha, "source": obj.ref.uri, "dataset": dataset},
+                )
         self._bus.publish(
             DatasetIngested(
                 # Derived from the bytes, so consumers can de-duplicate a re-publish.

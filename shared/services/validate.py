@@ -45,7 +45,7 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
 )
-from shared.services.claims import Claim, claim, complete
+from shared.services.claims import Claim, claim, complete, renewing
 from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
 from shared.topology import DATASETS_PREFIX
 from shared.validation import FileFormat, ValidationReport, validate_file
@@ -313,7 +313,12 @@ class ValidateService:
         assert spec is not None
         if event.size_bytes > self._inline_max:
             return self._hand_off(event, spec_version, claimed)
-        with tempfile.TemporaryDirectory(prefix="dhow-staged-") as tmp:
+        # Validating up to the inline limit takes minutes, longer than a claim window
+        # derived from Azure's 30 s retries: the claim is renewed while the work runs.
+        with (
+            renewing(self._lineage, claimed, self._claim),
+            tempfile.TemporaryDirectory(prefix="dhow-staged-") as tmp,
+        ):
             path = Path(tmp) / f"staged.{event.format}"
             self._store.download(event.staged, path)
             result = self._files.validate(
@@ -329,7 +334,14 @@ class ValidateService:
             return ValidateOutcome(status="ignored", job_name=ended.job_name)
         dataset, sha = ident
         row = self._lineage.get(dataset, validate_record_id(sha))
-        if row is None or row.attributes.get("job_name") != ended.job_name:
+        recorded = row.attributes.get("job_name") if row is not None else None
+        # A row still "claimed" with no job recorded is a hand-off that crashed (or is still
+        # running) between launching the job and recording it: the job's end is the only
+        # word that job will send, so it is kept (backing off while the claim is fresh, taking
+        # it over once stale) rather than dropped, which left the row to a redelivery that
+        # found the job's name again and recorded it "handed_off", done, never answered.
+        unrecorded = row is not None and row.status == "claimed" and recorded is None
+        if row is None or (recorded != ended.job_name and not unrecorded):
             # Not the job this version was handed to (or not one we started): not ours.
             log.warning("job %s is not the job of %s %s; ignored", ended.job_name, dataset, sha)
             return ValidateOutcome(status="ignored", job_name=ended.job_name)

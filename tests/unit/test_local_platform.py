@@ -104,6 +104,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     h = tmp_path / "home"
     h.mkdir()
     monkeypatch.setenv("DHOW_LOCAL_HOME", str(h))
+    move_ports(monkeypatch)
+    return h
+
+
+def move_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every port of the platform on a free one, away from the integration suite's."""
     ls, ddb, router = free_port(), free_port(), free_port()
     monkeypatch.setattr(pf, "LOCALSTACK_PORT", ls)
     monkeypatch.setattr(pf, "LOCALSTACK_URL", f"http://127.0.0.1:{ls}")
@@ -114,7 +120,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(
         pf, "AZURITE_PORTS", {"blob": free_port(), "queue": free_port(), "table": free_port()}
     )
-    return h
 
 
 def spawn_marked(name: str, home: Path, code: str = SLEEPER) -> pf.ManagedProcess:
