@@ -38,6 +38,10 @@ class StackConfig:
     arch: Arch = "x86_64"
     log_retention_days: int = 365
     alert_emails: tuple[str, ...] = ()
+    # Role ARNs (IAM wildcards allowed) of the people who redrive a DLQ: a redrive sends
+    # to the source queue with their own permissions, and the queues deny every other
+    # sender in the account (infra/aws/events.py).
+    queue_operators: tuple[str, ...] = ()
     vpc_cidr: str = "10.42.0.0/16"
     training_image_uri: str = ""  # empty: the SDK resolves it for the region at `pulumi up`
     inference_image_uri: str = ""  # empty: the SDK resolves it for the region, as training
@@ -66,6 +70,7 @@ def load() -> StackConfig:
     """The current stack's configuration, checked. Called once, by ``__main__``."""
     cfg = pulumi.Config("dhow")
     emails = cfg.get_object("alertEmails")
+    operators = cfg.get_object("queueOperators")
     values: dict[str, Any] = {
         "cloud": cfg.get("cloud"),
         "region": cfg.get("region"),
@@ -73,6 +78,7 @@ def load() -> StackConfig:
         "arch": cfg.get("arch"),
         "log_retention_days": cfg.get_int("logRetentionDays"),
         "alert_emails": tuple(emails) if isinstance(emails, list) else None,
+        "queue_operators": tuple(operators) if isinstance(operators, list) else None,
         "vpc_cidr": cfg.get("vpcCidr"),
         "training_image_uri": cfg.get("trainingImageUri"),
         "inference_image_uri": cfg.get("inferenceImageUri"),

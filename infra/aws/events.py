@@ -8,26 +8,78 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from infra.aws.iam import function_role_name, scheduler_role_name
 from infra.config import StackConfig
+from shared.cloud_facts import value
 
 
-def queue_policy(queue_arn: str, source_arns: list[str]) -> str:
-    """EventBridge may send to the queue only for the stack's own rules."""
-    return json.dumps(
+def queue_policy(queue_arn: str, rule_arns: list[str], sender_roles: list[str]) -> str:
+    """Who may send to one queue of the stack.
+
+    EventBridge may send only for the stack's own rules (``aws:SourceArn``). Everyone
+    else in the account is denied outright, whatever their own policies allow, unless
+    they are one of ``sender_roles``: the roles the stack sends with (the scheduler's,
+    a function's for its failed asynchronous calls) and the operators named in
+    ``dhow:queueOperators`` (a DLQ redrive sends with the operator's own permissions).
+    AWS service principals are left out of the Deny: a service can act on the queue
+    only through the Allow above, which names the stack's rules (facts
+    aws.sqs.deny_foreign_senders_keys, aws.iam.negated_condition_missing_key)."""
+    keys = value("aws.sqs.deny_foreign_senders_keys")
+    statements: list[dict[str, object]] = []
+    if rule_arns:
+        statements.append(
+            {
+                "Sid": "FromStackRules",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": sorted(rule_arns)}},
+            }
+        )
+    deny_when: dict[str, dict[str, object]] = {
+        "Bool": {keys["service"]: "false"},
+    }
+    if sender_roles:
+        deny_when["ArnNotLike"] = {keys["principal"]: sorted(set(sender_roles))}
+    statements.append(
         {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "FromStackRules",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "events.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": sorted(source_arns)}},
-                }
-            ],
+            "Sid": "NoOtherSenders",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": deny_when,
         }
     )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def sender_roles(cfg: StackConfig) -> dict[str, list[str]]:
+    """The roles the stack itself sends to each queue with ("drift", "drift-dlq", ...;
+    the serve functions' "async-failures"), by role name: EventBridge Scheduler sends
+    the drift checks (and what it cannot deliver to their DLQ) with its role, and Lambda
+    sends a function's failed asynchronous call to its DLQ with the function's role.
+    Nothing else in the stack sends to a queue: the functions only receive and delete."""
+    topo = cfg.topology
+    out: dict[str, list[str]] = {}
+    for sched in topo.schedules:
+        for key in (sched.target_queue, f"{sched.target_queue}-dlq"):
+            out.setdefault(key, []).append(scheduler_role_name(cfg.prefix))
+    for fn in topo.functions:
+        if fn.trigger_queue is not None:
+            out.setdefault(f"{fn.trigger_queue}-dlq", []).append(function_role_name(fn.name))
+        else:
+            for spec in cfg.specs:
+                if spec.serving.target == "lambda":
+                    deployed = f"{fn.name}-{spec.name}"
+                    out.setdefault("async-failures", []).append(function_role_name(deployed))
+    return out
+
+
+def role_arns(account: str, names: list[str], cfg: StackConfig) -> list[str]:
+    """The stack's sender roles as ARNs, and the operators who may redrive a DLQ."""
+    return [f"arn:aws:iam::{account}:role/{n}" for n in names] + list(cfg.queue_operators)
 
 
 class EventWiring(pulumi.ComponentResource):
@@ -36,7 +88,12 @@ class EventWiring(pulumi.ComponentResource):
     rules: dict[str, aws.cloudwatch.EventRule]
 
     def __init__(
-        self, name: str, cfg: StackConfig, key: aws.kms.Key, opts: pulumi.ResourceOptions
+        self,
+        name: str,
+        cfg: StackConfig,
+        account: pulumi.Output[str],
+        key: aws.kms.Key,
+        opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("dhow:aws:EventWiring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -75,7 +132,7 @@ class EventWiring(pulumi.ComponentResource):
         self.rules = {}
         # Each queue a rule delivers to (and its DLQ, for what cannot be delivered) admits
         # exactly the rules that send to it.
-        senders: dict[str, tuple[aws.sqs.Queue, list[pulumi.Output[str]]]] = {}
+        rule_arns: dict[str, list[pulumi.Output[str]]] = {}
         for r in topo.rules:
             bus_name = "default" if r.bus == "default" else self.bus.name
             rule = aws.cloudwatch.EventRule(
@@ -97,18 +154,26 @@ class EventWiring(pulumi.ComponentResource):
                 opts=child,
             )
             self.rules[r.logical] = rule
-            for key, queue in (
-                (r.target_queue, self.queues[r.target_queue]),
-                (f"{r.target_queue}-dlq", self.dlqs[r.target_queue]),
-            ):
-                senders.setdefault(key, (queue, []))[1].append(rule.arn)
+            for key in (r.target_queue, f"{r.target_queue}-dlq"):
+                rule_arns.setdefault(key, []).append(rule.arn)
 
-        for target, (queue, arns) in senders.items():
+        # Every queue and DLQ has a policy, those no rule sends to too: without one, any
+        # principal of the account that may sqs:SendMessage could feed a function.
+        roles = sender_roles(cfg)
+        every = [(q.logical, self.queues[q.logical]) for q in topo.queues] + [
+            (f"{q.logical}-dlq", self.dlqs[q.logical]) for q in topo.queues
+        ]
+        for target, queue in every:
+            names = roles.get(target, [])
+
+            def document(v: list[str], names: list[str] = names) -> str:
+                return queue_policy(v[1], list(v[2:]), role_arns(v[0], names, cfg))
+
             aws.sqs.QueuePolicy(
                 f"{target}-from-rules",
                 queue_url=queue.url,
-                policy=pulumi.Output.all(queue.arn, *arns).apply(
-                    lambda v: queue_policy(v[0], list(v[1:]))
+                policy=pulumi.Output.all(account, queue.arn, *rule_arns.get(target, [])).apply(
+                    document
                 ),
                 opts=child,
             )

@@ -10,7 +10,8 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.iam import AwsScope, assume_role_policy, function_policy
+from infra.aws.events import queue_policy, role_arns, sender_roles
+from infra.aws.iam import AwsScope, assume_role_policy, function_policy, function_role_name
 from infra.code_bundle import code_archive, layer_archive, layer_path
 from infra.config import StackConfig
 from layers.catalogue import FUNCTION_LAYERS
@@ -53,6 +54,16 @@ class Functions(pulumi.ComponentResource):
             kms_master_key_id=key.arn,
             message_retention_seconds=14 * 24 * 3600,
             tags=cfg.tags,
+            opts=child,
+        )
+        # Only the serve functions' own roles may send there (infra/aws/events.py).
+        serve_roles = sender_roles(cfg).get("async-failures", [])
+        aws.sqs.QueuePolicy(
+            "async-failures-senders",
+            queue_url=self.failures.url,
+            policy=pulumi.Output.all(account, self.failures.arn).apply(
+                lambda v: queue_policy(v[1], [], role_arns(str(v[0]), serve_roles, cfg))
+            ),
             opts=child,
         )
         self.layers: dict[str, aws.lambda_.LayerVersion] = {}
@@ -123,7 +134,7 @@ class Functions(pulumi.ComponentResource):
         cfg, child = self._cfg, pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
             deployed,
-            name=f"{deployed}-fn"[:64],
+            name=function_role_name(deployed),
             assume_role_policy=json.dumps(assume_role_policy("lambda.amazonaws.com")),
             tags=cfg.tags,
             opts=child,

@@ -70,6 +70,16 @@ def sagemaker_role_name(prefix: str) -> str:
     return f"{prefix}-sagemaker"
 
 
+def function_role_name(deployed: str) -> str:
+    """The role of one deployed function (IAM role names are at most 64 characters)."""
+    return f"{deployed}-fn"[:64]
+
+
+def scheduler_role_name(prefix: str) -> str:
+    """The role EventBridge Scheduler sends the drift checks' messages with."""
+    return f"{prefix}-scheduler"
+
+
 def _bucket_arns(name: str, actions: tuple[str, ...]) -> list[str]:
     arns = []
     if any(a in S3_BUCKET_ACTIONS for a in actions):

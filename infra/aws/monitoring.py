@@ -8,7 +8,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.iam import assume_role_policy
+from infra.aws.iam import assume_role_policy, scheduler_role_name
 from infra.config import StackConfig
 
 
@@ -132,7 +132,7 @@ class Monitoring(pulumi.ComponentResource):
 
         self.scheduler_role = aws.iam.Role(
             "scheduler",
-            name=f"{cfg.prefix}-scheduler",
+            name=scheduler_role_name(cfg.prefix),
             assume_role_policy=account.apply(
                 lambda a: json.dumps(assume_role_policy("scheduler.amazonaws.com", a))
             ),

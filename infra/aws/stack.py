@@ -29,7 +29,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     lake = DataLake("data-lake", cfg, account, opts)
     lineage = Lineage("lineage", cfg, lake.key, opts)
     training = Training("training", cfg, account, lake.key, lake.buckets["models"], provider, opts)
-    events = EventWiring("events", cfg, lake.key, opts)
+    events = EventWiring("events", cfg, account, lake.key, opts)
     monitoring = Monitoring("monitoring", cfg, account, lake.key, events.queues, events.dlqs, opts)
     env: dict[str, pulumi.Input[str]] = {
         c.CLOUD: "aws",

@@ -153,12 +153,16 @@ def test_queues_dlqs_rules_and_mappings_match_the_topology(aws_program: Program)
 
 
 def test_queue_policies_admit_only_the_stack_s_rules(aws_program: Program) -> None:
+    # Every Allow is for EventBridge and the stack's rules; the Deny of everyone else is
+    # judged in tests/infra/test_queue_policies.py.
     for policy in aws_program.of_type("aws:sqs/queuePolicy:QueuePolicy"):
-        stmt = json.loads(policy.inputs["policy"])["Statement"][0]
-        assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
-        sources = stmt["Condition"]["ArnEquals"]["aws:SourceArn"]
-        assert sources
-        assert all(":dhow-uae-prod-" in s for s in sources)
+        for stmt in json.loads(policy.inputs["policy"])["Statement"]:
+            if stmt["Effect"] != "Allow":
+                continue
+            assert stmt["Principal"] == {"Service": "events.amazonaws.com"}
+            sources = stmt["Condition"]["ArnEquals"]["aws:SourceArn"]
+            assert sources
+            assert all(":dhow-uae-prod-" in s for s in sources)
 
 
 def test_functions_one_per_topology_entry_serve_per_dataset(
