@@ -182,15 +182,7 @@ def ingest_setup() -> tuple[MemoryStore, MemoryBus, MemoryLineage, ObjectCreated
     store, bus, lineage = MemoryStore(), MemoryBus(), MemoryLineage()
     key = "datasets/customers/upload.csv"
     store.put_bytes(ObjectRef(container=RAW, key=key), SAMPLE)
-    info = store.head(ObjectRef(container=RAW, key=key))
-    obj = ObjectCreated(
-        container=RAW,
-        key=key,
-        size=len(SAMPLE),
-        etag=info.etag,
-        version_id=info.version_id,
-        source_event="test",
-    )
+    obj = ObjectCreated(container=RAW, key=key, size=len(SAMPLE), source_event="test")
     return store, bus, lineage, obj
 
 
