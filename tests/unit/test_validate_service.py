@@ -285,3 +285,49 @@ def test_large_file_without_a_job_runner_fails_loudly() -> None:
         svc.handle(event)
     assert "DHOW_VALIDATE_INLINE_MAX_BYTES" in info.value.hint
     assert bus.events == []
+
+
+def test_a_job_whose_hand_off_crashed_before_it_was_recorded_is_still_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Launched, then the function died before writing "handed_off": the row is left
+    "claimed" with no job name. The job's end must not be dropped as "not our job": it
+    backs off while the claim is fresh and finishes the work once the claim is stale."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.errors import WorkInProgress
+    from shared.topology import build_topology
+
+    topo = build_topology("t1")
+    data = SAMPLE.read_bytes()
+    jobs = RecordingJobs()
+    svc, store, bus, lineage, event = setup(
+        data, inline_max=1000, jobs=jobs, curated=topo.bucket("curated").name
+    )
+
+    def crash(*_: Any) -> bool:
+        raise DhowError("lineage unavailable", reason="lineage_unavailable")
+
+    monkeypatch.setattr(lineage, "replace", crash)  # the write of "handed_off"
+    with pytest.raises(DhowError):
+        svc.handle(event)
+    monkeypatch.undo()
+    [req] = jobs.requests
+    key = ("customers", validate_record_id(event.sha256))
+    assert lineage.rows[key].status == "claimed"
+    assert "job_name" not in lineage.rows[key].attributes
+
+    _run_job(store, event, tmp_path, data)
+    ended = _job_ended(event, f"job-{req.sha256[:8]}", "Completed")
+    with pytest.raises(WorkInProgress):  # the holder may still be about to record it
+        svc.finish_job(ended)
+    lineage.rows[key] = lineage.rows[key].model_copy(
+        update={"updated_at": datetime.now(UTC) - timedelta(hours=2)}
+    )
+    assert svc.finish_job(ended).status == "validated"
+    [out] = bus.events
+    assert isinstance(out, DatasetValidated)
+    assert lineage.rows[key].status == "validated"
+    # The redelivered DatasetIngested finds the work done; the job is not launched again.
+    assert svc.handle(event).status == "duplicate"
+    assert len(jobs.requests) == 1
