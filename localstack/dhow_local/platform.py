@@ -117,6 +117,8 @@ class ProcessNotReady(PlatformError):
         self.process = process
         self.log_tail = log_tail(log)
         where = f"see {log}" if log is not None else "see the service's own logs"
+        # What `up` had started before this one keeps running until `down` stops it.
+        where += "; `dhow local down` stops what `up` started"
         super().__init__(
             f"the {process} {problem}",
             hint=where + (f"; last lines:\n{self.log_tail}" if self.log_tail else ""),

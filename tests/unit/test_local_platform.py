@@ -313,3 +313,17 @@ def test_platform_ports_follow_their_env_vars() -> None:
         "TableEndpoint=http://127.0.0.1:20002/",
     ):
         assert url in out
+
+
+def test_status_says_a_live_router_is_not_answering_when_another_holds_its_port(
+    home: Path, dummies: Dummies, marked: list[pf.ManagedProcess]
+) -> None:
+    # Alive is not enough: the process `up` recorded must be the one on the port.
+    router = spawn_marked("router", home)  # alive, listening nowhere
+    marked.append(router)
+    dummies.listen(pf.ROUTER_PORT, http=True)
+    pf.PlatformState(cloud="azure", mode="host", processes=[router]).save(home)
+    result = control.status()
+    assert result["processes"][0]["alive"] is True
+    assert result["processes"][0]["answering"] is False
+    assert result["ready"] is False
