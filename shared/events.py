@@ -74,7 +74,14 @@ class DatasetIngested(PipelineEvent):
     format: Literal["csv", "parquet", "jsonl"]
     source: ObjectRef
     staged: ObjectRef
+    # As before: the metadata's claim, else the event's principal. Read uploaded_by.
     uploader: str | None = None
+    # Who storage authenticated for the upload, from the storage event; None where the
+    # event does not say (Event Grid's identity is optional).
+    uploaded_by: str | None = None
+    # Who the upload's own metadata says uploaded it: the uploader writes this, so it
+    # is a claim, never an identity.
+    claimed_uploader: str | None = None
 
 
 class DatasetRejected(PipelineEvent):

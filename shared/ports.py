@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import ObjectMissing
+from shared.errors import DhowError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
 
 
@@ -29,21 +29,51 @@ class ObjectInfo(BaseModel):
     # The whole object's SHA-256 (hex), when storage checked one at upload and can vouch
     # for it; None when it has none, or only a checksum of part checksums (S3 multipart).
     sha256: str | None = None
+    # The version HEAD described, where the bucket keeps versions (S3 with versioning on).
+    version_id: str | None = None
+
+
+class ObjectChanged(DhowError):
+    """The object was overwritten between two reads that had to see the same bytes."""
+
+    reason = "object_changed"
+
+
+class ObjectPin(BaseModel):
+    """Which bytes of a key a read must see, so that separate reads of one key (HEAD, a
+    sniff, a hash, a copy) cannot each see a different upload.
+
+    ``version_id`` names one immutable version (S3 with versioning on): every read gets
+    that version's bytes, whatever was written since. Without one, ``etag`` (unquoted)
+    makes each read conditional (If-Match): a read of other bytes fails with
+    ``ObjectChanged`` instead of returning them.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    version_id: str | None = None
+    etag: str | None = None
 
 
 class ObjectStore(abc.ABC):
-    """Buckets (S3) or containers (Blob storage)."""
+    """Buckets (S3) or containers (Blob storage).
+
+    The reads and the copy take an optional ``pin`` (see ``ObjectPin``): a pinned read
+    returns the pinned version's bytes or raises ``ObjectChanged``, never other bytes.
+    """
 
     @abc.abstractmethod
-    def head(self, ref: ObjectRef) -> ObjectInfo:
+    def head(self, ref: ObjectRef, *, pin: ObjectPin | None = None) -> ObjectInfo:
         """Size, etag and user metadata; raises ``ObjectMissing`` if absent."""
 
     @abc.abstractmethod
-    def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
+    def read_prefix(self, ref: ObjectRef, length: int, *, pin: ObjectPin | None = None) -> bytes:
         """The first ``length`` bytes (fewer if the object is shorter)."""
 
     @abc.abstractmethod
-    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    def iter_chunks(
+        self, ref: ObjectRef, chunk_size: int = 1024 * 1024, *, pin: ObjectPin | None = None
+    ) -> Iterator[bytes]:
         """Stream the object in chunks, so memory stays bounded whatever its size."""
 
     @abc.abstractmethod
@@ -54,9 +84,15 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def copy(
-        self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
+        self,
+        source: ObjectRef,
+        target: ObjectRef,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        source_pin: ObjectPin | None = None,
     ) -> None:
-        """Server-side copy; the bytes never pass through the function."""
+        """Server-side copy; the bytes never pass through the function. With
+        ``source_pin``, the pinned version is copied, or ``ObjectChanged`` is raised."""
 
     @abc.abstractmethod
     def upload_file(

@@ -471,7 +471,9 @@ def build_topology(stage: str) -> Topology:
                 trigger_queue="ingest",
                 permissions=(
                     # An upload deleted before ingest reads it is "missing", not AccessDenied.
-                    Permission(s3_read + s3_list, "raw", "bucket"),
+                    # Its reads name the event's version (VersionId, on HEAD, GET and the
+                    # copy's source), which S3 authorizes as s3:GetObjectVersion.
+                    Permission((*s3_read, "s3:GetObjectVersion", *s3_list), "raw", "bucket"),
                     # CopyObject needs GetObject on the source and PutObject on the target;
                     # ListBucket, so that "not staged yet" is a 404.
                     Permission(s3_read + s3_write + s3_list, "staging", "bucket"),

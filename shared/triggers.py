@@ -40,8 +40,13 @@ class ObjectCreated(BaseModel):
     container: str
     key: str
     size: int | None = None
-    etag: str | None = None
+    etag: str | None = None  # unquoted
+    # The version the event is about (S3 with versioning on); reads are pinned to it.
+    version_id: str | None = None
     sequencer: str | None = None
+    # Who the storage service authenticated for the upload, as the event says (facts
+    # aws.s3.event_principal, azure.eventgrid.blob_created_fields); None where the
+    # event does not say. Never the object's metadata: the uploader writes that.
     uploader: str | None = None
     event_time: datetime | None = None
     source_event: str  # which parser read it; for logs and lineage
@@ -76,6 +81,13 @@ def _loads(payload: str | bytes | Json | list[Any]) -> Json:
     if not isinstance(data, Mapping):
         raise EventParseError("trigger payload is not a JSON object", hint=f"got {type(data)}")
     return data
+
+
+def _version_id(raw: Any) -> str | None:
+    """A version that names fixed bytes. S3 calls the version of an object written while
+    versioning was off ``null`` (fact aws.s3.event_version_id): it is overwritten in
+    place, so it pins nothing, and reads fall back to If-Match on the ETag."""
+    return None if raw in (None, "", "null") else str(raw)
 
 
 class _ObjectCreatedParser:
@@ -116,6 +128,7 @@ class S3Notification(_ObjectCreatedParser):
                     key=unquote_plus(obj["key"]),
                     size=obj.get("size"),
                     etag=obj.get("eTag"),
+                    version_id=_version_id(obj.get("versionId")),
                     sequencer=obj.get("sequencer"),
                     uploader=(record.get("userIdentity") or {}).get("principalId"),
                     event_time=record.get("eventTime"),
@@ -142,6 +155,7 @@ class EventBridgeObjectCreated(_ObjectCreatedParser):
                 key=obj["key"],  # EventBridge keys are not URL-encoded
                 size=obj.get("size"),
                 etag=obj.get("etag"),
+                version_id=_version_id(obj.get("version-id")),
                 sequencer=obj.get("sequencer"),
                 uploader=detail.get("requester"),
                 event_time=data.get("time"),
@@ -181,7 +195,8 @@ class EventGridBlobCreated(_ObjectCreatedParser):
                 container=container,
                 key=key,
                 size=body.get("contentLength"),
-                etag=body.get("eTag"),
+                # Documented quoted ("\"0x8D…\""), as Blob storage's own ETag header.
+                etag=str(body["eTag"]).strip('"') if body.get("eTag") else None,
                 sequencer=body.get("sequencer"),
                 uploader=(body.get("identity") or None),
                 event_time=when,

@@ -14,7 +14,15 @@ from typing import Any
 
 from shared.errors import DhowError, ObjectMissing
 from shared.events import DatasetRejected, ObjectRef, PipelineEvent
-from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
+from shared.ports import (
+    EventBus,
+    LineageRecord,
+    LineageStore,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectPin,
+    ObjectStore,
+)
 
 EVENTS = Path(__file__).parent / "events"
 
@@ -38,10 +46,18 @@ def load_event(name: str) -> Any:
 
 
 class MemoryStore(ObjectStore):
-    """Objects in a dict; etags are a counter, as opaque as the real ones."""
+    """Objects in a dict; etags are a counter, as opaque as the real ones.
 
-    def __init__(self) -> None:
+    ``versioned=True`` keeps every version, as an S3 bucket with versioning on: HEAD
+    names the current version, and a read pinned to a version gets that version's bytes.
+    A read pinned to an etag only (Blob storage, an unversioned bucket) fails with
+    ``ObjectChanged`` once the key holds other bytes, as If-Match does.
+    """
+
+    def __init__(self, *, versioned: bool = False) -> None:
         self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str], str]] = {}
+        self.versions: dict[tuple[str, str, str], tuple[bytes, dict[str, str], str]] = {}
+        self.versioned = versioned
         self.copies = 0
         self._n = 0
 
@@ -51,15 +67,33 @@ class MemoryStore(ObjectStore):
         except KeyError:
             raise ObjectMissing(f"no object at {ref.uri}") from None
 
-    def head(self, ref: ObjectRef) -> ObjectInfo:
-        data, meta, etag = self._get(ref)
-        return ObjectInfo(size=len(data), etag=etag, metadata=meta)
+    def _pinned(self, ref: ObjectRef, pin: ObjectPin | None) -> tuple[bytes, dict[str, str], str]:
+        if pin is not None and pin.version_id is not None and self.versioned:
+            try:
+                return self.versions[(ref.container, ref.key, pin.version_id)]
+            except KeyError:
+                raise ObjectMissing(f"no version {pin.version_id} of {ref.uri}") from None
+        current = self._get(ref)
+        if pin is not None and pin.etag is not None and current[2] != pin.etag:
+            raise ObjectChanged(f"{ref.uri} is no longer etag {pin.etag}")
+        return current
 
-    def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
-        return self._get(ref)[0][:length]
+    def _version_of(self, etag: str) -> str | None:
+        return f"v-{etag}" if self.versioned else None
 
-    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-        data = self._get(ref)[0]
+    def head(self, ref: ObjectRef, *, pin: ObjectPin | None = None) -> ObjectInfo:
+        data, meta, etag = self._pinned(ref, pin)
+        return ObjectInfo(
+            size=len(data), etag=etag, metadata=meta, version_id=self._version_of(etag)
+        )
+
+    def read_prefix(self, ref: ObjectRef, length: int, *, pin: ObjectPin | None = None) -> bytes:
+        return self._pinned(ref, pin)[0][:length]
+
+    def iter_chunks(
+        self, ref: ObjectRef, chunk_size: int = 1024 * 1024, *, pin: ObjectPin | None = None
+    ) -> Iterator[bytes]:
+        data = self._pinned(ref, pin)[0]
         for i in range(0, len(data), chunk_size):
             yield data[i : i + chunk_size]
 
@@ -67,7 +101,13 @@ class MemoryStore(ObjectStore):
         self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
     ) -> None:
         self._n += 1
-        self.objects[(ref.container, ref.key)] = (data, dict(metadata or {}), f"etag-{self._n}")
+        etag = f"etag-{self._n}"
+        self.objects[(ref.container, ref.key)] = (data, dict(metadata or {}), etag)
+        version = self._version_of(etag)
+        if version is not None:
+            self.versions[(ref.container, ref.key, version)] = self.objects[
+                (ref.container, ref.key)
+            ]
 
     def upload_file(
         self, ref: ObjectRef, path: Path, metadata: Mapping[str, str] | None = None
@@ -81,10 +121,16 @@ class MemoryStore(ObjectStore):
         yield from sorted(k for c, k in self.objects if c == container and k.startswith(prefix))
 
     def copy(
-        self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
+        self,
+        source: ObjectRef,
+        target: ObjectRef,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        source_pin: ObjectPin | None = None,
     ) -> None:
+        data = self._pinned(source, source_pin)[0]
         self.copies += 1
-        self.put_bytes(target, self._get(source)[0], metadata)
+        self.put_bytes(target, data, metadata)
 
 
 class MemoryBus(EventBus):

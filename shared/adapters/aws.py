@@ -35,7 +35,9 @@ from shared.ports import (
     LineageStore,
     MetricPoint,
     MetricsSink,
+    ObjectChanged,
     ObjectInfo,
+    ObjectPin,
     ObjectStore,
     TappedEvent,
     ValidationJobLauncher,
@@ -200,18 +202,43 @@ def _full_object_sha256(head: Mapping[str, Any]) -> str | None:
     return digest.hex() if len(digest) == hashlib.sha256().digest_size else None
 
 
+def _pin_params(pin: ObjectPin | None) -> dict[str, Any]:
+    """The parameters that hold a read to the pinned bytes (fact aws.s3.pinned_reads): a
+    version id where the bucket keeps versions (a version never changes, so it needs no
+    condition), else If-Match on the ETag, which S3 answers with 412 for other bytes."""
+    if pin is None:
+        return {}
+    if pin.version_id:
+        return {"VersionId": pin.version_id}
+    return {"IfMatch": f'"{pin.etag}"'} if pin.etag else {}
+
+
+def _changed(exc: ClientError, ref: ObjectRef) -> ObjectChanged | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if _error_code(exc) in ("412", "PreconditionFailed") or status == 412:
+        return ObjectChanged(
+            f"s3://{ref.uri} was overwritten while it was being read",
+            hint="the upload that replaced it is ingested from its own event",
+        )
+    return None
+
+
 class S3ObjectStore(ObjectStore):
     """``ObjectStore`` on S3."""
 
     def __init__(self, client: S3Client) -> None:
         self._s3 = client
 
-    def head(self, ref: ObjectRef) -> ObjectInfo:
+    def head(self, ref: ObjectRef, *, pin: ObjectPin | None = None) -> ObjectInfo:
         try:
             # ChecksumMode asks S3 for the checksum it verified at upload, if any.
-            r = self._s3.head_object(Bucket=ref.container, Key=ref.key, ChecksumMode="ENABLED")
+            r = self._s3.head_object(
+                Bucket=ref.container, Key=ref.key, ChecksumMode="ENABLED", **_pin_params(pin)
+            )
         except ClientError as exc:
-            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if (changed := _changed(exc, ref)) is not None:
+                raise changed from exc
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
                 raise ObjectMissing(f"no object at s3://{ref.uri}") from exc
             if _error_code(exc) in ("403", "AccessDenied", "Forbidden"):
                 raise StorageAccessDenied(
@@ -225,26 +252,36 @@ class S3ObjectStore(ObjectStore):
             etag=r["ETag"].strip('"'),
             metadata=r.get("Metadata", {}),
             sha256=_full_object_sha256(r),
+            version_id=r.get("VersionId"),
         )
 
-    def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
+    def read_prefix(self, ref: ObjectRef, length: int, *, pin: ObjectPin | None = None) -> bytes:
         try:
             r = self._s3.get_object(
-                Bucket=ref.container, Key=ref.key, Range=f"bytes=0-{length - 1}"
+                Bucket=ref.container,
+                Key=ref.key,
+                Range=f"bytes=0-{length - 1}",
+                **_pin_params(pin),
             )
         except ClientError as exc:
+            if (changed := _changed(exc, ref)) is not None:
+                raise changed from exc
             if _error_code(exc) == "InvalidRange":  # empty object
                 return b""
-            if _error_code(exc) in ("404", "NoSuchKey"):
+            if _error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion"):
                 raise ObjectMissing(f"no object at s3://{ref.uri}") from exc
             raise
         return r["Body"].read()
 
-    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    def iter_chunks(
+        self, ref: ObjectRef, chunk_size: int = 1024 * 1024, *, pin: ObjectPin | None = None
+    ) -> Iterator[bytes]:
         try:
-            r = self._s3.get_object(Bucket=ref.container, Key=ref.key)
+            r = self._s3.get_object(Bucket=ref.container, Key=ref.key, **_pin_params(pin))
         except ClientError as exc:
-            if _error_code(exc) in ("404", "NoSuchKey"):
+            if (changed := _changed(exc, ref)) is not None:
+                raise changed from exc
+            if _error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion"):
                 raise ObjectMissing(f"no object at s3://{ref.uri}") from exc
             raise
         body = r["Body"]
@@ -279,15 +316,33 @@ class S3ObjectStore(ObjectStore):
                 yield obj["Key"]
 
     def copy(
-        self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
+        self,
+        source: ObjectRef,
+        target: ObjectRef,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        source_pin: ObjectPin | None = None,
     ) -> None:
-        self._s3.copy_object(
-            Bucket=target.container,
-            Key=target.key,
-            CopySource={"Bucket": source.container, "Key": source.key},
-            Metadata=dict(metadata or {}),
-            MetadataDirective="REPLACE",
-        )
+        copy_source: dict[str, Any] = {"Bucket": source.container, "Key": source.key}
+        condition: dict[str, Any] = {}
+        pinned = _pin_params(source_pin)
+        if "VersionId" in pinned:
+            copy_source["VersionId"] = pinned["VersionId"]
+        elif "IfMatch" in pinned:
+            condition["CopySourceIfMatch"] = pinned["IfMatch"]
+        try:
+            self._s3.copy_object(
+                Bucket=target.container,
+                Key=target.key,
+                CopySource=copy_source,  # type: ignore[arg-type]
+                Metadata=dict(metadata or {}),
+                MetadataDirective="REPLACE",
+                **condition,
+            )
+        except ClientError as exc:
+            if (changed := _changed(exc, source)) is not None:
+                raise changed from exc
+            raise
 
 
 class EventBridgeBus(EventBus):

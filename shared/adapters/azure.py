@@ -47,7 +47,9 @@ from shared.ports import (
     LineageStore,
     MetricPoint,
     MetricsSink,
+    ObjectChanged,
     ObjectInfo,
+    ObjectPin,
     ObjectStore,
     TappedEvent,
 )
@@ -141,6 +143,32 @@ class BlobCopyFailed(DhowError):
 COPY_PENDING, COPY_SUCCESS = "pending", "success"
 
 
+def _if_match(pin: ObjectPin | None) -> dict[str, Any]:
+    """If-Match on the pinned ETag (fact azure.blob.conditional_reads): Blob storage
+    answers 412 instead of other bytes. The SDK sends the ETag as given; the service's
+    ETags are quoted, and Event Grid's and ours are kept unquoted."""
+    if pin is None or not pin.etag:
+        return {}
+    return {"etag": f'"{pin.etag}"', "match_condition": MatchConditions.IfNotModified}
+
+
+def _source_if_match(pin: ObjectPin | None) -> dict[str, Any]:
+    """x-ms-source-if-match on Copy Blob: the copy starts only from the pinned bytes."""
+    cond = _if_match(pin)
+    if not cond:
+        return {}
+    return {"source_etag": cond["etag"], "source_match_condition": cond["match_condition"]}
+
+
+def _changed(exc: HttpResponseError, ref: ObjectRef) -> ObjectChanged | None:
+    if isinstance(exc, ResourceModifiedError) or exc.status_code == 412:
+        return ObjectChanged(
+            f"{ref.uri} was overwritten while it was being read",
+            hint="the upload that replaced it is ingested from its own BlobCreated event",
+        )
+    return None
+
+
 class BlobObjectStore(ObjectStore):
     """``ObjectStore`` on Azure Blob storage.
 
@@ -161,40 +189,59 @@ class BlobObjectStore(ObjectStore):
         self._sleep = sleep
         self._clock = clock
 
-    def head(self, ref: ObjectRef) -> ObjectInfo:
+    def head(self, ref: ObjectRef, *, pin: ObjectPin | None = None) -> ObjectInfo:
         try:
-            p = self._blobs.get_blob_client(ref.container, ref.key).get_blob_properties()
+            p = self._blobs.get_blob_client(ref.container, ref.key).get_blob_properties(
+                **_if_match(pin)
+            )
         except ResourceNotFoundError as exc:
             raise ObjectMissing(f"no blob at {ref.uri}") from exc
+        except HttpResponseError as exc:
+            if (changed := _changed(exc, ref)) is not None:
+                raise changed from exc
+            raise
         if p.copy.status is not None and p.copy.status != COPY_SUCCESS:
             # The destination of a copy that is still running, or failed, or was aborted:
             # its bytes are not (all) there, so it must not count as the object.
             raise ObjectMissing(f"the copy into {ref.uri} is {p.copy.status}")
         return ObjectInfo(size=p.size, etag=str(p.etag).strip('"'), metadata=dict(p.metadata))
 
-    def read_prefix(self, ref: ObjectRef, length: int) -> bytes:
+    def read_prefix(self, ref: ObjectRef, length: int, *, pin: ObjectPin | None = None) -> bytes:
         blob = self._blobs.get_blob_client(ref.container, ref.key)
         try:
-            size = blob.get_blob_properties().size
+            size = blob.get_blob_properties(**_if_match(pin)).size
             if size == 0:
                 return b""
-            return blob.download_blob(offset=0, length=min(length, size)).readall()
+            head: bytes = blob.download_blob(
+                offset=0, length=min(length, size), **_if_match(pin)
+            ).readall()
+            return head
         except ResourceNotFoundError as exc:
             raise ObjectMissing(f"no blob at {ref.uri}") from exc
+        except HttpResponseError as exc:
+            if (changed := _changed(exc, ref)) is not None:
+                raise changed from exc
+            raise
 
-    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    def iter_chunks(
+        self, ref: ObjectRef, chunk_size: int = 1024 * 1024, *, pin: ObjectPin | None = None
+    ) -> Iterator[bytes]:
         blob = self._blobs.get_blob_client(ref.container, ref.key)
         try:
-            downloader = blob.download_blob(max_concurrency=1)
+            downloader = blob.download_blob(max_concurrency=1, **_if_match(pin))
+            # The SDK streams in its own chunk size; regroup to keep the port's contract.
+            buf = bytearray()
+            for part in downloader.chunks():
+                buf.extend(part)
+                while len(buf) >= chunk_size:
+                    yield bytes(buf[:chunk_size])
+                    del buf[:chunk_size]
         except ResourceNotFoundError as exc:
             raise ObjectMissing(f"no blob at {ref.uri}") from exc
-        # The SDK streams in its own chunk size; regroup to keep the port's contract.
-        buf = bytearray()
-        for part in downloader.chunks():
-            buf.extend(part)
-            while len(buf) >= chunk_size:
-                yield bytes(buf[:chunk_size])
-                del buf[:chunk_size]
+        except HttpResponseError as exc:
+            if (changed := _changed(exc, ref)) is not None:
+                raise changed from exc
+            raise
         if buf:
             yield bytes(buf)
 
@@ -223,7 +270,12 @@ class BlobObjectStore(ObjectStore):
             yield blob.name
 
     def copy(
-        self, source: ObjectRef, target: ObjectRef, metadata: Mapping[str, str] | None = None
+        self,
+        source: ObjectRef,
+        target: ObjectRef,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        source_pin: ObjectPin | None = None,
     ) -> None:
         src = self._blobs.get_blob_client(source.container, source.key)
         dst = self._blobs.get_blob_client(target.container, target.key)
@@ -233,11 +285,15 @@ class BlobObjectStore(ObjectStore):
         # account with the caller's own Entra token (facts azure.blob.sync_copy_max_bytes,
         # azure.blob.copy_source_same_account). Shared keys are off, so no SAS either.
         try:
-            started = dst.start_copy_from_url(src.url, metadata=dict(metadata or {}))
+            started = dst.start_copy_from_url(
+                src.url, metadata=dict(metadata or {}), **_source_if_match(source_pin)
+            )
             copy_id, status = str(started["copy_id"]), str(started["copy_status"])
         except ResourceNotFoundError as exc:
             raise ObjectMissing(f"no blob at {source.uri} to copy") from exc
         except HttpResponseError as exc:
+            if (changed := _changed(exc, source)) is not None:
+                raise changed from exc
             if getattr(exc, "error_code", None) != "PendingCopyOperation":
                 raise
             # An earlier delivery's copy into this blob is still running: wait for that one.

@@ -16,6 +16,17 @@ Steps, for one object under ``datasets/<name>/`` of the raw bucket:
 A crash between 3 and 5 leaves the row ``claimed``; the next delivery takes the
 claim over once it is older than ``claim_seconds`` (derived from the queue's retry
 schedule: ``shared.topology.claim_window_s``) and finishes the work.
+
+Every read of the object and the copy are pinned to the bytes the event announced
+(``ObjectPin``): to its version where the bucket keeps versions (S3), else to its ETag
+with If-Match (Blob storage). An overwrite between two reads then cannot put one
+upload's bytes under another's hash: on S3 the announced version is ingested whole; on
+Azure the read fails, the outcome is ``superseded`` (``object_changed``) with nothing
+staged, and the upload that replaced it is ingested from its own event.
+
+Who uploaded is recorded twice, apart: ``uploaded_by``, the principal the storage event
+names (authenticated by the cloud), and ``claimed_uploader``, what the object's metadata
+says (written by the uploader, so only a claim).
 """
 
 from __future__ import annotations
@@ -30,7 +41,15 @@ from typing import Literal
 from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.identifiers import checked_correlation_id
-from shared.ports import EventBus, LineageRecord, LineageStore, ObjectInfo, ObjectStore
+from shared.ports import (
+    EventBus,
+    LineageRecord,
+    LineageStore,
+    ObjectChanged,
+    ObjectInfo,
+    ObjectPin,
+    ObjectStore,
+)
 from shared.services.claims import claim, complete, renewing
 from shared.topology import DATASETS_PREFIX
 from shared.triggers import ObjectCreated
@@ -69,7 +88,7 @@ REJECTION_HINTS: dict[str, str] = {
 class IngestOutcome:
     """What ingest did with one object; ``status`` is what a user or test looks at."""
 
-    status: Literal["ingested", "duplicate", "rejected", "missing"]
+    status: Literal["ingested", "duplicate", "rejected", "missing", "superseded"]
     dataset: str
     reason: str | None = None
     sha256: str | None = None
@@ -141,12 +160,36 @@ class IngestService:
             assert reason is not None
             return self._reject(obj, "_unsorted", reason, f"key {obj.key!r} is not accepted", None)
         try:
-            info = self._store.head(obj.ref)
+            info = self._store.head(
+                obj.ref, pin=ObjectPin(version_id=obj.version_id, etag=obj.etag)
+            )
         except ObjectMissing:
             # Deleted (or overwritten and then deleted) before we got to it:
             # there is nothing left to ingest, and retrying will not change that.
             log.warning("object vanished before ingest", extra={"key": obj.key})
             return IngestOutcome(status="missing", dataset=dataset)
+        except ObjectChanged as exc:
+            return self._superseded(obj, dataset, exc)
+        # What HEAD saw is what every later read must see. The event's version or ETag
+        # wins; HEAD's fills in what the event did not carry (a test, a hand-made event).
+        pin = ObjectPin(version_id=obj.version_id or info.version_id, etag=obj.etag or info.etag)
+        try:
+            return self._checked(obj, dataset, info, pin)
+        except ObjectChanged as exc:
+            return self._superseded(obj, dataset, exc)
+
+    def _superseded(self, obj: ObjectCreated, dataset: str, exc: ObjectChanged) -> IngestOutcome:
+        # Not a rejection: the bytes this event announced are gone, and the upload that
+        # replaced them has its own event, which gets its own answer. Nothing was staged.
+        log.warning(
+            "object overwritten during ingest",
+            extra={"dataset": dataset, "key": obj.key, "reason": exc.reason},
+        )
+        return IngestOutcome(status="superseded", dataset=dataset, reason=exc.reason)
+
+    def _checked(
+        self, obj: ObjectCreated, dataset: str, info: ObjectInfo, pin: ObjectPin
+    ) -> IngestOutcome:
         fmt = format_of(obj.key)
         if info.size == 0:
             return self._reject(obj, dataset, "empty_object", "the object is empty", info)
@@ -162,26 +205,35 @@ class IngestService:
             return self._reject(
                 obj, dataset, "unsupported_format", f"{obj.key!r} has no supported extension", info
             )
-        if not _sniff_matches(fmt, self._store.read_prefix(obj.ref, 512)):
+        if not _sniff_matches(fmt, self._store.read_prefix(obj.ref, 512, pin=pin)):
             return self._reject(
                 obj, dataset, "format_mismatch", f"content does not look like {fmt}", info
             )
         # Storage checked this hash against the bytes at upload: a 5 GiB upload that
         # carries one is not read again.
-        sha = info.sha256 or self._sha256(obj.ref)
-        return self._ingest(obj, dataset, fmt, info, sha)
+        sha = info.sha256 or self._sha256(obj.ref, pin)
+        return self._ingest(obj, dataset, fmt, info, sha, pin)
 
-    def _sha256(self, ref: ObjectRef) -> str:
+    def _sha256(self, ref: ObjectRef, pin: ObjectPin) -> str:
         digest = hashlib.sha256()
-        for chunk in self._store.iter_chunks(ref):
+        for chunk in self._store.iter_chunks(ref, pin=pin):
             digest.update(chunk)
         return digest.hexdigest()
 
     def _ingest(
-        self, obj: ObjectCreated, dataset: str, fmt: DatasetFormat, info: ObjectInfo, sha: str
+        self,
+        obj: ObjectCreated,
+        dataset: str,
+        fmt: DatasetFormat,
+        info: ObjectInfo,
+        sha: str,
+        pin: ObjectPin,
     ) -> IngestOutcome:
         now = datetime.now(UTC)
-        uploader = info.metadata.get(UPLOADER_META) or obj.uploader
+        claimed_uploader = info.metadata.get(UPLOADER_META)
+        uploaded_by = obj.uploader
+        # Kept for readers of the old field; uploaded_by is the one to trust.
+        uploader = claimed_uploader or uploaded_by
         # The uploader sets this id; it reaches the managed jobs' commands, so only the
         # plain form passes (shared.identifiers).
         correlation = (
@@ -203,30 +255,50 @@ class IngestService:
                 "format": fmt,
                 "source": obj.ref.uri,
                 "source_etag": info.etag,
+                "source_version_id": pin.version_id,
                 "staged": staged.uri,
                 "uploader": uploader,
+                "uploaded_by": uploaded_by,
+                "claimed_uploader": claimed_uploader,
                 "correlation_id": correlation,
                 "uploaded_at": obj.event_time.isoformat() if obj.event_time else None,
             },
             created_at=now,
             updated_at=now,
         )
-        claimed = claim(self._lineage, row, self._claim, done_statuses={"ingested"})
+        claimed = claim(
+            self._lineage,
+            row,
+            self._claim,
+            done_statuses={"ingested"},
+            # An attempt whose source was overwritten under it holds nothing back.
+            handover_statuses=frozenset({"superseded"}),
+        )
         if claimed.done:
             log.info("duplicate delivery", extra={"dataset": dataset, "sha256": sha})
             return IngestOutcome(status="duplicate", dataset=dataset, sha256=sha, staged=staged)
         # After a takeover, the first delivery's facts stand.
         correlation = str(claimed.record.attributes.get("correlation_id") or correlation)
-        uploader = claimed.record.attributes.get("uploader") or uploader
+        first = claimed.record.attributes
+        uploader = first.get("uploader") or uploader
+        uploaded_by = first.get("uploaded_by", uploaded_by)
+        claimed_uploader = first.get("claimed_uploader", claimed_uploader)
 
         # A copy of a large upload can outlast a window sized to Azure's 30 s retries.
         with renewing(self._lineage, claimed, self._claim):
             if not self._store.exists(staged):
-                self._store.copy(
-                    obj.ref,
-                    staged,
-                    metadata={"sha256": sha, "source": obj.ref.uri, "dataset": dataset},
-                )
+                try:
+                    self._store.copy(
+                        obj.ref,
+                        staged,
+                        metadata={"sha256": sha, "source": obj.ref.uri, "dataset": dataset},
+                        source_pin=pin,
+                    )
+                except ObjectChanged:
+                    # The claim is handed back, so that the same bytes uploaded again (under
+                    # any key) are ingested at once rather than after the claim window.
+                    complete(self._lineage, claimed, "superseded")
+                    raise
         self._bus.publish(
             DatasetIngested(
                 # Derived from the bytes, so consumers can de-duplicate a re-publish.
@@ -239,6 +311,8 @@ class IngestService:
                 source=obj.ref,
                 staged=staged,
                 uploader=uploader,
+                uploaded_by=uploaded_by,
+                claimed_uploader=claimed_uploader,
             )
         )
         complete(self._lineage, claimed, "ingested")

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.cloud_facts import value
 from shared.errors import DhowError, WorkInProgress
-from shared.events import DatasetIngested, DatasetRejected, ObjectRef
-from shared.ports import ObjectInfo
+from shared.events import DatasetIngested, DatasetRejected, ObjectRef, parse_pipeline_event
+from shared.ports import ObjectInfo, ObjectPin
 from shared.services.ingest import IngestService, dataset_of
-from shared.triggers import ObjectCreated
-from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+from shared.triggers import ObjectCreated, parse_object_created
+from tests.helpers import MemoryBus, MemoryLineage, MemoryStore, load_event
 
 RAW, STAGING = "dhow-t-raw", "dhow-t-staging"
 CSV = b"customer_id,age\nC1,30\nC2,41\n"
@@ -176,12 +177,14 @@ class ChecksummedStore(MemoryStore):
     """Storage that vouches for each object's SHA-256, as S3 does for a FULL_OBJECT
     checksum; reading a whole object fails, so a test sees whether ingest streamed it."""
 
-    def head(self, ref: ObjectRef) -> ObjectInfo:
-        info = super().head(ref)
+    def head(self, ref: ObjectRef, *, pin: ObjectPin | None = None) -> ObjectInfo:
+        info = super().head(ref, pin=pin)
         data = self.objects[(ref.container, ref.key)][0]
         return info.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()})
 
-    def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    def iter_chunks(
+        self, ref: ObjectRef, chunk_size: int = 1024 * 1024, *, pin: ObjectPin | None = None
+    ) -> Iterator[bytes]:
         raise AssertionError("ingest streamed an object whose SHA-256 storage vouched for")
 
 
@@ -196,3 +199,50 @@ def test_an_upload_with_a_full_object_sha256_is_not_read_again() -> None:
     out = svc.handle(obj)
     assert out.status == "ingested"
     assert out.sha256 == hashlib.sha256(data).hexdigest()  # the same version id as streaming
+
+
+def test_the_uploader_is_who_storage_authenticated_and_the_metadata_only_a_claim() -> None:
+    """The event names the principal S3 authenticated (fact aws.s3.event_principal); the
+    object's metadata, which the uploader writes, is kept apart as a claim."""
+    _, store, bus, lineage = make()
+    [obj] = parse_object_created(load_event("s3_notification.json"))
+    store.put_bytes(obj.ref, CSV, {"dhow_uploaded_by": "the-ceo"})
+    # The event's ETag and version as this store names the bytes just put.
+    obj = obj.model_copy(update={"etag": store.head(obj.ref).etag, "version_id": None})
+    principal = value("aws.s3.event_principal")["notification"]
+    assert principal == "userIdentity.principalId"
+    svc = IngestService(store, bus, lineage, staging_container=obj.container, max_upload_bytes=1024)
+    assert svc.handle(obj).status == "ingested"
+    [event] = bus.events
+    assert isinstance(event, DatasetIngested)
+    assert (event.uploaded_by, event.claimed_uploader) == ("AWS:AIDAINPONIXQXHT3IKHL2", "the-ceo")
+    [row] = lineage.list("customers")
+    assert row.attributes["uploaded_by"] == "AWS:AIDAINPONIXQXHT3IKHL2"
+    assert row.attributes["claimed_uploader"] == "the-ceo"
+
+
+def test_a_dataset_ingested_of_the_old_shape_still_parses() -> None:
+    old = DatasetIngested(
+        dataset="d",
+        correlation_id="c",
+        sha256="ab",
+        size_bytes=1,
+        format="csv",
+        source=ObjectRef(container="r", key="datasets/d/x.csv"),
+        staged=ObjectRef(container="s", key="datasets/d/sha256=ab/data.csv"),
+        uploader="amal",
+    ).model_dump(mode="json", exclude={"uploaded_by", "claimed_uploader"})
+    parsed = parse_pipeline_event("DatasetIngested", old)
+    assert isinstance(parsed, DatasetIngested)
+    assert (parsed.uploader, parsed.uploaded_by, parsed.claimed_uploader) == ("amal", None, None)
+
+
+def test_an_overwrite_on_a_versioned_store_ingests_the_announced_version() -> None:
+    store, bus, lineage = MemoryStore(versioned=True), MemoryBus(), MemoryLineage()
+    svc = IngestService(store, bus, lineage, staging_container=STAGING, max_upload_bytes=1024)
+    obj = upload(store, "datasets/d/a.csv", CSV)
+    version = store.head(obj.ref).version_id
+    store.put_bytes(obj.ref, b"a,b\n1,2\n")  # overwritten before ingest read it
+    out = svc.handle(obj.model_copy(update={"version_id": version}))
+    assert out.sha256 == hashlib.sha256(CSV).hexdigest()
+    assert store.objects[(STAGING, out.staged.key)][0] == CSV  # type: ignore[union-attr]

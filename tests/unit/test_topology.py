@@ -149,6 +149,7 @@ def _absence_probes() -> dict[str, set[str]]:
     """Run ingest and validate through their paths, recording the buckets on which each
     asks storage whether a key is there (HEAD, or a read that may find nothing)."""
     from pathlib import Path
+    from typing import Any
 
     from shared.errors import ObjectMissing
     from shared.events import ObjectRef
@@ -164,13 +165,13 @@ def _absence_probes() -> dict[str, set[str]]:
     class ProbedStore(MemoryStore):
         fn = ""
 
-        def head(self, ref: ObjectRef) -> object:  # type: ignore[override]
+        def head(self, ref: ObjectRef, **pin: Any) -> object:  # type: ignore[override]
             probes.setdefault(self.fn, set()).add(ref.container)
-            return super().head(ref)
+            return super().head(ref, **pin)
 
-        def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024) -> object:  # type: ignore[override]
+        def iter_chunks(self, ref: ObjectRef, chunk_size: int = 1024 * 1024, **pin: Any) -> object:  # type: ignore[override]
             try:
-                return super().iter_chunks(ref, chunk_size)
+                return super().iter_chunks(ref, chunk_size, **pin)
             except ObjectMissing:
                 probes.setdefault(self.fn, set()).add(ref.container)
                 raise
