@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
-from shared.errors import UnknownModelVersion
+from shared.cloud_facts import value
+from shared.errors import DhowError, UnknownModelVersion
 from shared.ports import ApprovalStatus, ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
@@ -52,8 +53,18 @@ class SageMakerModelRegistry(ModelRegistry):
         reason: str | None = None,
     ) -> ModelVersion:
         self._ensure_group(dataset)
+        limits = value("aws.sagemaker.model_package_metadata_limits")
         props = {f"{_METRIC}{k}": repr(float(v)) for k, v in metrics.items()}
-        props |= {f"{_LINEAGE}{k}": str(v) for k, v in lineage.items()}
+        # SageMaker refuses an empty value (botocore before sending): an unknown fact is
+        # left out, and reads back as absent, rather than failing the registration.
+        props |= {f"{_LINEAGE}{k}": str(v) for k, v in lineage.items() if str(v)}
+        if len(props) > limits["max_entries"]:
+            raise DhowError(
+                f"model of {dataset} has {len(props)} metrics and lineage facts; a SageMaker "
+                f"model package holds at most {limits['max_entries']}",
+                reason="model_metadata_too_large",
+                hint="record fewer metrics in the trainer's metrics.json",
+            )
         arn = self._sm.create_model_package(
             ModelPackageGroupName=self.group(dataset),
             ModelPackageDescription=(reason or "")[:1024],

@@ -21,14 +21,25 @@ For one dataset (on its schedule, or `dhow drift run`):
 
 Every check is a lineage row (``drift:<check id>``) with its verdict, where its
 summary and report are, and what was done.
+
+A check is delivered at least once (a queue, its retries), so its identity is not random:
+the check id is derived from the dataset, the window it checks and what asked for it
+(the schedule's own scheduled time, or who ran it), and a redelivery is the same check,
+over the same window, and carries on where the crashed one stopped. The row is written
+first (``checking``) and moved on at each step that must not be repeated (metrics, the
+alert); the cooldown, once taken, belongs to the check that took it, so its retry still
+acts; report and summary are rewritten under the same keys; the events carry ids derived
+from the check id, which the functions acting on them claim (one retrain job, one
+rollback per check), so a redelivery after its events went out changes nothing. A check
+whose row has its verdict is done and is answered from its summary.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -39,7 +50,7 @@ import pandas as pd
 
 from shared.capture import read_window
 from shared.drift import ColumnKind, DriftVerdict, compare, feature_kinds
-from shared.errors import DhowError, ObjectMissing
+from shared.errors import DhowError, ObjectMissing, WorkInProgress
 from shared.events import DriftChecked, DriftDetected, ObjectRef
 from shared.ports import (
     AlertChannel,
@@ -63,8 +74,26 @@ METRICS_NAMESPACE = "Dhow/Drift"
 Action = Literal["none", "alert", "retrain", "rollback"]
 
 
+CHECKING = "checking"  # the row's status until the check has its verdict recorded
+VERDICTS = frozenset({"no_drift", "drift", "insufficient_data"})
+
+
 def drift_record_id(check_id: str) -> str:
     return f"drift:{check_id}"
+
+
+def drift_check_id(dataset: str, start: datetime, end: datetime, trigger: str) -> str:
+    """The check's identity: the same dataset, window and trigger is the same check, however
+    often its message is delivered (the end first, so ids sort by time)."""
+    key = f"{dataset}|{start.isoformat()}|{end.isoformat()}|{trigger}"
+    return f"{end:%Y%m%dT%H%M%SZ}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def window_end(scheduled_at: datetime | None, now: datetime) -> datetime:
+    """Where the checked window ends: the schedule's own time for this run (the same on
+    every delivery of its message), else the current minute (a person's `dhow drift run`)."""
+    at = scheduled_at if scheduled_at is not None else now.replace(second=0, microsecond=0)
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def drift_history(lineage: LineageStore, dataset: str, limit: int = 20) -> list[LineageRecord]:
@@ -114,6 +143,7 @@ class DriftOutcome:
     cooldown_until: datetime | None
     alert_id: str | None
     note: str | None
+    repeated: bool = False  # a redelivered check that had already finished: nothing redone
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -191,7 +221,7 @@ class DriftService:
     def _current(
         self, dataset: str, kinds: dict[str, ColumnKind], start: datetime, end: datetime
     ) -> pd.DataFrame:
-        rows = read_window(self._store, self._capture, dataset, start, end)
+        rows = read_window(self._store, self._capture, dataset, start, end, list(kinds))
         frame = pd.DataFrame.from_records([r["inputs"] for r in rows], columns=list(kinds))
         for col, kind in kinds.items():
             if kind == "num":
@@ -208,6 +238,9 @@ class DriftService:
         attrs = {"last_action_at": now.isoformat(), "check_id": check_id}
         for _ in range(3):  # a lost race re-reads the row, up to three tries in all
             row = self._lineage.get(spec.name, POLICY_RECORD)
+            if row is not None and row.attributes.get("check_id") == check_id:
+                # This check took the cooldown before it crashed: its action is still owed.
+                return True, None
             if row is None:
                 fresh = LineageRecord(
                     dataset=spec.name,
@@ -317,17 +350,85 @@ class DriftService:
 
     # --- the check ----------------------------------------------------------------
 
-    def check(self, dataset: str, requested_by: str = "schedule") -> DriftOutcome:
-        """Run one check now. Safe to repeat: each run is its own check."""
+    def _start(self, row: LineageRecord) -> LineageRecord:
+        """The check's row: created now, or the one a crashed delivery of it left."""
+        if self._lineage.put_if_absent(row):
+            return row
+        existing = self._lineage.get(row.dataset, row.record_id)
+        if existing is None:  # deleted in between; let the retry start clean
+            raise WorkInProgress(f"drift check {row.record_id} of {row.dataset} changed under us")
+        return existing
+
+    def _step(self, row: LineageRecord, **attributes: Any) -> LineageRecord:
+        """Record a step done, so a redelivery does not do it again. A conditional write:
+        of two deliveries of one check at once, the second stops here and is retried."""
+        moved = row.model_copy(
+            update={"attributes": {**row.attributes, **attributes}, "updated_at": self._clock()}
+        )
+        if not self._lineage.replace(moved, row.revision):
+            raise WorkInProgress(
+                f"another delivery of drift check {row.record_id} of {row.dataset} moved it on",
+                hint="the message will be retried after its visibility timeout",
+            )
+        return moved.model_copy(update={"revision": row.revision + 1})
+
+    def _finished(self, row: LineageRecord) -> DriftOutcome:
+        """The outcome of a check that is done, read back from its row and summary."""
+        a = row.attributes
+        summary = ObjectRef.from_uri(str(a["summary"]))
+        doc = json.loads(b"".join(self._store.iter_chunks(summary)))
+        until = a.get("cooldown_until")
+        return DriftOutcome(
+            check_id=str(a["check_id"]),
+            dataset=row.dataset,
+            verdict=DriftVerdict.model_validate({k: doc[k] for k in DriftVerdict.model_fields}),
+            model_version=a.get("model_version"),
+            summary=summary,
+            report=ObjectRef.from_uri(a["report"]) if a.get("report") else None,
+            action=a["action"],
+            cooldown_until=datetime.fromisoformat(until) if until else None,
+            alert_id=a.get("alert_id"),
+            note=a.get("note"),
+            repeated=True,
+        )
+
+    def check(
+        self,
+        dataset: str,
+        requested_by: str = "schedule",
+        scheduled_at: datetime | None = None,
+    ) -> DriftOutcome:
+        """Run one check of the window that ends at ``scheduled_at`` (the schedule's time
+        for this run; else the current minute). Safe to repeat: a redelivery of the same
+        request is the same check, and finishes it (or answers it) without acting twice."""
         spec = load_spec(dataset, self._specs)
         d = spec.drift
         now = self._clock()
-        check_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        end = window_end(scheduled_at, now)
+        start = end - timedelta(hours=d.window_hours)
+        check_id = drift_check_id(dataset, start, end, requested_by)
         correlation = f"drift-{dataset}-{check_id}"
+        row = self._start(
+            LineageRecord(
+                dataset=dataset,
+                record_id=drift_record_id(check_id),
+                kind=DRIFT_KIND,
+                status=CHECKING,
+                attributes={
+                    "check_id": check_id,
+                    "requested_by": requested_by,
+                    "correlation_id": correlation,
+                    "window": {"start": start.isoformat(), "end": end.isoformat()},
+                },
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if row.status in VERDICTS:
+            return self._finished(row)
         kinds = feature_kinds(spec)
-        start = now - timedelta(hours=d.window_hours)
         champion = self._registry.champion(dataset)
-        current = self._current(dataset, kinds, start, now)
+        current = self._current(dataset, kinds, start, end)
         note = None
         if champion is None:
             note = "no approved model serves this dataset yet"
@@ -349,6 +450,19 @@ class DriftService:
                 f"fewer than the {d.min_rows} the spec asks for"
             )
         model_version = str(champion.version) if champion else None
+
+        # The cooldown before anything is written: the report and the alert say what was
+        # done. A crash after it is harmless, since the cooldown stays this check's.
+        action: Action = "none"
+        until = None
+        if verdict.verdict == "drift":
+            action = "alert"
+            if d.policy != "alert":
+                acted, until = self._take_action(spec, check_id, now)
+                if acted:
+                    action = d.policy
+
+        # Report and summary under the check's own keys: a redelivery rewrites the same two.
         base = f"drift/{dataset}/{check_id}"
         report = None
         if verdict.verdict != "insufficient_data":
@@ -360,15 +474,6 @@ class DriftService:
                 reference, current, kinds, verdict, f"Drift check of {dataset}", self._sample_rows
             )
             self._store.put_bytes(report, page, {"dataset": dataset, "check_id": check_id})
-
-        action: Action = "none"
-        until = None
-        if verdict.verdict == "drift":
-            action = "alert"
-            if d.policy != "alert":
-                acted, until = self._take_action(spec, check_id, now)
-                if acted:
-                    action = d.policy
         summary = ObjectRef(container=self._reports, key=f"{base}/summary.json")
         outcome = DriftOutcome(
             check_id=check_id,
@@ -385,20 +490,23 @@ class DriftService:
         doc = {
             **outcome.as_dict(),
             "checked_at": now.isoformat(),
-            "window": {"start": start.isoformat(), "end": now.isoformat()},
+            "window": {"start": start.isoformat(), "end": end.isoformat()},
             "policy": d.policy,
             "requested_by": requested_by,
             "spec_version": spec.spec_version,
         }
         self._store.put_bytes(summary, json.dumps(doc, indent=2).encode(), {"dataset": dataset})
-        try:
-            self._metrics.put(METRICS_NAMESPACE, self._metric_points(dataset, verdict))
-        except Exception:
-            # The verdict, report and alert matter more than a graph: go on.
-            log.exception("drift metrics for %s were not recorded", dataset)
 
-        alert_id = None
-        if verdict.verdict == "drift":
+        if not row.attributes.get("metrics_sent"):
+            try:
+                self._metrics.put(METRICS_NAMESPACE, self._metric_points(dataset, verdict))
+            except Exception:
+                # The verdict, report and alert matter more than a graph: go on.
+                log.exception("drift metrics for %s were not recorded", dataset)
+            row = self._step(row, metrics_sent=True)
+
+        alert_id: str | None = row.attributes.get("alert_id")
+        if verdict.verdict == "drift" and alert_id is None:
             subject, text = self._alert_text(
                 dataset, verdict, report, summary, action, d.policy, until, model_version
             )
@@ -407,9 +515,11 @@ class DriftService:
                 text,
                 {"dataset": dataset, "verdict": verdict.verdict, "check_id": check_id},
             )
+            row = self._step(row, alert_id=alert_id)
         outcome = replace(outcome, alert_id=alert_id)
 
-        # What both events say of this check.
+        # What both events say of this check; their ids are the check's, so a redelivery
+        # that sends them again sends the same events, which their consumers claim by id.
         about: dict[str, Any] = {
             "dataset": dataset,
             "correlation_id": correlation,
@@ -439,14 +549,11 @@ class DriftService:
                     **about,
                 )
             )
-        self._lineage.put_if_absent(
-            LineageRecord(
-                dataset=dataset,
-                record_id=drift_record_id(check_id),
-                kind=DRIFT_KIND,
-                status=verdict.verdict,
-                attributes={
-                    "check_id": check_id,
+        done = row.model_copy(
+            update={
+                "status": verdict.verdict,
+                "attributes": {
+                    **row.attributes,
                     "model_version": model_version,
                     "drifted_columns": verdict.drifted_columns,
                     "drift_share": verdict.drift_share,
@@ -458,12 +565,12 @@ class DriftService:
                     "policy": d.policy,
                     "cooldown_until": until.isoformat() if until else None,
                     "alert_id": alert_id,
-                    "requested_by": requested_by,
-                    "correlation_id": correlation,
                     "note": note,
                 },
-                created_at=now,
-                updated_at=now,
-            )
+                "updated_at": self._clock(),
+            }
         )
+        # Losing this race means another delivery of the same check finished it: both did
+        # the same check, and the events they sent have the same ids.
+        self._lineage.replace(done, row.revision)
         return outcome

@@ -14,6 +14,14 @@ On a training job's end state:
 
 What the job learnt from travels in its hyperparameters (``dhow_*``), which
 SageMaker's state-change event carries, so this step needs no lookup.
+
+Delivered at least once: the work is claimed per training job (``register:<job>``), and
+a redelivery after a crash finishes it without doing a step twice. ``TrainingCompleted``
+is marked sent on the claim row; the model version is found by its job (the registry
+keeps ``job_name`` in each version's lineage) before a new one is made, so a retry after
+the registry write neither registers a second version nor gates the model again (it
+would be judged against itself, the champion it has just become); its event id is the
+version's, so a retry after the event went out sends the same event, which deploy claims.
 """
 
 from __future__ import annotations
@@ -22,21 +30,29 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 from shared.artifacts import ARTIFACT_SHA256, fetch_model
-from shared.errors import EventParseError
+from shared.errors import EventParseError, WorkInProgress
 from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
-from shared.ports import EventBus, LineageRecord, LineageStore, ModelRegistry, ObjectStore
-from shared.services.claims import claim, complete
+from shared.ports import (
+    EventBus,
+    LineageRecord,
+    LineageStore,
+    ModelRegistry,
+    ModelVersion,
+    ObjectStore,
+)
+from shared.services.claims import Claim, claim, complete
 from shared.specs import load_spec
 from shared.triggers import TrainingJobEnded
 
 log = logging.getLogger(__name__)
 
 LINEAGE_KEYS = ("sha256", "spec_version", "trainer_version", "curated", "correlation_id")
+GATE_CHAMPION = "gate_champion_version"
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,47 @@ class RegisterService:
         if claimed.done:
             return RegisterOutcome(status="duplicate")
         artifact = ObjectRef.from_uri(ended.artifact) if ended.artifact else None
+        if not claimed.record.attributes.get("completed_sent"):
+            self._publish_completed(ended, dataset, correlation, artifact)
+            claimed = self._step(claimed, completed_sent=True)
+        if ended.status != "Completed" or artifact is None:
+            complete(self._lineage, claimed, "failed", reason=ended.failure_reason)
+            return RegisterOutcome(status="failed")
+
+        existing = self.version_of_job(dataset, ended.job_name)
+        if existing is not None:
+            # A retry after the registry write: announce the version made then, as it was
+            # judged then (re-gating would compare the model with itself as champion).
+            return self._announce(existing, ended.job_name, correlation, claimed)
+        return self._gate_and_register(ended, dataset, facts, correlation, artifact, claimed)
+
+    def version_of_job(self, dataset: str, job_name: str) -> ModelVersion | None:
+        """The version a training job was registered as, if it was."""
+        return next(
+            (v for v in self._registry.versions(dataset) if v.lineage.get("job_name") == job_name),
+            None,
+        )
+
+    def _step(self, claimed: Claim, **attributes: object) -> Claim:
+        """Record a step done on the claim row, so a redelivery does not do it again."""
+        record = claimed.record
+        # A fresh updated_at also renews the claim: its holder is alive and moving on.
+        moved = record.model_copy(
+            update={
+                "attributes": {**record.attributes, **attributes},
+                "updated_at": datetime.now(UTC),
+            }
+        )
+        if not self._lineage.replace(moved, record.revision):
+            raise WorkInProgress(
+                f"another delivery took over register of {record.dataset} {record.record_id}",
+                hint="the message will be retried after its visibility timeout",
+            )
+        return Claim(moved.model_copy(update={"revision": record.revision + 1}), done=False)
+
+    def _publish_completed(
+        self, ended: TrainingJobEnded, dataset: str, correlation: str, artifact: ObjectRef | None
+    ) -> None:
         self._bus.publish(
             TrainingCompleted(
                 event_id=f"completed-{ended.job_name}",
@@ -118,10 +175,16 @@ class RegisterService:
                 model_artifact=artifact if ended.status == "Completed" else None,
             )
         )
-        if ended.status != "Completed" or artifact is None:
-            complete(self._lineage, claimed, "failed", reason=ended.failure_reason)
-            return RegisterOutcome(status="failed")
 
+    def _gate_and_register(
+        self,
+        ended: TrainingJobEnded,
+        dataset: str,
+        facts: dict[str, str],
+        correlation: str,
+        artifact: ObjectRef,
+        claimed: Claim,
+    ) -> RegisterOutcome:
         # Imported here: only a completed job needs pandas and scikit-learn.
         import pandas as pd
 
@@ -179,10 +242,37 @@ class RegisterService:
                 "instance_type": ended.instance_type or "",
                 # What serve checks the artifact against before it loads it.
                 ARTIFACT_SHA256: artifact_sha256,
+                # Whom the gate judged it against, for a retry's event to say the same.
+                **(
+                    {GATE_CHAMPION: str(result.champion_version)} if result.champion_version else {}
+                ),
             },
             status="Approved" if result.approved else "Rejected",
             reason=result.reason,
         )
+        return self._announce(version, ended.job_name, correlation, claimed, result, metrics)
+
+    def _announce(
+        self,
+        version: ModelVersion,
+        job_name: str,
+        correlation: str,
+        claimed: Claim,
+        result: GateResult | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> RegisterOutcome:
+        """``ModelApproved`` or ``ModelRejected`` for ``version``, then the claim is done."""
+        dataset = version.dataset
+        if result is None:  # a retry: what the registry recorded of the first judgement
+            judged = version.lineage.get(GATE_CHAMPION)
+            result = GateResult(
+                approved=version.status == "Approved",
+                reason=version.status_reason or "",
+                champion_version=int(judged) if judged else None,
+                champion_score=None,
+            )
+        if metrics is None:
+            metrics = {k: v for k, v in version.metrics.items() if not k.startswith("champion_")}
         event_id = f"model-{dataset}-{version.version}"
         champion_version = str(result.champion_version) if result.champion_version else None
         if result.approved:
@@ -192,7 +282,7 @@ class RegisterService:
                     dataset=dataset,
                     correlation_id=correlation,
                     model_version=str(version.version),
-                    job_name=ended.job_name,
+                    job_name=job_name,
                     metrics=metrics,
                     champion_version=champion_version,
                 )
@@ -204,7 +294,7 @@ class RegisterService:
                     dataset=dataset,
                     correlation_id=correlation,
                     model_version=str(version.version),
-                    job_name=ended.job_name,
+                    job_name=job_name,
                     metrics=metrics,
                     champion_version=champion_version,
                     reason=result.reason,
