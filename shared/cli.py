@@ -57,6 +57,16 @@ def _is_final(event: PipelineEvent) -> bool:
     return isinstance(event, TERMINAL_EVENTS) or failed_training
 
 
+def _uploader(attributes: dict[str, Any]) -> str:
+    """Who uploaded, as storage authenticated them (``uploaded_by``), with the name the
+    upload's metadata claimed beside it when it says something else."""
+    proven = str(attributes.get("uploaded_by") or "")
+    claimed = str(attributes.get("claimed_uploader") or "")
+    if not proven:
+        return f"{claimed} (claimed)" if claimed else str(attributes.get("uploader") or "")
+    return proven if claimed in ("", proven) else f"{proven} (claims {claimed})"
+
+
 def _emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
     if as_json:
         click.echo(json.dumps(payload, indent=2, default=str))
@@ -385,7 +395,7 @@ def lineage(target: str, as_json: bool) -> None:
                 what = str(a.get("version", ""))
             click.echo(
                 f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.kind:<15} {r.status:<9} "
-                f"{what}  {where}  {a.get('uploader') or ''}".rstrip()
+                f"{what}  {where}  {_uploader(a)}".rstrip()
             )
 
     _emit(
@@ -448,7 +458,7 @@ def _model_lineage(target: str, as_json: bool) -> None:
             elif r.kind == "ingest":
                 click.echo(
                     f"  uploaded   {r.created_at:%Y-%m-%d %H:%M:%S}  {a.get('source')} "
-                    f"by {a.get('uploader') or 'unknown'}, sha256 {sha}"
+                    f"by {_uploader(a) or 'unknown'}, sha256 {sha}"
                 )
 
     _emit(

@@ -110,6 +110,12 @@ def needs_of(call: dict[str, Any], region: str, account: str) -> list[Need] | No
             continue
         if when == "tagged" and not params.get("Tagged"):
             continue
+        source = params.get("CopySource")
+        versioned = bool(
+            params.get("VersionId") or (isinstance(source, dict) and source.get("VersionId"))
+        )
+        if (when == "versioned" and not versioned) or (when == "unversioned" and versioned):
+            continue
         context = {
             k: _resources(v, params, region, account)[0]
             for k, v in (need.get("context") or {}).items()

@@ -138,3 +138,20 @@ def test_facts_lists_each_rule_with_its_source(runner: CliRunner) -> None:
     ids = {row["id"] for row in rows}
     assert "aws.lambda.max_timeout_s" in ids
     assert all(row["cloud"] == "aws" and row["source"].startswith("https://") for row in rows)
+
+
+def test_the_lineage_names_who_storage_authenticated_not_who_the_metadata_claims() -> None:
+    from shared.cli import _uploader
+
+    # The metadata is the uploader's own say; the event's principal is storage's.
+    spoofed = {
+        "uploader": "ceo",
+        "uploaded_by": "AWS:AROAEXAMPLE:intern",
+        "claimed_uploader": "ceo",
+    }
+    assert _uploader(spoofed) == "AWS:AROAEXAMPLE:intern (claims ceo)"
+    same = {"uploaded_by": "alice", "claimed_uploader": "alice"}
+    assert _uploader(same) == "alice"
+    # Rows written before uploaded_by existed keep what they had.
+    assert _uploader({"uploader": "bob"}) == "bob"
+    assert _uploader({"claimed_uploader": "eve"}) == "eve (claimed)"
