@@ -62,7 +62,7 @@ $dhow deploy status customers || exit 1
 step "Predict: the 400 rows of the sample through POST /datasets/customers/predict"
 $dhow predict customers localstack/samples/customers.csv --batch-rows 50 || exit 1
 echo "-- a wrong type is refused with a 422 that names the column:"
-curl -s -X POST http://127.0.0.1:4570/datasets/customers/predict -H 'content-type: application/json' \
+curl -s -X POST http://127.0.0.1:${DHOW_ROUTER_PORT:-4570}/datasets/customers/predict -H 'content-type: application/json' \
   -d '{"customer_id":"X","age":"forty","tenure_months":3,"monthly_spend_aed":12.5,"support_calls":1,"segment":"gold","emirate":"dubai","has_mobile_app":true}'
 echo
 
