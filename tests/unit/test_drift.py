@@ -271,3 +271,61 @@ def test_a_captured_value_never_becomes_script_of_the_stored_report() -> None:
     assert parser.bodies, "evidently's report has its scripts"
     assert not [b for b in parser.bodies if b.strip().startswith("alert(1)")]
     assert "alert(1)" in page  # the value is still shown, as text
+
+
+def test_the_report_runs_only_the_scripts_evidently_wrote() -> None:
+    """Escaping keeps a value from opening a script; the report's CSP is the second wall:
+    only the scripts evidently wrote run (each by its hash), no inline handler, nothing
+    fetched from elsewhere, so a value that got past the escaping would still not run."""
+    import base64
+    import hashlib
+    import re
+
+    from shared.drift_report import render_html
+
+    hostile = '"><img src=x onerror=alert(1)></script><script>alert(2)</script>'
+    ref, cur = categorical(300, 0, 0.0), categorical(300, 1, 0.0)
+    for frame in (ref, cur):
+        frame["emirate"] = frame["emirate"].astype(object)
+        frame.loc[frame.index[:50], "emirate"] = hostile
+    kinds = kinds_of(ref)
+    page = render_html(ref, cur, kinds, compare(ref, cur, kinds), "customers", 300).decode()
+    metas = re.findall(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', page)
+    assert len(metas) == 1
+    assert page.index(metas[0]) < page.index("<script>")
+    policy = dict(([*d.split(" ", 1), ""])[:2] for d in metas[0].replace("&#x27;", "'").split("; "))
+    assert policy["default-src"] == "'none'"
+    allowed = set(policy["script-src"].split())
+    assert not allowed & {"'unsafe-inline'", "'unsafe-eval'", "*", "data:", "https:"}
+
+    def digest(body: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+
+    bodies = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert bodies
+    assert {digest(b) for b in bodies} == allowed
+    assert digest("alert(2)") not in allowed
+    assert policy["connect-src"] == "'none'"
+    assert policy["form-action"] == "'none'"
+
+
+def test_the_report_s_headers_are_ones_both_stores_can_carry() -> None:
+    """S3 and Blob storage keep a content type and a disposition with the object and send
+    them back as headers, and have no place for a CSP (facts aws.s3.object_response_headers,
+    azure.blob.content_settings): read from botocore's S3 model and the Azure SDK's
+    ContentSettings, not from our own list. Hence the CSP lives in the page itself."""
+    import inspect
+
+    import botocore.session
+    from azure.storage.blob import ContentSettings
+
+    from shared.cloud_facts import value
+
+    put = botocore.session.get_session().get_service_model("s3").operation_model("PutObject")
+    assert put.input_shape is not None
+    members = set(put.input_shape.members)
+    assert set(value("aws.s3.object_response_headers")) <= members
+    assert {"ContentType", "ContentDisposition"} <= members
+    assert not [m for m in members if "security" in m.lower() or "csp" in m.lower()]
+    params = set(inspect.signature(ContentSettings.__init__).parameters) - {"self", "kwargs"}
+    assert set(value("azure.blob.content_settings")) == params
