@@ -19,7 +19,13 @@ from shared.adapters.aws import CloudWatchMetrics, SnsAlerts, aws_client
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.capture import InferenceCapture
 from shared.events import DriftChecked, DriftDetected, ObjectRef
-from shared.services.drift import POLICY_RECORD, DriftService, drift_history
+from shared.services.drift import (
+    POLICY_RECORD,
+    DriftService,
+    drift_check_id,
+    drift_history,
+    window_end,
+)
 from shared.settings import Settings
 from shared.specs import load_spec
 from shared.validation import validate_file
@@ -197,3 +203,71 @@ def test_too_few_captured_rows_is_insufficient_data_without_alarm(world: World) 
     assert world.alerts() == []
     assert [e.verdict for e in world.events(DriftChecked)] == ["insufficient_data"]
     assert world.events(DriftDetected) == []
+
+
+@pytest.fixture
+def quick_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evidently's page is checked above; these tests are about what a check does."""
+    monkeypatch.setattr(
+        "shared.drift_report.render_html", lambda *a, **k: b"<html>drift report</html>"
+    )
+
+
+def test_a_check_is_its_window_and_trigger_not_chance() -> None:
+    end = T0
+    start = end - timedelta(hours=24)
+    assert drift_check_id("customers", start, end, "schedule") == drift_check_id(
+        "customers", start, end, "schedule"
+    )
+    assert drift_check_id("customers", start, end, "schedule").startswith("20261123T100000Z-")
+    others = {
+        drift_check_id("orders", start, end, "schedule"),
+        drift_check_id("customers", start - timedelta(hours=1), end, "schedule"),
+        drift_check_id("customers", start, end + timedelta(hours=1), "schedule"),
+        drift_check_id("customers", start, end, "alice"),
+    }
+    assert drift_check_id("customers", start, end, "schedule") not in others
+    assert len(others) == 4
+    # The schedule's time for the run, else the minute a person asked in.
+    assert window_end(T0, T0 + timedelta(minutes=90)) == T0
+    assert window_end(None, T0 + timedelta(seconds=42, microseconds=7)) == T0
+
+
+def test_one_scheduled_run_delivered_twice_is_one_check(world: World, quick_report: None) -> None:
+    world.capture(world.shifted, T0 - timedelta(hours=1))
+    first = world.svc.check("customers", scheduled_at=T0)
+    world.now = T0 + timedelta(minutes=90)  # SQS hands the message out again
+    again = world.svc.check("customers", scheduled_at=T0)
+    assert again.check_id == first.check_id
+    assert again.repeated
+    assert again.action == first.action == "retrain"
+    assert again.verdict == first.verdict
+    assert [e.action for e in world.events(DriftDetected)] == ["retrain"]
+    assert len(world.alerts()) == 1
+    assert len(drift_history(world.lineage, "customers")) == 1
+
+
+def test_a_check_that_died_after_taking_the_cooldown_still_retrains_on_redelivery(
+    world: World, quick_report: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.capture(world.shifted, T0 - timedelta(hours=1))
+    real = world.svc._alerts.send
+    died: list[bool] = []
+
+    def die_once(*args: Any, **kwargs: Any) -> str:
+        if not died:
+            died.append(True)
+            raise SystemExit("the function died before its alert")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(world.svc._alerts, "send", die_once)
+    with pytest.raises(SystemExit):
+        world.svc.check("customers", scheduled_at=T0)
+    policy = world.lineage.get("customers", POLICY_RECORD)
+    assert policy is not None  # the cooldown was taken before the crash
+    world.now = T0 + timedelta(minutes=90)
+    out = world.svc.check("customers", scheduled_at=T0)
+    assert out.action == "retrain"
+    assert [e.action for e in world.events(DriftDetected)] == ["retrain"]
+    [row] = drift_history(world.lineage, "customers")
+    assert (row.status, row.attributes["action"]) == ("drift", "retrain")

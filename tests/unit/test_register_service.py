@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from shared.adapters.aws import aws_client
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
+from shared.cloud_facts import value
 from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
 from shared.services.register import RegisterService
 from shared.settings import Settings
@@ -190,3 +191,72 @@ def test_below_the_minimum_is_rejected_even_without_a_champion(
         assert isinstance(rejected, ModelRejected)
         assert "below the minimum 0.6000" in rejected.reason
         assert registry.champion("customers") is None
+
+
+def test_a_retry_after_the_registry_write_makes_no_second_version(
+    world: dict[str, Any], artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function dies once the version is in the registry, before ModelApproved; the
+    redelivery (after the claim went stale) must announce that version, not make v3."""
+    svc = RegisterService(
+        world["store"],
+        world["bus"],
+        world["lineage"],
+        world["registry"],
+        specs_dir=world["svc"]._specs,
+        claim_seconds=0,  # the redelivery comes after the claim window
+    )
+    svc.handle(ended(world, "job-good", artifacts["good"]))
+    real = world["registry"].register
+    calls: list[int] = []
+
+    def register_then_die(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        if not calls:
+            calls.append(1)
+            raise SystemExit("the function died after the registry write")
+        raise AssertionError("registered a second time")
+
+    monkeypatch.setattr(world["registry"], "register", register_then_die)
+    e = ended(world, "job-good-again", artifacts["good"])
+    with pytest.raises(SystemExit):
+        svc.handle(e)
+    out = svc.handle(e)
+    assert (out.status, out.model_version) == ("approved", 2)
+    assert [v.version for v in world["registry"].versions("customers")] == [2, 1]
+    approved = [x for x in world["bus"].events if isinstance(x, ModelApproved)]
+    assert [(a.model_version, a.champion_version) for a in approved] == [("1", None), ("2", "1")]
+
+
+def test_sagemaker_metadata_limits_are_the_service_models() -> None:
+    """The limits register relies on, as botocore's SageMaker model states them."""
+    import botocore.session
+
+    limits = value("aws.sagemaker.model_package_metadata_limits")
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    create = model.operation_model("CreateModelPackage").input_shape
+    assert create is not None
+    props: Any = create.members["CustomerMetadataProperties"]
+    assert props.metadata["max"] == limits["max_entries"]
+    assert [props.key.metadata["min"], props.key.metadata["max"]] == limits["key_length"]
+    assert [props.value.metadata["min"], props.value.metadata["max"]] == limits["value_length"]
+    # No metadata filter to find a job's version by: the registry's packages are described.
+    listing = model.operation_model("ListModelPackages").input_shape
+    assert listing is not None
+    assert sorted(listing.members) == sorted(
+        value("aws.sagemaker.list_model_packages_no_metadata_filter")
+    )
+
+
+def test_an_empty_lineage_fact_does_not_fail_the_registration(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    """A job without a dhow_trainer_version hyperparameter: SageMaker refuses an empty
+    metadata value (fact aws.sagemaker.model_package_metadata_limits), so it is left out."""
+    event = ended(world, "job-old", artifacts["good"])
+    hps = {k: v for k, v in event.hyperparameters.items() if k != "dhow_trainer_version"}
+    out = world["svc"].handle(event.model_copy(update={"hyperparameters": hps}))
+    assert out.status == "approved"
+    [v] = world["registry"].versions("customers")
+    assert "trainer_version" not in v.lineage
+    assert v.lineage["job_name"] == "job-old"
