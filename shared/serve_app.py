@@ -4,7 +4,8 @@ Functions (ASGI) and locally (uvicorn).
 - ``POST /predict``: one row (a JSON object) or a batch (a JSON array of them),
   checked against the spec's columns; a wrong column or type is a 422 naming it.
 - ``GET /health``: 200 once the model is loaded, 503 with the reason otherwise.
-- ``GET /model``: the served version, its metrics and lineage.
+- ``GET /model``: the served version, its artifact's hash and its features (never where
+  it is stored: every caller of the endpoint may ask).
 - ``/docs`` and ``/openapi.json``: the request contract, from the spec.
 """
 
@@ -20,9 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from shared.canary import JUDGED_PATH, EmfRequestMetrics
 from shared.capture import InferenceCapture
@@ -30,11 +30,14 @@ from shared.errors import DhowError
 from shared.ports import ModelRegistry, ObjectStore
 from shared.serving import (
     MAX_BATCH_ROWS,
+    BodyTooLarge,
     LoadedModel,
     ModelSlot,
     PredictResponse,
+    RequestInvalid,
+    RequestRows,
+    check_body_size,
     load_model_version,
-    request_row_model,
 )
 from shared.specs import DatasetSpec
 
@@ -129,6 +132,19 @@ def _error(status: int, exc: DhowError) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": exc.as_dict()})
 
 
+async def _capped_body(request: Request) -> bytes:
+    """The request's body, refused (``BodyTooLarge``) once it passes the cap: a declared
+    length over it before a byte is read, a streamed body as soon as it grows past it."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit():
+        check_body_size(int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        check_body_size(len(body))
+    return bytes(body)
+
+
 def create_app(
     spec: DatasetSpec,
     slot: ModelSlot,
@@ -140,9 +156,8 @@ def create_app(
     ``metrics`` hears every ``/predict`` answer; by default, on Lambda, an EMF line per
     request for the canary's alarms (``shared.canary``), and nothing elsewhere."""
     metrics = metrics or EmfRequestMetrics.from_env(os.environ)
-    row_model = request_row_model(spec)
-    rows_adapter = TypeAdapter(list[row_model])  # type: ignore[valid-type]
-    row_schema = row_model.model_json_schema(ref_template="#/components/schemas/{model}")
+    contract = RequestRows(spec)
+    row_schema = contract.row_model.model_json_schema(ref_template="#/components/schemas/{model}")
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -163,6 +178,15 @@ def create_app(
     async def model_unavailable(_request: Request, exc: DhowError) -> JSONResponse:
         return _error(503, exc)
 
+    # The caller's own mistakes (Starlette picks the handler of the most specific class).
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _error(413, exc)
+
+    @app.exception_handler(RequestInvalid)
+    async def request_invalid(_request: Request, exc: RequestInvalid) -> JSONResponse:
+        return JSONResponse(status_code=422, content=exc.as_body())
+
     @app.get("/health")
     def health() -> JSONResponse:
         model = _model_of(slot)
@@ -179,15 +203,15 @@ def create_app(
     def model_info() -> JSONResponse:
         model = _model_of(slot)
         v = model.version
+        # What a caller needs to know what answers it; not the artifact's location or the
+        # lineage (bucket keys, job names), which are the registry's to tell its readers.
         return JSONResponse(
             {
                 "dataset": spec.name,
                 "model_version": str(v.version),
                 "status": v.status,
-                "artifact": v.artifact,
                 "artifact_sha256": model.artifact_sha256,
                 "metrics": v.metrics,
-                "lineage": v.lineage,
                 "features": model.features,
                 "task": model.card.get("task"),
                 "labels": model.card.get("labels"),
@@ -214,41 +238,15 @@ def create_app(
         },
     )
     async def predict(request: Request) -> JSONResponse:
-        try:
-            body: Any = await request.json()
-        except ValueError:
-            raise RequestValidationError(
-                [{"type": "json_invalid", "loc": ("body",), "msg": "body is not JSON"}]
-            ) from None
-        single = isinstance(body, dict)
-        batch = [body] if single else body
-        if not isinstance(batch, list) or not batch:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "body_shape",
-                        "loc": ("body",),
-                        "msg": "send one row (an object) or a non-empty array of rows",
-                    }
-                ]
-            )
-        if len(batch) > MAX_BATCH_ROWS:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "too_long",
-                        "loc": ("body",),
-                        "msg": f"at most {MAX_BATCH_ROWS} rows a request; split the batch",
-                    }
-                ]
-            )
-        try:
-            rows: list[BaseModel] = rows_adapter.validate_python(batch)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for e in errors:  # name the body, and the row only when a batch was sent
-                e["loc"] = ("body", *(e["loc"][1:] if single else e["loc"]))
-            raise RequestValidationError(errors) from None
+        body = await _capped_body(request)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        # Parsing, validation, the model's load and its prediction are all blocking work:
+        # in the threadpool, so the event loop (uvicorn's, the Functions host's) keeps
+        # answering /health and other requests meanwhile.
+        return await run_in_threadpool(answer, body, request_id)
+
+    def answer(body: bytes, request_id: str) -> JSONResponse:
+        rows = contract.parse(body)
         model = _model_of(slot)
         records = [r.model_dump() for r in rows]
         try:
@@ -267,7 +265,6 @@ def create_app(
             return _error(500, err)
         version = str(model.version.version)
         if capture is not None:
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             capture.record(records, predictions, version, request_id)
         payload = PredictResponse(
             model_version=version,

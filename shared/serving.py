@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -18,9 +19,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import from_json
 
 from shared.artifacts import ARTIFACT_SHA256, fetch_model
+from shared.cloud_facts import value
 from shared.errors import DhowError
 from shared.events import ObjectRef
 from shared.ports import ModelRegistry, ModelVersion, ObjectStore
@@ -31,6 +45,17 @@ log = logging.getLogger(__name__)
 # The largest batch one request may carry; Lambda's payload limit (6 MB) is reached
 # at about this many rows of a 20-column table anyway.
 MAX_BATCH_ROWS = 10_000
+# The largest body the serve app reads, on every cloud. On AWS no larger one reaches the
+# function (fact aws.lambda.sync_invoke_payload: 6 MB for the whole event, read in decimal
+# megabytes, the smaller reading); Azure ML's inference server and the Functions host
+# take far larger bodies, so the app and the scoring script refuse them themselves, and
+# a request is answered the same wherever it is sent.
+MAX_BODY_BYTES = int(value("aws.lambda.sync_invoke_payload")["max_mb"]) * 1_000_000
+# A 422 lists this many errors, counts them all and says how many it left out: 10,000 bad
+# rows would otherwise answer tens of thousands of entries, each echoing its input.
+MAX_LISTED_ERRORS = 50
+# The longest string input an error echoes back.
+_MAX_ECHOED_CHARS = 80
 
 _CHECK_BOUNDS = {
     "greater_than_or_equal_to": "ge",
@@ -52,17 +77,91 @@ class PredictionFailed(DhowError):
     reason = "prediction_failed"
 
 
+class BodyTooLarge(DhowError):
+    """A request body larger than the serve function reads (``MAX_BODY_BYTES``)."""
+
+    reason = "body_too_large"
+
+    def __init__(self, size: int | None) -> None:
+        told = f"{size:,} bytes" if size is not None else "more"
+        super().__init__(
+            f"the request body is {told}; the serve function reads at most {MAX_BODY_BYTES:,}",
+            hint=f"send at most {MAX_BATCH_ROWS} rows a request, in several smaller batches",
+        )
+
+
+class RequestInvalid(DhowError):
+    """A request body that is not JSON, not rows, or whose rows break the spec's contract."""
+
+    reason = "request_invalid"
+
+    def __init__(self, errors: list[dict[str, Any]], count: int | None = None) -> None:
+        self.count = len(errors) if count is None else count
+        self.errors = [_shown(e) for e in errors[:MAX_LISTED_ERRORS]]
+        super().__init__(
+            f"{self.count} error(s) in the request"
+            + (f", the first {len(self.errors)} listed" if self.count > len(self.errors) else ""),
+            hint="each error names its row and column (loc); fix those and send again",
+        )
+
+    def as_body(self) -> dict[str, Any]:
+        """The 422's body: FastAPI's ``detail`` list, bounded, with the full count."""
+        return {
+            "detail": self.errors,
+            "error_count": self.count,
+            "errors_not_listed": self.count - len(self.errors),
+            "error": self.as_dict(),
+        }
+
+
+def check_body_size(size: int) -> None:
+    """Raise ``BodyTooLarge`` for a body of ``size`` bytes over ``MAX_BODY_BYTES``."""
+    if size > MAX_BODY_BYTES:
+        raise BodyTooLarge(size)
+
+
+def _shown(error: Any) -> dict[str, Any]:
+    """One pydantic (or our own) error as a caller sees it: its type, where, what, and
+    the offending input only when it is a short scalar (an input may be a nested
+    structure, or megabytes of one string)."""
+    shown: dict[str, Any] = {
+        "type": str(error.get("type", "")),
+        "loc": list(error.get("loc", ())),
+        "msg": str(error.get("msg", "")),
+    }
+    given = error.get("input")
+    # bool is an int; an integer of 4,000 digits is not echoed back, nor an infinity or
+    # NaN (not JSON: the answer itself could not be written)
+    huge = isinstance(given, int) and given.bit_length() > 64
+    huge = huge or (isinstance(given, float) and not math.isfinite(given))
+    if isinstance(given, str):
+        shown["input"] = given[:_MAX_ECHOED_CHARS]
+    elif (given is None or isinstance(given, float | int)) and not huge:
+        shown["input"] = given
+    ctx = error.get("ctx")
+    if isinstance(ctx, dict):
+        shown["ctx"] = {
+            str(k): v
+            if isinstance(v, bool | int) or (isinstance(v, float) and math.isfinite(v))
+            else str(v)[:_MAX_ECHOED_CHARS]
+            for k, v in list(ctx.items())[:5]
+        }
+    return shown
+
+
 def _python_type(dtype: str) -> Any:
+    # Strict: a request is the caller's own program talking, so "41" for an integer, 1 for
+    # a bool or 41.0 for an integer are its mistakes, answered as such, not guesses.
     d = dtype.lower()
     if d.startswith(("int", "uint")):
-        return int
+        return StrictInt
     if d.startswith("float"):
-        return float
+        return StrictFloat  # an integer is a float too; inf and NaN are not (the config)
     if d.startswith("bool"):
-        return bool
+        return StrictBool
     if d.startswith("datetime"):
-        return datetime
-    return str
+        return datetime  # JSON has no datetime: an ISO 8601 string is how one is sent
+    return StrictStr
 
 
 def request_row_model(spec: DatasetSpec) -> type[BaseModel]:
@@ -85,8 +184,10 @@ def request_row_model(spec: DatasetSpec) -> type[BaseModel]:
         constraints = {
             arg: checks[key]
             for key, arg in _CHECK_BOUNDS.items()
-            if key in checks and py in (int, float)
+            if key in checks and py in (StrictInt, StrictFloat)
         }
+        if py is datetime:  # the one type JSON carries as another (a string)
+            constraints["strict"] = False
         optional = bool(col.get("nullable")) or bool(col.get("unique"))
         if optional:
             fields[name] = (py | None, Field(default=None, **constraints))
@@ -94,9 +195,63 @@ def request_row_model(spec: DatasetSpec) -> type[BaseModel]:
             fields[name] = (py, Field(**constraints))
     return create_model(
         f"{spec.name.title().replace('-', '').replace('_', '')}Row",
-        __config__=ConfigDict(extra="forbid"),
+        # No infinity or NaN: no model was trained on one, and neither is valid JSON.
+        __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
         **fields,
     )
+
+
+class RequestRows:
+    """The request contract of one dataset: a body in, its validated rows out."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self.row_model = request_row_model(spec)
+        self._rows: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
+
+    def parse(self, body: bytes) -> list[BaseModel]:
+        """The rows of ``body`` (one row, an object, or a batch, an array of them);
+        raises ``BodyTooLarge`` or ``RequestInvalid``, each with its reason."""
+        check_body_size(len(body))
+        try:
+            # pydantic's own JSON parser: its nesting limit answers a body nested 100,000
+            # deep (the standard library raises RecursionError, a 500), and it refuses
+            # NaN and Infinity, which are not JSON.
+            data: Any = from_json(body, allow_inf_nan=False) if body.strip() else None
+        except ValueError as exc:
+            raise RequestInvalid(
+                [{"type": "json_invalid", "loc": ("body",), "msg": f"body is not JSON: {exc}"}]
+            ) from None
+        single = isinstance(data, dict)
+        batch = [data] if single else data
+        if not isinstance(batch, list) or not batch:
+            raise RequestInvalid(
+                [
+                    {
+                        "type": "body_shape",
+                        "loc": ("body",),
+                        "msg": "send one row (an object) or a non-empty array of rows",
+                    }
+                ]
+            )
+        if len(batch) > MAX_BATCH_ROWS:
+            raise RequestInvalid(
+                [
+                    {
+                        "type": "too_long",
+                        "loc": ("body",),
+                        "msg": f"at most {MAX_BATCH_ROWS} rows a request; split the batch",
+                    }
+                ]
+            )
+        try:
+            return self._rows.validate_python(batch)
+        except ValidationError as exc:
+            listed: list[dict[str, Any]] = []
+            for e in exc.errors(include_url=False)[:MAX_LISTED_ERRORS]:
+                # name the body, and the row only when a batch was sent
+                e["loc"] = ("body", *(e["loc"][1:] if single else e["loc"]))
+                listed.append(dict(e))
+            raise RequestInvalid(listed, exc.error_count()) from None
 
 
 @dataclass

@@ -97,6 +97,9 @@ def test_one_row_and_a_batch_are_predicted_by_the_champion(world: dict[str, Any]
             == world["registry"].versions("customers")[0].lineage[ARTIFACT_SHA256]
         )
         assert "customer_id" not in info["features"]  # an identifier is never a feature
+        # Every caller may ask /model: it names what serves, never where it is stored.
+        assert MODELS not in one.text + c.get("/model").text
+        assert not {"artifact", "lineage"} & set(info)
 
 
 @pytest.mark.parametrize(
@@ -104,10 +107,12 @@ def test_one_row_and_a_batch_are_predicted_by_the_champion(world: dict[str, Any]
     [
         ({**ROW, "agee": 41}, ["body", "agee"], "extra_forbidden"),
         ({k: v for k, v in ROW.items() if k != "age"}, ["body", "age"], "missing"),
-        ({**ROW, "age": "forty"}, ["body", "age"], "int_parsing"),
+        ({**ROW, "age": "forty"}, ["body", "age"], "int_type"),
+        ({**ROW, "age": "41"}, ["body", "age"], "int_type"),  # strict: no numeric strings
+        ({**ROW, "has_mobile_app": 1}, ["body", "has_mobile_app"], "bool_type"),
         ({**ROW, "age": 7}, ["body", "age"], "greater_than_equal"),
         ({**ROW, "segment": "platinum"}, ["body", "segment"], "literal_error"),
-        ([ROW, {**ROW, "tenure_months": "x"}], ["body", 1, "tenure_months"], "int_parsing"),
+        ([ROW, {**ROW, "tenure_months": "x"}], ["body", 1, "tenure_months"], "int_type"),
         ([], ["body"], "body_shape"),
     ],
 )
@@ -120,6 +125,35 @@ def test_a_wrong_column_or_type_is_a_422_that_names_it(
     assert {"loc": loc, "type": kind} in [
         {"loc": e["loc"], "type": e["type"]} for e in r.json()["detail"]
     ]
+
+
+def test_the_request_contract_is_strict_but_takes_a_datetime_as_json_sends_it() -> None:
+    """Strict types refuse what a caller's program got wrong ("41", 1 for a bool, NaN),
+    but JSON has no datetime: an ISO 8601 string is how one arrives, and is taken."""
+    from shared.serving import RequestInvalid, RequestRows
+    from shared.specs import DatasetSpec
+
+    spec = DatasetSpec.model_validate(
+        {
+            "name": "events",
+            "target": "y",
+            "task": "regression",
+            "schema": {
+                "columns": {
+                    "at": {"dtype": "datetime64[ns]"},
+                    "x": {"dtype": "float64"},
+                    "y": {"dtype": "float64"},
+                }
+            },
+        }
+    )
+    contract = RequestRows(spec)
+    [row] = contract.parse(b'{"at": "2026-12-01T10:00:00Z", "x": 2}')
+    assert row.model_dump()["x"] == 2.0
+    for bad in (b'{"at": "2026-12-01", "x": NaN}', b'{"at": "2026-12-01", "x": "2"}'):
+        with pytest.raises(RequestInvalid) as refused:
+            contract.parse(bad)
+        assert refused.value.errors[0]["loc"][0] == "body"
 
 
 def test_openapi_documents_the_spec_columns(world: dict[str, Any]) -> None:
