@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, DhowError
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -89,8 +90,20 @@ class EndpointScorer:
         return cls(app, capture)
 
     def score(self, raw_data: str | bytes, headers: dict[str, str] | None = None) -> Scored:
-        """``raw_data`` posted to the app's ``/predict``; its answer, whatever its status."""
+        """``raw_data`` posted to the app's ``/predict``; its answer, whatever its status.
+
+        A body over the serve app's cap is answered here, as the app answers it (413,
+        ``body_too_large``), before it is encoded or handed on: the inference server
+        reads any body whole and sets no limit of its own."""
+        from shared.serving import MAX_BODY_BYTES, BodyTooLarge
+
+        # A UTF-8 string has at least as many bytes as characters: one too long is
+        # refused without encoding it (which would copy it once more).
+        if len(raw_data) > MAX_BODY_BYTES:
+            return _refused(BodyTooLarge(len(raw_data)))
         body = raw_data.encode() if isinstance(raw_data, str) else raw_data
+        if len(body) > MAX_BODY_BYTES:
+            return _refused(BodyTooLarge(len(body)))
         scored = asyncio.run(self._post(body, headers or {}))
         if self._capture is not None:
             # A worker has no timer of its own: a batch that waited long enough goes now.
@@ -159,6 +172,12 @@ class EndpointScorer:
 
         await self._app(scope, receive, send)
         return Scored(status, bytes(out), answer)
+
+
+def _refused(exc: DhowError) -> Scored:
+    """The 413 the serve app answers for a body over its cap (``shared.serve_app``)."""
+    body = json.dumps({"error": exc.as_dict()}).encode()
+    return Scored(413, body, {"content-type": "application/json"})
 
 
 _SCORER: EndpointScorer | None = None

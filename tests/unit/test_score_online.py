@@ -180,3 +180,34 @@ def test_the_script_loads_as_the_inference_server_loads_it() -> None:
     params = list(inspect.signature(run).parameters)
     assert params[0] != "request_headers"
     assert "request_headers" in params
+
+
+def test_a_body_over_the_cap_is_a_413_before_the_app_reads_it(
+    ports: Ports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Azure ML's inference server hands run() any body whole; the script refuses one over
+    the serve app's cap (what Lambda could carry at most, fact
+    aws.lambda.sync_invoke_payload) with the app's own 413, and never passes it on."""
+    from shared.serving import MAX_BODY_BYTES
+
+    assert value("aws.lambda.sync_invoke_payload")["max_mb"] * 1_000_000 >= MAX_BODY_BYTES
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        raise AssertionError("the app was handed a body over the cap")
+
+    scorer = EndpointScorer(app, None)  # type: ignore[arg-type]
+    big = json.dumps([{**ROW, "customer_id": "C" * 900}] * (MAX_BODY_BYTES // 900 + 1))
+    scored = scorer.score(big)
+    assert scored.status == 413
+    assert json.loads(scored.body)["error"]["reason"] == "body_too_large"
+    assert seen == []
+    # And through run(), as the inference server calls it: the status is kept.
+    contract = value("azure.serving.scoring_script_contract")
+    server = importlib.import_module(contract["response_module"])
+    monkeypatch.setattr(score_online, "_SCORER", scorer)
+    answer: Any = score_online.run(big)
+    assert isinstance(answer, server.AMLResponse)
+    assert answer.status_code == 413
+    assert seen == []
