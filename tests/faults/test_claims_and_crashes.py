@@ -188,7 +188,9 @@ def ingest_setup() -> tuple[MemoryStore, MemoryBus, MemoryLineage, ObjectCreated
 
 INGEST_CRASHES = [
     # (boundary, port, method, nth call)
+    ("at-claim", "lineage", "put_if_absent", 1),
     ("after-claim", "store", "exists", 1),
+    ("during-copy", "store", "copy", 1),
     ("after-copy", "bus", "publish", 1),
     ("after-publish", "lineage", "replace", 1),
 ]
@@ -290,7 +292,9 @@ def validate_setup(
 
 VALIDATE_CRASHES = [
     # (data, boundary, port, method, nth call)
+    (SAMPLE, "at-claim", "lineage", "put_if_absent", 1),
     (SAMPLE, "after-claim", "store", "download", 1),
+    (SAMPLE, "after-curated-data", "store", "upload_file", 2),  # the reference sample
     (SAMPLE, "after-curated-copy", "store", "put_bytes", 1),  # the profile, after data.parquet
     (SAMPLE, "before-publish", "bus", "publish", 1),
     (SAMPLE, "after-publish", "lineage", "replace", 1),
