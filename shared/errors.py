@@ -46,6 +46,12 @@ class WorkInProgress(DhowError):
     reason = "work_in_progress"
 
 
+class DeploymentInProgress(WorkInProgress):
+    """The serving target already has a deployment running; this one waits for its end."""
+
+    reason = "deployment_in_progress"
+
+
 class ObjectMissing(DhowError):
     """The object named by an event no longer exists in storage."""
 

@@ -381,6 +381,19 @@ class DeploymentStateChange(BaseModel):
     supersedes_open: bool = False
 
 
+class ConfirmedDeployment(BaseModel):
+    """A deployment as its platform reports it when asked (CodeDeploy's GetDeployment),
+    not as a queued event says: which model version it carried, and whether it ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment_id: str
+    # None: not one Dhow started (a platform's own rollback deployment, a console one).
+    model_version: int | None
+    status: Literal["InProgress", "Succeeded", "RolledBack"]
+    reason: str | None = None
+
+
 class Deployer(abc.ABC):
     """Serving traffic: a Lambda alias shifted by CodeDeploy, a SageMaker endpoint's
     blue/green update, or the local router. Each rolls back by itself on its alarms."""
@@ -401,6 +414,11 @@ class Deployer(abc.ABC):
 
     def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
         """Why the platform rolled a deployment back, where it says (an alarm's name)."""
+        return None
+
+    def confirm(self, dataset: str, deployment_id: str) -> ConfirmedDeployment | None:
+        """The platform's own word on a deployment, to check an end event against; None
+        where the deployer has no such read (its end events are its own reads)."""
         return None
 
     def advance(self, dataset: str, deployment_id: str) -> DeploymentStateChange | None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -51,8 +52,9 @@ from shared.canary import (
     endpoint_metrics_query,
 )
 from shared.cloud_facts import value
-from shared.errors import ConfigError, DhowError, WorkInProgress
+from shared.errors import ConfigError, DeploymentInProgress, DhowError, WorkInProgress
 from shared.ports import (
+    ConfirmedDeployment,
     Deployer,
     DeploymentPlan,
     DeploymentStateChange,
@@ -62,6 +64,8 @@ from shared.ports import (
 )
 
 ROLLOUT_RECORD = "serving:rollout"
+# What ``start`` names a rollout: rollout-<dataset>-v<version>-<6 hex>.
+_ROLLOUT_ID = re.compile(r"^rollout-(?P<dataset>.+)-v(?P<version>\d+)-[0-9a-f]{6}$")
 _SUCCEEDED = "Succeeded"  # fact azure.ml.online_deployment_provisioning
 # The key that marks a deploy-queue message as a rollout check (not a pipeline event).
 CHECK_KEY = "dhow-rollout-check"
@@ -251,9 +255,9 @@ class SteppedRolloutDeployer(Deployer):
         deployment_id = f"rollout-{plan.dataset}-v{plan.model_version}-{uuid.uuid4().hex[:6]}"
         state, row = self._load(plan.dataset)
         if state.status == "InProgress":
-            raise WorkInProgress(
+            raise DeploymentInProgress(
                 f"{plan.dataset} has rollout {state.deployment_id} in progress",
-                hint="this one is retried when the queue delivers it again",
+                hint="nothing to do: its end starts the newest approved version",
             )
         stable = state.stable if state.stable is not None else plan.previous_version
         schedule = (
@@ -296,6 +300,27 @@ class SteppedRolloutDeployer(Deployer):
     def traffic(self, dataset: str) -> dict[str, float]:
         state, _ = self._load(dataset)
         return {str(v): p / 100 for v, p in state.weights().items() if p > 0}
+
+    def confirm(self, dataset: str, deployment_id: str) -> ConfirmedDeployment | None:
+        """The rollout row's word on ``deployment_id``: a check redelivered after its end
+        was saved here, but before deploy recorded it, finds the end again."""
+        state, _ = self._load(dataset)
+        m = _ROLLOUT_ID.match(deployment_id)
+        if state.deployment_id != deployment_id or m is None or m["dataset"] != dataset:
+            return None
+        version = int(m["version"])
+        if state.status == "InProgress":
+            return ConfirmedDeployment(
+                deployment_id=deployment_id, model_version=version, status="InProgress"
+            )
+        if state.status in ("Succeeded", "RolledBack"):
+            return ConfirmedDeployment(
+                deployment_id=deployment_id,
+                model_version=version,
+                status="Succeeded" if state.status == "Succeeded" else "RolledBack",
+                reason=state.reason,
+            )
+        return None
 
     def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
         state, _ = self._load(dataset)

@@ -13,7 +13,12 @@ alarms (the 5xx share and p99 latency of one version's own requests, see
 4. asks CodeDeploy to move the alias from its current version to the new one,
    with the spec's deployment config and automatic rollback on failure or alarm.
    If CodeDeploy refuses (a deployment already active, a config error), each alarm is
-   put back as DescribeAlarms read it before step 3, and the error is raised.
+   put back as DescribeAlarms read it before step 3, and the error is raised: an active
+   deployment as ``DeploymentInProgress``, on which the approval waits for that
+   deployment's end instead of being retried into the DLQ.
+
+An end event is checked with GetDeployment (``confirm``) before deploy acts on it: its
+status, and the model version it carried, read from the description ``start`` gave it.
 
 CodeDeploy steps the weights, watches the alarms and reports the end on
 EventBridge ("CodeDeploy Deployment State-change Notification"), which the
@@ -26,15 +31,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.canary import CanaryRule
+from shared.cloud_facts import value
 from shared.constants import SERVE_MODEL_VERSION
-from shared.errors import DhowError
-from shared.ports import Deployer, DeploymentPlan, StartedDeployment
+from shared.errors import DeploymentInProgress, DhowError
+from shared.ports import ConfirmedDeployment, Deployer, DeploymentPlan, StartedDeployment
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -66,6 +73,14 @@ class DeploymentRefused(DhowError):
 
 def serve_function_name(prefix: str, dataset: str) -> str:
     return f"{prefix}-serve-{dataset}"
+
+
+def description(dataset: str, model_version: int, strategy: str) -> str:
+    """A deployment's description: how GetDeployment later tells which version it carried."""
+    return f"dhow {dataset} model v{model_version} ({strategy})"
+
+
+_DESCRIPTION = re.compile(r"^dhow (?P<dataset>\S+) model v(?P<version>\d+) \(")
 
 
 def deployment_config_name(prefix: str, strategy: str, percent: int, minutes: int) -> str:
@@ -192,7 +207,7 @@ class LambdaCodeDeployDeployer(Deployer):
                     },
                 },
                 deploymentConfigName=config,
-                description=f"dhow {plan.dataset} model v{plan.model_version} ({plan.strategy})",
+                description=description(plan.dataset, plan.model_version, plan.strategy),
                 autoRollbackConfiguration={
                     "enabled": True,
                     "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"],
@@ -202,6 +217,18 @@ class LambdaCodeDeployDeployer(Deployer):
             raise DeploymentRefused(
                 f"CodeDeploy has no deployment group {fn} in {self.application}",
                 hint="the stack creates one per dataset spec; run `pulumi up` after adding a spec",
+            ) from exc
+        except self._cd.exceptions.ClientError as exc:
+            # One active deployment per group (fact aws.codedeploy.active_deployment_error):
+            # this one waits for that one's end, it is not a poisoned message.
+            if exc.response.get("Error", {}).get("Code") != value(
+                "aws.codedeploy.active_deployment_error"
+            ):
+                raise
+            raise DeploymentInProgress(
+                f"{fn} already has an active CodeDeploy deployment; model "
+                f"v{plan.model_version} starts when it ends",
+                hint="nothing to do: its end event starts the newest approved version",
             ) from exc
         return StartedDeployment(deployment_id=deployment_id, target=f"{fn}:{ALIAS}")
 
@@ -254,6 +281,37 @@ class LambdaCodeDeployDeployer(Deployer):
                 self._cw.put_metric_alarm(**request)
             except Exception:
                 log.exception("could not restore alarm %s", request.get("AlarmName"))
+
+    def confirm(self, dataset: str, deployment_id: str) -> ConfirmedDeployment | None:
+        """GetDeployment's word on a deployment: its status, and the model version it
+        carried if it is one of Dhow's (a user deployment of the dataset's group with the
+        description ``start`` gives it; CodeDeploy's own rollback deployments are not)."""
+        fn = self._function(dataset)
+        info = self._cd.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+        statuses = value("aws.codedeploy.deployment_status")
+        status = info.get("status", "")
+        ours = (
+            info.get("deploymentGroupName") == fn
+            and info.get("creator") == value("aws.codedeploy.user_creator")
+            and (m := _DESCRIPTION.match(info.get("description", ""))) is not None
+            and m["dataset"] == dataset
+        )
+        model_version = int(m["version"]) if ours and m is not None else None
+        if status in statuses["succeeded"]:
+            return ConfirmedDeployment(
+                deployment_id=deployment_id, model_version=model_version, status="Succeeded"
+            )
+        if status in statuses["rolled_back"]:
+            error = info.get("errorInformation", {})
+            return ConfirmedDeployment(
+                deployment_id=deployment_id,
+                model_version=model_version,
+                status="RolledBack",
+                reason=f"{error.get('code', status)}: {error.get('message', status)}",
+            )
+        return ConfirmedDeployment(
+            deployment_id=deployment_id, model_version=model_version, status="InProgress"
+        )
 
     def failure_reason(self, dataset: str, deployment_id: str) -> str | None:
         info = self._cd.get_deployment(deploymentId=deployment_id)["deploymentInfo"]

@@ -30,6 +30,7 @@ from shared.adapters.sagemaker_endpoint import (
 )
 from shared.canary import CanaryRule, alarm_names
 from shared.cloud_facts import fact, value
+from shared.errors import DeploymentInProgress, WorkInProgress
 from shared.ports import DeploymentPlan
 from shared.settings import Settings
 from shared.triggers import parse_deployment_state_change
@@ -37,6 +38,8 @@ from tests.helpers import load_event
 
 FN = "dhow-prod-serve-customers"
 SHA = "0a1b2c3d" + "e" * 56
+# CodeDeploy's words when a group is busy (aws/aws-sdk-java#757, CircleCI aws-ecs-orb#181).
+ACTIVE_MESSAGE = f"The Deployment Group '{FN}' already has an active Deployment 'd-7XKQ2ZB1C'"
 
 
 @pytest.fixture(autouse=True)
@@ -513,7 +516,9 @@ def test_rollback_of_a_long_named_dataset_finds_its_config_and_shifts_at_once() 
 def test_a_refused_deployment_puts_the_alarms_back_as_they_were() -> None:
     """CodeDeploy refuses the deployment (one is already active): the alarms were already
     pointed at version 8, which will get no traffic. Each is put back with exactly the
-    configuration DescribeAlarms read before the change, and the refusal is raised."""
+    configuration DescribeAlarms read before the change, and the refusal is raised as a
+    wait (``DeploymentInProgress``, a WorkInProgress), not an unknown error that the
+    queue retries into its DLQ."""
     from datetime import UTC, datetime
 
     from botocore.exceptions import ClientError
@@ -571,14 +576,17 @@ def test_a_refused_deployment_puts_the_alarms_back_as_they_were() -> None:
             )
         cs.add_client_error(
             "create_deployment",
-            service_error_code="DeploymentLimitExceededException",
-            service_message="The deployment group already has an active deployment",
+            service_error_code=fact("aws.codedeploy.active_deployment_error").value,
+            service_message=ACTIVE_MESSAGE,
             http_status_code=400,
         )
         for alarm in before:  # back as it was, field for field
             ws.add_response("put_metric_alarm", {}, alarm)
-        with pytest.raises(ClientError, match="DeploymentLimitExceededException"):
+        with pytest.raises(DeploymentInProgress) as refused:
             deployer.start(plan())
+        assert isinstance(refused.value, WorkInProgress)
+        assert refused.value.reason == "deployment_in_progress"
+        assert isinstance(refused.value.__cause__, ClientError)
         ls.assert_no_pending_responses()
         cs.assert_no_pending_responses()
         ws.assert_no_pending_responses()
@@ -658,3 +666,108 @@ def test_two_long_datasets_sharing_a_prefix_never_share_a_model() -> None:
         "dhow-prod-customers-v3",
         "dhow-prod-customers-v3-0a1b2c3d",
     )
+
+
+def lambda_deployer() -> tuple[LambdaCodeDeployDeployer, Any, Any, Any]:
+    settings = Settings(stage="prod")
+    lam, cd = aws_client("lambda", settings), aws_client("codedeploy", settings)
+    cw = aws_client("cloudwatch", settings)
+    deployer = LambdaCodeDeployDeployer(
+        lam, cd, LambdaServingConfig(name_prefix="dhow-prod"), sleep=lambda _s: None, cloudwatch=cw
+    )
+    return deployer, lam, cd, cw
+
+
+def test_codedeploy_s_busy_group_error_is_the_one_its_model_lists() -> None:
+    """The code deploy waits on is one CreateDeployment can return, by botocore's own
+    service model; the name the brief guessed (DeploymentAlreadyStartedException) is not
+    among them, so matching it would leave the real refusal a poisoned message."""
+    _, _, cd, _ = lambda_deployer()
+    errors = {
+        e.name for e in cd.meta.service_model.operation_model("CreateDeployment").error_shapes
+    }
+    code = fact("aws.codedeploy.active_deployment_error").value
+    assert code in errors
+    assert "DeploymentAlreadyStartedException" not in errors
+
+
+def test_other_codedeploy_refusals_are_raised_as_they_are() -> None:
+    """Only the busy group waits: a role CodeDeploy cannot use is a real fault."""
+    from botocore.exceptions import ClientError
+
+    deployer, lam, cd, cw = lambda_deployer()
+    env = {"DHOW_SERVE_DATASET": "customers", "DHOW_SERVE_MODEL_VERSION": "3"}
+    with Stubber(lam) as ls, Stubber(cd) as cs, Stubber(cw) as ws:
+        ls.add_response(
+            "get_function_configuration",
+            {"RevisionId": "r1", "Environment": {"Variables": env}},
+            {"FunctionName": FN},
+        )
+        ls.add_response("publish_version", {"Version": "8"}, None)
+        ls.add_response("get_alias", {"FunctionVersion": "7"}, None)
+        stub_alarms_pointed_at(ws, "8")
+        cs.add_client_error("create_deployment", service_error_code="InvalidRoleException")
+        for _ in range(2):
+            ws.add_response("put_metric_alarm", {}, None)
+        with pytest.raises(ClientError, match="InvalidRoleException") as refused:
+            deployer.start(plan())
+        assert not isinstance(refused.value, WorkInProgress)
+
+
+def deployment_info(**kw: Any) -> dict[str, Any]:
+    return {
+        "deploymentInfo": {
+            "applicationName": "dhow-prod-serving",
+            "deploymentGroupName": FN,
+            "deploymentId": "d-7XKQ2ZB1C",
+            "creator": "user",
+            "description": "dhow customers model v3 (canary)",
+            "computePlatform": "Lambda",
+            **kw,
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({"status": "Succeeded"}, ("Succeeded", 3)),
+        ({"status": "InProgress"}, ("InProgress", 3)),
+        ({"status": "Baking"}, ("InProgress", 3)),
+        (
+            {
+                "status": "Stopped",
+                "errorInformation": {"code": "ALARM_ACTIVE", "message": "alarm fired"},
+            },
+            ("RolledBack", 3),
+        ),
+        # CodeDeploy's own rollback deployment, or one made in the console: not Dhow's.
+        ({"status": "Succeeded", "creator": "codeDeployRollback"}, ("Succeeded", None)),
+        ({"status": "Succeeded", "description": "hotfix by hand"}, ("Succeeded", None)),
+        ({"status": "Succeeded", "deploymentGroupName": FN + "x"}, ("Succeeded", None)),
+    ],
+)
+def test_an_end_is_confirmed_with_get_deployment(
+    info: dict[str, Any], expected: tuple[str, int | None]
+) -> None:
+    deployer, _, cd, _ = lambda_deployer()
+    with Stubber(cd) as cs:
+        cs.add_response("get_deployment", deployment_info(**info), {"deploymentId": "d-7XKQ2ZB1C"})
+        confirmed = deployer.confirm("customers", "d-7XKQ2ZB1C")
+        cs.assert_no_pending_responses()
+    assert confirmed is not None
+    assert (confirmed.status, confirmed.model_version) == expected
+    if confirmed.status == "RolledBack":
+        assert confirmed.reason == "ALARM_ACTIVE: alarm fired"
+
+
+def test_get_deployment_statuses_and_creator_are_codedeploy_s_own() -> None:
+    """Every status botocore's model has is mapped, to exactly one outcome, and the
+    creator deploy trusts is one of the model's."""
+    _, _, cd, _ = lambda_deployer()
+    model = cd.meta.service_model
+    statuses = fact("aws.codedeploy.deployment_status").value
+    mapped = [s for group in statuses.values() for s in group]
+    assert sorted(mapped) == sorted(model.shape_for("DeploymentStatus").enum)
+    assert len(mapped) == len(set(mapped))
+    assert fact("aws.codedeploy.user_creator").value in model.shape_for("DeploymentCreator").enum

@@ -276,7 +276,7 @@ def test_rollout_schedules_follow_codedeploy_configs() -> None:
     assert rollout_schedule("all_at_once", 10, 5) == [(0.0, 1.0)]
 
 
-def test_an_approval_during_a_rollout_waits_and_starts_on_redelivery(world: World) -> None:
+def test_an_approval_during_a_rollout_waits_and_starts_when_it_ends(world: World) -> None:
     from shared.errors import WorkInProgress
 
     world.svc.on_model_approved(world.approve("good"))  # v1 rolling out, not yet ticked
@@ -286,8 +286,11 @@ def test_an_approval_during_a_rollout_waits_and_starts_on_redelivery(world: Worl
     assert world.lineage.get("customers", "deploy:v2").status == "waiting"  # type: ignore[union-attr]
     world.router.tick("customers")
     world.deliver_platform_events()
-    # The redelivery takes the claim over at once, not after the 15-minute claim window.
-    assert world.svc.on_model_approved(second).status == "started"
+    # The end of v1's rollout starts the waiting v2 at once, not its redelivery.
+    started = world.bus.events[-1]
+    assert isinstance(started, DeploymentStarted)
+    assert started.model_version == "2"
+    assert world.svc.on_model_approved(second).status == "duplicate"
 
 
 def test_a_drift_rollback_goes_back_one_version_once_per_check(world: World) -> None:
