@@ -161,6 +161,10 @@ HOSTILE: dict[str, bytes] = {
     'monthly_spend_aed "120.5"': _row(monthly_spend_aed='"120.5"'),
     "has_mobile_app 1 (a number for a bool)": _row(has_mobile_app="1"),
     "age of 5,000 digits": _row(age="9" * 5000),
+    # pydantic would build (and list, slowly) an error for each unknown column
+    "a row of 200,000 unknown columns": (
+        ROW_JSON[:-1] + "".join(f', "c{i}": 0' for i in range(200_000)) + "}"
+    ).encode(),
 }
 
 

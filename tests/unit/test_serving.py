@@ -142,6 +142,7 @@ def test_the_request_contract_is_strict_but_takes_a_datetime_as_json_sends_it() 
                 "columns": {
                     "at": {"dtype": "datetime64[ns]"},
                     "x": {"dtype": "float64"},
+                    "n": {"dtype": "int64", "nullable": True},
                     "y": {"dtype": "float64"},
                 }
             },
@@ -150,7 +151,11 @@ def test_the_request_contract_is_strict_but_takes_a_datetime_as_json_sends_it() 
     contract = RequestRows(spec)
     [row] = contract.parse(b'{"at": "2026-12-01T10:00:00Z", "x": 2}')
     assert row.model_dump()["x"] == 2.0
-    for bad in (b'{"at": "2026-12-01", "x": NaN}', b'{"at": "2026-12-01", "x": "2"}'):
+    # An integer column without bounds still holds only what int64 holds: 10**30 would
+    # turn the frame's column to Python objects under the model.
+    too_big = b'{"at": "2026-12-01", "x": 1, "n": ' + str(10**30).encode() + b"}"
+    assert contract.parse(b'{"at": "2026-12-01", "x": 1, "n": ' + str(2**63 - 1).encode() + b"}")
+    for bad in (b'{"at": "2026-12-01", "x": NaN}', b'{"at": "2026-12-01", "x": "2"}', too_big):
         with pytest.raises(RequestInvalid) as refused:
             contract.parse(bad)
         assert refused.value.errors[0]["loc"][0] == "body"
