@@ -34,7 +34,9 @@ METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"  # Monitoring Metrics
 # Storage Queue Data Message Processor); the fact azure.functions.queue_trigger_roles.
 TRIGGER_ROLES = (QUEUE_READER, QUEUE_PROCESSOR)
 
-_READ_ONLY = frozenset({"s3:GetObject", "s3:ListBucket"})
+# Reads only: s3:GetObjectVersion is a read of a named version (ingest pins its reads to
+# the event's version on S3; on Azure the same read is pinned by ETag, a plain blob read).
+_READ_ONLY = frozenset({"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"})
 
 
 @dataclass(frozen=True, order=True)
