@@ -357,7 +357,9 @@ class EventWiring(pulumi.ComponentResource):
                 )
             # training_job_ended is Azure ML's RunStatusChanged (subscribed by
             # Training, on the workspace). The serving rules have no Azure counterpart:
-            # progressive rollouts on Azure run on the local platform only (README).
+            # the deploy function steps each online endpoint's traffic itself and sends
+            # its own checks on the deploy queue (infra/azure/serving.py,
+            # shared/adapters/azure_serving.py).
 
         # Each topic's identity may send to the queues its subscriptions deliver to, and
         # write dead letters; nothing else.
@@ -771,17 +773,9 @@ class Functions(pulumi.ComponentResource):
                 _assign(_grant_name(grant), subscription, principal, grant.role, scope, child)
             )
         # The workspace's own account: the code upload to its default blob datastore.
-        for role in workspace_storage_roles()["app"]:
-            self.assignments.append(
-                _assign(
-                    "app-ml-storage",
-                    subscription,
-                    principal,
-                    role,
-                    scopes[("account", "ml")],
-                    child,
-                )
-            )
+        self.assignments += _ml_storage_assignments(
+            "app", subscription, principal, scopes[("account", "ml")], child
+        )
         # The code: released-package.zip in the deployment container, deployed by One
         # Deploy once the identity can read the container (infra/azure/app_package.py).
         self.code = app_package.deploy(
@@ -1100,8 +1094,35 @@ def _grant_clusters(
             _assign(
                 f"{kind}-{_grant_name(grant)}", subscription, principal, grant.role, scope, opts
             )
-        for role in workspace_storage_roles()[kind]:
-            _assign(f"{kind}-ml-storage", subscription, principal, role, training.storage.id, opts)
+        _ml_storage_assignments(kind, subscription, principal, training.storage.id, opts)
+
+
+def _ml_storage_assignments(
+    kind: str,
+    subscription: pulumi.Input[str],
+    principal: pulumi.Input[str],
+    account: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> list[az.authorization.RoleAssignment]:
+    """``kind``'s roles on the workspace's own account, one resource per role (fact
+    azure.ml.identity_storage_roles): named by the role, as two roles under one logical
+    name would be a duplicate URN. The Blob Data Contributor assignment was named
+    ``<kind>-ml-storage`` before, and the alias keeps an existing stack's resource (and
+    the assignment in Azure) instead of deleting and recreating it."""
+    out = []
+    for role in workspace_storage_roles()[kind]:
+        legacy = [pulumi.Alias(name=f"{kind}-ml-storage")] if role == BLOB_CONTRIBUTOR else []
+        out.append(
+            _assign(
+                f"{kind}-ml-storage-{role[:8]}",
+                subscription,
+                principal,
+                role,
+                account,
+                pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=legacy)),
+            )
+        )
+    return out
 
 
 def _scopes(
