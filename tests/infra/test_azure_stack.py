@@ -380,3 +380,46 @@ def test_the_cpu_clusters_roles_cover_what_the_validation_job_writes(
     }
     assert written | {staged.container} <= writable
     assert staged.container in written  # the result JSON beside the staged data
+
+
+def test_two_roles_on_the_workspace_storage_are_two_resources_and_the_old_name_is_kept(
+    azure_cfg: StackConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second role in fact azure.ml.identity_storage_roles must not give two resources
+    one logical name (a duplicate URN fails `pulumi up`), and the assignment a stack
+    already holds (Blob Data Contributor, once named ``<kind>-ml-storage``) is aliased
+    to its old name, so Pulumi keeps it instead of deleting and recreating it."""
+    import pulumi
+
+    from infra.azure import stack
+
+    reader = roles.BLOB_READER
+    two = {k: [roles.BLOB_CONTRIBUTOR, reader] for k in ("cpu", "gpu", "app")}
+    monkeypatch.setattr(stack, "workspace_storage_roles", lambda: two)
+    aliases: dict[str, list[str]] = {}
+
+    def record(args: pulumi.ResourceTransformationArgs) -> None:
+        if args.type_ == "azure-native:authorization:RoleAssignment":
+            # (Pulumi adds its own aliases for the parent's; the stack's have a name)
+            given = args.opts.aliases or []
+            aliases[args.name] = [
+                a.name for a in given if isinstance(a, pulumi.Alias) and isinstance(a.name, str)
+            ]
+
+    def build(cfg: StackConfig) -> dict[str, Any]:
+        pulumi.runtime.register_stack_transformation(record)
+        return stack.build(cfg)
+
+    program = run(azure_cfg, build)
+    names = [(r.typ, r.name) for r in program.resources]
+    assert len(names) == len(set(names))
+    on_ml: dict[str, set[str]] = {}
+    for a in program.of_type("azure-native:authorization:RoleAssignment"):
+        if a.inputs["scope"].rsplit("/", 1)[-1] == ML:
+            on_ml.setdefault(a.inputs["principalId"], set()).add(a.inputs["roleDefinitionId"][-36:])
+    assert on_ml == {
+        p: set(two["app"]) for p in ("cpu-principal", "gpu-principal", "app-principal")
+    }
+    for kind in ("cpu", "gpu", "app"):
+        assert aliases[f"{kind}-ml-storage-{roles.BLOB_CONTRIBUTOR[:8]}"] == [f"{kind}-ml-storage"]
+        assert aliases[f"{kind}-ml-storage-{reader[:8]}"] == []
