@@ -5,6 +5,13 @@ Layout: ``<capture bucket>/datasets/<dataset>/YYYY/MM/DD/HH/<time>-<random>.json
 one line a row: ``captured_at``, ``model_version``, ``request_id``, ``inputs`` and
 ``prediction``. Sampling is per request, so a batch request is kept or left whole.
 
+A SageMaker endpoint (GPU serving) captures with SageMaker's own data capture, under
+the same dataset prefix: its destination is ``datasets/<dataset>/endpoint``, below which
+SageMaker writes ``<endpoint>/<variant>/YYYY/MM/DD/HH/<file>.jsonl``, one line a request
+in SageMaker's format (``captureData.endpointInput`` / ``endpointOutput``, each JSON,
+CSV or BASE64; facts ``aws.sagemaker.capture_layout``, ``aws.sagemaker.capture_record``).
+The readers here read both and give the drift check the same rows from either.
+
 A capture failure never fails a prediction: it is counted (``failed_writes``) and
 logged as a metric; the rows stay buffered for the next try, up to
 ``max_buffer_rows``, past which the oldest are dropped and counted
@@ -13,13 +20,19 @@ logged as a metric; the rows stay buffered for the next try, up to
 
 from __future__ import annotations
 
+import base64
+import binascii
+import csv
+import functools
+import io
 import json
 import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,10 +45,25 @@ from shared.specs import DatasetSpec
 log = logging.getLogger(__name__)
 
 CAPTURE_PREFIX = "datasets/"
+# The folder of a dataset's prefix that a SageMaker endpoint's data capture writes to
+# (a Lambda's hours, YYYY/, never start with a letter).
+ENDPOINT_CAPTURE_DIR = "endpoint"
 
 
 def capture_prefix(dataset: str) -> str:
+    """Where every capture of ``dataset`` lives, whichever way it is served."""
     return f"{CAPTURE_PREFIX}{dataset}/"
+
+
+def endpoint_capture_prefix(dataset: str) -> str:
+    """The key prefix a SageMaker endpoint's ``DestinationS3Uri`` names: SageMaker adds
+    ``/<endpoint>/<variant>/YYYY/MM/DD/HH/`` below it."""
+    return f"{capture_prefix(dataset)}{ENDPOINT_CAPTURE_DIR}"
+
+
+def endpoint_capture_uri(bucket: str, dataset: str) -> str:
+    """``DataCaptureConfig.DestinationS3Uri`` of ``dataset``'s SageMaker endpoint."""
+    return f"s3://{bucket}/{endpoint_capture_prefix(dataset)}"
 
 
 @dataclass
@@ -78,6 +106,7 @@ class InferenceCapture:
         self._first_at: float | None = None
         self._lock = threading.Lock()
         self.stats = CaptureStats()
+        _LIVE.add(self)
 
     @classmethod
     def for_spec(cls, store: ObjectStore, container: str, spec: DatasetSpec) -> InferenceCapture:
@@ -196,35 +225,208 @@ class InferenceCapture:
         return {**asdict(self.stats), "buffered_rows": buffered}
 
 
-def _read_objects(store: ObjectStore, container: str, keys: Iterable[str]) -> list[dict[str, Any]]:
+# Every capture of this process, so an entry point can write them all out before its
+# runtime may stop it (weak: a capture no app holds any more is not kept alive by this).
+_LIVE: weakref.WeakSet[InferenceCapture] = weakref.WeakSet()
+
+
+def flush_all() -> int:
+    """Write what every capture of this process holds; returns the rows written. Never
+    raises (a failed write stays buffered and counted, as in ``flush``)."""
+    return sum(capture.flush() for capture in list(_LIVE))
+
+
+def flushed_after_each_call[**P, R](handler: Callable[P, R]) -> Callable[P, R]:
+    """``handler`` (a Lambda handler), writing every capture's buffer before it returns.
+
+    Lambda freezes the execution environment once a handler returns and stops it later
+    without calling the function's code (no ASGI lifespan runs behind mangum), so a row
+    still buffered then is lost. Writing at the end of each invocation costs one PUT of
+    the sampled rows per request; the answer waits for it, the canary's latency (timed by
+    the app) does not.
+    """
+
+    @functools.wraps(handler)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            flush_all()
+
+    return run
+
+
+def _scalar(text: str) -> Any:
+    """A CSV field as the value it spells: CSV carries text, and a number or a boolean
+    read back as text would look drifted against the training data's own values."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _decoded(part: Any) -> tuple[str, str] | None:
+    """(``json`` or ``csv``, text) of one side of a SageMaker capture record, or None."""
+    if not isinstance(part, dict) or not isinstance(part.get("data"), str):
+        return None
+    encoding = str(part.get("encoding", "")).upper()
+    ctype = str(part.get("observedContentType", "")).split(";")[0].strip().lower()
+    text = part["data"]
+    if encoding == "BASE64":
+        text = base64.b64decode(text, validate=True).decode("utf-8")
+        encoding = "JSON" if ctype.endswith("json") else "CSV" if ctype == "text/csv" else ""
+    if encoding == "JSON":
+        return "json", text
+    if encoding == "CSV":
+        return "csv", text
+    return None
+
+
+def _input_rows(part: Any, columns: Sequence[str] | None) -> list[dict[str, Any]] | None:
+    """The rows of a request: a row object, a list of them (what the serve app takes),
+    ``{"instances": [...]}``, or positional rows (CSV, JSON lists) named by ``columns``."""
+    decoded = _decoded(part)
+    if decoded is None:
+        return None
+    kind, text = decoded
+    if kind == "csv":
+        items: list[Any] = [
+            [_scalar(v) for v in row] for row in csv.reader(io.StringIO(text)) if row
+        ]
+    else:
+        body = json.loads(text)
+        if isinstance(body, dict) and isinstance(body.get("instances"), list):
+            body = body["instances"]
+        items = body if isinstance(body, list) else [body]
     rows: list[dict[str, Any]] = []
-    for key in keys:
-        data = b"".join(store.iter_chunks(ObjectRef(container=container, key=key)))
-        rows.extend(json.loads(line) for line in data.splitlines() if line.strip())
+    for item in items:
+        if isinstance(item, dict):
+            rows.append(item)
+        elif isinstance(item, list) and columns is not None and len(item) == len(columns):
+            rows.append(dict(zip(columns, item, strict=True)))
+        else:
+            return None
     return rows
 
 
-def read_captures(store: ObjectStore, container: str, dataset: str) -> list[dict[str, Any]]:
-    """Captured rows of a dataset, oldest first."""
-    return _read_objects(store, container, store.list_keys(container, capture_prefix(dataset)))
+def _predictions(part: Any) -> list[Any]:
+    decoded = _decoded(part)
+    if decoded is None:
+        return []
+    kind, text = decoded
+    if kind == "csv":
+        return [_scalar(row[0]) for row in csv.reader(io.StringIO(text)) if row]
+    body = json.loads(text)
+    if isinstance(body, dict):
+        body = body.get("predictions", [body])
+    return body if isinstance(body, list) else [body]
+
+
+def _endpoint_rows(record: dict[str, Any], columns: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Dhow's rows of one SageMaker capture record; raises ValueError if it has none."""
+    data = record.get("captureData") or {}
+    meta = record.get("eventMetadata") or {}
+    inputs = _input_rows(data.get("endpointInput"), columns)
+    if not inputs or "inferenceTime" not in meta:
+        raise ValueError("no readable endpointInput, or no eventMetadata.inferenceTime")
+    predictions = _predictions(data.get("endpointOutput"))
+    if len(predictions) != len(inputs):
+        predictions = [None] * len(inputs)
+    at = datetime.fromisoformat(str(meta["inferenceTime"])).isoformat()
+    request_id = meta.get("inferenceId") or meta.get("eventId")
+    return [
+        {
+            "captured_at": at,
+            "model_version": None,  # SageMaker's record does not say; the endpoint does
+            "request_id": request_id,
+            "inputs": row,
+            "prediction": pred,
+        }
+        for row, pred in zip(inputs, predictions, strict=True)
+    ]
+
+
+def _read_objects(
+    store: ObjectStore,
+    container: str,
+    keys: Iterable[str],
+    columns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    unreadable = 0
+    for key in keys:
+        data = b"".join(store.iter_chunks(ObjectRef(container=container, key=key)))
+        for line in data.splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if "captureData" not in record:
+                rows.append(record)
+                continue
+            try:
+                rows.extend(_endpoint_rows(record, columns))
+            except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
+                unreadable += 1
+    if unreadable:
+        # Counted, never silently dropped: a request the drift check cannot read is one
+        # it does not judge, and the log says how many.
+        log.warning("%d captured requests in %s could not be read as rows", unreadable, container)
+    return rows
+
+
+def _endpoint_folders(store: ObjectStore, container: str, dataset: str) -> list[str]:
+    """``datasets/<d>/endpoint/<endpoint>/<variant>/`` of the dataset's SageMaker capture,
+    if there is one: the deployer gives a dataset one endpoint and one variant, so the
+    first key names the folder, and a window lists only its hours below it."""
+    base = f"{endpoint_capture_prefix(dataset)}/"
+    for key in store.list_keys(container, base):
+        parts = key.removeprefix(base).split("/")
+        if len(parts) > 2:
+            return [f"{base}{parts[0]}/{parts[1]}/"]
+    return []
+
+
+def read_captures(
+    store: ObjectStore, container: str, dataset: str, columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Captured rows of a dataset, oldest first (a SageMaker endpoint's after the
+    serve function's). ``columns`` names positional (CSV) rows."""
+    return _read_objects(
+        store, container, store.list_keys(container, capture_prefix(dataset)), columns
+    )
 
 
 def read_window(
-    store: ObjectStore, container: str, dataset: str, start: datetime, end: datetime
+    store: ObjectStore,
+    container: str,
+    dataset: str,
+    start: datetime,
+    end: datetime,
+    columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows captured in ``[start, end)``, oldest first, reading only the hours it spans.
+    """Rows captured in ``[start, end)``, reading only the hours it spans, of the serve
+    function and of the dataset's SageMaker endpoint alike (each one's oldest first).
 
     An object is filed under the hour it was written, up to a batch's
     ``capture_max_seconds`` after its first row, so the hour before ``start`` is
-    read too and every row is filtered on its own ``captured_at``.
+    read too and every row is filtered on its own ``captured_at``. ``columns`` names
+    positional (CSV) rows of an endpoint's capture.
     """
-    hour = (start - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    folders = [capture_prefix(dataset), *_endpoint_folders(store, container, dataset)]
+    first = (start - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     keys: list[str] = []
-    while hour < end:
-        keys.extend(store.list_keys(container, f"{capture_prefix(dataset)}{hour:%Y/%m/%d/%H}/"))
-        hour += timedelta(hours=1)
+    for folder in folders:
+        hour = first
+        while hour < end:
+            keys.extend(store.list_keys(container, f"{folder}{hour:%Y/%m/%d/%H}/"))
+            hour += timedelta(hours=1)
     return [
         r
-        for r in _read_objects(store, container, keys)
+        for r in _read_objects(store, container, keys, columns)
         if start <= datetime.fromisoformat(r["captured_at"]) < end
     ]

@@ -8,6 +8,7 @@ import logging
 
 from mangum import Mangum
 
+from shared.capture import flushed_after_each_call
 from shared.settings import Settings
 from shared.wiring import build_serve_app
 
@@ -20,4 +21,6 @@ logging.getLogger().setLevel(logging.INFO)
 # stops the function here.
 SETTINGS = Settings.from_env()
 APP = build_serve_app(SETTINGS)
-handler = Mangum(APP, lifespan="off")
+# Captured rows are written before each invocation returns: Lambda may stop a frozen
+# container without running any code of ours, and a buffer would go with it.
+handler = flushed_after_each_call(Mangum(APP, lifespan="off"))

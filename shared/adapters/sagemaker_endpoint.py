@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from shared.adapters.codedeploy import DeploymentRefused, serve_function_name
 from shared.adapters.sagemaker_training import has_instance_storage
+from shared.capture import endpoint_capture_uri
 from shared.cloud_facts import value
 from shared.identifiers import SAGEMAKER_NAME, sagemaker_name
 from shared.ports import Deployer, DeploymentPlan, StartedDeployment
@@ -153,7 +154,8 @@ class SageMakerEndpointDeployer(Deployer):
             DataCaptureConfig={
                 "EnableCapture": True,
                 "InitialSamplingPercentage": max(1, round(plan.capture_sampling * 100)),
-                "DestinationS3Uri": f"s3://{cfg.capture_bucket}/endpoints/{plan.dataset}",
+                # Under the dataset's own capture prefix, where the drift check reads.
+                "DestinationS3Uri": endpoint_capture_uri(cfg.capture_bucket, plan.dataset),
                 "KmsKeyId": cfg.kms_key_id,
                 "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
                 "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},

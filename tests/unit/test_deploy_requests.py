@@ -315,7 +315,7 @@ def stub_model_and_config(
             "DataCaptureConfig": {
                 "EnableCapture": True,
                 "InitialSamplingPercentage": 50,
-                "DestinationS3Uri": "s3://dhow-prod-capture/endpoints/customers",
+                "DestinationS3Uri": "s3://dhow-prod-capture/datasets/customers/endpoint",
                 "KmsKeyId": "arn:aws:kms:me-central-1:123456789012:key/k1",
                 "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
                 "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
