@@ -18,7 +18,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, unquote_plus, urlparse
 
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.constants import EVENT_SOURCE
 from shared.errors import EventParseError
 from shared.events import ObjectRef, PipelineEvent, parse_pipeline_event
-from shared.ports import DeploymentStateChange, ValidationJobEnded
+from shared.ports import DeploymentStateChange, LineageRecord, LineageStore, ValidationJobEnded
 
 Json = Mapping[str, Any]
 
@@ -250,6 +250,73 @@ class DriftRequest(BaseModel):
 
     dataset: str
     requested_by: str = "schedule"
+    # The schedule period a timer's request is for (its UTC start), or the run's time
+    # EventBridge Scheduler writes in (fact aws.scheduler.scheduled_time_attribute); None
+    # when a person asked. The drift check's window ends there.
+    period: datetime | None = None
+
+
+DRIFT_TIMER_RECORD = "drift:timer"
+
+
+def schedule_period(now: datetime, period_s: float) -> datetime:
+    """The start of the schedule period ``now`` falls in, periods counted from the epoch."""
+    epoch = now.timestamp()
+    return datetime.fromtimestamp(epoch - epoch % period_s, UTC)
+
+
+def claim_drift_period(lineage: LineageStore, dataset: str, period: datetime) -> bool:
+    """Whether this timer tick is the one that sends ``dataset``'s check for ``period``.
+
+    A check that keeps failing is never recorded as done, so it stays due, and a timer
+    that fires each minute would send it again each minute, on top of the queue's own
+    redeliveries of the first. Storage queues have no duplicate detection (fact
+    ``azure.storage.queue_no_duplicate_detection``), so the timer claims the period in
+    one lineage row per dataset, moved forward by a conditional write: of every tick in a
+    period (and of two timers at once) one sends, the queue's retries and its poison
+    queue handle what fails, and the next period sends again.
+    """
+    attrs = {"period": period.isoformat()}
+    for _ in range(3):  # a lost race re-reads the row
+        row = lineage.get(dataset, DRIFT_TIMER_RECORD)
+        if row is None:
+            fresh = LineageRecord(
+                dataset=dataset,
+                record_id=DRIFT_TIMER_RECORD,
+                kind="drift_timer",
+                status="sent",
+                attributes=attrs,
+            )
+            if lineage.put_if_absent(fresh):
+                return True
+            continue
+        if datetime.fromisoformat(str(row.attributes["period"])) >= period:
+            return False
+        moved = row.model_copy(update={"attributes": attrs, "updated_at": datetime.now(UTC)})
+        if lineage.replace(moved, row.revision):
+            return True
+    return False
+
+
+def timer_drift_requests(
+    lineage: LineageStore,
+    due: Sequence[str],
+    now: datetime,
+    specs_dir: str | None,
+    minute_seconds: float = 60.0,
+) -> list[DriftRequest]:
+    """The requests a timer tick sends for the ``due`` datasets: one per dataset and
+    period of its ``drift.schedule`` (``claim_drift_period``)."""
+    from shared.specs import load_spec
+    from shared.topology import rate_minutes
+
+    requests = []
+    for dataset in due:
+        minutes = rate_minutes(load_spec(dataset, specs_dir).drift.schedule) or 1
+        period = schedule_period(now, minutes * minute_seconds)
+        if claim_drift_period(lineage, dataset, period):
+            requests.append(DriftRequest(dataset=dataset, period=period))
+    return requests
 
 
 def parse_drift_request(payload: str | bytes | Json) -> DriftRequest:

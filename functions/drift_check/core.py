@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from shared.services.drift import due_drift_checks
 from shared.settings import Settings
-from shared.triggers import DriftRequest, parse_drift_request
+from shared.triggers import parse_drift_request, timer_drift_requests
 from shared.wiring import build_drift_service, build_ports
 
 logging.getLogger().setLevel(logging.INFO)
@@ -24,16 +24,18 @@ SERVICE = build_drift_service(SETTINGS, PORTS)
 
 def handle(body: str | bytes) -> None:
     request = parse_drift_request(body)
-    SERVICE.check(request.dataset, requested_by=request.requested_by)
+    # The run's scheduled time: every delivery of one run's message is the same check.
+    SERVICE.check(request.dataset, requested_by=request.requested_by, scheduled_at=request.period)
 
 
 def due_requests(now: datetime | None = None) -> list[str]:
-    """The drift queue's messages for every dataset whose check is due now (what a timer
-    sends; on AWS EventBridge Scheduler keeps one schedule per dataset instead)."""
-    datasets = due_drift_checks(
-        PORTS.lineage,
-        SETTINGS.specs_dir,
-        now or datetime.now(UTC),
-        minute_seconds=SETTINGS.local_minute_seconds,
-    )
-    return [DriftRequest(dataset=d).model_dump_json() for d in datasets]
+    """The drift queue's messages for every dataset whose check is due now, each at most
+    once per schedule period (what a timer sends; on AWS EventBridge Scheduler keeps one
+    schedule per dataset instead)."""
+    now = now or datetime.now(UTC)
+    minute = SETTINGS.local_minute_seconds
+    due = due_drift_checks(PORTS.lineage, SETTINGS.specs_dir, now, minute_seconds=minute)
+    return [
+        r.model_dump_json()
+        for r in timer_drift_requests(PORTS.lineage, due, now, SETTINGS.specs_dir, minute)
+    ]
