@@ -218,3 +218,30 @@ def test_a_handed_off_validation_on_azure_finishes_when_its_run_ends(tmp_path: P
     row = lineage.get("customers", validate_record_id(event.sha256))
     assert row is not None
     assert row.status == "validated"
+
+
+def test_one_timer_tick_a_period_claims_a_drift_check_even_when_two_race() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.cloud_facts import value
+    from shared.triggers import claim_drift_period, schedule_period
+    from tests.helpers import MemoryLineage
+
+    # Nothing on the queue's side drops a second message (fact named): the claim must.
+    assert value("azure.storage.queue_no_duplicate_detection")["duplicate_detection"] is False
+    lineage = MemoryLineage()
+    noon = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    hour = 3600.0
+    assert schedule_period(noon + timedelta(minutes=59), hour) == noon
+    assert schedule_period(noon + timedelta(minutes=60), hour) == noon + timedelta(hours=1)
+    # Two timers on the same tick (two instances of the app), then the rest of the hour.
+    claims = [claim_drift_period(lineage, "customers", noon) for _ in range(2)]
+    claims += [
+        claim_drift_period(lineage, "customers", schedule_period(noon + timedelta(minutes=m), hour))
+        for m in range(1, 60)
+    ]
+    assert claims.count(True) == 1
+    assert claim_drift_period(lineage, "customers", noon + timedelta(hours=1))
+    # A late tick of an earlier period never sends it again; other datasets claim their own.
+    assert not claim_drift_period(lineage, "customers", noon)
+    assert claim_drift_period(lineage, "other", noon)
