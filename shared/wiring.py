@@ -30,8 +30,6 @@ from shared.settings import Settings
 from shared.topology import Topology, build_topology, claim_window_s
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from fastapi import FastAPI
 
     from shared.services.deploy import DeployService
@@ -459,6 +457,8 @@ def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
         from azure.ai.ml import MLClient
         from azure.identity import DefaultAzureCredential
 
+        from shared.adapters.azure_ml import staged_code
+
         credential = DefaultAzureCredential()
         subscription, group, name = workspace
         traffic = OnlineEndpointTraffic(
@@ -466,7 +466,10 @@ def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
             stage=settings.stage,
             environment=env,
             instance_type=size,
-            code_dir=str(_package_root()),
+            # The jobs' staged copy of ``shared`` (what score_online imports), not the
+            # app's root: azure-ai-ml uploads a code folder whole (fact
+            # azure.ml.code_upload_ignore), and wwwroot holds .python_packages.
+            code_dir=staged_code(),
             scoring_script="shared/jobs/score_online.py",
             # What score_online's serve app builds its ports from: the data account (as
             # the endpoint's identity) in the pinned location.
@@ -495,12 +498,6 @@ def _azure_deployer(settings: Settings, ports: Ports) -> Deployer:
         alarm_prefix=serve_prefix(settings),
         minute_s=minute,
     )
-
-
-def _package_root() -> Path:
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent.parent
 
 
 def _router_get(path: str) -> dict[str, object]:

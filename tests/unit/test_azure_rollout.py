@@ -729,3 +729,46 @@ def test_the_endpoint_reads_the_deployments_provisioning_state() -> None:
     )
     assert traffic.provisioning("customers", 2) == "Creating"
     assert asked == [(deployment_name(2), endpoint_name("prod", "customers"))]
+
+
+def test_the_online_deployments_code_asset_holds_the_scoring_code_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """azure-ai-ml uploads the code folder whole (fact azure.ml.code_upload_ignore). The
+    deploy function's folder used to be the app's root: in Azure wwwroot with the
+    vendored .python_packages, here the checkout with .venv and the tests."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    import shared.adapters.azure_serving as serving
+    from shared.cloud_facts import value
+    from shared.settings import Settings
+    from shared.wiring import Ports, build_deployer
+
+    assert value("azure.ml.code_upload_ignore")
+    built: list[OnlineEndpointTraffic] = []
+
+    class Recorded(OnlineEndpointTraffic):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            built.append(self)
+
+    monkeypatch.setattr(serving, "OnlineEndpointTraffic", Recorded)
+    settings = replace(
+        Settings(cloud="azure"),
+        serving_backend="cloud",
+        azure_storage_connection_string=AZURITE,
+        azureml_workspace=("sub", "group", "workspace"),
+        azure_storage_account="dhowtestdata",
+        azureml_serve_environment="azureml:dhow-serve:1",
+        azureml_serving_instance_type="Standard_DS3_v2",
+    )
+    build_deployer(settings, Ports(store=None, bus=None, lineage=MemoryLineage()))  # type: ignore[arg-type]
+    (traffic,) = built
+    code = traffic.deployment_entity(plan()).code_configuration
+    root = Path(code.code)
+    assert (root / code.scoring_script).is_file()
+    # What the scoring script imports (shared.*) and nothing of the app or the laptop.
+    assert sorted(p.name for p in root.iterdir()) == ["shared"]
+    uploaded = {p.relative_to(root).parts[0] for p in root.rglob("*")}
+    assert not {".python_packages", ".venv", "functions", "tests", "function_app.py"} & uploaded
