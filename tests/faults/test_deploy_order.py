@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
 from moto import mock_aws
 
 from shared.adapters.aws import aws_client
+from shared.adapters.azure_serving import CHECK_KEY, SteppedRolloutDeployer, is_rollout_check
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.artifacts import ARTIFACT_SHA256
 from shared.batch import process_sqs_batch
@@ -53,6 +55,7 @@ from shared.triggers import (
 )
 from tests.faults.ledger import Ledger
 from tests.helpers import MemoryBus, MemoryLineage, load_event
+from tests.unit.test_azure_rollout import Clock, Minutes, Timer, Weights
 
 PREFIX = "dhow-t-serve-"
 DATASET = "customers"
@@ -178,6 +181,9 @@ class DeployQueue:
     def handle(self, body: str) -> None:
         """What functions/deploy/core.py does with a body."""
         data = json.loads(body)
+        if is_rollout_check(data):  # a check the Azure deployer sent itself
+            self.svc.on_rollout_check(**data[CHECK_KEY])
+            return
         if is_deployment_state_change(data):
             change = parse_deployment_state_change(data, PREFIX)
             if change is not None:
@@ -517,3 +523,33 @@ def test_a_drift_rollback_interrupted_at_any_step_is_done_once_on_redelivery(
     row = w.lineage.get(DATASET, "drift-rollback:c9")
     assert row is not None
     assert row.status == "done"
+
+
+@pytest.mark.usefixtures("aws")
+def test_an_azure_rollout_s_end_is_not_lost_when_recording_it_fails(ledger: Ledger) -> None:
+    """The Azure deployer saves a rollout's end in its own row when a check finds it; if
+    deploy then fails (the bus refuses DeploymentCompleted), the check comes back and
+    the deployer's row, now ended, says nothing more: the end must be read from it."""
+    w = World()
+    weights, minutes, timer, clock = Weights(), Minutes(), Timer(), Clock()
+    deployer = SteppedRolloutDeployer(
+        w.lineage, weights, minutes, timer, alarm_prefix=PREFIX, clock=clock
+    )
+    w.svc = DeployService(deployer, w.registry, w.bus, w.lineage)
+    w.queue = DeployQueue(w.svc)
+    w.queue.send(envelope(w.register()))
+    w.queue.drain()
+    [(_, check)] = timer.sent
+    clock.now += timedelta(seconds=1)
+    ledger.fault("bus:PutEvents", "refused once, after the rollout check saved its end")
+    w.bus.fail_times = 1
+    w.queue.send(check)
+    w.queue.drain()
+    completed = w.events(DeploymentCompleted)
+    ledger.action("deploy (Azure): v1 completed after a failed recording", len(completed))
+    ledger.delivered(
+        "deploy (Azure): approval and its rollout check", w.queue.sent, w.queue.accounted
+    )
+    assert w.queue.dead == []
+    assert [e.model_version for e in completed] == ["1"]
+    assert w.deploy_row(1).status == "completed"
