@@ -23,7 +23,9 @@ from shared.topology import Function, build_topology
 # delivers: an identity-based connection (``DhowQueues__queueServiceUri``, set by
 # infra/azure/stack.py). Not AzureWebJobsStorage: that is the host's own account.
 CONNECTION = "DhowQueues"
-# Each minute: the timer sends only the checks whose drift.schedule is due.
+# Each minute: the timer sends only the checks whose drift.schedule is due, each at most
+# once per period of that schedule (shared.triggers.claim_drift_period), so a check that
+# keeps failing is retried by the queue and poisoned, not re-sent every minute.
 DRIFT_TIMER = "0 * * * * *"
 
 TOPOLOGY = build_topology(os.environ.get(STAGE, "local"))
