@@ -271,46 +271,69 @@ def _check_header(columns: list[str], spec: DatasetSpec, report: ValidationRepor
         report.unexpected_columns = unexpected[:MAX_LISTED_COLUMNS]
 
 
+def _present(columns: list[str], spec: DatasetSpec) -> list[str]:
+    """The spec's columns that the file has, in the spec's order: the ones checks can run on."""
+    have = set(columns)
+    return [c for c in spec.columns if c in have]
+
+
+@contextlib.contextmanager
+def _arrow_errors() -> Iterator[None]:
+    try:
+        yield
+    except (pyarrow_lib.ArrowInvalid, pyarrow_lib.ArrowException, OSError) as exc:
+        raise FileUnreadable(_arrow_reason(exc), str(exc).splitlines()[0][:300]) from exc
+
+
 def iter_frames(
     path: Path, fmt: FileFormat, spec: DatasetSpec, chunk_rows: int, report: ValidationReport
 ) -> Iterator[pd.DataFrame]:
-    """The file as DataFrames of at most ``chunk_rows`` rows, after the header checks."""
-    try:
+    """The file as DataFrames of at most ``chunk_rows`` rows of the spec's columns it has.
+
+    The header is checked before this returns (so ``report`` already names missing and
+    unexpected columns); the rows are read as the iterator is consumed. A missing or an
+    unexpected column no longer stops the read: every check that can run on the columns
+    present still runs, so one report carries every problem of the file.
+    """
+    with _arrow_errors():
         if fmt == "csv":
             header = _csv_header(path)
             _check_header(header, spec, report)
-            if report.missing_columns or report.unexpected_columns:
-                return
+            present = _present(header, spec)
             # Everything as text: pandera does the typing, so a bad value becomes a
-            # failure case on its row instead of an error for the whole file.
+            # failure case on its row instead of an error for the whole file. Columns the
+            # spec does not name are parsed (a ragged row is still found) but not kept.
             reader = pa_csv.open_csv(
                 path,
                 read_options=pa_csv.ReadOptions(
                     block_size=max(1 << 16, chunk_rows * 64), use_threads=False
                 ),
                 convert_options=pa_csv.ConvertOptions(
-                    column_types={c: pyarrow_lib.string() for c in header},
+                    column_types={c: pyarrow_lib.string() for c in present},
+                    include_columns=present,
                     strings_can_be_null=True,
                 ),
             )
             casts = _arrow_casts(spec)
-            yield from _rechunk((_typed(b, casts).to_pandas() for b in reader), chunk_rows)
-        elif fmt == "parquet":
-            yield from _parquet_frames(path, spec, chunk_rows, report)
-        else:
-            block_size = max(1 << 16, chunk_rows * 64)
-            # pyarrow refuses a row longer than its block anyway; refusing it here bounds
-            # the scan, and the depth check keeps its C recursion from crashing us.
-            check_json_lines(path, max_row_bytes=block_size)
-            reader = pa_json.open_json(
-                path, read_options=pa_json.ReadOptions(block_size=block_size)
-            )
-            _check_header(reader.schema.names, spec, report)
-            if report.missing_columns or report.unexpected_columns:
-                return
-            yield from _rechunk((b.to_pandas() for b in reader), chunk_rows)
-    except (pyarrow_lib.ArrowInvalid, pyarrow_lib.ArrowException, OSError) as exc:
-        raise FileUnreadable(_arrow_reason(exc), str(exc).splitlines()[0][:300]) from exc
+            return _guarded(_rechunk((_typed(b, casts).to_pandas() for b in reader), chunk_rows))
+        if fmt == "parquet":
+            return _guarded(_parquet_frames(path, spec, chunk_rows, report))
+        block_size = max(1 << 16, chunk_rows * 64)
+        # pyarrow refuses a row longer than its block anyway; refusing it here bounds
+        # the scan, and the depth check keeps its C recursion from crashing us.
+        check_json_lines(path, max_row_bytes=block_size)
+        json_reader = pa_json.open_json(
+            path, read_options=pa_json.ReadOptions(block_size=block_size)
+        )
+        _check_header(json_reader.schema.names, spec, report)
+        present = _present(json_reader.schema.names, spec)
+        return _guarded(_rechunk((b.to_pandas()[present] for b in json_reader), chunk_rows))
+
+
+def _guarded(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``frames``, with pyarrow's errors while reading turned into FileUnreadable."""
+    with _arrow_errors():
+        yield from frames
 
 
 def _check_parquet_sizes(meta: pq.FileMetaData) -> None:
@@ -347,22 +370,30 @@ def _dense_bytes(array: pyarrow_lib.DictionaryArray) -> int:
 def _parquet_frames(
     path: Path, spec: DatasetSpec, chunk_rows: int, report: ValidationReport
 ) -> Iterator[pd.DataFrame]:
+    """The footer's checks and the header's now; the batches of the spec's columns later."""
     probe = pq.ParquetFile(path)
     _check_parquet_sizes(probe.metadata)
     _check_header(probe.schema_arrow.names, spec, report)
-    if report.missing_columns or report.unexpected_columns:
-        return
+    present = _present(probe.schema_arrow.names, spec)
     # Text columns are read as dictionaries (as small as the file's own encoding) so a
     # dictionary of one long value repeated over a batch is measured before it is expanded.
     texts = [
         f.name
         for f in probe.schema_arrow
-        if pyarrow_lib.types.is_string(f.type)
-        or pyarrow_lib.types.is_large_string(f.type)
-        or pyarrow_lib.types.is_binary(f.type)
+        if f.name in present
+        and (
+            pyarrow_lib.types.is_string(f.type)
+            or pyarrow_lib.types.is_large_string(f.type)
+            or pyarrow_lib.types.is_binary(f.type)
+        )
     ]
-    pf = pq.ParquetFile(path, read_dictionary=texts)
-    for batch in pf.iter_batches(batch_size=chunk_rows):
+    return _parquet_batches(pq.ParquetFile(path, read_dictionary=texts), present, chunk_rows)
+
+
+def _parquet_batches(
+    pf: pq.ParquetFile, present: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=present):
         size = batch.nbytes
         arrays = []
         for array in batch.columns:
@@ -482,6 +513,8 @@ class _Uniqueness:
     def duplicates(self, df: pd.DataFrame) -> list[tuple[list[str], np.ndarray]]:
         out = []
         for group in self.groups:
+            if not set(group) <= set(df.columns):
+                continue  # a missing column: reported as such, its uniqueness cannot run
             key = tuple(group)
             hashes = pd.util.hash_pandas_object(df[group], index=False).to_numpy(np.uint64)
             within = pd.Series(hashes).duplicated(keep="first").to_numpy()
@@ -542,6 +575,37 @@ class _Profile:
         return out
 
 
+# The checks of the frame's columns themselves, as pandera's lazy mode names them.
+_HEADER_CHECKS = frozenset({"column_in_dataframe", "column_in_schema"})
+
+
+def _problems(report: ValidationReport, row_failures: int) -> list[tuple[str, str]]:
+    """Each kind of problem the file has, as (reason code, message), header first."""
+    out = []
+    if report.missing_columns:
+        out.append(("missing_columns", f"missing columns: {', '.join(report.missing_columns)}"))
+    if report.unexpected_columns:
+        unexpected = report.unexpected_columns
+        more = report.unexpected_column_count - len(unexpected)
+        out.append(
+            (
+                "unexpected_columns",
+                f"columns not in the spec: {_listed(unexpected)}"
+                + (f" and {more:,} more (see the report)" if more > 0 else ""),
+            )
+        )
+    if row_failures:
+        row_checks = [c for c in report.checks if c.check not in _HEADER_CHECKS]
+        out.append(
+            (
+                "schema_checks_failed",
+                f"{row_failures} failure(s) in {report.failing_rows} of "
+                f"{report.rows_checked} rows, over {len(row_checks)} check(s)",
+            )
+        )
+    return out
+
+
 def validate_file(
     path: Path,
     fmt: FileFormat,
@@ -591,9 +655,35 @@ def validate_file(
         else:
             report.failure_cases_truncated = True
 
+    def record_header() -> None:
+        # Once for the file, in pandera's own terms (the checks its lazy mode names, with
+        # the column as the failure case), before any row: pandera repeats them in every
+        # chunk, and the cap on failure cases must not drop them behind the rows.
+        for name in report.missing_columns:
+            record(None, None, "column_in_dataframe", name)
+        for name in report.unexpected_columns:
+            record(None, None, "column_in_schema", name)
+        unlisted = report.unexpected_column_count - len(report.unexpected_columns)
+        if unlisted > 0:  # counted exactly, listed bounded (a hostile header)
+            counts[(None, "column_in_schema")].failures += unlisted
+            report.failure_count += unlisted
+            report.failure_cases_truncated = True
+
+    header_failures = 0
+    unreadable: FileUnreadable | None = None
     try:
         offset = collected_at = 0
-        for chunk in iter_frames(path, fmt, spec, chunk_rows, report):
+        frames = iter_frames(path, fmt, spec, chunk_rows, report)
+        record_header()
+        header_failures = report.failure_count
+        missing = set(report.missing_columns)
+        present = [c for c in spec.columns if c not in missing]
+        if missing:
+            # Every other column's checks still run. Without the missing ones in the
+            # schema, pandera does not report them again in each chunk (record_header
+            # did, once) nor mix their index-less cases into its per-row table.
+            schema = schema.remove_columns(sorted(missing))
+        for chunk in frames:
             # pandas/pandera objects of earlier chunks sit in reference cycles that the
             # cyclic GC frees only now and then, so RSS crept up with the file's length;
             # a full collection every GC_EVERY_ROWS keeps it flat (3M rows x 18 columns:
@@ -602,7 +692,7 @@ def validate_file(
                 gc.collect()
                 collected_at = offset
             report.chunks += 1
-            chunk = chunk[spec.columns]
+            chunk = chunk[present]
             chunk.index = pd.RangeIndex(offset, offset + len(chunk))
             chunk, unparsed_bools = _text_to_bool(chunk, schema)
             chunk_bad: set[int] = set()
@@ -674,7 +764,18 @@ def validate_file(
             sample = sample.nsmallest(k, "_key")
         report.rows_checked = offset
     except FileUnreadable as exc:
-        report.reason, report.message = exc.reason, exc.message
+        if not header_failures and (report.missing_columns or report.unexpected_columns):
+            # pyarrow reads the first block as it opens the file: the header passed its
+            # checks, and was not recorded yet, when the rows' error came.
+            record_header()
+            header_failures = report.failure_count
+        if header_failures:
+            # The header's problems stay the reason; the rows' that stopped the read are
+            # said beside them (a header with columns added whose rows lack them is ragged).
+            unreadable = exc
+            report.rows_checked = offset
+        else:
+            report.reason, report.message = exc.reason, exc.message
     finally:
         if writer is not None:
             writer.close()
@@ -682,27 +783,20 @@ def validate_file(
     report.checks = sorted(counts.values(), key=lambda c: (-c.failures, str(c.column), c.check))
     report.failure_cases.sort(key=lambda f: (f.row or 0, str(f.column), f.check))
     if report.reason is None:
-        if report.missing_columns:
-            report.reason = "missing_columns"
-            report.message = f"missing columns: {', '.join(report.missing_columns)}"
-        elif report.unexpected_columns:
-            report.reason = "unexpected_columns"
-            unexpected = report.unexpected_columns
-            more = report.unexpected_column_count - len(unexpected)
-            report.message = f"columns not in the spec: {_listed(unexpected)}" + (
-                f" and {more:,} more (see the report)" if more > 0 else ""
-            )
-        elif report.failure_count:
-            report.reason = "schema_checks_failed"
-            report.message = (
-                f"{report.failure_count} failure(s) in {report.failing_rows} of "
-                f"{report.rows_checked} rows, over {len(report.checks)} check(s)"
-            )
+        problems = _problems(report, report.failure_count - header_failures)
+        if unreadable is not None:
+            problems.append((unreadable.reason, unreadable.message))
+        if problems:
+            # The first problem is the reason code (the header's before the rows', as
+            # before); the message and the hint say what to do about each of them.
+            report.reason = problems[0][0]
+            report.message = "; ".join(message for _, message in problems)
+            report.hint = "; ".join(VALIDATION_HINTS[reason] for reason, _ in problems)
         elif report.rows_checked == 0:
             report.reason, report.message = "no_rows", "the file has no data rows"
     report.ok = report.reason is None
     if report.reason:
-        report.hint = VALIDATION_HINTS[report.reason]
+        report.hint = report.hint or VALIDATION_HINTS[report.reason]
         return ValidationRun(report=report)
     report.message = f"{report.rows_checked} rows passed {spec.name} spec {spec.spec_version}"
     reference = None

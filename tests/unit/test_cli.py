@@ -155,3 +155,32 @@ def test_the_lineage_names_who_storage_authenticated_not_who_the_metadata_claims
     # Rows written before uploaded_by existed keep what they had.
     assert _uploader({"uploader": "bob"}) == "bob"
     assert _uploader({"claimed_uploader": "eve"}) == "eve (claimed)"
+
+
+def test_dataset_validate_names_a_missing_column_and_every_bad_value_at_once(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # One upload, one report: before, the missing column was the only thing it named.
+    lines = SAMPLE.read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    rows[3][header.index("age")] = "forty"  # a wrong type
+    rows[10][header.index("emirate")] = ""  # a null
+    rows[20][header.index("tenure_months")] = "-3"  # out of range
+    gone = header.index("segment")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(",".join(r[:gone] + r[gone + 1 :]) for r in [header, *rows]) + "\n")
+    r = runner.invoke(main, ["dataset", "validate", "customers", str(bad), "--json"])
+    assert r.exit_code == 1, r.output
+    report = json.loads(r.output)
+    assert report["reason"] == "missing_columns"
+    assert report["missing_columns"] == ["segment"]
+    assert {(f["row"], f["column"], f["check"], f["value"]) for f in report["failure_cases"]} == {
+        (None, None, "column_in_dataframe", "segment"),
+        (4, "age", "coerce_dtype('int64')", "forty"),
+        (11, "emirate", "not_nullable", None),
+        (21, "tenure_months", "greater_than_or_equal_to(0.0)", "-3"),
+    }
+    text = runner.invoke(main, ["dataset", "validate", "customers", str(bad)])
+    for shown in ("segment", "forty", "not_nullable", "'-3'"):
+        assert shown in text.output, shown

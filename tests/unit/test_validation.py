@@ -4,11 +4,13 @@ and the report's independence from the chunk size."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from pandera.errors import SchemaErrors
 
 from shared.specs import UnknownDataset, load_spec
 from shared.validation import MAX_BAD_ROWS, FileFormat, validate_file
@@ -243,3 +245,118 @@ def test_progress_is_reported_per_chunk() -> None:
     seen: list[tuple[int, int]] = []
     validate_file(SAMPLE, "csv", SPEC, chunk_rows=150, on_chunk=lambda r, f: seen.append((r, f)))
     assert seen == [(150, 0), (300, 0), (400, 0)]
+
+
+def every_problem(tmp: Path, fmt: FileFormat) -> Path:
+    """The customers sample without its ``segment`` column, with a wrong type (row 4's
+    age), a null (row 11's emirate) and an out-of-range value (row 21's tenure)."""
+    frame = GOOD.drop(columns=["segment"]).astype({"age": object, "tenure_months": object})
+    frame.loc[3, "age"] = "forty"
+    frame.loc[10, "emirate"] = None
+    frame.loc[20, "tenure_months"] = -3
+    path = tmp / f"every.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.astype({"age": str, "tenure_months": "int64"}).to_parquet(path, index=False)
+    return path
+
+
+EVERY_PROBLEM = {
+    (None, None, "column_in_dataframe", "segment"),
+    (4, "age", "coerce_dtype('int64')", "forty"),
+    (11, "emirate", "not_nullable", None),
+    (21, "tenure_months", "greater_than_or_equal_to(0.0)", "-3"),
+}
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 100_000])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_one_report_names_a_missing_column_and_every_bad_value(
+    tmp_path: Path, fmt: FileFormat, chunk_rows: int
+) -> None:
+    # Before, the missing column stopped the read: the report named it alone, and the
+    # bad values surfaced only on the next upload.
+    report = validate_file(every_problem(tmp_path, fmt), fmt, SPEC, chunk_rows=chunk_rows).report
+    assert not report.ok
+    assert report.reason == "missing_columns"  # the header's problem is still the code
+    assert report.missing_columns == ["segment"]
+    assert {(f.row, f.column, f.check, f.value) for f in report.failure_cases} == EVERY_PROBLEM
+    assert report.failing_rows == 3
+    assert report.failure_count == 4
+    assert "segment" in report.message
+    assert "3 failure(s) in 3 of 400 rows" in report.message
+    assert "add the missing columns" in report.hint
+    assert "fix the rows" in report.hint
+    assert [r["row"] for r in report.bad_rows_sample] == [4, 11, 21]
+
+
+def test_the_chunked_report_is_what_pandera_finds_on_the_whole_file(tmp_path: Path) -> None:
+    # pandera's own lazy validation of the whole file at once is the oracle: the chunked
+    # report holds the same failure cases, the header's among them.
+    path = every_problem(tmp_path, "csv")
+    ours = validate_file(path, "csv", SPEC, chunk_rows=7).report
+    with warnings.catch_warnings():
+        # pandera 0.35 concatenates its index-less and per-row cases with a FutureWarning.
+        warnings.simplefilter("ignore", FutureWarning)
+        with pytest.raises(SchemaErrors) as info:
+            SPEC.dataframe_schema.validate(pd.read_csv(path, dtype=str), lazy=True)
+    cases = info.value.failure_cases
+    uncoerced = set(cases.loc[cases["check"].str.startswith("coerce_dtype"), "column"])
+    theirs = {
+        (
+            None if pd.isna(fc.index) else int(fc.index) + 1,
+            fc.column,
+            fc.check,
+            None if pd.isna(fc.failure_case) else str(fc.failure_case),
+        )
+        for fc in cases.itertuples(index=False)
+        # After a failed coercion pandera also reports the column's dtype and each of its
+        # comparisons (as TypeErrors): the same fault, which the report lists once.
+        if not (
+            fc.column in uncoerced
+            and (fc.check.startswith("dtype(") or str(fc.failure_case).startswith("TypeError("))
+        )
+    }
+    assert {(f.row, f.column, f.check, f.value) for f in ours.failure_cases} == theirs
+
+
+def test_unexpected_columns_and_bad_values_are_reported_together(tmp_path: Path) -> None:
+    def notes_and_a_minor(rows: list[list[str]]) -> None:
+        for r in rows:
+            r.append("x")
+        rows[5][1] = "7"
+
+    path = tmp_path / "extra.csv"
+    path.write_bytes(csv_with(notes_and_a_minor, header=HEADER + ",notes"))
+    report = validate_file(path, "csv", SPEC, chunk_rows=64).report
+    assert report.reason == "unexpected_columns"
+    assert report.unexpected_columns == ["notes"]
+    assert {(f.row, f.column, f.check, f.value) for f in report.failure_cases} == {
+        (None, None, "column_in_schema", "notes"),
+        (6, "age", "greater_than_or_equal_to(18.0)", "7"),
+    }
+
+
+def test_a_missing_unique_column_leaves_the_other_checks_running(tmp_path: Path) -> None:
+    frame = GOOD.drop(columns=["customer_id"])
+    frame.loc[2, "segment"] = "platinum"
+    path = tmp_path / "no-id.csv"
+    frame.to_csv(path, index=False)
+    report = validate_file(path, "csv", SPEC, chunk_rows=64).report
+    assert report.missing_columns == ["customer_id"]
+    assert {(f.row, f.check) for f in report.failure_cases} == {
+        (None, "column_in_dataframe"),
+        (3, "isin(['bronze', 'silver', 'gold'])"),
+    }
+
+
+def test_a_read_that_stops_is_named_beside_the_header_problems(tmp_path: Path) -> None:
+    # A column added to the header but to no row: the rows are ragged. Both are said.
+    path = tmp_path / "added.csv"
+    path.write_text(f"{HEADER},notes\n{ROWS[0]}\n")
+    report = validate_file(path, "csv", SPEC).report
+    assert report.reason == "unexpected_columns"
+    assert "notes" in report.message
+    assert "Expected 10 columns, got 9" in report.message
+    assert "every CSV row must have as many fields" in report.hint
