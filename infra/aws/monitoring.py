@@ -10,6 +10,7 @@ import pulumi_aws as aws
 
 from infra.aws.iam import assume_role_policy, scheduler_role_name
 from infra.config import StackConfig
+from shared.cloud_facts import value
 
 
 def scheduler_policy(queue_arn: str, dlq_arn: str, key_arn: str) -> str:
@@ -161,7 +162,15 @@ class Monitoring(pulumi.ComponentResource):
                         target={
                             "arn": target.arn,
                             "role_arn": self.scheduler_role.arn,
-                            "input": json.dumps({"dataset": spec.name}),
+                            # Scheduler writes in the time the run was scheduled for (not
+                            # the execution id, new on each attempt): the drift check's
+                            # window and identity.
+                            "input": json.dumps(
+                                {
+                                    "dataset": spec.name,
+                                    "period": value("aws.scheduler.scheduled_time_attribute"),
+                                }
+                            ),
                             "dead_letter_config": {"arn": dlqs[sched.target_queue].arn},
                             "retry_policy": {"maximum_retry_attempts": 10},
                         },

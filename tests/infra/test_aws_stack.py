@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from shared.adapters.sagemaker_training import trainer_code_key
 from shared.canary import NAMESPACE, CanaryRule
 from shared.cloud_facts import fact, value
 from shared.topology import build_topology
+from shared.triggers import parse_drift_request
 from tests.infra.harness import ACCOUNT, Program, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -431,7 +433,13 @@ def test_drift_schedules_per_spec_topic_and_dlq_alarms(
         for spec in aws_cfg.specs:
             s = schedules[sched.name_for(spec.name)]
             assert s["scheduleExpression"] == sched.expression_for(spec)
-            assert json.loads(s["target"]["input"]) == {"dataset": spec.name}
+            placeholder = value("aws.scheduler.scheduled_time_attribute")
+            assert json.loads(s["target"]["input"]) == {"dataset": spec.name, "period": placeholder}
+            # What the queue gets once Scheduler has written the run's time in.
+            sent = parse_drift_request(
+                s["target"]["input"].replace(placeholder, "2022-03-22T18:59:43Z")
+            )
+            assert sent.period == datetime(2022, 3, 22, 18, 59, 43, tzinfo=UTC)
             assert s["target"]["arn"].endswith(f":{topo.queue(sched.target_queue).name}")
             assert s["target"]["roleArn"].endswith(":dhow-uae-prod-scheduler")
     (topic,) = aws_program.of_type("aws:sns/topic:Topic")
