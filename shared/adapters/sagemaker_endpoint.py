@@ -12,6 +12,7 @@ service on the new config, or on the old one after a rollback.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,17 @@ class SageMakerEndpointDeployer(Deployer):
     def start(self, plan: DeploymentPlan) -> StartedDeployment:
         cfg = self._cfg
         endpoint = self.endpoint(plan.dataset)
+        rule = value(SAGEMAKER_NAME)
+        if len(endpoint) > rule["max_length"] or not re.fullmatch(rule["pattern"], endpoint):
+            # The endpoint's name is the serve target's (its state-change events are read
+            # back by it), so it is not shortened: refused here, with what to do, rather
+            # than by CreateEndpoint after the model and config were made.
+            raise DeploymentRefused(
+                f"{endpoint!r} is not a valid SageMaker endpoint name (at most "
+                f"{rule['max_length']} letters, digits and hyphens)",
+                hint="serve this dataset on Lambda, or name it with at most "
+                f"{rule['max_length'] - len(self.endpoint(''))} letters, digits and '-'",
+            )
         model, config = endpoint_names(
             cfg.name_prefix, plan.dataset, plan.model_version, plan.artifact_sha256
         )

@@ -771,3 +771,16 @@ def test_get_deployment_statuses_and_creator_are_codedeploy_s_own() -> None:
     assert sorted(mapped) == sorted(model.shape_for("DeploymentStatus").enum)
     assert len(mapped) == len(set(mapped))
     assert fact("aws.codedeploy.user_creator").value in model.shape_for("DeploymentCreator").enum
+
+
+@pytest.mark.parametrize("dataset", ["churn_model", "c" * 50])
+def test_a_dataset_whose_endpoint_name_sagemaker_refuses_is_refused_before_any_call(
+    dataset: str,
+) -> None:
+    rule = value("aws.sagemaker.resource_name")
+    assert SAGEMAKER_MODEL.shape_for("EndpointName").metadata["pattern"] == rule["pattern"]
+    assert not _valid_for_botocore("EndpointName", f"dhow-prod-serve-{dataset}")
+    deployer, sm = endpoint_deployer()
+    with Stubber(sm) as stub, pytest.raises(DeploymentRefused, match="not a valid SageMaker"):
+        deployer.start(plan(dataset=dataset))  # the stub has no answers: no call was made
+    stub.assert_no_pending_responses()
