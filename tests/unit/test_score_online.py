@@ -190,6 +190,8 @@ def test_a_body_over_the_cap_is_a_413_before_the_app_reads_it(
     aws.lambda.sync_invoke_payload) with the app's own 413, and never passes it on."""
     from shared.serving import MAX_BODY_BYTES
 
+    # Nothing in front of the deployment caps a body: the script must.
+    assert value("azure.serving.online_endpoint_limits")["request_size_limit"] is None
     assert value("aws.lambda.sync_invoke_payload")["max_mb"] * 1_000_000 >= MAX_BODY_BYTES
     seen: list[str] = []
 
