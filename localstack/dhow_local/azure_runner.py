@@ -4,8 +4,9 @@
   host's queue trigger does: it receives a message, hands the function's Azure entry
   point a ``func.QueueMessage`` (decoded body, id, pop receipt, dequeue count), deletes
   the message when the function returns, and leaves it for another try when it raises.
-  A message that has failed its queue's ``max_receive_count`` times is moved to
-  ``<queue>-poison``, as the host does after ``maxDequeueCount``.
+  A message that has failed host.json's ``maxDequeueCount`` times is moved to
+  ``<queue>-poison``, as the host does: one count for every queue of the app, not the
+  topology's per-queue ``max_receive_count``, which is SQS's (AZURE_MAX_DEQUEUE_COUNT).
 - A blob watcher plays the storage account's Event Grid system topic, which Azurite
   lacks: each new or rewritten blob under ``datasets/`` in the raw container becomes a
   ``Microsoft.Storage.BlobCreated`` event in the Event Grid schema on the ingest queue.
@@ -39,7 +40,7 @@ from dhow_local.runner import BackgroundThreads, load_handler
 from shared.adapters.aws_calls import calls_of
 from shared.adapters.azure import AzureClients, LocalEventGrid, azure_clients
 from shared.settings import Settings
-from shared.topology import DATASETS_PREFIX, Function, Topology
+from shared.topology import AZURE_MAX_DEQUEUE_COUNT, DATASETS_PREFIX, Function, Topology
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ class QueueTrigger:
         assert fn.trigger_queue is not None, f"{fn.name} has no queue"
         self.fn = fn
         queue = topo.queue(fn.trigger_queue)
-        self.max_dequeue_count = queue.max_receive_count
+        # Functions has no per-queue count: host.json's extensions.queues.maxDequeueCount
+        # holds for every queue trigger of the app (fact azure.functions.queue_retry_schedule).
+        self.max_dequeue_count = AZURE_MAX_DEQUEUE_COUNT
         self._queue = clients.queue(queue.name)
         self._poison: QueueClient = clients.queue(f"{queue.name}-poison")
         self._entry = entry
