@@ -2,7 +2,9 @@
 Functions (ASGI) and locally (uvicorn).
 
 - ``POST /predict``: one row (a JSON object) or a batch (a JSON array of them),
-  checked against the spec's columns; a wrong column or type is a 422 naming it.
+  checked against the spec's columns (``shared.serving.RequestRows``); a wrong column
+  or type is a 422 naming it, a body over ``MAX_BODY_BYTES`` a 413. The work runs in
+  the threadpool: a slow prediction never holds up the event loop.
 - ``GET /health``: 200 once the model is loaded, 503 with the reason otherwise.
 - ``GET /model``: the served version, its artifact's hash and its features (never where
   it is stored: every caller of the endpoint may ask).
