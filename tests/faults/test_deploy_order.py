@@ -295,7 +295,6 @@ def test_a_late_v2_never_replaces_v3(ledger: Ledger) -> None:
     w.queue.send(envelope(v2))
     w.queue.drain()
     ledger.action("deploy: v3 rolled out (v2 late)", w.started(3))
-    ledger.action("deploy: late v2 not rolled out (0 = right)", w.started(2) + 1)
     ledger.delivered("deploy: approvals and end events, v2 late", w.queue.sent, w.queue.accounted)
     assert w.deployer.serving == 3
     assert w.started(2) == 0
