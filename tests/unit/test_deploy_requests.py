@@ -28,10 +28,12 @@ from shared.adapters.sagemaker_endpoint import (
     SageMakerEndpointDeployer,
     endpoint_names,
 )
+from shared.artifacts import ARTIFACT_SHA256
 from shared.canary import CanaryRule, alarm_names
 from shared.cloud_facts import fact, value
 from shared.errors import DeploymentInProgress, WorkInProgress
-from shared.ports import DeploymentPlan
+from shared.events import DeploymentCompleted
+from shared.ports import ApprovalStatus, DeploymentPlan, LineageRecord, ModelRegistry, ModelVersion
 from shared.settings import Settings
 from shared.triggers import parse_deployment_state_change
 from tests.helpers import load_event
@@ -784,3 +786,70 @@ def test_a_dataset_whose_endpoint_name_sagemaker_refuses_is_refused_before_any_c
     with Stubber(sm) as stub, pytest.raises(DeploymentRefused, match="not a valid SageMaker"):
         deployer.start(plan(dataset=dataset))  # the stub has no answers: no call was made
     stub.assert_no_pending_responses()
+
+
+class OneVersionRegistry(ModelRegistry):
+    """v3 approved: all the registry deploy reads when an end event comes."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.v3 = ModelVersion(
+            dataset="customers", version=3, status="Approved", artifact=plan().artifact,
+            image="", lineage={ARTIFACT_SHA256: SHA}, created_at=datetime.now(UTC),
+        )  # fmt: skip
+        self.statuses: list[tuple[int, str]] = []
+
+    def register(self, dataset: str, **kw: Any) -> ModelVersion:
+        raise AssertionError("deploy registers nothing")
+
+    def versions(self, dataset: str) -> list[ModelVersion]:
+        return [self.v3]
+
+    def set_status(self, dataset: str, version: int, status: ApprovalStatus, reason: str) -> None:
+        self.statuses.append((version, status))
+
+
+@pytest.mark.parametrize(("creator", "finished"), [("user", True), ("codeDeployRollback", False)])
+def test_an_end_before_its_id_is_recorded_is_matched_by_get_deployment(
+    creator: str, finished: bool
+) -> None:
+    """CodeDeploy's SUCCESS for d-7XKQ2ZB1C reaches deploy while the row of v3 is still
+    claimed (CreateDeployment returned, the id not yet written). GetDeployment names the
+    version from the deployment's description, and the row is finished; CodeDeploy's
+    own rollback deployment, with the same description, is not Dhow's to finish."""
+    from shared.services.deploy import DeployService
+    from tests.helpers import MemoryBus, MemoryLineage
+
+    deployer, _, cd, _ = lambda_deployer()
+    lineage, bus = MemoryLineage(), MemoryBus()
+    lineage.put_if_absent(
+        LineageRecord(
+            dataset="customers", record_id="deploy:v3", kind="deploy", status="claimed",
+            attributes={"model_version": 3, "correlation_id": "c-3", "previous_version": 2},
+        )
+    )  # fmt: skip
+    svc = DeployService(deployer, OneVersionRegistry(), bus, lineage)
+    end = load_event("codedeploy_deployment_state_change.json")
+    end["detail"]["state"] = "SUCCESS"
+    change = parse_deployment_state_change(json.dumps(end), "dhow-prod-serve-")
+    assert change is not None
+    with Stubber(cd) as cs:
+        cs.add_response(
+            "get_deployment",
+            deployment_info(status="Succeeded", creator=creator),
+            {"deploymentId": "d-7XKQ2ZB1C"},
+        )
+        out = svc.on_state_change(change)
+        cs.assert_no_pending_responses()
+    row = lineage.get("customers", "deploy:v3")
+    assert row is not None
+    completed = [e for e in bus.events if isinstance(e, DeploymentCompleted)]
+    if finished:
+        assert out.status == "completed"
+        assert (row.status, row.attributes["deployment_id"]) == ("completed", "d-7XKQ2ZB1C")
+        assert [e.model_version for e in completed] == ["3"]
+    else:
+        assert out.status == "ignored"
+        assert row.status == "claimed"
+        assert completed == []
