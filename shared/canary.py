@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.cloud_facts import value
 from shared.constants import LAMBDA_FUNCTION_NAME, LAMBDA_FUNCTION_VERSION
 
 NAMESPACE = "Dhow/Serving"
@@ -269,16 +270,31 @@ class ReportedPeriod(PeriodCounts):
         return self.reported_p99_ms
 
 
-def endpoint_metrics_query(deployment: str, start: str, end: str) -> dict[str, str]:
+def endpoint_metrics_queries(deployment: str, start: str, end: str) -> list[dict[str, str]]:
     """The query parameters of Azure Monitor's Metrics - List for one deployment of an
-    online endpoint: both metrics at PT1M, requests split by status class (``'*'``)."""
-    return {
-        "metricnames": f"{ENDPOINT_REQUESTS},{ENDPOINT_P99}",
-        "timespan": f"{start}/{end}",
-        "interval": "PT1M",
-        "aggregation": "Average",
-        "$filter": f"deployment eq '{deployment}' and statusCodeClass eq '*'",
-    }
+    online endpoint at PT1M: one query per metric, requests split by status class
+    (``'*'``), and the latency, which has no status dimension, on its own.
+
+    Metrics - List refuses a ``$filter`` naming a dimension one of its metrics lacks
+    (fact azure.monitor.metrics_filter_dimensions_validated), and RequestLatency_P99 has
+    ``deployment`` only (fact azure.serving.endpoint_metric_dimensions): each query's
+    filter keeps the conditions its metric has a dimension for."""
+    dimensions: dict[str, list[str]] = value("azure.serving.endpoint_metric_dimensions")
+    conditions = {"deployment": deployment, "statusCodeClass": "*"}
+    return [
+        {
+            "metricnames": metric,
+            "timespan": f"{start}/{end}",
+            "interval": "PT1M",
+            "aggregation": "Average",
+            "$filter": " and ".join(
+                f"{dim} eq '{want}'"
+                for dim, want in conditions.items()
+                if dim in dimensions[metric]
+            ),
+        }
+        for metric in (ENDPOINT_REQUESTS, ENDPOINT_P99)
+    ]
 
 
 def endpoint_periods(response: Mapping[str, Any]) -> list[ReportedPeriod]:

@@ -49,7 +49,7 @@ from shared.canary import (
     CanaryRule,
     PeriodCounts,
     ReportedPeriod,
-    endpoint_metrics_query,
+    endpoint_metrics_queries,
 )
 from shared.cloud_facts import value
 from shared.errors import ConfigError, DeploymentInProgress, DhowError, WorkInProgress
@@ -611,32 +611,32 @@ class AzureMonitorEndpointMetrics(CandidateMetrics):
             end += timedelta(minutes=1)
         return end + timedelta(seconds=self.latency_s)
 
-    def request(
+    def requests(
         self, dataset: str, state: RolloutState, until: datetime
-    ) -> tuple[str, dict[str, str]]:
+    ) -> list[tuple[str, dict[str, str]]]:
+        """The GETs of one check: one per metric, as Metrics - List refuses a filter on a
+        dimension one of the query's metrics lacks (``endpoint_metrics_queries``)."""
         assert state.started_at is not None
         assert state.candidate is not None
         # Whole minutes: Azure Monitor's PT1M periods are clock minutes.
         start = state.started_at.replace(second=0, microsecond=0)
         end = until.replace(second=0, microsecond=0) + timedelta(minutes=1)
         path = f"{self._resource(dataset)}/providers/Microsoft.Insights/metrics"
-        params = {
-            "api-version": METRICS_API_VERSION,
-            **endpoint_metrics_query(
-                deployment_name(state.candidate),
-                start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                end.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            ),
-        }
-        return path, params
+        queries = endpoint_metrics_queries(
+            deployment_name(state.candidate),
+            start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        return [(path, {"api-version": METRICS_API_VERSION, **q}) for q in queries]
 
     def periods(
         self, dataset: str, state: RolloutState, until: datetime
     ) -> dict[datetime, PeriodCounts]:
         from shared.canary import endpoint_minutes
 
-        path, params = self.request(dataset, state, until)
-        minutes = endpoint_minutes(self._get(path, params))
+        # The answers' metrics side by side, as one query naming both would give them.
+        answers = [self._get(path, params) for path, params in self.requests(dataset, state, until)]
+        minutes = endpoint_minutes({"value": [m for a in answers for m in a.get("value", [])]})
         return {_utc(stamp): counts for stamp, counts in minutes.items()}
 
 

@@ -10,6 +10,7 @@ own validation, the metrics query against the documented parameters of Metrics -
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,7 +179,10 @@ class LateAzureMonitor(AzureMonitorEndpointMetrics):
                 for t, (n, e) in sorted(self.minutes.items())
                 if t + timedelta(minutes=1, seconds=self._landed) <= clock()
             ]
-            return _minute_points(landed)
+            # Metrics - List answers the metrics the query names, no others.
+            named = params["metricnames"].split(",")
+            answer = _minute_points(landed)
+            return {"value": [m for m in answer["value"] if m["name"]["value"] in named]}
 
         super().__init__(lambda _d: "/subscriptions/s/onlineEndpoints/e", get)
 
@@ -379,6 +383,13 @@ def test_azure_monitor_minutes_get_the_verdict_the_router_gives_on_the_same_coun
     assert RULE.verdict(as_azure) == RULE.verdict(counted)
 
 
+def _answer_for(params: Mapping[str, str], minutes: list[tuple[int, int, float]]) -> dict[str, Any]:
+    """What Metrics - List answers a query: only the metrics it names."""
+    named = params["metricnames"].split(",")
+    full = _metrics_response(minutes)
+    return {"value": [m for m in full["value"] if m["name"]["value"] in named]}
+
+
 def test_the_metrics_query_asks_for_the_candidates_own_minutes() -> None:
     metrics = fact("azure.serving.endpoint_metrics").value
     api = value("azure.monitor.metrics_list")
@@ -390,7 +401,7 @@ def test_the_metrics_query_asks_for_the_candidates_own_minutes() -> None:
 
     def get(path: str, params: Mapping[str, str]) -> Mapping[str, Any]:
         calls.append((path, params))
-        return _metrics_response([(20, 8, 40.0)])
+        return _answer_for(params, [(20, 8, 40.0)])
 
     state = RolloutState(
         deployment_id="r",
@@ -402,18 +413,53 @@ def test_the_metrics_query_asks_for_the_candidates_own_minutes() -> None:
     source = AzureMonitorEndpointMetrics(lambda _d: resource, get)
     periods = source.periods("customers", state, T0 + timedelta(minutes=3, seconds=5))
     assert list(periods) == [T0]  # the minute's own timeStamp
+    # Both answers count: 20 requests, 8 of them 5xx, the p99 from the latency query.
+    assert (periods[T0].requests, periods[T0].errors) == (20, 8)
+    assert periods[T0].p99_ms == 40.0
     assert RULE.verdict(periods[T0]) is not None
-    path, params = calls[0]
-    assert path == resource + api["path_suffix"]
-    assert set(params) <= set(api["parameters"])
-    assert params["metricnames"].split(",") == [metrics["requests"], metrics["p99"]]
-    assert params["interval"] == metrics["time_grain"]
-    assert params["aggregation"] == metrics["aggregation"]
-    # Whole clock minutes, from the rollout's start to the minute after now.
-    assert params["timespan"] == "2026-11-23T10:00:00Z/2026-11-23T10:04:00Z"
+    by_metric = {params["metricnames"]: params for _path, params in calls}
+    assert set(by_metric) == {metrics["requests"], metrics["p99"]}
+    for path, params in calls:
+        assert path == resource + api["path_suffix"]
+        assert set(params) <= set(api["parameters"])
+        assert params["interval"] == metrics["time_grain"]
+        assert params["aggregation"] == metrics["aggregation"]
+        # Whole clock minutes, from the rollout's start to the minute after now.
+        assert params["timespan"] == "2026-11-23T10:00:00Z/2026-11-23T10:04:00Z"
     # The candidate deployment alone, its requests split by status class.
-    assert params["$filter"] == f"deployment eq '{deployment_name(2)}' and statusCodeClass eq '*'"
-    assert {"deployment", "statusCodeClass"} <= set(metrics["dimensions"])
+    d = deployment_name(2)
+    assert by_metric[metrics["requests"]]["$filter"] == (
+        f"deployment eq '{d}' and statusCodeClass eq '*'"
+    )
+    assert by_metric[metrics["p99"]]["$filter"] == f"deployment eq '{d}'"
+
+
+def test_no_metrics_query_filters_on_a_dimension_one_of_its_metrics_lacks() -> None:
+    """Metrics - List refuses such a filter (the api-version sent has no
+    ValidateDimensions=false): RequestLatency_P99 has no statusCodeClass, so asking for it
+    with the requests' split made every rollout check fail."""
+    validated = value("azure.monitor.metrics_filter_dimensions_validated")
+    dimensions = value("azure.serving.endpoint_metric_dimensions")
+    assert validated["default"] is True
+    from shared.adapters.azure_serving import METRICS_API_VERSION
+
+    state = RolloutState(
+        deployment_id="r", stable=1, candidate=2, started_at=T0, status="InProgress"
+    )
+    source = AzureMonitorEndpointMetrics(lambda _d: "/x", lambda _p, _q: {})
+    sent = source.requests("customers", state, T0 + timedelta(minutes=5))
+    assert sent
+    named_metrics: set[str] = set()
+    for _path, params in sent:
+        if params["api-version"] in validated["without_parameter"]:
+            assert validated["parameter"] not in params
+        assert params["api-version"] == METRICS_API_VERSION
+        filtered = set(re.findall(r"(\w+) eq '", params["$filter"]))
+        assert "deployment" in filtered  # the candidate's own numbers, always
+        for metric in params["metricnames"].split(","):
+            named_metrics.add(metric)
+            assert filtered <= set(dimensions[metric]), (metric, params["$filter"])
+    assert named_metrics == {"RequestsPerMinute", "RequestLatency_P99"}
 
 
 # -- the endpoint's requests, checked by azure-ai-ml's own entities -------------------------
