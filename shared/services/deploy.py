@@ -6,12 +6,16 @@ misbehaves.
   all at once, there being nothing to compare against) and hands it to the
   deployer: CodeDeploy shifting a Lambda alias, a SageMaker endpoint's
   blue/green update, or the local router. Each watches its alarms and rolls back
-  on its own. ``DeploymentStarted`` says what started.
-- On the platform's own end-of-deployment event (a ``DeploymentStateChange``) it
-  emits ``DeploymentCompleted`` or ``DeploymentRolledBack``. A rolled-back version
-  is marked Rejected in the registry, so the champion is again the one serving.
+  on its own. ``DeploymentStarted`` says what started. Only the registry's newest
+  approved version goes out (a late v2 is ``superseded`` by v3); during another
+  rollout the approval is ``waiting``, and that rollout's end starts it.
+- On the platform's own end-of-deployment event (a ``DeploymentStateChange``),
+  confirmed with the platform (``Deployer.confirm``), it emits
+  ``DeploymentCompleted`` or ``DeploymentRolledBack``. A rolled-back version is
+  marked Rejected in the registry, so the champion is again the one serving.
 - ``rollback`` is the manual path (`dhow deploy rollback`), recorded with who
-  asked and why; ``on_drift`` is a drift policy's rollback (once per check).
+  asked and why; ``on_drift`` is a drift policy's rollback (once per check, and
+  finished by a redelivery if a delivery fails half-way).
 
 Every step is a lineage row, so `dhow deploy status` and an auditor read the same
 history.
