@@ -628,8 +628,13 @@ def dataset_init(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Infer NAME's spec from a sample with pandera, and write it for review."""
-    from shared.specs import infer_spec
+    """Infer NAME's spec from a sample with pandera, and write it for review.
+
+    Numeric columns get a sign where the sample has one and no other bound; text columns
+    with a few values, each seen more than once, become categories. Each column's
+    inference and its reason are printed, and head the written spec as comments.
+    """
+    from shared.specs import infer
     from shared.specs import specs_dir as default_dir
 
     try:
@@ -646,7 +651,7 @@ def dataset_init(
                 reason="spec_exists",
                 hint="review and edit it, or pass --force to regenerate it",
             )
-        spec = infer_spec(
+        inferred = infer(
             name,
             _read_sample(sample),
             target,
@@ -657,10 +662,23 @@ def dataset_init(
             else None,
             unique=list(unique),
         )
+        spec = inferred.spec
         target_path.parent.mkdir(parents=True, exist_ok=True)
-        target_path.write_text(spec.to_yaml())
+        # The reasons as comments: spec_version hashes the parsed spec, not the text.
+        target_path.write_text(inferred.review_notes() + spec.to_yaml())
     except DhowError as exc:
         _fail(as_json, exc)
+
+    def text() -> None:
+        click.echo(
+            f"wrote {target_path} ({len(spec.columns)} columns, task "
+            f"{spec.task}, version {spec.spec_version}); review it before "
+            "deploying. Inferred from "
+            f"{inferred.rows} rows:"
+        )
+        for c in inferred.columns:
+            click.echo(f"  {c.column}: {c.why}")
+
     _emit(
         as_json,
         {
@@ -669,12 +687,9 @@ def dataset_init(
             "spec_version": spec.spec_version,
             "task": spec.task,
             "columns": spec.columns,
+            "inferred": [c.model_dump(mode="json") for c in inferred.columns],
         },
-        lambda: click.echo(
-            f"wrote {target_path} ({len(spec.columns)} columns, task "
-            f"{spec.task}, version {spec.spec_version}); review it before "
-            "deploying"
-        ),
+        text,
     )
 
 

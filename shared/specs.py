@@ -180,16 +180,102 @@ def load_spec(name: str, directory: str | Path | None = None) -> DatasetSpec:
     return spec
 
 
-def infer_spec(
+# A text column is inferred as a category when it has at most this many values and no
+# value is seen only once. By Good-Turing, the chance that the next row holds a value the
+# sample never showed is about (values seen once) / (rows): with none, the set looks
+# closed; with some, it is open (names, ids, free text) and a list would refuse new rows.
+MAX_INFERRED_CATEGORIES = 20
+_RANGE_CHECKS = (
+    "greater_than_or_equal_to",
+    "less_than_or_equal_to",
+    "greater_than",
+    "less_than",
+    "in_range",
+)
+
+
+class ColumnInference(BaseModel):
+    """What `dhow dataset init` inferred for one column, and why, for the review."""
+
+    column: str
+    dtype: str
+    checks: dict[str, Any] = Field(default_factory=dict)
+    nullable: bool = False
+    why: str
+
+
+class Inference(BaseModel):
+    """An inferred spec with the reasons for each column's checks."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    spec: DatasetSpec
+    rows: int
+    columns: list[ColumnInference]
+
+    def review_notes(self) -> str:
+        """The reasons as YAML comments, to head the written spec."""
+        lines = [f"# Inferred by `dhow dataset init` from {self.rows} rows; review each column:"]
+        lines += [f"#   {c.column}: {c.why}" for c in self.columns]
+        return "\n".join(lines) + "\n"
+
+
+_NO_OTHER = "no %s bound: add one if the domain has it"
+
+
+def _number(x: Any) -> str:
+    return f"{float(x):g}"
+
+
+def _infer_numeric(col: dict[str, Any], values: pd.Series) -> str:
+    """A sign where the sample has one, and no other bound: a sample's extremes are not
+    its population's, and rows just past them would be refused."""
+    if values.empty:
+        return "no values in the sample: no bound"
+    low, high = values.min(), values.max()
+    seen = f"seen {_number(low)} to {_number(high)}"
+    if low >= 0:
+        col["greater_than_or_equal_to"] = 0.0
+        return f">= 0, as every value in the sample is ({seen}); {_NO_OTHER % 'upper'}"
+    if high <= 0:
+        col["less_than_or_equal_to"] = 0.0
+        return f"<= 0, as every value in the sample is ({seen}); {_NO_OTHER % 'lower'}"
+    return f"no bound: the sample has both signs ({seen}); add bounds if the domain has them"
+
+
+def _infer_text(col: dict[str, Any], values: pd.Series) -> str:
+    # Text is compared as text; a classification target's classes keep their type.
+    counts = (values.astype(str) if values.dtype == object else values).value_counts()
+    once = int((counts == 1).sum())
+    if counts.empty:
+        return "no values in the sample: free text"
+    if len(counts) > MAX_INFERRED_CATEGORIES:
+        return f"free text: {len(counts)} distinct values, over {MAX_INFERRED_CATEGORIES}"
+    if once:
+        return (
+            f"free text: {once} of its {len(counts)} values are seen only once, so the "
+            "sample has not shown them all; list them under isin if the set is closed"
+        )
+    col["isin"] = sorted(counts.index.tolist())  # Python scalars, for YAML
+    return (
+        f"category of {len(counts)} values, each seen at least {int(counts.min())} times; "
+        "a value outside them is refused"
+    )
+
+
+def infer(
     name: str,
     sample: pd.DataFrame,
     target: str,
     task: Literal["classification", "regression"] | None = None,
     unique: list[str] | None = None,
-) -> DatasetSpec:
-    """A spec from a trusted sample, by pandera's inference, for a human to review.
+) -> Inference:
+    """A spec from a trusted sample, for a human to review, with the reasons for each check.
 
-    The schema is made strict (an added column is refused) and the ``unique``
+    pandera infers the dtypes and nullability. Its bounds, the sample's exact minimum and
+    maximum, are replaced by a sign where the sample has one; text columns with a few
+    values, each seen more than once, become categories, as do a classification target's
+    classes. The schema is made strict (an added column is refused) and the ``unique``
     columns get a uniqueness check.
     """
     if target not in sample.columns:
@@ -208,10 +294,52 @@ def infer_spec(
     doc = yaml.safe_load(schema.to_yaml() or "")
     doc["strict"] = True
     doc.pop("index", None)  # row order is not part of a dataset's contract
-    for col in unique or []:
-        doc["columns"][col]["unique"] = True
     if task is None:
         y = sample[target]
         discrete = y.dtype == bool or y.dtype == object or pd.api.types.is_integer_dtype(y)
         task = "classification" if discrete and y.nunique() <= 20 else "regression"
-    return DatasetSpec(name=name, target=target, task=task, schema=doc)
+    notes = []
+    for column, col in doc["columns"].items():
+        for check in _RANGE_CHECKS:
+            col.pop(check, None)
+        values = sample[column].dropna()
+        dtype = str(col.get("dtype"))
+        is_number = pd.api.types.is_numeric_dtype(sample[column]) and dtype != "bool"
+        if column in (unique or []):
+            col["unique"] = True
+            why = "unique, as --unique asks"
+        elif column == target and task == "classification" and dtype != "bool":
+            why = "the target: " + _infer_text(col, values).replace("category", "classes", 1)
+        elif is_number:
+            why = _infer_numeric(col, values)
+        elif dtype in ("object", "str", "string"):
+            why = _infer_text(col, values)
+        elif dtype.startswith("datetime"):
+            why = "no bound: the sample's first and last times are not the domain's"
+        else:
+            why = "type only"
+        if col.get("nullable"):
+            why += "; nulls allowed, as the sample has some"
+        checks = {k: v for k, v in col.items() if k not in ("dtype", "nullable", "title")}
+        notes.append(
+            ColumnInference(
+                column=str(column),
+                dtype=dtype,
+                checks=checks,
+                nullable=bool(col.get("nullable")),
+                why=f"{dtype}, {why}",
+            )
+        )
+    spec = DatasetSpec(name=name, target=target, task=task, schema=doc)
+    return Inference(spec=spec, rows=len(sample), columns=notes)
+
+
+def infer_spec(
+    name: str,
+    sample: pd.DataFrame,
+    target: str,
+    task: Literal["classification", "regression"] | None = None,
+    unique: list[str] | None = None,
+) -> DatasetSpec:
+    """The spec of :func:`infer`, without the reasons."""
+    return infer(name, sample, target, task, unique).spec
