@@ -217,6 +217,9 @@ class ValidationJobRequest(BaseModel):
     staged: ObjectRef
     size_bytes: int
     correlation_id: str
+    # 1 for the first job of these bytes; a retry after a job that failed for a platform
+    # reason is a new attempt, and a new job name (the old name would find the old job).
+    attempt: int = 1
 
 
 class ValidationJobEnded(BaseModel):
@@ -230,12 +233,39 @@ class ValidationJobEnded(BaseModel):
     failure_reason: str | None = None
 
 
+class ValidationJobState(BaseModel):
+    """A managed validation job as its platform reports it when asked (DescribeProcessingJob,
+    Azure ML's job), not as an end event says: for a job whose end event never came."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    # "Missing": the platform has no job of that name (never created, or expired).
+    status: Literal["InProgress", "Stopping", "Completed", "Failed", "Stopped", "Missing"]
+    failure_reason: str | None = None
+
+
 class ValidationJobLauncher(abc.ABC):
     """Managed batch jobs (SageMaker Processing, Azure ML) running `shared.jobs.validate`."""
 
     @abc.abstractmethod
     def launch(self, request: ValidationJobRequest) -> str:
         """Start the job (idempotently: the name derives from the request); returns its name."""
+
+    @property
+    def max_runtime_s(self) -> int | None:
+        """The job's own stopping condition, as ``launch`` sets it (the platform stops the
+        job after this long); None where the launcher sets none."""
+        return None
+
+    def state(self, job_name: str) -> ValidationJobState | None:
+        """The platform's word on a job, to settle one whose end event was lost; None
+        where the launcher has no such read."""
+        return None
+
+    def stop(self, job_name: str) -> None:  # noqa: B027 - optional, as state() is
+        """Ask the platform to stop a job (its end then comes as Stopped); a job that has
+        already ended is left as it is."""
 
 
 class TrainingJobRequest(BaseModel):

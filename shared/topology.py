@@ -506,8 +506,15 @@ def build_topology(stage: str) -> Topology:
                     Permission(("events:PutEvents",), "pipeline", "bus"),
                     Permission(sqs_consume, "validate", "queue"),
                     # The job is created with tags: SageMaker also authorizes AddTags on it.
+                    # The sweep reads a job whose end event never came and stops one that
+                    # runs past its bound (ValidateService.sweep).
                     Permission(
-                        ("sagemaker:CreateProcessingJob", "sagemaker:AddTags"),
+                        (
+                            "sagemaker:CreateProcessingJob",
+                            "sagemaker:AddTags",
+                            "sagemaker:DescribeProcessingJob",
+                            "sagemaker:StopProcessingJob",
+                        ),
                         "processing_jobs",
                         "jobs",
                     ),

@@ -42,6 +42,7 @@ from shared.ports import (
     TappedEvent,
     ValidationJobLauncher,
     ValidationJobRequest,
+    ValidationJobState,
 )
 from shared.settings import Settings, check_aws_region
 from shared.triggers import STAGED_INPUT_NAME, parse_bus_event
@@ -541,10 +542,12 @@ def processing_job_name(request: ValidationJobRequest, name_prefix: str) -> str:
     finds the job it started; carrying the stage, so no other stage's job is adopted.
 
     The tag hashes dataset and spec version, so a name stays unique when the dataset is
-    cut to fit; the stage's prefix is never cut (IAM and the end-of-job rule match it)."""
+    cut to fit; the stage's prefix is never cut (IAM and the end-of-job rule match it).
+    A retry (attempt 2 on) ends ``-r<attempt>``: the first attempt's name would find the
+    job that failed (CreateProcessingJob refuses a name in use, ResourceInUse)."""
     head = f"{name_prefix}-validate-"
     tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
-    tail = f"-{request.sha256[:12]}-{tag}"
+    tail = f"-{request.sha256[:12]}-{tag}" + (f"-r{request.attempt}" if request.attempt > 1 else "")
     room = PROCESSING_JOB_NAME_MAX - len(head) - len(tail)
     dataset = _NOT_NAME.sub("-", request.dataset)[: max(room, 0)].strip("-")
     if not dataset:
@@ -638,6 +641,35 @@ class SageMakerValidationJobs(ValidationJobLauncher):
             if _error_code(exc) != "ResourceInUse" and "already exists" not in str(exc):
                 raise
         return str(params["ProcessingJobName"])
+
+    @property
+    def max_runtime_s(self) -> int:
+        # The request's StoppingCondition.MaxRuntimeInSeconds: SageMaker stops the job then.
+        return self._cfg.max_runtime_s
+
+    def state(self, job_name: str) -> ValidationJobState:
+        """DescribeProcessingJob: ProcessingJobStatus (InProgress, Completed, Failed,
+        Stopping, Stopped; fact aws.sagemaker.processing_job_status) and FailureReason."""
+        try:
+            d = self._sm.describe_processing_job(ProcessingJobName=job_name)
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceNotFound":
+                return ValidationJobState(job_name=job_name, status="Missing")
+            raise
+        return ValidationJobState(
+            job_name=job_name,
+            status=d["ProcessingJobStatus"],
+            failure_reason=d.get("FailureReason") or d.get("ExitMessage"),
+        )
+
+    def stop(self, job_name: str) -> None:
+        try:
+            self._sm.stop_processing_job(ProcessingJobName=job_name)
+        except ClientError as exc:
+            # Stopping a job that has ended (or is stopping) is a ValidationException; the
+            # caller reads the state again, so that is not an error here.
+            if _error_code(exc) not in {"ValidationException", "ResourceNotFound"}:
+                raise
 
 
 class CloudWatchMetrics(MetricsSink):

@@ -8,6 +8,7 @@ import and only a stack that hands work off to Azure ML needs it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import re
@@ -17,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from azure.ai.ml import Input, Output, command
 from azure.ai.ml.constants import AssetTypes
@@ -37,6 +38,7 @@ from shared.ports import (
     TrainingLauncher,
     ValidationJobLauncher,
     ValidationJobRequest,
+    ValidationJobState,
 )
 from shared.settings import Settings
 from shared.topology import processing_job_prefix
@@ -82,6 +84,8 @@ class JobOperations(Protocol):
 
     def create_or_update(self, job: Command) -> Any: ...
 
+    def begin_cancel(self, name: str, **kwargs: Any) -> Any: ...
+
 
 @dataclass(frozen=True)
 class AzureMLJobConfig:
@@ -93,6 +97,9 @@ class AzureMLJobConfig:
     stage: str  # the job's name carries it (azureml_job_name)
     environment_variables: tuple[tuple[str, str], ...] = ()  # validation_job_environment()
     code: str | None = None  # default: staged_code()
+    # The job's limits.timeout: Azure ML cancels it after this long (as SageMaker's
+    # MaxRuntimeInSeconds does), so the sweep knows when a job is past its bound.
+    max_runtime_s: int = 4 * 3600
 
 
 # What `python -m shared.jobs.validate` reads on Azure: ``Settings.from_env`` (the cloud,
@@ -136,10 +143,11 @@ def azureml_job_name(request: ValidationJobRequest, stage: str) -> str:
     never lets one adopt the other's job (and the run's end is routed by this prefix).
 
     The tag hashes dataset and spec version, so a name stays unique when the dataset is
-    cut to fit Azure ML's run-id rule (fact azure.ml.job_name); the prefix is never cut."""
+    cut to fit Azure ML's run-id rule (fact azure.ml.job_name); the prefix is never cut.
+    A retry (attempt 2 on) ends ``-r<attempt>``: the first name would find the failed job."""
     head = processing_job_prefix(stage)
     tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
-    tail = f"-{request.sha256[:12]}-{tag}"
+    tail = f"-{request.sha256[:12]}-{tag}" + (f"-r{request.attempt}" if request.attempt > 1 else "")
     room = int(value("azure.ml.job_name")["max_length"]) - len(head) - len(tail)
     dataset = _NOT_NAME.sub("-", request.dataset.lower())[: max(room, 0)].strip("-")
     if not dataset:
@@ -149,6 +157,19 @@ def azureml_job_name(request: ValidationJobRequest, stage: str) -> str:
             reason="job_name_too_long",
         )
     return f"{head}{dataset}{tail}"
+
+
+JobPhase = Literal["InProgress", "Stopping", "Completed", "Failed", "Stopped"]
+
+
+def _azureml_states() -> dict[str, JobPhase]:
+    """Azure ML's job statuses as the port's (fact azure.ml.job_status): Canceled is
+    Stopped, as in its RunStatusChanged events; NotResponding is terminal and left no
+    result; every other status is still on its way (InProgress)."""
+    rule = value("azure.ml.job_status")
+    out: dict[str, JobPhase] = {raw: cast(JobPhase, ours) for raw, ours in rule["ended"].items()}
+    out.update({raw: "Stopping" for raw in rule["stopping"]})
+    return out
 
 
 class AzureMLValidationJobs(ValidationJobLauncher):
@@ -191,6 +212,8 @@ class AzureMLValidationJobs(ValidationJobLauncher):
             },
             environment=cfg.environment,
             compute=cfg.compute,
+            # limits.timeout: the job's stopping condition (fact azure.ml.job_timeout).
+            timeout=cfg.max_runtime_s,
             environment_variables=dict(cfg.environment_variables),
             # The job reads staging and writes curated/quarantine blobs and its result as
             # its cluster's managed identity; no key travels with it.
@@ -208,6 +231,29 @@ class AzureMLValidationJobs(ValidationJobLauncher):
         job = self.request(request)
         submit_once(self._jobs, job)
         return str(job.name)
+
+    @property
+    def max_runtime_s(self) -> int:
+        return self._cfg.max_runtime_s
+
+    def state(self, job_name: str) -> ValidationJobState:
+        """``jobs.get(name).status``, read as SageMaker's statuses (fact azure.ml.job_status)."""
+        try:
+            job = self._jobs.get(job_name)
+        except ResourceNotFoundError:
+            return ValidationJobState(job_name=job_name, status="Missing")
+        # The entity's status is the SDK's JobStatus (a str Enum, whose str() is its
+        # name, "JobStatus.RUNNING"): its value is the status ARM sent.
+        raw = str(getattr(job.status, "value", job.status))
+        status = _azureml_states().get(raw, "InProgress")
+        reason = None if status in {"InProgress", "Completed"} else f"Azure ML job is {raw}"
+        return ValidationJobState(job_name=job_name, status=status, failure_reason=reason)
+
+    def stop(self, job_name: str) -> None:
+        # One POST .../jobs/{name}/cancel (jobs/cancel/action); polling=False: the sweep
+        # reads the job's state again on its next tick rather than waiting here.
+        with contextlib.suppress(ResourceNotFoundError):
+            self._jobs.begin_cancel(job_name, polling=False)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ that, in a network whose only way out is storage, and leaves a small
 ``ValidationResult`` at ``job_result_ref``. The function does the rest (lineage,
 events, the staged delete): inline at once, or when the job's end comes back as
 an event (``ValidateService.finish_job``), which also answers the uploader when
-the job failed or was stopped.
+the job failed or was stopped. An end event can be lost (a rule disabled, delivery given
+up, a job stuck): ``ValidateService.sweep``, on a schedule, asks the platform for the state
+of every job still ``handed_off`` and settles it as its end event would have.
 
 The raw upload is never touched: nothing is ever dropped.
 """
@@ -28,7 +30,7 @@ import logging
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -44,8 +46,9 @@ from shared.ports import (
     ValidationJobEnded,
     ValidationJobLauncher,
     ValidationJobRequest,
+    ValidationJobState,
 )
-from shared.services.claims import Claim, claim, complete, renewing
+from shared.services.claims import Claim, claim, complete, renewing, utcnow
 from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
 from shared.topology import DATASETS_PREFIX
 from shared.validation import FileFormat, ValidationReport, validate_file
@@ -71,6 +74,19 @@ JOB_FAILURE_HINTS: dict[str, str] = {
     "its logs say why. The staged file is kept: upload the file again",
 }
 _DONE = {"validated", "rejected", "failed"}
+# A job that ended is settled by the sweep only this long after its hand-off, so that the
+# sweep does not race the end event on its ordinary path (either one settles the row, the
+# other finds it done; this only keeps them from working at the same time).
+_ENDED: dict[str, Literal["Completed", "Failed", "Stopped"]] = {
+    "Completed": "Completed",
+    "Failed": "Failed",
+    "Stopped": "Stopped",
+}
+LOST_END_GRACE = timedelta(minutes=15)
+# A job's stopping condition counts from when it starts running, after its instances are
+# provisioned and its input copied in; the hand-off is earlier by that much. An InProgress
+# job is stopped only once past its stopping condition plus this margin.
+JOB_START_MARGIN = timedelta(minutes=30)
 # An event carries at most this much of a message, the rest is in the report: with every
 # character escaped as JSON can (12 bytes for a surrogate pair) and the base64 that
 # Event Grid writes to a Storage queue, it stays far under the 64 KB of a queue message
@@ -375,6 +391,67 @@ class ValidateService:
             reason = "validation_job_failed"
         return self._job_failed(work, claimed, ended, reason, detail)
 
+    def sweep(self, dataset: str, now: datetime | None = None) -> list[ValidateOutcome]:
+        """Settle ``dataset``'s validations still handed to a managed job, asking the
+        platform rather than waiting for an end event that may never come.
+
+        A job that ended (Completed, Failed, Stopped) is finished as its end event would
+        have finished it; a job the platform does not know is answered as failed; a job
+        still running past its own stopping condition (``max_runtime_s``, as the launcher
+        set it) is stopped and answered as stopped. Through ``finish_job``, so whichever
+        of the sweep and a late end event comes second finds the row done."""
+        jobs = self._jobs
+        if jobs is None:
+            return []
+        now = now or utcnow()
+        outcomes: list[ValidateOutcome] = []
+        for row in self._lineage.list(dataset):
+            job = row.attributes.get("job_name")
+            if row.kind != "validate" or row.status != "handed_off" or not job:
+                continue
+            since = row.attributes.get("handed_off_at")
+            age = now - (datetime.fromisoformat(since) if since else row.updated_at)
+            if age < LOST_END_GRACE:
+                continue
+            state = jobs.state(str(job))
+            ended = self._settled_state(jobs, state, age)
+            if ended is None:
+                continue
+            staged = ObjectRef.from_uri(str(row.attributes["staged"]))
+            log.warning("job %s of %s: no end event came; settled as %s", job, dataset, ended[0])
+            outcomes.append(
+                self.finish_job(
+                    ValidationJobEnded(
+                        job_name=str(job),
+                        status=ended[0],
+                        staged=staged,
+                        failure_reason=ended[1],
+                    )
+                )
+            )
+        return outcomes
+
+    @staticmethod
+    def _settled_state(
+        jobs: ValidationJobLauncher, state: ValidationJobState | None, age: timedelta
+    ) -> tuple[Literal["Completed", "Failed", "Stopped"], str | None] | None:
+        """The end a job's state amounts to, stopping it when past its bound; None: wait."""
+        if state is None:
+            return None  # the launcher cannot say: its end event is the only word
+        ended = _ENDED.get(state.status)
+        if ended is not None:
+            return ended, state.failure_reason
+        if state.status == "Missing":
+            return "Failed", f"the platform has no job named {state.job_name}"
+        bound = jobs.max_runtime_s
+        if bound is None or age < timedelta(seconds=bound) + JOB_START_MARGIN:
+            return None  # running within its bound (or stopping): its end will come
+        jobs.stop(state.job_name)
+        return "Stopped", (
+            f"still {state.status} {int(age.total_seconds())} s after it was handed off, past "
+            f"its stopping condition of {bound} s; Dhow stopped it"
+        )
+
     def _read_result(self, work: _Work) -> ValidationResult:
         ref = job_result_ref(work.staged, work.dataset, work.sha256)
         return ValidationResult.model_validate_json(b"".join(self._store.iter_chunks(ref)))
@@ -423,7 +500,9 @@ class ValidateService:
             )
         )
         # The job only validates and writes; its end comes back as an event (finish_job).
-        complete(self._lineage, claimed, "handed_off", job_name=job)
+        complete(
+            self._lineage, claimed, "handed_off", job_name=job, handed_off_at=utcnow().isoformat()
+        )
         log.info("validation handed to managed job %s", job)
         return ValidateOutcome(status="handed_off", job_name=job)
 

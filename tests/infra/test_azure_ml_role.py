@@ -65,6 +65,8 @@ def _answer(method: str, url: str, body: Any) -> tuple[int, Any]:
         return 404, {"error": {"code": "NotFound", "message": "none"}}
     if method == "GET" and re.fullmatch(r"/codes/[^/]+/versions|/onlineEndpoints/[^/]+/\w+", path):
         return 200, {"value": []}
+    if method == "POST" and re.fullmatch(r"/jobs/[^/]+/cancel", path):
+        return 202, None  # accepted; the sweep does not poll the cancellation
     if method == "POST" and path.endswith("/startPendingUpload"):
         blob = "https://acct.blob.core.windows.net/c/LocalUpload/x"
         return 200, {
@@ -244,7 +246,11 @@ def _operation(method: str, url: str) -> str:
 def _record_every_call(tmp_path: Path, recorded: list[tuple[str, str]]) -> list[str]:
     ml = MLClient(_Credential(), "sub", "rg", "ws")
     code = _code(tmp_path)
-    _validation(ml.jobs, code).launch(VALIDATION)
+    validation = _validation(ml.jobs, code)
+    job = validation.launch(VALIDATION)
+    # The sweep of validations whose end event never came: read the job, stop it.
+    validation.state(job)
+    validation.stop(job)
     training = AzureMLTrainingConfig(
         compute="dhow-prod-gpu",
         environment="azureml:dhow-train:1",

@@ -85,6 +85,8 @@ EXPECTED = {
         "environmentId": "azureml:dhow-processing:3",
         "environmentVariables": {"DHOW_CLOUD": "azure", "DHOW_STAGE": "prod"},
         "identity": {"identityType": "Managed"},
+        # The job's stopping condition, which the validation sweep waits for (4 h).
+        "limits": {"jobLimitsType": "Command", "timeout": "PT4H"},
         "inputs": {
             "staged": {
                 "jobInputType": "uri_file",
@@ -519,3 +521,87 @@ def test_datastore_paths_are_in_the_form_azure_ml_parses() -> None:
     match = re.fullmatch(SHORT_URI_REGEX_FORMAT, uri)
     assert match is not None
     assert match.groups() == ("dhowprodmodels", "a/b/")
+
+
+# --- a job's state, asked for when its end event never came --------------------------------
+
+
+WORKSPACE = (
+    "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
+)
+
+
+class StatefulJobs(RecordingJobs):
+    """MLClient.jobs with jobs in a state: ``get`` answers the SDK's own Job entity, as
+    azure-ai-ml builds it from the REST body ARM returns."""
+
+    def __init__(self, status: str | None) -> None:
+        super().__init__(existing=set() if status is None else {NAME})
+        self.status = status
+        self.cancelled: list[tuple[str, dict[str, Any]]] = []
+
+    def get(self, name: str) -> Any:
+        from azure.ai.ml._restclient.arm_ml_service.models import JobBase
+        from azure.ai.ml.entities import Job
+
+        super().get(name)
+        body = copy.deepcopy(EXPECTED)
+        body["properties"]["status"] = self.status
+        body["id"] = f"{WORKSPACE}/jobs/{name}"
+        return Job._from_rest_object(JobBase(body))
+
+    def begin_cancel(self, name: str, **kwargs: Any) -> Any:
+        self.cancelled.append((name, kwargs))
+
+
+def _sdk_statuses() -> list[str]:
+    """Every status azure-ai-ml's REST models know a job by."""
+    from azure.ai.ml._restclient.arm_ml_service.models import JobStatus
+
+    return [s.value for s in JobStatus]
+
+
+def test_the_job_status_fact_is_azure_mls_own_list() -> None:
+    rule = value("azure.ml.job_status")
+    assert sorted(rule["all"]) == sorted(_sdk_statuses())
+    assert set(rule["ended"]) | set(rule["stopping"]) <= set(rule["all"])
+
+
+@pytest.mark.parametrize("status", _sdk_statuses())
+def test_every_azure_ml_status_reads_as_one_of_the_ports(status: str) -> None:
+    rule = value("azure.ml.job_status")
+    state = AzureMLValidationJobs(StatefulJobs(status), CFG).state(NAME)
+    expected = rule["ended"].get(status) or (
+        "Stopping" if status in rule["stopping"] else "InProgress"
+    )
+    assert state.status == expected
+    # An end without a result says which Azure ML status it was.
+    assert (state.failure_reason is None) == (expected in ("InProgress", "Completed"))
+    if state.failure_reason:
+        assert status in state.failure_reason
+
+
+def test_a_job_azure_ml_does_not_know_is_missing() -> None:
+    assert AzureMLValidationJobs(StatefulJobs(None), CFG).state(NAME).status == "Missing"
+
+
+def test_a_stuck_job_is_cancelled_without_waiting_and_its_bound_is_the_jobs_timeout() -> None:
+    from azure.ai.ml.entities._job.to_rest_functions import to_rest_job_object
+
+    jobs = StatefulJobs("Running")
+    launcher = AzureMLValidationJobs(jobs, CFG)
+    # One definition: the bound the sweep waits for is the job's own limits.timeout.
+    sent = to_rest_job_object(launcher.request(REQ)).as_dict()
+    fact("azure.ml.job_timeout")
+    assert sent["properties"]["limits"]["timeout"] == f"PT{launcher.max_runtime_s // 3600}H"
+    launcher.stop(NAME)
+    assert jobs.cancelled == [(NAME, {"polling": False})]
+
+
+def test_a_retry_is_a_new_azure_ml_job_with_a_name_of_its_own() -> None:
+    rule = value("azure.ml.job_name")
+    retry = REQ.model_copy(update={"attempt": 2})
+    name = azureml_job_name(retry, "prod")
+    assert name == azureml_job_name(REQ, "prod") + "-r2"  # the first keeps its name
+    assert re.fullmatch(rule["pattern"], name)
+    assert len(name) <= rule["max_length"]

@@ -259,3 +259,97 @@ def test_the_sagemaker_role_allows_what_the_job_does(tmp_path: Path, good: bool)
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert not {a for a in actions if a.split(":")[0] in ("dynamodb", "events")}
     assert "s3:DeleteObject" not in actions
+
+
+# --- a job's state, asked for when its end event never came --------------------------------
+
+
+def _statuses() -> list[str]:
+    """DescribeProcessingJob's ProcessingJobStatus values, from botocore's service model."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    out = model.operation_model("DescribeProcessingJob").output_shape
+    assert out is not None
+    return list(out.members["ProcessingJobStatus"].enum)
+
+
+def _described(status: str, **extra: Any) -> dict[str, Any]:
+    """A DescribeProcessingJob answer with its required members (Stubber checks them)."""
+    return {
+        "ProcessingJobName": EXPECTED["ProcessingJobName"],
+        "ProcessingJobArn": "arn:aws:sagemaker:me-central-1:123456789012:processing-job/x",
+        "ProcessingJobStatus": status,
+        "ProcessingResources": EXPECTED["ProcessingResources"],
+        "AppSpecification": EXPECTED["AppSpecification"],
+        "CreationTime": "2026-11-22T10:00:00Z",
+        **extra,
+    }
+
+
+def test_the_port_knows_every_status_sagemaker_reports() -> None:
+    from typing import get_args
+
+    from shared.ports import ValidationJobState
+
+    fact = value("aws.sagemaker.processing_job_status")
+    assert sorted(fact["statuses"]) == sorted(_statuses())  # the table is botocore's
+    port = set(get_args(ValidationJobState.model_fields["status"].annotation))
+    assert set(_statuses()) <= port
+
+
+@pytest.mark.parametrize("status", _statuses())
+def test_a_jobs_state_is_read_with_describe_processing_job(client, status: str) -> None:  # type: ignore[no-untyped-def]
+    name = str(EXPECTED["ProcessingJobName"])
+    failure = {"FailureReason": "ClientError: out of memory"} if status == "Failed" else {}
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_processing_job", _described(status, **failure), {"ProcessingJobName": name}
+        )
+        state = SageMakerValidationJobs(client, CFG).state(name)
+        stub.assert_no_pending_responses()
+    assert state.status == status
+    assert state.failure_reason == (failure.get("FailureReason"))
+
+
+def test_a_job_sagemaker_does_not_know_is_missing(client) -> None:  # type: ignore[no-untyped-def]
+    with Stubber(client) as stub:
+        stub.add_client_error("describe_processing_job", "ResourceNotFound", "no such job")
+        assert (
+            SageMakerValidationJobs(client, CFG).state("dhow-prod-validate-x").status == "Missing"
+        )
+
+
+def test_a_stuck_job_is_stopped_by_name_and_its_bound_is_the_requests_own(client) -> None:  # type: ignore[no-untyped-def]
+    name = str(EXPECTED["ProcessingJobName"])
+    jobs = SageMakerValidationJobs(client, CFG)
+    # One definition: the bound the sweep waits for is what the launch asks SageMaker for.
+    assert jobs.max_runtime_s == EXPECTED["StoppingCondition"]["MaxRuntimeInSeconds"]  # type: ignore[index]
+    bounds = value("aws.sagemaker.processing_job_status")["max_runtime_s"]
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    cond = model.shape_for("ProcessingStoppingCondition").members["MaxRuntimeInSeconds"]
+    assert (bounds["min"], bounds["max"]) == (cond.metadata["min"], cond.metadata["max"])
+    assert bounds["min"] <= jobs.max_runtime_s <= bounds["max"]
+    with Stubber(client) as stub:
+        stub.add_response("stop_processing_job", {}, {"ProcessingJobName": name})
+        # Stopped already (the sweep raced its end): SageMaker refuses, nothing to do.
+        stub.add_client_error("stop_processing_job", "ValidationException", "not in progress")
+        jobs.stop(name)
+        jobs.stop(name)
+        stub.assert_no_pending_responses()
+
+
+def test_a_retry_is_a_new_job_with_a_name_of_its_own(client) -> None:  # type: ignore[no-untyped-def]
+    rule = value("aws.sagemaker.processing_job_name")
+    retry = REQ.model_copy(update={"attempt": 2})
+    first, second = processing_job_name(REQ, "dhow-prod"), processing_job_name(retry, "dhow-prod")
+    assert second == first + "-r2"  # the first attempt keeps its name
+    assert re.fullmatch(rule["pattern"], second)
+    assert len(second) <= rule["max_length"]
+    long = retry.model_copy(update={"dataset": "x" * 63, "attempt": 99})
+    assert len(processing_job_name(long, "dhow-" + "s" * 21)) <= rule["max_length"]
+    with Stubber(client) as stub:
+        stub.add_response(
+            "create_processing_job",
+            {"ProcessingJobArn": "arn:x"},
+            {**EXPECTED, "ProcessingJobName": second},
+        )
+        assert SageMakerValidationJobs(client, CFG).launch(retry) == second

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from shared.errors import DhowError
 from shared.events import DatasetIngested, DatasetRejected, DatasetValidated, ObjectRef
-from shared.ports import ValidationJobLauncher, ValidationJobRequest
+from shared.ports import ValidationJobLauncher, ValidationJobRequest, ValidationJobState
 from shared.services.validate import ValidateService, validate_record_id
 from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
 
@@ -331,3 +332,122 @@ def test_a_job_whose_hand_off_crashed_before_it_was_recorded_is_still_announced(
     # The redelivered DatasetIngested finds the work done; the job is not launched again.
     assert svc.handle(event).status == "duplicate"
     assert len(jobs.requests) == 1
+
+
+# --- a job whose end event never came: the sweep asks the platform -----------------------
+
+
+class PlatformJobs(RecordingJobs):
+    """A launcher whose platform answers for its jobs, as DescribeProcessingJob does."""
+
+    def __init__(self, max_runtime_s: int = 3600) -> None:
+        super().__init__()
+        self.states: dict[str, ValidationJobState] = {}
+        self.stopped: list[str] = []
+        self._max = max_runtime_s
+
+    @property
+    def max_runtime_s(self) -> int:
+        return self._max
+
+    def state(self, job_name: str) -> ValidationJobState:
+        return self.states.get(job_name, ValidationJobState(job_name=job_name, status="Missing"))
+
+    def stop(self, job_name: str) -> None:
+        self.stopped.append(job_name)
+        self.states[job_name] = ValidationJobState(job_name=job_name, status="Stopping")
+
+
+def _handed_off(
+    tmp_path: Path | None = None,
+) -> tuple[ValidateService, MemoryStore, MemoryBus, MemoryLineage, DatasetIngested, PlatformJobs]:
+    from shared.topology import build_topology
+
+    jobs = PlatformJobs()
+    svc, store, bus, lineage, event = setup(
+        SAMPLE.read_bytes(),
+        inline_max=1000,
+        jobs=jobs,
+        curated=build_topology("t1").bucket("curated").name,
+    )
+    assert svc.handle(event).status == "handed_off"
+    return svc, store, bus, lineage, event, jobs
+
+
+def _later(minutes: float) -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=minutes)
+
+
+def test_a_completed_job_whose_end_was_lost_is_announced_by_the_sweep(tmp_path: Path) -> None:
+    svc, store, bus, lineage, event, jobs = _handed_off()
+    [job] = [f"job-{r.sha256[:8]}" for r in jobs.requests]
+    _run_job(store, event, tmp_path, SAMPLE.read_bytes())
+    jobs.states[job] = ValidationJobState(job_name=job, status="Completed")
+    assert svc.sweep("customers", now=_later(5)) == []  # its end event may still come
+    [outcome] = svc.sweep("customers", now=_later(20))
+    assert outcome.status == "validated"
+    [out] = bus.events
+    assert isinstance(out, DatasetValidated)
+    assert (out.rows, out.correlation_id) == (400, "u-1")
+    row = lineage.get("customers", validate_record_id(event.sha256))
+    assert row is not None
+    assert row.status == "validated"
+    # The end event arrives after all, and the next tick runs: neither announces again.
+    assert svc.finish_job(_job_ended(event, job, "Completed")).status == "duplicate"
+    assert svc.sweep("customers", now=_later(40)) == []
+    assert len(bus.events) == 1
+    assert jobs.stopped == []
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("Failed", "validation_job_failed"), ("Stopped", "validation_job_stopped")],
+)
+def test_a_failed_job_whose_end_was_lost_is_answered_with_its_failure_reason(
+    status: str, reason: str
+) -> None:
+    svc, store, bus, lineage, event, jobs = _handed_off()
+    [job] = [f"job-{r.sha256[:8]}" for r in jobs.requests]
+    jobs.states[job] = ValidationJobState.model_validate(
+        {"job_name": job, "status": status, "failure_reason": "ClientError: no space left"}
+    )
+    [outcome] = svc.sweep("customers", now=_later(20))
+    assert (outcome.status, outcome.reason) == ("failed", reason)
+    [out] = bus.events
+    assert isinstance(out, DatasetRejected)
+    assert (out.reason, out.correlation_id) == (reason, "u-1")
+    assert "no space left" in out.message
+    row = lineage.get("customers", validate_record_id(event.sha256))
+    assert row is not None
+    assert (row.status, row.attributes["reason"]) == ("failed", reason)
+    assert (STAGING, event.staged.key) in store.objects  # kept for the retry
+
+
+def test_a_job_running_past_its_stopping_condition_is_stopped_and_answered() -> None:
+    from shared.services.validate import JOB_START_MARGIN
+
+    svc, _, bus, _, event, jobs = _handed_off()
+    [job] = [f"job-{r.sha256[:8]}" for r in jobs.requests]
+    jobs.states[job] = ValidationJobState(job_name=job, status="InProgress")
+    within = timedelta(seconds=jobs.max_runtime_s) + JOB_START_MARGIN
+    assert svc.sweep("customers", now=_later(within.total_seconds() / 60 - 1)) == []
+    assert (jobs.stopped, bus.events) == ([], [])  # running within its bound: left alone
+    [outcome] = svc.sweep("customers", now=_later(within.total_seconds() / 60 + 1))
+    assert (outcome.status, outcome.reason) == ("failed", "validation_job_stopped")
+    assert jobs.stopped == [job]
+    [out] = bus.events
+    assert isinstance(out, DatasetRejected)
+    assert "stopping condition of 3600 s" in out.message
+    # Its Stopped end event comes later: already answered.
+    assert svc.finish_job(_job_ended(event, job, "Stopped")).status == "duplicate"
+    assert len(bus.events) == 1
+
+
+def test_a_job_the_platform_does_not_know_is_answered_not_waited_for() -> None:
+    svc, _, bus, _, _, jobs = _handed_off()
+    jobs.states.clear()  # e.g. the hand-off recorded a job the platform never created
+    [outcome] = svc.sweep("customers", now=_later(20))
+    assert (outcome.status, outcome.reason) == ("failed", "validation_job_failed")
+    [out] = bus.events
+    assert isinstance(out, DatasetRejected)
+    assert "has no job named" in out.message
