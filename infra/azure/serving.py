@@ -37,6 +37,8 @@ ENDPOINT_GRANTS = (
     (BLOB_CONTRIBUTOR, "container", "capture"),
     (TABLE_READER, "table", "lineage"),
 )
+# Every input of an online endpoint an update could PUT (see Serving): frozen after create.
+ENDPOINT_FROZEN = ["properties", "tags", "identity"]
 SERVE_ENVIRONMENT = "serve"
 SERVE_ENVIRONMENT_VERSION = "1"
 SERVE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
@@ -116,7 +118,16 @@ class Serving(pulumi.ComponentResource):
                     description=f"Dhow serve: {spec.name}",
                 ),
                 tags=cfg.tags,
-                opts=child,
+                # The deploy function owns the live endpoint's traffic (a PUT with
+                # properties.traffic, fact azure.serving.endpoint_traffic); the stack never
+                # sets it. A later update would PUT the endpoint with the inputs Pulumi
+                # holds, which have no traffic, and reset the live split; ignore_changes
+                # on traffic alone would not help, as it sends the old (absent) value
+                # from the state. So the stack creates the endpoint and then never
+                # updates it: a change to these inputs needs a new endpoint name.
+                opts=pulumi.ResourceOptions.merge(
+                    child, pulumi.ResourceOptions(ignore_changes=ENDPOINT_FROZEN)
+                ),
             )
             self.endpoints[spec.name] = endpoint
             principal = endpoint.identity.apply(lambda i: (i or {}).get("principal_id") or "")

@@ -167,3 +167,46 @@ def test_the_serve_environment_runs_the_scoring_scripts_server(azure_program: Pr
     # The server pins pydantic to ~=2.12.0: the environment's pin must be in that range.
     (pydantic,) = [line for line in conda.splitlines() if "- pydantic==" in line]
     assert pydantic.strip().startswith("- pydantic==2.12.")
+
+
+def test_a_later_pulumi_up_never_puts_an_endpoint_so_the_live_traffic_split_stays(
+    azure_cfg: StackConfig,
+) -> None:
+    """The deploy function owns each endpoint's ``traffic`` (fact
+    azure.serving.endpoint_traffic). The stack sets none, so an update that PUT the
+    endpoint from Pulumi's inputs (a changed description or tag) would reset the live
+    split mid-rollout. Pulumi's ignore_changes sends the old value from the state, which
+    has no traffic either, so every input an update could send is frozen after create."""
+    import pulumi
+
+    from infra.azure import stack
+    from tests.infra.harness import run
+
+    assert value("azure.serving.endpoint_traffic")["sum"] == 100
+    ignored: dict[str, set[str]] = {}
+
+    def record(args: pulumi.ResourceTransformationArgs) -> None:
+        if args.type_ == ENDPOINT:
+            ignored[args.name] = set(args.opts.ignore_changes or [])
+
+    def build(cfg: StackConfig) -> dict[str, Any]:
+        pulumi.runtime.register_stack_transformation(record)
+        return stack.build(cfg)
+
+    program = run(azure_cfg, build)
+    endpoints = program.of_type(ENDPOINT)
+    assert endpoints
+    assert set(ignored) == {e.name for e in endpoints}
+    for e in endpoints:
+        assert "traffic" not in e.inputs["properties"]
+        assert "mirrorTraffic" not in e.inputs["properties"]
+        # Everything but what names the endpoint and where it lives: those replace it.
+        updatable = set(e.inputs) - {
+            "endpointName",
+            "workspaceName",
+            "resourceGroupName",
+            "location",
+            "kind",
+        }
+        assert updatable
+        assert updatable <= ignored[e.name], (e.name, updatable - ignored[e.name])
