@@ -31,6 +31,7 @@ from azure.storage.queue import (
 )
 
 from shared.adapters.azure_calls import recording
+from shared.cloud_facts import value as cloud_fact
 from shared.constants import (
     AZURE_STORAGE_ACCOUNT,
     AZURE_STORAGE_CONNECTION_STRING,
@@ -43,6 +44,8 @@ from shared.ports import (
     AlertChannel,
     EventBus,
     EventTap,
+    FinishedEntryImmutable,
+    LineagePage,
     LineageRecord,
     LineageStore,
     MetricPoint,
@@ -52,6 +55,7 @@ from shared.ports import (
     ObjectPin,
     ObjectStore,
     TappedEvent,
+    is_finished,
 )
 from shared.settings import Settings, check_azure_location
 from shared.topology import Topology
@@ -483,22 +487,26 @@ class QueueAlerts(AlertChannel):
 
 
 class LoggedMetrics(MetricsSink):
-    """``MetricsSink`` as one structured log record per point: the Functions host sends
-    logs to the stack's Application Insights (in the region), where log-based metrics
-    and alert rules query them (``customDimensions.metric``)."""
+    """``MetricsSink`` as one log record per point, the point itself as JSON in the
+    message: ``dhow.metric {"namespace": ..., "name": ..., "value": ..., ...}``.
+
+    The Functions host sends the app's logs to the stack's Application Insights (in the
+    region) as ``traces``, but the Python worker hands the host only a record's level,
+    formatted message and category (fact azure.functions.python_worker_log_fields): an
+    ``extra=`` attribute never reaches ``customDimensions``. Queries and alert rules read
+    the point with ``parse_json(substring(message, 12))`` on ``traces`` whose message starts
+    with ``dhow.metric ``."""
+
+    PREFIX = "dhow.metric "
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._log = logger or logging.getLogger("dhow.metrics")
 
     def put(self, namespace: str, points: list[MetricPoint]) -> None:
         for p in points:
-            self._log.info(
-                "metric %s/%s = %s",
-                namespace,
-                p.name,
-                p.value,
-                extra={"metric": {"namespace": namespace, **p.model_dump(mode="json")}},
-            )
+            point = {"namespace": namespace, **p.model_dump(mode="json")}
+            # No %-arguments: logging formats nothing, the message is the JSON as written.
+            self._log.info(self.PREFIX + json.dumps(point, sort_keys=True))
 
 
 class TableLineageStore(LineageStore):
@@ -553,6 +561,16 @@ class TableLineageStore(LineageStore):
             return False
         if int(current["revision"]) != expected_revision:
             return False
+        # Update Entity's one condition is If-Match on the ETag (fact
+        # azure.tables.update_if_match): the status is checked here, on the entity as read,
+        # and the ETag makes the write fail if anyone changed it since, so what is checked
+        # is what is written over.
+        if is_finished(current["kind"], current["status"]) or current["kind"] != record.kind:
+            raise FinishedEntryImmutable(
+                f"{current['kind']} row {record.record_id} of {record.dataset} is "
+                f"{current['status']}: a finished entry is not written over",
+                hint="record what happened next in a row of its own",
+            )
         new = record.model_copy(update={"revision": expected_revision + 1})
         try:
             # The entity's ETag makes the read-compare-write one atomic step.
@@ -572,3 +590,15 @@ class TableLineageStore(LineageStore):
             for e in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": dataset})
         ]
         return sorted(rows, key=lambda row: row.created_at)
+
+    def scan(self, cursor: str | None = None, page_size: int = 500) -> LineagePage:
+        # One Query Entities request: at most 1,000 entities (fact azure.tables.query_page),
+        # and the next partition and row key where the next one starts.
+        size = min(page_size, int(cloud_fact("azure.tables.query_page")["max_entities"]))
+        token = json.loads(cursor) if cursor else None
+        pages = self._table.list_entities(results_per_page=size).by_page(continuation_token=token)
+        entities = [self._record(e) for e in next(pages, [])]
+        after = getattr(pages, "continuation_token", None)
+        return LineagePage(
+            records=entities, next_cursor=json.dumps(after, sort_keys=True) if after else None
+        )
