@@ -7,12 +7,11 @@ vendored under ``.python_packages/lib/site-packages`` as Linux wheels for CPytho
 (azure.functions.python_package_layout). The same sources and pins give the same bytes,
 so ``pulumi up`` uploads a new package only when something in it changed.
 
-The stack then does what the Flex Consumption documentation says makes an app run a
-package (azure.functions.flex_one_deploy, "Deployment sources" in
-functions-infrastructure-as-code, Flex Consumption pivot): upload it as
-``released-package.zip`` (azure.functions.flex_package_name) and ask One Deploy, the
-site's ``extensions/onedeploy`` resource, to deploy it with remote build off. Uploading
-to the deployment container alone deploys nothing, the same page says.
+The stack then publishes it as ``az functionapp deployment source config-zip`` does for
+Flex Consumption: a POST of the zip to One Deploy's ``/api/publish?RemoteBuild=false`` on
+the app's SCM site with the Entra token of whoever runs `pulumi up`
+(azure.functions.flex_publish_endpoint), from a dynamic resource keyed by the package's
+digest. The platform writes the deployment container itself (azure.functions.flex_one_deploy).
 
     python -m infra.azure.app_package [--json]
 """
@@ -204,52 +203,154 @@ def require_package(path: Path = PACKAGE_PATH) -> Path:
     return path
 
 
-def deploy(
-    app: az.web.WebApp,
-    group: az.resources.ResourceGroup,
-    host: az.storage.StorageAccount,
-    container: az.storage.BlobContainer,
-    package: Path,
-    opts: pulumi.ResourceOptions,
-) -> az.resources.Resource:
-    """Upload ``package`` to the app's deployment container and deploy it with One
-    Deploy (azure.functions.flex_one_deploy). A new package (its digest) replaces the
-    deployment, so each change of code is deployed once."""
+@dataclass(frozen=True)
+class PublishRequest:
+    """One POST of the package to One Deploy's publish endpoint on the app's SCM site."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def publish_request(scm_host: str, package: bytes, token: str) -> PublishRequest:
+    """What ``az functionapp deployment source config-zip`` sends a Flex Consumption app
+    (fact azure.functions.flex_publish_endpoint), with remote build off: the package's
+    dependencies are vendored (azure.functions.python_package_layout)."""
+    rule = value("azure.functions.flex_publish_endpoint")
+    query = "&".join(f"{k}={v}" for k, v in rule["query"].items())
+    return PublishRequest(
+        method=rule["method"],
+        url=f"https://{scm_host}{rule['path']}?{query}",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": rule["content_type"],
+            "Cache-Control": "no-cache",
+        },
+        body=package,
+    )
+
+
+class PublishError(Exception):
+    """One Deploy did not accept the package (the status and body say why)."""
+
+
+def _send(request: PublishRequest) -> tuple[int, str]:
+    """POST ``request`` over HTTPS; ``(status, body)``, HTTP errors included."""
+    import urllib.error
+    import urllib.request
+
+    if not request.url.startswith("https://"):
+        raise PublishError(f"not an https URL: {request.url}")
+    req = urllib.request.Request(  # noqa: S310 (https only, checked above)
+        request.url, data=request.body, headers=request.headers, method=request.method
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:  # noqa: S310 (https only)
+            return int(resp.status), resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode("utf-8", "replace")
+
+
+def _token(scope: str) -> str:
+    """The Entra token of whoever runs `pulumi up` (az login, a service principal's
+    environment, a workload identity), as the CLI uses its own."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential().get_token(scope).token
+
+
+class AppCodeProvider(pulumi.dynamic.ResourceProvider):
+    """The app's code, published to One Deploy from the package on this machine.
+
+    Keyed by the package's digest: a changed digest is an update (a new POST), never a
+    replacement, so there is no create of a resource that still exists; delete does
+    nothing, as a deployment is an action, not something to remove (the platform keeps
+    the last package in the deployment container). The token and the HTTP call are
+    arguments so a test can see the exact request."""
+
+    def __init__(
+        self,
+        send: Any = None,
+        token: Any = None,
+    ) -> None:
+        self._send = send
+        self._token = token
+
+    def _publish(self, props: dict[str, Any]) -> None:
+        rule = value("azure.functions.flex_publish_endpoint")
+        path = Path(str(props["package"]))
+        if sha256(path) != props["sha256"]:
+            raise PublishError(
+                f"{path} changed since the preview: run `make azure-package` and `pulumi up` again"
+            )
+        token = (self._token or _token)(rule["token_scope"])
+        request = publish_request(str(props["scm_host"]), path.read_bytes(), token)
+        status, body = (self._send or _send)(request)
+        if status == rule["in_progress"]:
+            raise PublishError(
+                f"{props['app']}: another deployment is under way (409); run `pulumi up` again "
+                "once it has finished"
+            )
+        if status not in rule["accepted"]:
+            raise PublishError(f"{props['app']}: One Deploy answered {status}: {body[:500]}")
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        self._publish(props)
+        return pulumi.dynamic.CreateResult(id_=f"{props['app']}-code", outs=props)
+
+    def diff(
+        self, _id: str, olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.DiffResult:
+        changed = [k for k in ("sha256", "scm_host") if olds.get(k) != news.get(k)]
+        return pulumi.dynamic.DiffResult(
+            changes=bool(changed), replaces=[], delete_before_replace=False
+        )
+
+    def update(
+        self, _id: str, _olds: dict[str, Any], news: dict[str, Any]
+    ) -> pulumi.dynamic.UpdateResult:
+        self._publish(news)
+        return pulumi.dynamic.UpdateResult(outs=news)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+
+class AppCode(pulumi.dynamic.Resource):
+    """The package deployed to the app: its digest, the SCM host it was published to."""
+
+    sha256: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        props: dict[str, Any],
+        opts: pulumi.ResourceOptions,
+        provider: AppCodeProvider | None = None,
+    ) -> None:
+        super().__init__(provider or AppCodeProvider(), name, props, opts)
+
+
+def scm_host(app: az.web.WebApp) -> pulumi.Output[str]:
+    """The app's SCM (Kudu) host name: the enabled host name with ``.scm.`` (a Flex app's
+    default host name may carry a hash and a region, so it is read, not built)."""
+    names: pulumi.Output[Any] = app.enabled_host_names
+    return names.apply(lambda hosts: next((str(n) for n in hosts or [] if ".scm." in n), ""))
+
+
+def deploy(app: az.web.WebApp, package: Path, opts: pulumi.ResourceOptions) -> AppCode:
+    """Publish ``package`` to the app with One Deploy's endpoint, with the Entra token of
+    whoever runs `pulumi up` (azure.functions.flex_publish_endpoint; they need
+    Microsoft.Web/sites/publish/Action on the app, azure.functions.scm_publish_action).
+    The platform writes the deployment container itself, with the app's identity, so the
+    stack neither uploads a blob there nor hands One Deploy a URL it cannot fetch."""
     # __main__ refuses to run without the package; under the tests' mocks nothing reads it.
     digest = sha256(package) if package.exists() else ""
-    blob = az.storage.Blob(
-        "app-package-zip",
-        blob_name=PACKAGE_NAME,
-        account_name=host.name,
-        container_name=container.name,
-        resource_group_name=group.name,
-        type="Block",
-        content_type="application/zip",
-        # The digest in the blob's metadata: a changed package is a changed blob.
-        metadata={"dhow-sha256": digest},
-        source=pulumi.FileAsset(str(package)),
-        opts=opts,
-    )
-    one_deploy: dict[str, Any] = value("azure.functions.flex_one_deploy")
-    return az.resources.Resource(
-        "app-code",
-        resource_provider_namespace=one_deploy["resource_provider_namespace"],
-        parent_resource_path=app.name.apply(lambda n: f"sites/{n}"),
-        resource_type=one_deploy["resource_type"],
-        resource_name_=one_deploy["resource_name"],
-        resource_group_name=group.name,
-        api_version=one_deploy["api_version"],
-        # The package is ready to run (dependencies vendored): no remote build.
-        properties={"packageUri": blob.url, "remoteBuild": False},
-        opts=pulumi.ResourceOptions.merge(
-            opts,
-            pulumi.ResourceOptions(
-                depends_on=[blob],
-                replacement_trigger=digest,
-                # A deployment is an action, not a resource ARM can delete.
-                retain_on_delete=True,
-            ),
-        ),
+    return AppCode(
+        "app-code-publish",
+        {"app": app.name, "scm_host": scm_host(app), "package": str(package), "sha256": digest},
+        opts,
     )
 
 

@@ -33,6 +33,7 @@ from infra.azure.serving import Serving, serve_environment_ref
 from infra.config import REPO_ROOT, StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
+from shared.identifiers import family_prefix
 from shared.stack_contract import shared_environment
 from shared.topology import Topology, processing_job_prefix
 from shared.triggers import (
@@ -776,13 +777,10 @@ class Functions(pulumi.ComponentResource):
         self.assignments += _ml_storage_assignments(
             "app", subscription, principal, scopes[("account", "ml")], child
         )
-        # The code: released-package.zip in the deployment container, deployed by One
-        # Deploy once the identity can read the container (infra/azure/app_package.py).
+        # The code: published to One Deploy, which writes the deployment container with
+        # the app's identity, once that identity holds its roles (infra/azure/app_package.py).
         self.code = app_package.deploy(
             self.app,
-            group,
-            self.host,
-            package,
             app_package.package_path(cfg),
             pulumi.ResourceOptions(parent=self, depends_on=self.assignments),
         )
@@ -984,7 +982,7 @@ def run_status_rules(cfg: StackConfig) -> list[RunStatusRule]:
     topo = cfg.topology
     out = []
     for logical, experiment, prefix in (
-        ("training_job_ended", TRAINING_EXPERIMENT, f"{cfg.prefix}-"),
+        ("training_job_ended", TRAINING_EXPERIMENT, family_prefix(cfg.stage)),
         ("validation_job_ended", VALIDATION_EXPERIMENT, processing_job_prefix(cfg.stage)),
     ):
         rule = topo.rule(logical)

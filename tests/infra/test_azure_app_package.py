@@ -100,38 +100,111 @@ def test_the_program_refuses_without_the_package_naming_the_make_target(tmp_path
         app_package.require_package(tmp_path / "released-package.zip")
 
 
-def test_the_stack_uploads_the_package_to_the_apps_deployment_container(
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def test_the_stack_publishes_the_package_by_its_digest_and_writes_no_blob_itself(
     azure_program: Program,
 ) -> None:
+    """Before: the stack uploaded released-package.zip into the container the platform
+    owns (each overwrote the other's, and `pulumi destroy` deleted the live package) and
+    handed One Deploy a private blob URL, which no document says it can fetch; a changed
+    package replaced ``extensions/onedeploy``, a create of an id that still exists."""
     (app,) = azure_program.of_type("azure-native:web:WebApp")
-    storage = app.inputs["functionAppConfig"]["deployment"]["storage"]
-    container = storage["value"].rstrip("/").rsplit("/", 1)[-1]
-    blobs = azure_program.of_type("azure-native:storage:Blob")
-    (blob,) = [
-        b for b in blobs if b.inputs["blobName"] == value("azure.functions.flex_package_name")
-    ]
-    assert blob.inputs["containerName"] == container
-    (host,) = [
-        a
-        for a in azure_program.of_type("azure-native:storage:StorageAccount")
-        if storage["value"].startswith(f"https://{a.inputs['accountName']}.blob.")
-    ]
-    assert blob.inputs["accountName"] == host.inputs["accountName"]
-
-
-def test_the_stack_deploys_the_package_with_one_deploy(azure_program: Program) -> None:
-    one_deploy = value("azure.functions.flex_one_deploy")
-    (app,) = azure_program.of_type("azure-native:web:WebApp")
-    (deployment,) = [
+    (code,) = [r for r in azure_program.of_type(DYNAMIC) if r.name == "app-code-publish"]
+    assert code.inputs["app"] == app.inputs["name"]
+    package = Path(code.inputs["package"])
+    assert package.name == value("azure.functions.flex_package_name")
+    assert code.inputs["sha256"] == (app_package.sha256(package) if package.exists() else "")
+    assert not azure_program.of_type("azure-native:storage:Blob")
+    assert not [
         r
         for r in azure_program.of_type("azure-native:resources:Resource")
-        if r.inputs.get("resourceName") == one_deploy["resource_name"]
+        if r.inputs.get("resourceName") == "onedeploy"
     ]
-    assert (
-        deployment.inputs["resourceProviderNamespace"] == one_deploy["resource_provider_namespace"]
+    rule = value("azure.functions.flex_one_deploy")
+    assert rule["direct_upload_deploys"] is False
+
+
+def _props(package: Path, **kw: str) -> dict[str, str]:
+    return {
+        "app": "dhow-uae-prod-functions",
+        "scm_host": "dhow-uae-prod-functions-abc.scm.uaenorth-01.azurewebsites.net",
+        "package": str(package),
+        "sha256": app_package.sha256(package),
+        **kw,
+    }
+
+
+def test_the_publish_is_the_request_az_sends_a_flex_app_with_remote_build_off(
+    package: Path,
+) -> None:
+    rule = value("azure.functions.flex_publish_endpoint")
+    sent: list[app_package.PublishRequest] = []
+    scopes: list[str] = []
+
+    def send(request: app_package.PublishRequest) -> tuple[int, str]:
+        sent.append(request)
+        return 202, ""
+
+    def token(scope: str) -> str:
+        scopes.append(scope)
+        return "entra-token"
+
+    provider = app_package.AppCodeProvider(send=send, token=token)
+    result = provider.create(_props(package))
+    assert result.id == "dhow-uae-prod-functions-code"
+    (request,) = sent
+    assert request.method == rule["method"] == "POST"
+    assert request.url == (
+        "https://dhow-uae-prod-functions-abc.scm.uaenorth-01.azurewebsites.net"
+        "/api/publish?RemoteBuild=false"
     )
-    assert deployment.inputs["resourceType"] == one_deploy["resource_type"]
-    assert deployment.inputs["parentResourcePath"] == f"sites/{app.inputs['name']}"
-    assert deployment.inputs["apiVersion"] == one_deploy["api_version"]
-    # Dependencies are vendored: the package runs as is.
-    assert deployment.inputs["properties"]["remoteBuild"] is False
+    assert request.headers["Authorization"] == "Bearer entra-token"
+    assert request.headers["Content-Type"] == rule["content_type"] == "application/zip"
+    assert request.body == package.read_bytes()
+    assert scopes == [rule["token_scope"]]
+    assert value("azure.functions.scm_publish_action")["action"] == (
+        "Microsoft.Web/sites/publish/Action"
+    )
+
+
+def test_a_changed_package_is_an_update_never_a_replace_and_delete_does_nothing(
+    package: Path, tmp_path: Path
+) -> None:
+    sent: list[app_package.PublishRequest] = []
+    provider = app_package.AppCodeProvider(
+        send=lambda r: (sent.append(r), (202, ""))[1], token=lambda _s: "t"
+    )
+    old = _props(package)
+    assert not provider.diff("id", old, dict(old)).changes
+    other = tmp_path / "other" / "released-package.zip"
+    other.parent.mkdir()
+    other.write_bytes(package.read_bytes() + b"changed")
+    new = _props(other)
+    diff = provider.diff("id", old, new)
+    assert diff.changes
+    assert not diff.replaces
+    provider.update("id", old, new)
+    assert [r.body for r in sent] == [other.read_bytes()]
+    provider.delete("id", new)
+    assert len(sent) == 1
+
+
+@pytest.mark.parametrize(("status", "match"), [(409, "under way"), (401, "answered 401")])
+def test_a_publish_one_deploy_refuses_fails_the_update_saying_why(
+    package: Path, status: int, match: str
+) -> None:
+    provider = app_package.AppCodeProvider(send=lambda _r: (status, "no"), token=lambda _s: "t")
+    with pytest.raises(app_package.PublishError, match=match):
+        provider.create(_props(package))
+
+
+def test_a_package_rebuilt_since_the_preview_is_not_published(package: Path) -> None:
+    sent: list[object] = []
+    provider = app_package.AppCodeProvider(
+        send=lambda r: (sent.append(r), (202, ""))[1], token=lambda _s: "t"
+    )
+    with pytest.raises(app_package.PublishError, match="make azure-package"):
+        provider.create(_props(package, sha256="0" * 64))
+    assert sent == []
