@@ -2,7 +2,8 @@
 
 Every function of the topology gets its entry point here, bound the way the Pulumi
 program wires it: a Storage queue trigger on its queue for the pipeline's functions,
-an HTTP route for serve, and a timer that sends due drift checks to the drift queue.
+an HTTP route for serve, a timer that sends due drift checks to the drift queue, and
+one that sends validate its hourly sweep of validation jobs whose end never came.
 Each binding imports its entry point on first use, so a cold start pays only for the
 function that runs. Deployed at the root of the app package (with ``host.json``).
 """
@@ -27,6 +28,9 @@ CONNECTION = "DhowQueues"
 # once per period of that schedule (shared.triggers.claim_drift_period), so a check that
 # keeps failing is retried by the queue and poisoned, not re-sent every minute.
 DRIFT_TIMER = "0 * * * * *"
+# Each hour (the shipped specs' drift.schedule, at which AWS's validate_sweep schedules
+# run): a sweep of the validation jobs whose end event never came, per dataset.
+VALIDATE_SWEEP_TIMER = "0 0 * * * *"
 
 TOPOLOGY = build_topology(os.environ.get(STAGE, "local"))
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -75,3 +79,14 @@ async def serve(req: func.HttpRequest, context: func.Context) -> func.HttpRespon
 )
 def drift_timer(timer: func.TimerRequest, requests: func.Out[list[str]]) -> None:
     _entry("functions.drift_check.azure_function.on_timer")(timer, requests)
+
+
+@app.function_name(f"{TOPOLOGY.function('validate').name}-sweep-timer")
+@app.timer_trigger(arg_name="timer", schedule=VALIDATE_SWEEP_TIMER)
+@app.queue_output(
+    arg_name="requests",
+    queue_name=TOPOLOGY.queue(TOPOLOGY.schedule("validate_sweep").target_queue).name,
+    connection=CONNECTION,
+)
+def validate_sweep_timer(timer: func.TimerRequest, requests: func.Out[list[str]]) -> None:
+    _entry("functions.validate.azure_function.on_timer")(timer, requests)

@@ -461,7 +461,14 @@ def build_topology(stage: str) -> Topology:
                 target_queue="events",
             ),
         ),
-        schedules=(Schedule("drift_check", f"{p}-drift", "drift.schedule", target_queue="drift"),),
+        schedules=(
+            Schedule("drift_check", f"{p}-drift", "drift.schedule", target_queue="drift"),
+            # On the same tick, validate asks the platform about every job still handed
+            # off, for the end events that never came (ValidateService.sweep).
+            Schedule(
+                "validate_sweep", f"{p}-validate-sweep", "drift.schedule", target_queue="validate"
+            ),
+        ),
         topics=(Topic("alerts", f"{p}-alerts"),),
         functions=(
             Function(

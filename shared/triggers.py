@@ -331,6 +331,37 @@ def parse_drift_request(payload: str | bytes | Json) -> DriftRequest:
         ) from exc
 
 
+class ValidationSweepRequest(BaseModel):
+    """Sweep one dataset's validations still handed to managed jobs: the body the
+    ``validate_sweep`` schedule sends to the validate queue (``ValidateService.sweep``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str
+    # The run's time EventBridge Scheduler writes in, as for the drift schedule; unused:
+    # a sweep reads the platform's state now, whichever run it is.
+    period: datetime | None = None
+
+
+def is_validation_sweep_request(payload: str | bytes | Json) -> bool:
+    """Whether a message on the validate queue is a sweep request: a schedule's bare
+    ``{"dataset": ...}``, where every event comes in an envelope (EventBridge's detail,
+    a CloudEvent's data)."""
+    data = _loads(payload)
+    return "dataset" in data and set(data) <= set(ValidationSweepRequest.model_fields)
+
+
+def parse_validation_sweep_request(payload: str | bytes | Json) -> ValidationSweepRequest:
+    data = _loads(payload)
+    try:
+        return ValidationSweepRequest.model_validate(data)
+    except ValueError as exc:
+        raise EventParseError(
+            f"not a validation sweep request: {str(exc).splitlines()[0]}",
+            hint='the validate_sweep schedule sends {"dataset": "<name>"}',
+        ) from exc
+
+
 class TrainingJobEnded(BaseModel):
     """A training job reached an end state (SageMaker's "Training Job State Change")."""
 

@@ -1,6 +1,7 @@
 """validate: a ``DatasetIngested`` event in, the staged file checked against its spec; or a
 managed validation job's end (SageMaker's "Processing Job State Change") in, its result
-announced.
+announced; or the ``validate_sweep`` schedule's ``{"dataset": ...}`` in, every job of the
+dataset still handed off asked about (its end event may never come).
 
 The one place the function's work is done: its AWS (``aws_lambda``) and Azure
 (``azure_function``) entry points only take the message body out of their trigger.
@@ -14,7 +15,14 @@ import logging
 from shared.batch import expect_event
 from shared.events import DatasetIngested
 from shared.settings import Settings
-from shared.triggers import is_validation_job_state_change, parse_validation_job_ended
+from shared.specs import specs_dir
+from shared.triggers import (
+    ValidationSweepRequest,
+    is_validation_job_state_change,
+    is_validation_sweep_request,
+    parse_validation_job_ended,
+    parse_validation_sweep_request,
+)
 from shared.wiring import build_validate_service
 
 logging.getLogger().setLevel(logging.INFO)
@@ -26,5 +34,14 @@ SERVICE = build_validate_service(SETTINGS)
 def handle(body: str | bytes) -> None:
     if is_validation_job_state_change(body):
         SERVICE.finish_job(parse_validation_job_ended(body))
+    elif is_validation_sweep_request(body):
+        SERVICE.sweep(parse_validation_sweep_request(body).dataset)
     else:
         SERVICE.handle(expect_event(body, DatasetIngested))
+
+
+def sweep_requests() -> list[str]:
+    """One sweep request per dataset spec: what the Azure timer sends to the validate
+    queue (on AWS, EventBridge Scheduler keeps one ``validate_sweep`` schedule per spec)."""
+    names = sorted(p.stem for p in specs_dir(SETTINGS.specs_dir).glob("*.yaml"))
+    return [ValidationSweepRequest(dataset=name).model_dump_json() for name in names]

@@ -48,7 +48,8 @@ from shared.ports import (
     ValidationJobRequest,
     ValidationJobState,
 )
-from shared.services.claims import Claim, claim, complete, renewing, utcnow
+from shared.services import claims
+from shared.services.claims import Claim, claim, complete, renewing
 from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
 from shared.topology import DATASETS_PREFIX
 from shared.validation import FileFormat, ValidationReport, validate_file
@@ -403,7 +404,7 @@ class ValidateService:
         jobs = self._jobs
         if jobs is None:
             return []
-        now = now or utcnow()
+        now = now or claims.utcnow()
         outcomes: list[ValidateOutcome] = []
         for row in self._lineage.list(dataset):
             job = row.attributes.get("job_name")
@@ -501,7 +502,11 @@ class ValidateService:
         )
         # The job only validates and writes; its end comes back as an event (finish_job).
         complete(
-            self._lineage, claimed, "handed_off", job_name=job, handed_off_at=utcnow().isoformat()
+            self._lineage,
+            claimed,
+            "handed_off",
+            job_name=job,
+            handed_off_at=claims.utcnow().isoformat(),
         )
         log.info("validation handed to managed job %s", job)
         return ValidateOutcome(status="handed_off", job_name=job)
