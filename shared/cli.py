@@ -24,6 +24,7 @@ from typing import Any, Literal, NoReturn
 import click
 
 from shared.artifacts import sha256_file
+from shared.audit import AUDIT_KINDS
 from shared.errors import DhowError, PlatformError
 from shared.events import (
     DatasetIngested,
@@ -477,11 +478,18 @@ def _model_lineage(target: str, as_json: bool) -> None:
 @click.option("--instance-type", help="Train on this type instead of the spec's list.")
 @click.option("--wait", is_flag=True, help="Follow the job to the model's verdict.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds --wait waits at most.")
+@click.option("--reason", "why", help="Why: recorded in the audit trail with who you are.")
 @json_option
 def train(
-    dataset: str, instance_type: str | None, wait: bool, timeout: float, as_json: bool
+    dataset: str,
+    instance_type: str | None,
+    wait: bool,
+    timeout: float,
+    why: str | None,
+    as_json: bool,
 ) -> None:
-    """Retrain DATASET by hand on its latest validated version (recorded with who asked)."""
+    """Retrain DATASET by hand on its latest validated version (recorded with who asked,
+    as the cloud authenticated them, and why)."""
     from shared.services.train_launch import latest_validated
     from shared.wiring import build_event_tap, build_ports, build_train_launch_service
 
@@ -493,12 +501,13 @@ def train(
         event = latest_validated(ports.lineage, dataset, correlation)
         tap = build_event_tap(settings) if wait else None
         t0 = time.monotonic()
-        user = getpass.getuser()
+        user = _caller_principal(settings)
         outcome = build_train_launch_service(settings, ports).handle(
             event,
             instance_type=instance_type,
             run_tag=f"manual-{datetime.now(UTC):%Y%m%dT%H%M%S}",
             requested_by=user,
+            reason=why,
         )
     if not as_json:
         click.echo(
@@ -832,6 +841,76 @@ def _entra_headers(credential: Any | None = None) -> dict[str, str]:
     }
 
 
+def _jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified: the token came from Entra over TLS to this
+    process, and only its claims about the caller are read, never trusted by a server."""
+    import base64
+
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError) as exc:
+        raise DhowError("the Microsoft Entra token is not a JWT", reason="no_credentials") from exc
+    return claims if isinstance(claims, dict) else {}
+
+
+def _caller_principal(
+    settings: Settings, *, sts: Any | None = None, credential: Any | None = None
+) -> str:
+    """Who runs this command, as the cloud authenticated them, for the audit trail:
+    the ARN STS GetCallerIdentity returns on AWS (fact aws.sts.get_caller_identity), the
+    Entra token's ``oid`` and name on Azure (fact azure.entra.access_token_principal).
+    On the local platform nothing authenticates anyone: the OS user, marked ``local:``
+    (and ``$DHOW_USER``, a name anyone can set, is never used)."""
+    from shared.audit import ENTRA_PREFIX, LOCAL_PREFIX
+
+    if settings.aws_endpoint_url or settings.azure_storage_connection_string:
+        return f"{LOCAL_PREFIX}{getpass.getuser()} (unauthenticated)"
+    if settings.cloud == "aws":
+        if sts is None:
+            import boto3
+
+            sts = boto3.client("sts", region_name=settings.aws_region)
+        try:
+            return str(sts.get_caller_identity()["Arn"])
+        except Exception as exc:  # botocore's NoCredentialsError, ClientError and kin
+            raise DhowError(
+                f"AWS does not say who you are: {exc}".splitlines()[0],
+                hint="log in (aws sso login, or set a profile): actions are recorded "
+                "under the identity AWS authenticates",
+                reason="no_credentials",
+            ) from exc
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    try:
+        token = credential.get_token("https://storage.azure.com/.default").token
+    except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
+        raise DhowError(
+            f"no Microsoft Entra token: {exc}".splitlines()[0],
+            hint="log in (az login): actions are recorded under the identity Entra authenticates",
+            reason="no_credentials",
+        ) from exc
+    claims = _jwt_claims(token)
+    oid = claims.get("oid")
+    if not oid:
+        raise DhowError(
+            "the Microsoft Entra token names no object id (oid)",
+            hint="log in as a user or a service principal of the tenant",
+            reason="no_credentials",
+        )
+    name = next(
+        (
+            claims[k]
+            for k in ("upn", "unique_name", "preferred_username", "appid", "azp")
+            if claims.get(k)
+        ),
+        "",
+    )
+    return f"{ENTRA_PREFIX}{name} oid={oid}" if name else f"{ENTRA_PREFIX}oid={oid}"
+
+
 def _signed_headers(url: str, body: bytes, region: str) -> dict[str, str]:
     """SigV4 headers for the serve API (API Gateway, a route with AWS_IAM authorization:
     signed for execute-api, not lambda)."""
@@ -1004,15 +1083,17 @@ def deploy_status(dataset: str, as_json: bool) -> None:
     type=int,
     help="Version to serve (default: the newest other approved one).",
 )
-@click.option("--reason", "why", required=True, help="Why: recorded in lineage with your name.")
+@click.option("--reason", "why", required=True, help="Why: recorded in lineage with who you are.")
 @json_option
 def deploy_rollback(dataset: str, to_version: int | None, why: str, as_json: bool) -> None:
     """Send all of DATASET's traffic to an earlier version now, stopping any rollout."""
     from shared.wiring import build_deploy_service
 
-    who = os.environ.get("DHOW_USER") or getpass.getuser()
     with _cli_errors(as_json, "cannot roll back"):
-        outcome = build_deploy_service(resolve_settings()).rollback(dataset, to_version, who, why)
+        settings = resolve_settings()
+        # The identity the cloud authenticated, not a name the caller chose.
+        who = _caller_principal(settings)
+        outcome = build_deploy_service(settings).rollback(dataset, to_version, who, why)
     _emit(
         as_json,
         {
@@ -1026,6 +1107,79 @@ def deploy_rollback(dataset: str, to_version: int | None, why: str, as_json: boo
             f"{dataset}: all traffic to v{outcome.model_version} "
             f"({outcome.deployment_id}), recorded as {who}'s"
         ),
+    )
+
+
+@main.command("audit")
+@click.option("--dataset", help="Only this dataset's entries.")
+@click.option("--since", type=click.DateTime(), help="Entries at or after (UTC unless an offset).")
+@click.option("--until", type=click.DateTime(), help="Entries at or before (UTC unless an offset).")
+@click.option("--principal", help="Entries whose principal contains this (any case).")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(AUDIT_KINDS),
+    help="Entries of this kind (repeatable).",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the entries to this CSV file (for a compliance officer).",
+)
+@json_option
+def audit(
+    dataset: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    principal: str | None,
+    kinds: tuple[str, ...],
+    csv_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Every action the platform or a person took, oldest first: who (as the cloud
+    authenticated them), what, to which version, why and when."""
+    from shared.audit import AuditFilter, AuditTrail, to_csv
+    from shared.wiring import build_ports
+
+    def utc(t: datetime | None) -> datetime | None:
+        return t if t is None or t.tzinfo else t.replace(tzinfo=UTC)
+
+    flt = AuditFilter(
+        dataset=dataset,
+        since=utc(since),
+        until=utc(until),
+        principal=principal,
+        kinds=frozenset(kinds),
+    )
+    with _cli_errors(as_json, "cannot read the audit trail"):
+        entries = AuditTrail(build_ports(resolve_settings()).lineage).entries(flt)
+    if csv_path is not None:
+        csv_path.write_text(to_csv(entries), encoding="utf-8")
+
+    def text() -> None:
+        if csv_path is not None:
+            click.echo(f"wrote {len(entries)} entries to {csv_path}")
+            return
+        if not entries:
+            click.echo("no entries")
+        for x in entries:
+            click.echo(
+                f"{x.at:%Y-%m-%d %H:%M:%S}  {x.dataset:<14} {x.kind:<15} {x.action}  "
+                f"{x.version or ''}  by {x.principal or '(unrecorded)'} [{x.principal_source}]"
+                + (f"  why: {x.reason}" if x.reason else "")
+            )
+
+    _emit(
+        as_json,
+        {
+            "ok": True,
+            "filter": flt.model_dump(mode="json"),
+            "csv": str(csv_path) if csv_path is not None else None,
+            "entries": [x.model_dump(mode="json") for x in entries],
+        },
+        text,
     )
 
 
@@ -1102,11 +1256,12 @@ def drift_run(dataset: str, as_json: bool) -> None:
     """Check DATASET for drift now, as its schedule would (exit 1 on drift)."""
     from shared.wiring import build_drift_service
 
-    who = os.environ.get("DHOW_USER") or getpass.getuser()
     with _cli_errors(as_json, "cannot run the drift check"):
+        settings = resolve_settings()
+        who = _caller_principal(settings)
         if not as_json:
             click.echo(f"checking {dataset} (evidently's report takes a few seconds) ...")
-        outcome = build_drift_service(resolve_settings()).check(dataset, requested_by=who)
+        outcome = build_drift_service(settings).check(dataset, requested_by=who)
     result = outcome.as_dict()
     _emit(as_json, {"ok": True, **result}, lambda: _print_check(result))
     if outcome.verdict.verdict == "drift":

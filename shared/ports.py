@@ -157,6 +157,49 @@ class LineageRecord(BaseModel):
     revision: int = 0
 
 
+# The statuses in which a row of each kind is a finished entry of the audit trail
+# (``shared.audit``): the action happened, and what the row says of it is never written
+# over. Each set is the kind's own done statuses, as its service claims them (a test holds
+# them equal), so no retry or takeover ever needs to move a finished row. A handover
+# status ("superseded" of an ingest, "handed_off" or "waiting") is not finished: the work
+# goes on in the same row. Kinds not named here are state that moves on by design (the
+# serving router and rollout, the drift policy's cooldown, the drift timer's period, the
+# registry's model versions); what moved them is a finished row of its own (a rollback,
+# a drift check, a deploy).
+FINISHED_STATUSES: Mapping[str, frozenset[str]] = {
+    "ingest": frozenset({"ingested"}),
+    "ingest_rejected": frozenset({"rejected"}),
+    "validate": frozenset({"validated", "rejected", "failed"}),
+    "train": frozenset({"launched"}),
+    "register": frozenset({"approved", "rejected", "failed"}),
+    "deploy": frozenset({"completed", "rolled_back", "failed", "superseded"}),
+    "rollback": frozenset({"done"}),
+    "drift": frozenset({"no_drift", "drift", "insufficient_data"}),
+    "drift_action": frozenset({"done", "failed"}),
+}
+
+
+def is_finished(kind: str, status: str) -> bool:
+    """Whether a row of ``kind`` in ``status`` is a finished (append-only) entry."""
+    return status in FINISHED_STATUSES.get(kind, frozenset())
+
+
+class FinishedEntryImmutable(DhowError):
+    """A finished lineage row, an entry of the audit trail, was asked to change."""
+
+    reason = "lineage_entry_finished"
+
+
+class LineagePage(BaseModel):
+    """One page of a scan across every dataset's rows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    records: list[LineageRecord]
+    # Where the next page starts (opaque to the caller); None after the last page.
+    next_cursor: str | None = None
+
+
 class LineageStore(abc.ABC):
     """Lineage and metadata rows (DynamoDB, Table storage)."""
 
@@ -172,12 +215,23 @@ class LineageStore(abc.ABC):
     def replace(self, record: LineageRecord, expected_revision: int) -> bool:
         """Overwrite the row if its stored revision is still ``expected_revision``.
 
-        The stored row gets ``expected_revision + 1``. False if someone else won.
+        The stored row gets ``expected_revision + 1``. False if someone else won (the
+        stored revision is another one, or there is no row). A row that is stored finished
+        (``is_finished`` of its kind and status) at ``expected_revision`` is never written
+        over: ``FinishedEntryImmutable``, and nothing is written. The kind of a row never
+        changes either (the same error). Each store checks both in its conditional write,
+        so no path between a read and the write can change a finished row.
         """
 
     @abc.abstractmethod
     def list(self, dataset: str) -> list[LineageRecord]:
         """Every row of a dataset, oldest first."""
+
+    @abc.abstractmethod
+    def scan(self, cursor: str | None = None, page_size: int = 500) -> LineagePage:
+        """One page of at most ``page_size`` rows of every dataset, in the store's own
+        order, from ``cursor`` (None: the first page). For the audit trail across datasets;
+        the caller bounds how many pages it reads."""
 
 
 class TappedEvent(BaseModel):

@@ -16,12 +16,15 @@ from shared.errors import DhowError, ObjectMissing
 from shared.events import DatasetRejected, ObjectRef, PipelineEvent
 from shared.ports import (
     EventBus,
+    FinishedEntryImmutable,
+    LineagePage,
     LineageRecord,
     LineageStore,
     ObjectChanged,
     ObjectInfo,
     ObjectPin,
     ObjectStore,
+    is_finished,
 )
 
 EVENTS = Path(__file__).parent / "events"
@@ -162,6 +165,12 @@ class MemoryLineage(LineageStore):
         current = self.rows.get((record.dataset, record.record_id))
         if current is None or current.revision != expected_revision:
             return False
+        if is_finished(current.kind, current.status) or current.kind != record.kind:
+            raise FinishedEntryImmutable(
+                f"{current.kind} row {current.record_id} of {current.dataset} is "
+                f"{current.status}: a finished entry is not written over",
+                hint="record what happened next in a row of its own",
+            )
         self.rows[(record.dataset, record.record_id)] = record.model_copy(
             update={"revision": expected_revision + 1}
         )
@@ -170,6 +179,16 @@ class MemoryLineage(LineageStore):
     def list(self, dataset: str) -> list[LineageRecord]:
         return sorted(
             (r for (d, _), r in self.rows.items() if d == dataset), key=lambda r: r.created_at
+        )
+
+    def scan(self, cursor: str | None = None, page_size: int = 500) -> LineagePage:
+        keys = sorted(self.rows)
+        start = int(cursor) if cursor else 0
+        page = keys[start : start + page_size]
+        more = start + page_size < len(keys)
+        return LineagePage(
+            records=[self.rows[k] for k in page],
+            next_cursor=str(start + page_size) if more else None,
         )
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import ObjectMissing
 from shared.events import ObjectRef
-from shared.ports import LineageRecord, LineageStore, ObjectStore
+from shared.ports import FinishedEntryImmutable, LineageRecord, LineageStore, ObjectStore
 
 
 class ObjectStoreContract:
@@ -128,3 +128,57 @@ class LineageStoreContract:
         lineage.put_if_absent(self.record(f"other{ds}"))
         assert [r.record_id for r in lineage.list(ds)] == [r.record_id for r in rows]
         assert lineage.get(ds, "ingest:none") is None
+
+    def test_a_finished_row_is_never_written_over(self, lineage: LineageStore) -> None:
+        """The audit trail is append-only: a row in its kind's finished status refuses a
+        replace, even by a writer holding its current revision; nothing is written."""
+        ds = f"d{uuid.uuid4().hex[:8]}"
+        row = self.record(ds)
+        lineage.put_if_absent(row)
+        assert lineage.replace(row.model_copy(update={"status": "ingested"}), 0) is True
+        with pytest.raises(FinishedEntryImmutable):
+            lineage.replace(row.model_copy(update={"status": "claimed"}), 1)
+        with pytest.raises(FinishedEntryImmutable):
+            lineage.replace(row.model_copy(update={"attributes": {"size_bytes": 1}}), 1)
+        got = lineage.get(ds, row.record_id)
+        assert got is not None
+        assert (got.status, got.revision, got.attributes["size_bytes"]) == ("ingested", 1, 10)
+        # A writer holding an older revision lost a race, as before: no error.
+        assert lineage.replace(row.model_copy(update={"status": "claimed"}), 0) is False
+
+    def test_a_row_keeps_its_kind(self, lineage: LineageStore) -> None:
+        ds = f"d{uuid.uuid4().hex[:8]}"
+        row = self.record(ds)
+        lineage.put_if_absent(row)
+        with pytest.raises(FinishedEntryImmutable):
+            lineage.replace(row.model_copy(update={"kind": "serving"}), 0)
+        got = lineage.get(ds, row.record_id)
+        assert got is not None
+        assert (got.kind, got.revision) == ("ingest", 0)
+
+    def test_state_rows_move_on_whatever_their_status(self, lineage: LineageStore) -> None:
+        ds = f"d{uuid.uuid4().hex[:8]}"
+        row = self.record(ds, kind="serving", status="Idle", record_id="serving:router")
+        lineage.put_if_absent(row)
+        for i, status in enumerate(("InProgress", "Succeeded", "InProgress")):
+            assert lineage.replace(row.model_copy(update={"status": status}), i) is True
+
+    def test_scan_pages_through_every_dataset_once(self, lineage: LineageStore) -> None:
+        tag = uuid.uuid4().hex[:8]
+        made = {(f"s{tag}{i % 3}", self.record(f"s{tag}{i % 3}").record_id) for i in range(7)}
+        for ds, rid in made:
+            lineage.put_if_absent(self.record(ds, record_id=rid))
+        seen: list[tuple[str, str]] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            page = lineage.scan(cursor, page_size=2)
+            assert len(page.records) <= 2
+            seen += [(r.dataset, r.record_id) for r in page.records]
+            pages += 1
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        mine = [k for k in seen if k[0].startswith(f"s{tag}")]
+        assert sorted(mine) == sorted(made)  # every row, none twice
+        assert pages >= 4

@@ -28,9 +28,12 @@ from shared.constants import EVENT_SOURCE
 from shared.errors import DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
 from shared.ports import (
+    FINISHED_STATUSES,
     AlertChannel,
     EventBus,
     EventTap,
+    FinishedEntryImmutable,
+    LineagePage,
     LineageRecord,
     LineageStore,
     MetricPoint,
@@ -453,20 +456,74 @@ class DynamoLineageStore(LineageStore):
         )
         return self._record(r["Item"]) if "Item" in r else None
 
+    @staticmethod
+    def replace_condition(record: LineageRecord, expected_revision: int) -> dict[str, Any]:
+        """The PutItem condition of ``replace``: the revision read, the row's own kind, and
+        a status that is not finished for that kind (``FINISHED_STATUSES``), all checked by
+        DynamoDB in the one write, so a finished row is never written over. Names go
+        through aliases, which any attribute name may use (a reserved word or not)."""
+        finished = sorted(FINISHED_STATUSES.get(record.kind, frozenset()))
+        limit = int(cloud_fact("aws.dynamodb.condition_in_max_operands"))
+        if len(finished) > limit:  # a table change the test would catch first
+            raise DhowError(f"{record.kind} has more finished statuses than IN allows")
+        values: dict[str, Any] = {
+            ":r": {"N": str(expected_revision)},
+            ":k": {"S": record.kind},
+            **{f":f{i}": {"S": status} for i, status in enumerate(finished)},
+        }
+        condition = "revision = :r AND #k = :k"
+        if finished:
+            condition += f" AND NOT (#s IN ({', '.join(f':f{i}' for i in range(len(finished)))}))"
+        return {
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#k": "kind", "#s": "status"}
+            if finished
+            else {"#k": "kind"},
+            "ExpressionAttributeValues": values,
+        }
+
     def replace(self, record: LineageRecord, expected_revision: int) -> bool:
         new = record.model_copy(update={"revision": expected_revision + 1})
         try:
             self._ddb.put_item(
                 TableName=self._table,
                 Item=self._item(new),
-                ConditionExpression="revision = :r",
-                ExpressionAttributeValues={":r": {"N": str(expected_revision)}},
+                # The refused item comes back with the error (fact
+                # aws.dynamodb.condition_failure_returns_item): why it was refused.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **self.replace_condition(record, expected_revision),
             )
         except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            response: Any = exc.response  # the error's own members, Item among them
+            item = response.get("Item")
+            stored = self._record(item) if item else self.get(record.dataset, record.record_id)
+            if stored is None or stored.revision != expected_revision:
+                return False  # another writer won, or no row: the ordinary lost race
+            raise FinishedEntryImmutable(
+                f"{stored.kind} row {stored.record_id} of {stored.dataset} is "
+                f"{stored.status}: a finished entry is not written over",
+                hint="record what happened next in a row of its own",
+            ) from None
         return True
+
+    def scan(self, cursor: str | None = None, page_size: int = 500) -> LineagePage:
+        # One Scan request: at most Limit items or 1 MB, and LastEvaluatedKey where the
+        # next one starts (fact aws.dynamodb.scan_page).
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "Limit": page_size,
+            "ConsistentRead": True,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = json.loads(cursor)
+        r = self._ddb.scan(**kwargs)
+        last = r.get("LastEvaluatedKey")
+        return LineagePage(
+            records=[self._record(i) for i in r.get("Items", [])],
+            next_cursor=json.dumps(last, sort_keys=True) if last else None,
+        )
 
     def list(self, dataset: str) -> list[LineageRecord]:
         rows: list[LineageRecord] = []

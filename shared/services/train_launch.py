@@ -128,8 +128,10 @@ class TrainLaunchService:
         instance_type: str | None = None,
         run_tag: str = "",
         requested_by: str | None = None,
+        reason: str | None = None,
     ) -> TrainLaunchOutcome:
-        """Launch training; ``run_tag`` and ``requested_by`` mark a manual retrain."""
+        """Launch training; ``run_tag`` and ``requested_by`` (the principal the cloud
+        authenticated) mark a manual retrain, ``reason`` is the person's why."""
         req = training_request(event, self._specs, instance_type, run_tag)
         try:
             launched = self._launcher.launch(req)
@@ -167,6 +169,7 @@ class TrainLaunchService:
                     "correlation_id": event.correlation_id,
                     "run_tag": run_tag,
                     "requested_by": requested_by,
+                    "reason": reason,
                 },
             )
         )
