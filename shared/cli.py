@@ -1110,10 +1110,16 @@ def deploy_rollback(dataset: str, to_version: int | None, why: str, as_json: boo
     )
 
 
+# click's own formats, and the same with an offset (2026-11-02T13:00:00+04:00, Gulf time).
+_AUDIT_TIME = click.DateTime(
+    ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+)
+
+
 @main.command("audit")
 @click.option("--dataset", help="Only this dataset's entries.")
-@click.option("--since", type=click.DateTime(), help="Entries at or after (UTC unless an offset).")
-@click.option("--until", type=click.DateTime(), help="Entries at or before (UTC unless an offset).")
+@click.option("--since", type=_AUDIT_TIME, help="Entries at or after (UTC unless an offset).")
+@click.option("--until", type=_AUDIT_TIME, help="Entries at or before (UTC unless an offset).")
 @click.option("--principal", help="Entries whose principal contains this (any case).")
 @click.option(
     "--kind",

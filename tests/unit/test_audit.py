@@ -380,6 +380,9 @@ def test_dhow_audit_json(cli_lineage: MemoryLineage) -> None:
         "rejected",
         True,
     )
+    # 13:00 in the Gulf is 09:00 UTC: the rollback at 09:00 is kept, the 09:05 one is not.
+    r = CliRunner().invoke(main, ["audit", "--json", "--until", "2026-11-02T13:00:00+04:00"])
+    assert [e["kind"] for e in json.loads(r.output)["entries"]] == ["rollback"]
     assert CliRunner().invoke(main, ["audit", "--kind", "nonsense"]).exit_code == 2
 
 
