@@ -7,6 +7,7 @@ Services depend on these only. Each cloud has one adapter per port in
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,6 +275,21 @@ class ValidationJobRequest(BaseModel):
     # 1 for the first job of these bytes; a retry after a job that failed for a platform
     # reason is a new attempt, and a new job name (the old name would find the old job).
     attempt: int = 1
+
+
+_ATTEMPT = re.compile(r"-r([0-9]+)$")
+
+
+def validation_attempt_suffix(attempt: int) -> str:
+    """What a retry's job name ends with (``-r2``, ...), nothing for the first attempt.
+    The names' own ends are hex digests, so ``-r<n>`` is never read into one."""
+    return f"-r{attempt}" if attempt > 1 else ""
+
+
+def validation_attempt_of(job_name: str) -> int:
+    """The attempt a validation job's name says it is (``validation_attempt_suffix``)."""
+    m = _ATTEMPT.search(job_name)
+    return int(m.group(1)) if m else 1
 
 
 class ValidationJobEnded(BaseModel):

@@ -46,6 +46,7 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
     ValidationJobState,
+    validation_attempt_suffix,
 )
 from shared.settings import Settings, check_aws_region
 from shared.triggers import STAGED_INPUT_NAME, parse_bus_event
@@ -604,7 +605,7 @@ def processing_job_name(request: ValidationJobRequest, name_prefix: str) -> str:
     job that failed (CreateProcessingJob refuses a name in use, ResourceInUse)."""
     head = f"{name_prefix}-validate-"
     tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
-    tail = f"-{request.sha256[:12]}-{tag}" + (f"-r{request.attempt}" if request.attempt > 1 else "")
+    tail = f"-{request.sha256[:12]}-{tag}" + validation_attempt_suffix(request.attempt)
     room = PROCESSING_JOB_NAME_MAX - len(head) - len(tail)
     dataset = _NOT_NAME.sub("-", request.dataset)[: max(room, 0)].strip("-")
     if not dataset:

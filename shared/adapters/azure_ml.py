@@ -39,6 +39,7 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
     ValidationJobState,
+    validation_attempt_suffix,
 )
 from shared.settings import Settings
 from shared.topology import processing_job_prefix
@@ -147,7 +148,7 @@ def azureml_job_name(request: ValidationJobRequest, stage: str) -> str:
     A retry (attempt 2 on) ends ``-r<attempt>``: the first name would find the failed job."""
     head = processing_job_prefix(stage)
     tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
-    tail = f"-{request.sha256[:12]}-{tag}" + (f"-r{request.attempt}" if request.attempt > 1 else "")
+    tail = f"-{request.sha256[:12]}-{tag}" + validation_attempt_suffix(request.attempt)
     room = int(value("azure.ml.job_name")["max_length"]) - len(head) - len(tail)
     dataset = _NOT_NAME.sub("-", request.dataset.lower())[: max(room, 0)].strip("-")
     if not dataset:

@@ -274,11 +274,13 @@ class IngestService:
             # An attempt whose source was overwritten under it holds nothing back.
             handover_statuses=frozenset({"superseded"}),
         )
-        if claimed.done:
+        retry = self._revalidation(claimed.record, sha, obj, info, pin) if claimed.done else ""
+        if claimed.done and not retry:
             log.info("duplicate delivery", extra={"dataset": dataset, "sha256": sha})
             return IngestOutcome(status="duplicate", dataset=dataset, sha256=sha, staged=staged)
-        # After a takeover, the first delivery's facts stand.
-        correlation = str(claimed.record.attributes.get("correlation_id") or correlation)
+        # After a takeover, the first delivery's facts stand (a retry answers its own upload).
+        if not retry:
+            correlation = str(claimed.record.attributes.get("correlation_id") or correlation)
         first = claimed.record.attributes
         uploader = first.get("uploader") or uploader
         uploaded_by = first.get("uploaded_by", uploaded_by)
@@ -301,8 +303,9 @@ class IngestService:
                     raise
         self._bus.publish(
             DatasetIngested(
-                # Derived from the bytes, so consumers can de-duplicate a re-publish.
-                event_id=f"ingest-{sha[:32]}",
+                # Derived from the bytes, so consumers can de-duplicate a re-publish; a
+                # retry's from its upload too, so validate tells it from a redelivery.
+                event_id=f"ingest-{sha[:32]}{retry}",
                 dataset=dataset,
                 correlation_id=correlation,
                 sha256=sha,
@@ -315,8 +318,27 @@ class IngestService:
                 claimed_uploader=claimed_uploader,
             )
         )
-        complete(self._lineage, claimed, "ingested")
+        if not claimed.done:  # a retry's row was finished by the first upload
+            complete(self._lineage, claimed, "ingested")
         return IngestOutcome(status="ingested", dataset=dataset, sha256=sha, staged=staged)
+
+    def _revalidation(
+        self, first: LineageRecord, sha: str, obj: ObjectCreated, info: ObjectInfo, pin: ObjectPin
+    ) -> str:
+        """For bytes already ingested: the event id suffix of a new upload of them whose
+        validation's managed job failed for a platform reason (``failed``; a ``rejected``
+        file stays rejected), which validate retries as a new attempt; "" for a duplicate
+        (a redelivery of the upload that was ingested, or bytes with any other answer)."""
+        # shared.services.validate.validate_record_id of the first attempt (not imported:
+        # that module brings pandas and pyarrow into ingest's cold start).
+        validation = self._lineage.get(first.dataset, f"validate:{sha}")
+        if validation is None or validation.status != "failed":
+            return ""
+        upload = (obj.ref.uri, pin.version_id, info.etag)
+        seen = first.attributes
+        if upload == (seen.get("source"), seen.get("source_version_id"), seen.get("source_etag")):
+            return ""
+        return "-" + hashlib.sha256("\n".join(map(str, upload)).encode()).hexdigest()[:12]
 
     def _reject(
         self,

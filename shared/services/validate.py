@@ -47,6 +47,7 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
     ValidationJobState,
+    validation_attempt_of,
 )
 from shared.services import claims
 from shared.services.claims import Claim, claim, complete, renewing
@@ -66,13 +67,15 @@ _STAGED_KEY = re.compile(
 )
 
 # Reason codes of a managed job that ended without a result, with what to do.
+# Uploading the same bytes again starts a new attempt (a new job); see ValidateService.handle.
 JOB_FAILURE_HINTS: dict[str, str] = {
     "validation_job_failed": "the managed validation job failed; its logs say why. The staged "
-    "file is kept: upload the file again to retry",
+    "file is kept: upload the file again to retry (a new job)",
     "validation_job_stopped": "the managed validation job was stopped (by hand or at its "
-    "maximum runtime) before it finished. The staged file is kept: upload the file again",
+    "maximum runtime) before it finished. The staged file is kept: upload the file again to "
+    "retry (a new job)",
     "validation_job_no_result": "the managed validation job ended without leaving its result; "
-    "its logs say why. The staged file is kept: upload the file again",
+    "its logs say why. The staged file is kept: upload the file again to retry (a new job)",
 }
 _DONE = {"validated", "rejected", "failed"}
 # A job that ended is settled by the sweep only this long after its hand-off, so that the
@@ -103,8 +106,16 @@ def event_message(text: str) -> str:
     return text[: MAX_EVENT_MESSAGE_CHARS - len(tail)] + tail
 
 
-def validate_record_id(sha256: str) -> str:
-    return f"validate:{sha256}"
+def validate_record_id(sha256: str, attempt: int = 1) -> str:
+    """The lineage row of one attempt at validating these bytes. A retry is a row of its
+    own, so the failed attempt's row (a finished entry) is never written over."""
+    return f"validate:{sha256}" + (f":attempt-{attempt}" if attempt > 1 else "")
+
+
+def _first_event_id(sha256: str) -> str:
+    """The id ingest gives the first ``DatasetIngested`` of these bytes (rows written
+    before attempts were recorded carry no ``event_id``: theirs was this one)."""
+    return f"ingest-{sha256[:32]}"
 
 
 def job_result_ref(staged: ObjectRef, dataset: str, sha256: str) -> ObjectRef:
@@ -255,6 +266,12 @@ class _Work:
     correlation_id: str
     source: ObjectRef
     staged: ObjectRef
+    attempt: int = 1
+
+    @property
+    def event_suffix(self) -> str:
+        # A retry's answer is an event of its own, not a repeat of the failed attempt's.
+        return f"-r{self.attempt}" if self.attempt > 1 else ""
 
 
 class ValidateService:
@@ -297,22 +314,28 @@ class ValidateService:
         except UnknownDataset as exc:
             unknown = exc
         spec_version = spec.spec_version if spec else "none"
-        row = LineageRecord(
-            dataset=event.dataset,
-            record_id=validate_record_id(event.sha256),
-            kind="validate",
-            status="claimed",
-            attributes={
-                "sha256": event.sha256,
-                "spec_version": spec_version,
-                "source": event.source.uri,
-                "staged": event.staged.uri,
-                "ingest_record": f"ingest:{event.sha256}",
-                "correlation_id": event.correlation_id,
-            },
+        attempt = 1
+        claimed = self._claim_attempt(event, spec_version, attempt)
+        # A managed job that failed for a platform reason ("failed", not a "rejected" file)
+        # is retried when the bytes are uploaded again: ingest announces the new upload
+        # with an id of its own, and each attempt is a row and a job name of its own. A
+        # redelivery of the event an attempt was started by finds that attempt.
+        while (
+            claimed.done
+            and claimed.record.status == "failed"
+            and claimed.record.attributes.get("event_id", _first_event_id(event.sha256))
+            != event.event_id
+        ):
+            attempt += 1
+            claimed = self._claim_attempt(event, spec_version, attempt)
+        work = _Work(
+            event.dataset,
+            event.sha256,
+            event.correlation_id,
+            event.source,
+            event.staged,
+            int(claimed.record.attributes.get("attempt", 1)),
         )
-        claimed = claim(self._lineage, row, self._claim, done_statuses={*_DONE, "handed_off"})
-        work = _Work(event.dataset, event.sha256, event.correlation_id, event.source, event.staged)
         if claimed.done:
             self._finish_move(claimed, work)
             return ValidateOutcome(status="duplicate")
@@ -343,6 +366,25 @@ class ValidateService:
             )
         return self._announce(work, result, claimed)
 
+    def _claim_attempt(self, event: DatasetIngested, spec_version: str, attempt: int) -> Claim:
+        row = LineageRecord(
+            dataset=event.dataset,
+            record_id=validate_record_id(event.sha256, attempt),
+            kind="validate",
+            status="claimed",
+            attributes={
+                "sha256": event.sha256,
+                "spec_version": spec_version,
+                "source": event.source.uri,
+                "staged": event.staged.uri,
+                "ingest_record": f"ingest:{event.sha256}",
+                "correlation_id": event.correlation_id,
+                "event_id": event.event_id,
+                "attempt": attempt,
+            },
+        )
+        return claim(self._lineage, row, self._claim, done_statuses={*_DONE, "handed_off"})
+
     def finish_job(self, ended: ValidationJobEnded) -> ValidateOutcome:
         """A managed job ended: announce its result, or answer the uploader that it failed."""
         ident = staged_identity(ended.staged)
@@ -350,7 +392,9 @@ class ValidateService:
             log.warning("job %s did not validate a staged key; ignored", ended.job_name)
             return ValidateOutcome(status="ignored", job_name=ended.job_name)
         dataset, sha = ident
-        row = self._lineage.get(dataset, validate_record_id(sha))
+        # The job's name says which attempt it was (validation_attempt_suffix).
+        attempt = validation_attempt_of(ended.job_name)
+        row = self._lineage.get(dataset, validate_record_id(sha, attempt))
         recorded = row.attributes.get("job_name") if row is not None else None
         # A row still "claimed" with no job recorded is a hand-off that crashed (or is still
         # running) between launching the job and recording it: the job's end is the only
@@ -376,6 +420,7 @@ class ValidateService:
             str(attrs["correlation_id"]),
             ObjectRef.from_uri(str(attrs["source"])),
             ObjectRef.from_uri(str(attrs["staged"])),
+            attempt,
         )
         if claimed.done:
             self._finish_move(claimed, work)
@@ -466,7 +511,7 @@ class ValidateService:
             message += f": {detail}"
         self._bus.publish(
             DatasetRejected(
-                event_id=f"rejected-{work.sha256[:32]}",
+                event_id=f"rejected-{work.sha256[:32]}{work.event_suffix}",
                 dataset=work.dataset,
                 correlation_id=work.correlation_id,
                 stage="validate",
@@ -498,6 +543,7 @@ class ValidateService:
                 staged=event.staged,
                 size_bytes=event.size_bytes,
                 correlation_id=event.correlation_id,
+                attempt=int(claimed.record.attributes.get("attempt", 1)),
             )
         )
         # The job only validates and writes; its end comes back as an event (finish_job).
@@ -517,7 +563,7 @@ class ValidateService:
             assert result.curated is not None
             self._bus.publish(
                 DatasetValidated(
-                    event_id=f"validated-{work.sha256[:32]}",
+                    event_id=f"validated-{work.sha256[:32]}{work.event_suffix}",
                     dataset=work.dataset,
                     correlation_id=work.correlation_id,
                     sha256=work.sha256,
@@ -542,7 +588,7 @@ class ValidateService:
         message = f"{result.message}; {result.hint}" if result.hint else result.message
         self._bus.publish(
             DatasetRejected(
-                event_id=f"rejected-{work.sha256[:32]}",
+                event_id=f"rejected-{work.sha256[:32]}{work.event_suffix}",
                 dataset=work.dataset,
                 correlation_id=work.correlation_id,
                 stage="validate",

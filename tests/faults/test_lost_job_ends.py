@@ -454,3 +454,136 @@ def test_sweep_requests_are_never_lost_to_an_unreadable_dataset(
     )
     assert failures == 0
     assert world.announced() == ([], [])
+
+
+def test_the_same_bytes_uploaded_again_after_a_failed_job_are_validated_by_a_new_job(
+    platform: Platform, cloud: Cloud, clock: Clock, ledger: Ledger, tmp_path: Path
+) -> None:
+    """ "Upload the file again to retry" is what the failure says; it used to be untrue:
+    ingest saw the same bytes as a duplicate, and the job name (derived from the request)
+    found the failed job again. Now the new upload is announced with an id of its own and
+    validate starts attempt 2, a job of its own, while a redelivery of the first upload's
+    event stays a duplicate."""
+    from shared.triggers import ObjectCreated
+    from shared.wiring import Ports, build_ingest_service
+
+    store, bus, lineage = MemoryStore(), MemoryBus(), MemoryLineage()
+    ingest = build_ingest_service(
+        Settings(cloud=cloud, stage="t1"), Ports(store=store, bus=bus, lineage=lineage)
+    )
+    validate = ValidateService(
+        store,
+        bus,
+        lineage,
+        curated_container=TOPO.bucket("curated").name,
+        quarantine_container=TOPO.bucket("quarantine").name,
+        inline_max_bytes=1000,
+        jobs=platform.jobs,
+    )
+    raw = ObjectRef(container=TOPO.bucket("raw").name, key="datasets/customers/big.csv")
+
+    def upload() -> ObjectCreated:
+        store.put_bytes(raw, SAMPLE)
+        return ObjectCreated(container=raw.container, key=raw.key, source_event="test")
+
+    def ingested() -> list[DatasetIngested]:
+        return [e for e in bus.events if isinstance(e, DatasetIngested)]
+
+    first = upload()
+    assert ingest.handle(first).status == "ingested"
+    platform.launched()
+    [event] = ingested()
+    job1 = str(validate.handle(event).job_name)
+    ledger.fault(f"validate:{cloud}:job attempt 1", "fails on the platform")
+    validate.finish_job(_ended(event, job1, "Failed", "InternalServerError: try again"))
+    # The first upload's event is delivered again: still a duplicate, nothing relaunched.
+    assert ingest.handle(first).status == "duplicate"
+    assert len(ingested()) == 1
+
+    again = upload()  # the uploader does what the answer said
+    assert ingest.handle(again).status == "ingested"
+    retry = ingested()[-1]
+    assert retry.event_id != event.event_id
+    platform.launched()
+    outcome = validate.handle(retry)
+    job2 = str(outcome.job_name)
+    assert validate.handle(retry).status == "duplicate"  # redelivered: no third job
+    _run_managed_job(store, retry, tmp_path)
+    validate.finish_job(_ended(retry, job2, "Completed", None))
+
+    rejected = [e for e in bus.events if isinstance(e, DatasetRejected)]
+    validated = [e for e in bus.events if isinstance(e, DatasetValidated)]
+    ledger.action(
+        f"validate {cloud} retry after a failed job: jobs launched", len({job1, job2}) - 1
+    )
+    ledger.action(f"validate {cloud} retry after a failed job: DatasetValidated", len(validated))
+    ledger.delivered(
+        f"validate {cloud}: two uploads of bytes whose first job failed",
+        2,
+        len(rejected) + len(validated),
+    )
+    assert (outcome.status, job2) == ("handed_off", job1 + "-r2")
+    assert [e.reason for e in rejected] == ["validation_job_failed"]
+    assert len(validated) == 1
+    assert validated[0].rows == 400
+
+
+def _ended(event: DatasetIngested, job: str, status: str, reason: str | None) -> Any:
+    from shared.ports import ValidationJobEnded
+
+    return ValidationJobEnded.model_validate(
+        {"job_name": job, "status": status, "staged": event.staged, "failure_reason": reason}
+    )
+
+
+def _run_managed_job(store: MemoryStore, event: DatasetIngested, tmp_path: Path) -> None:
+    """The managed job running on the platform: it validates and leaves its result."""
+    from shared.jobs.validate import run
+
+    folder = tmp_path / "staged-retry"
+    folder.mkdir()
+    (folder / "data.csv").write_bytes(SAMPLE)
+    run(
+        store,
+        Settings(stage="t1"),
+        dataset=event.dataset,
+        sha256=event.sha256,
+        staged=event.staged,
+        given=folder,
+    )
+
+
+@pytest.mark.parametrize("cloud", ["aws", "azure"])
+def test_bytes_rejected_for_their_data_are_not_announced_again_when_uploaded_again(
+    cloud: Cloud, ledger: Ledger
+) -> None:
+    from shared.triggers import ObjectCreated
+    from shared.wiring import Ports, build_ingest_service
+
+    store, bus, lineage = MemoryStore(), MemoryBus(), MemoryLineage()
+    ingest = build_ingest_service(
+        Settings(cloud=cloud, stage="t1"), Ports(store=store, bus=bus, lineage=lineage)
+    )
+    validate = ValidateService(
+        store,
+        bus,
+        lineage,
+        curated_container=TOPO.bucket("curated").name,
+        quarantine_container=TOPO.bucket("quarantine").name,
+    )
+    raw = ObjectRef(container=TOPO.bucket("raw").name, key="datasets/customers/bad.csv")
+    bad = SAMPLE.decode().replace(",gold,", ",platinum,", 1).encode()
+    answers = []
+    for _ in range(2):
+        store.put_bytes(raw, bad)
+        answers.append(
+            ingest.handle(ObjectCreated(container=raw.container, key=raw.key, source_event="t"))
+        )
+        for e in [e for e in bus.events if isinstance(e, DatasetIngested)][len(answers) - 1 :]:
+            validate.handle(e)
+    ingested = [e for e in bus.events if isinstance(e, DatasetIngested)]
+    rejected = [e for e in bus.events if isinstance(e, DatasetRejected)]
+    ledger.action(f"validate {cloud} bad data uploaded twice: DatasetRejected", len(rejected))
+    assert [a.status for a in answers] == ["ingested", "duplicate"]
+    assert len(ingested) == 1
+    assert [e.reason for e in rejected] == ["schema_checks_failed"]

@@ -346,6 +346,12 @@ class PlatformJobs(RecordingJobs):
         self.stopped: list[str] = []
         self._max = max_runtime_s
 
+    def launch(self, request: ValidationJobRequest) -> str:
+        # Named per attempt as the adapters name them (validation_attempt_suffix).
+        from shared.ports import validation_attempt_suffix
+
+        return super().launch(request) + validation_attempt_suffix(request.attempt)
+
     @property
     def max_runtime_s(self) -> int:
         return self._max
@@ -451,3 +457,58 @@ def test_a_job_the_platform_does_not_know_is_answered_not_waited_for() -> None:
     [out] = bus.events
     assert isinstance(out, DatasetRejected)
     assert "has no job named" in out.message
+
+
+# --- a retry is real: the same bytes uploaded again after a platform failure ---------------
+
+
+def _reuploaded(event: DatasetIngested, n: int = 2) -> DatasetIngested:
+    """The DatasetIngested ingest sends for another upload of the same bytes after their
+    validation job failed: same bytes and staged copy, an event id of its own."""
+    return event.model_copy(
+        update={"event_id": f"ingest-{event.sha256[:32]}-upload{n}", "correlation_id": f"u-{n}"}
+    )
+
+
+def test_the_same_bytes_uploaded_again_after_a_failed_job_start_a_new_attempt(
+    tmp_path: Path,
+) -> None:
+    from shared.ports import validation_attempt_of
+
+    svc, store, bus, lineage, event, jobs = _handed_off()
+    first = f"job-{event.sha256[:8]}"
+    svc.finish_job(_job_ended(event, first, "Failed", "InternalServerError"))
+    assert svc.handle(event).status == "duplicate"  # a redelivery of the first is not a retry
+    assert len(jobs.requests) == 1
+
+    retry = _reuploaded(event)
+    outcome = svc.handle(retry)
+    assert outcome.status == "handed_off"
+    assert [r.attempt for r in jobs.requests] == [1, 2]  # a new job, not the failed one
+    assert svc.handle(retry).status == "duplicate"  # its redelivery launches nothing
+    assert len(jobs.requests) == 2
+    # The failed attempt stays as it was: the audit trail keeps what happened.
+    failed = lineage.get("customers", validate_record_id(event.sha256))
+    assert failed is not None
+    assert (failed.status, failed.attributes["reason"]) == ("failed", "validation_job_failed")
+
+    second = str(outcome.job_name)
+    assert (second, validation_attempt_of(second)) == (f"{first}-r2", 2)
+    _run_job(store, event, tmp_path, SAMPLE.read_bytes())
+    assert svc.finish_job(_job_ended(event, second, "Completed")).status == "validated"
+    # A late end of the first job changes nothing.
+    assert svc.finish_job(_job_ended(event, first, "Failed")).status == "duplicate"
+    rejected = [e for e in bus.events if isinstance(e, DatasetRejected)]
+    validated = [e for e in bus.events if isinstance(e, DatasetValidated)]
+    assert len(rejected) == 1
+    assert [v.correlation_id for v in validated] == ["u-2"]  # answered to the retry's upload
+    assert validated[0].event_id != rejected[0].event_id.replace("rejected", "validated")
+
+
+def test_a_file_rejected_for_its_data_stays_rejected_when_uploaded_again() -> None:
+    text = SAMPLE.read_text().replace(",gold,", ",platinum,", 1)
+    svc, _, bus, lineage, event = setup(text.encode())
+    assert svc.handle(event).status == "rejected"
+    assert svc.handle(_reuploaded(event)).status == "duplicate"
+    assert len(bus.events) == 1
+    assert len(lineage.rows) == 1
