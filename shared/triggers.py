@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote, unquote_plus, urlparse
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.constants import EVENT_SOURCE
 from shared.errors import EventParseError
@@ -337,7 +337,9 @@ class ValidationSweepRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: str
+    # A dataset name as ingest accepts one: the sweep reads lineage by it, and a name
+    # that is not one never reaches a store's query.
+    dataset: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     # The run's time EventBridge Scheduler writes in, as for the drift schedule; unused:
     # a sweep reads the platform's state now, whichever run it is.
     period: datetime | None = None

@@ -587,3 +587,57 @@ def test_bytes_rejected_for_their_data_are_not_announced_again_when_uploaded_aga
     assert [a.status for a in answers] == ["ingested", "duplicate"]
     assert len(ingested) == 1
     assert [e.reason for e in rejected] == ["schema_checks_failed"]
+
+
+HOSTILE_SWEEPS = [
+    # A name that is no dataset name, aimed at the store's query (Table storage's OData).
+    {"dataset": "x' or PartitionKey ne '"},
+    {"dataset": "../customers"},
+    {"dataset": "c" * 5000},
+    {"dataset": "customers", "job_name": "dhow-t1-validate-other"},  # extra: not a sweep
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_SWEEPS, ids=lambda b: str(b)[:40])
+def test_a_hostile_sweep_request_is_refused_before_any_store_is_read(
+    body: dict[str, Any], ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validate queue admits only the stack's senders, but a sweep request is read as
+    data all the same: a name that is not a dataset's never reaches a lineage query."""
+    import functions.validate.core as core
+    from shared.errors import DhowError
+
+    class Untouchable:
+        def sweep(self, dataset: str) -> list[Any]:
+            raise AssertionError(f"swept {dataset!r}")
+
+        def handle(self, event: Any) -> Any:
+            raise AssertionError("read as a DatasetIngested")
+
+        def finish_job(self, ended: Any) -> Any:
+            raise AssertionError("read as a job's end")
+
+    monkeypatch.setattr(core, "SERVICE", Untouchable())
+    with pytest.raises(DhowError) as info:
+        core.handle(json.dumps(body))
+    ledger.answer(f"validate sweep request {json.dumps(body)[:60]}", info.value.reason)
+    # Refused as unparseable: the message fails its delivery and ends in the DLQ.
+    assert info.value.reason == "event_unparseable"
+
+
+def test_pipeline_events_on_the_validate_queue_are_never_read_as_sweeps() -> None:
+    from shared.triggers import is_validation_sweep_request
+
+    for name in (
+        "sagemaker_processing_job_state_change.json",
+        "azureml_validation_run_status_changed.json",
+    ):
+        assert not is_validation_sweep_request(json.dumps(load_event(name)))
+    envelope = {
+        "version": "0",
+        "detail-type": "DatasetIngested",
+        "source": "dhow",
+        "detail": {"dataset": "customers"},
+    }
+    assert not is_validation_sweep_request(json.dumps(envelope))
+    assert is_validation_sweep_request('{"dataset": "customers"}')
