@@ -16,7 +16,12 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from shared.adapters.aws import aws_client
-from shared.adapters.local_serving import LocalRouterDeployer, RouterState, rollout_schedule
+from shared.adapters.local_serving import (
+    LocalRouterDeployer,
+    RouterState,
+    load_router_state,
+    rollout_schedule,
+)
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.artifacts import ARTIFACT_SHA256, sha256_file
 from shared.events import (
@@ -162,9 +167,14 @@ def test_a_broken_canary_rolls_back_by_itself_failing_only_its_share(world: Worl
     started = world.bus.events[-1]
     assert isinstance(started, DeploymentStarted)
     assert (started.strategy, started.previous_version) == ("canary", "1")
-    world.router.tick("customers")  # the router picks the rollout up
+    # The router's schedule runs on the wall clock (a minute is 1 s here); its ticks are
+    # held at the rollout's start, so a loaded machine taking over a second for the 200
+    # requests does not step the canary to 100% before its alarm is judged.
+    start = load_router_state(world.lineage, "customers")[0].started_at
+    assert start is not None
+    world.router.tick("customers", now=start)  # the router picks the rollout up
     answers = [world.predict() for _ in range(40)]
-    world.router.tick("customers")
+    world.router.tick("customers", now=start)
     # 4 failures, but only 4 of the candidate's own requests: fewer than min_requests
     # (20) say nothing, in the cloud's alarm as here.
     assert world.published == []
@@ -174,7 +184,7 @@ def test_a_broken_canary_rolls_back_by_itself_failing_only_its_share(world: Worl
     assert len(failed) == 20
     assert all(a.headers["x-dhow-routed-version"] == "2" for a in failed)
     assert all(a.json()["model_version"] == "1" for a in answers if a.status_code == 200)
-    world.router.tick("customers")  # 20 of its 20 requests failed: the alarm fires
+    world.router.tick("customers", now=start)  # 20 of its 20 requests failed: the alarm fires
     [rolled] = world.deliver_platform_events()
     assert rolled.status == "rolled_back"
     event = world.bus.events[-1]
