@@ -87,9 +87,10 @@ _ENDED: dict[str, Literal["Completed", "Failed", "Stopped"]] = {
     "Stopped": "Stopped",
 }
 LOST_END_GRACE = timedelta(minutes=15)
-# A job's stopping condition counts from when it starts running, after its instances are
-# provisioned and its input copied in; the hand-off is earlier by that much. An InProgress
-# job is stopped only once past its stopping condition plus this margin.
+# A job's stopping condition is on how long it has been running (SageMaker's
+# ProcessingStoppingCondition, Azure ML's limits.timeout), and the hand-off is earlier than
+# that by the time its instances take to start and its input to be copied in: an
+# InProgress job is stopped only once past its stopping condition plus this margin.
 JOB_START_MARGIN = timedelta(minutes=30)
 # An event carries at most this much of a message, the rest is in the report: with every
 # character escaped as JSON can (12 bytes for a surrogate pair) and the base64 that
@@ -212,7 +213,12 @@ class StagedFileValidator:
                 reference = ObjectRef(container=self._curated, key=f"{base}/reference.parquet")
                 self._store.upload_file(reference, run.reference, meta)
             profile = ObjectRef(container=self._curated, key=f"{base}/profile.json")
-            self._store.put_bytes(profile, json.dumps(run.profile, indent=2).encode(), meta)
+            self._store.put_bytes(
+                profile,
+                json.dumps(run.profile, indent=2).encode(),
+                meta,
+                content_type="application/json",
+            )
         return ValidationResult(
             dataset=dataset,
             sha256=sha256,
@@ -240,7 +246,10 @@ class StagedFileValidator:
         else:
             self._store.copy(staged, quarantined, meta)
         self._store.put_bytes(
-            report_ref, report.model_dump_json(indent=2).encode(), {"sha256": sha256}
+            report_ref,
+            report.model_dump_json(indent=2).encode(),
+            {"sha256": sha256},
+            content_type="application/json",
         )
         return ValidationResult(
             dataset=report.dataset,
