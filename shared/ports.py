@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -79,9 +79,17 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def put_bytes(
-        self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> None:
-        """Write a whole object."""
+        """Write a whole object; ``content_type`` and ``content_disposition`` are stored as
+        its headers, which the storage sends with it when it is read (a report is served
+        as what it is, and downloaded rather than opened: shared.drift_report)."""
 
     @abc.abstractmethod
     def copy(
@@ -97,9 +105,15 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def upload_file(
-        self, ref: ObjectRef, path: Path, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        path: Path,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
-        """Stream a local file up (multipart where the service needs it)."""
+        """Stream a local file up (multipart where the service needs it);
+        ``on_sent(bytes_sent_so_far)`` is called as it goes, for progress."""
 
     @abc.abstractmethod
     def delete(self, ref: ObjectRef) -> None:
@@ -362,6 +376,14 @@ class TrainingJobRequest(BaseModel):
     # a whole training image (SageMaker) whose own entrypoint runs.
     entrypoint: str | None = None
     image: str | None = None
+    # Every curated version the run learns from (the spec's training.learn_from), oldest
+    # first, and their sha256s; empty: ``curated`` alone, as before learn_from existed.
+    inputs: tuple[ObjectRef, ...] = ()
+    data_sha256s: tuple[str, ...] = ()
+
+    @property
+    def training_inputs(self) -> tuple[ObjectRef, ...]:
+        return self.inputs or (self.curated,)
 
 
 class LaunchedTraining(BaseModel):

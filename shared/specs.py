@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,6 +52,28 @@ class QualityGate(BaseModel):
     max_regression: float = 0.02
 
 
+class LearnFrom(BaseModel):
+    """Which validated uploads a training run learns from (exactly one of the three):
+    ``{latest: true}`` the newest (the default), ``{last: N}`` the newest N, or
+    ``{since: "YYYY-MM-DD"}`` every upload validated on or after that day (UTC). Several
+    are unioned and their rows deduplicated (by the spec's unique columns, else the row)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latest: Literal[True] | None = None
+    last: int | None = Field(default=None, ge=1)
+    since: date | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LearnFrom:
+        chosen = [k for k in ("latest", "last", "since") if getattr(self, k) is not None]
+        if not chosen:
+            self.latest = True  # {} reads as the default
+        elif len(chosen) > 1:
+            raise ValueError(f"learn_from takes one of latest, last, since; got {chosen}")
+        return self
+
+
 class TrainingSettings(BaseModel):
     """How to train this dataset (used by train-launch)."""
 
@@ -63,6 +86,7 @@ class TrainingSettings(BaseModel):
     use_spot: bool = False
     max_runtime_s: int = 3600
     gate: QualityGate = Field(default_factory=QualityGate)
+    learn_from: LearnFrom = Field(default_factory=LearnFrom)
 
 
 class DriftSettings(BaseModel):
@@ -89,6 +113,8 @@ class ServingSettings(BaseModel):
     linear adds ``step_percent`` every ``interval_minutes``; all_at_once shifts at once.
     The alarms that roll a deployment back: the share of failed requests above
     ``error_rate_threshold``, or a p99 latency above ``p99_latency_ms``.
+    ``out_of_domain`` says what serve does with a row outside the spec's bounds or
+    categories: ``reject`` it (a 422) or ``accept`` it and flag it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,6 +130,10 @@ class ServingSettings(BaseModel):
     capture_sampling: float = Field(default=1.0, ge=0, le=1)
     capture_batch_rows: int = Field(default=500, ge=1)
     capture_max_seconds: float = Field(default=60.0, gt=0)
+    # A row past a bound or outside a category's values: refused with a 422 naming it
+    # (reject), or predicted and flagged, counted in /health, captured with its flags and
+    # counted by the drift check (accept). Types, nulls, NaN and size caps stay strict.
+    out_of_domain: Literal["reject", "accept"] = "reject"
     # sagemaker_endpoint only: models that need a GPU at inference.
     instance_type: str = "ml.g5.xlarge"
     instance_count: int = Field(default=1, ge=1)

@@ -5,7 +5,11 @@
 It reads what SageMaker (or Dhow's local backend, which sets up the same
 directories and variables) provides:
 
-- ``SM_CHANNEL_TRAIN``: a folder with the curated Parquet file(s);
+- ``SM_CHANNEL_TRAIN``: a folder with the curated Parquet file(s); a run that learns
+  from several uploads also has ``SM_CHANNEL_TRAIN_1``, ``SM_CHANNEL_TRAIN_2``, ... (one
+  channel each, oldest first), whose rows are unioned and deduplicated: by the
+  ``dedupe_on`` columns (the spec's identifiers; the newest upload's row wins), else by
+  the whole row;
 - ``SM_HPS`` (or ``$SM_INPUT_CONFIG_DIR/hyperparameters.json``): hyperparameters,
   among them ``target`` and ``task``;
 - ``SM_MODEL_DIR``: where the model goes (SageMaker tars it to model.tar.gz);
@@ -59,6 +63,41 @@ def read_hyperparameters() -> dict[str, Any]:
                 value = json.loads(value)
         out[key] = value
     return out
+
+
+def train_channels() -> list[Path]:
+    """The train channel, then ``train_1``, ``train_2``, ... in order (SageMaker sets
+    ``SM_CHANNEL_<NAME>`` for each channel; the local and Azure ML jobs do the same)."""
+    channels = [_env_path("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")]
+    n = 1
+    while f"SM_CHANNEL_TRAIN_{n}" in os.environ:
+        channels.append(Path(os.environ[f"SM_CHANNEL_TRAIN_{n}"]))
+        n += 1
+    return channels
+
+
+def _parquet_files(channel: Path) -> list[Path]:
+    # A folder (SageMaker), or the file itself (an Azure ML uri_file input).
+    if channel.is_file():
+        return [channel]
+    return sorted(p for p in channel.rglob("*") if p.suffix in (".parquet", ".pq"))
+
+
+def union_of_uploads(frames: list[Any], dedupe_on: list[str]) -> tuple[Any, int]:
+    """Several uploads as one frame, each row once, and how many were dropped as repeats.
+
+    An upload that repeats earlier rows (a re-export, an overlapping window) must not
+    weigh them twice. Rows are the same by the identifier columns when the spec has them
+    (the later upload's version of a row wins: it is the correction), else by every column.
+    """
+    import pandas as pd
+
+    data = pd.concat(frames, ignore_index=True)
+    if len(frames) < 2:
+        return data, 0
+    subset = [c for c in dedupe_on if c in data.columns] or None
+    out = data.drop_duplicates(subset=subset, keep="last").reset_index(drop=True)
+    return out, len(data) - len(out)
 
 
 def holdout_mask(frame: Any) -> Any:
@@ -122,16 +161,14 @@ def train(hps: dict[str, Any]) -> dict[str, Any]:
     from sklearn.preprocessing import LabelEncoder, OneHotEncoder
     from xgboost import XGBClassifier, XGBRegressor
 
-    channel = _env_path("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")
-    # A folder (SageMaker), or the file itself (an Azure ML uri_file input).
-    files = (
-        [channel]
-        if channel.is_file()
-        else sorted(p for p in channel.rglob("*") if p.suffix in (".parquet", ".pq"))
-    )
-    if not files:
-        raise TrainerError(f"no Parquet files in the train channel {channel}")
-    data = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frames = []
+    for channel in train_channels():
+        files = _parquet_files(channel)
+        if not files:
+            raise TrainerError(f"no Parquet files in the train channel {channel}")
+        frames.append(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))
+    dedupe_on = [c for c in str(hps.get("dedupe_on", "")).split(",") if c]
+    data, repeated = union_of_uploads(frames, dedupe_on)
     target, task = hps.get("target"), hps.get("task", "classification")
     if target not in data.columns:
         raise TrainerError(f"target {target!r} is not a column: {', '.join(data.columns)}")
@@ -199,6 +236,8 @@ def train(hps: dict[str, Any]) -> dict[str, Any]:
         "dropped": sorted(drop),
         "labels": labels,
         "hyperparameters": params,
+        "uploads": len(frames),
+        "repeated_rows_dropped": repeated,
     }
     (model_dir / "model.json").write_text(json.dumps(card, indent=2))
     metrics_text = json.dumps(result, indent=2)

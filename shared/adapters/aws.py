@@ -12,7 +12,8 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -303,10 +304,30 @@ class S3ObjectStore(ObjectStore):
         )
 
     def upload_file(
-        self, ref: ObjectRef, path: Path, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        path: Path,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
+        callback = None
+        if on_sent is not None:
+            # boto3's Callback gets the bytes of each part as sent, from the transfer's
+            # worker threads: summed under a lock, so on_sent sees one growing total.
+            lock, sent = threading.Lock(), [0]
+
+            def callback(n: int) -> None:
+                with lock:
+                    sent[0] += n
+                    on_sent(sent[0])
+
         self._s3.upload_file(
-            str(path), ref.container, ref.key, ExtraArgs={"Metadata": dict(metadata or {})}
+            str(path),
+            ref.container,
+            ref.key,
+            ExtraArgs={"Metadata": dict(metadata or {})},
+            Callback=callback,
         )
 
     def delete(self, ref: ObjectRef) -> None:

@@ -257,11 +257,18 @@ class BlobObjectStore(ObjectStore):
         )
 
     def upload_file(
-        self, ref: ObjectRef, path: Path, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        path: Path,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
+        # upload_blob's progress_hook gets (bytes sent so far, total or None).
+        hook = None if on_sent is None else (lambda current, total: on_sent(current))
         with path.open("rb") as f:
             self._blobs.get_blob_client(ref.container, ref.key).upload_blob(
-                f, overwrite=True, metadata=dict(metadata or {})
+                f, overwrite=True, metadata=dict(metadata or {}), progress_hook=hook
             )
 
     def delete(self, ref: ObjectRef) -> None:

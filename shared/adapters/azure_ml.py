@@ -26,7 +26,7 @@ from azure.ai.ml.entities import Command, ManagedIdentityConfiguration
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import constants as c
-from shared.adapters.sagemaker_training import training_job_name
+from shared.adapters.sagemaker_training import train_channel_names, training_job_name
 from shared.cloud_facts import value
 from shared.errors import ConfigError, DhowError
 from shared.events import ObjectRef
@@ -301,20 +301,24 @@ class AzureMLTrainingLauncher(TrainingLauncher):
         environment = req.image or cfg.environment
         argv = ["python", "-m", "shared.jobs.azureml_training"]
         argv += ["--entrypoint", req.entrypoint or "shared.trainer"]
+        # One uri_file input per curated version (train, train_1, ...; names Azure ML
+        # accepts, fact azure.ml.job_input_names), each mounted and passed as a --train.
+        names = train_channel_names(len(req.training_inputs))
+        trains = " ".join(f"--train ${{{{inputs.{n}}}}}" for n in names)
         return command(
             name=name,
             display_name=f"train {req.dataset} {req.sha256[:12]}",
             # The experiment routes the run's end to register (infra/azure).
             experiment_name=TRAINING_EXPERIMENT,
-            command=f"{shlex.join(argv)} --train ${{{{inputs.train}}}}"
-            " --output ${{outputs.output}}",
+            command=f"{shlex.join(argv)} {trains} --output ${{{{outputs.output}}}}",
             code=cfg.code or staged_code(),
             inputs={
                 # The curated file itself: its folder also holds the drift reference sample.
-                "train": Input(
+                n: Input(
                     type=AssetTypes.URI_FILE,
-                    path=datastore_uri(cfg.curated_datastore, req.curated.key),
+                    path=datastore_uri(cfg.curated_datastore, ref.key),
                 )
+                for n, ref in zip(names, req.training_inputs, strict=True)
             },
             outputs={
                 "output": Output(

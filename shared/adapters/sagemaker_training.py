@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 TRAINER_SOURCE = Path(trainer.__file__)
 TRAINER_PROGRAM = TRAINER_SOURCE.name
 SCRIPT_MODE = "aws.sagemaker.xgboost_script_mode"
+CHANNELS = "aws.sagemaker.training_input_channels"
 INSTANCE_STORAGE = "aws.sagemaker.instance_storage_families"
 
 
@@ -83,6 +84,18 @@ def script_mode_hyperparameters(
     return {k: json.dumps(v) for k, v in params.items()}
 
 
+class TooManyTrainingInputs(DhowError):
+    """A run would learn from more curated versions than a training job has channels."""
+
+    reason = "too_many_training_inputs"
+
+
+def train_channel_names(count: int) -> list[str]:
+    """``train``, ``train_1``, ...: the trainer reads SM_CHANNEL_TRAIN, SM_CHANNEL_TRAIN_1,
+    ... (the toolkit names each channel's variable SM_CHANNEL_<NAME upper-cased>)."""
+    return ["train" if i == 0 else f"train_{i}" for i in range(count)]
+
+
 class GpuQuotaUnavailable(DhowError):
     """Every instance type the spec lists has a training quota of 0 in this account."""
 
@@ -117,9 +130,12 @@ def training_job_name(req: TrainingJobRequest, prefix: str) -> str:
     a name, however long the stage or the dataset. Only the dataset is shortened (a
     longest stage leaves it 14 characters), and it is spelled with ``-`` for ``_``.
     """
-    ident = name_digest(
-        f"{req.sha256}|{req.spec_version}|{req.trainer_version}|{req.run_tag}|{req.dataset}", 12
-    )
+    key = f"{req.sha256}|{req.spec_version}|{req.trainer_version}|{req.run_tag}|{req.dataset}"
+    if len(req.training_inputs) > 1:
+        # A run on several versions is another run than one on its newest alone (a run on
+        # one keeps the name it had before learn_from existed).
+        key += "|" + ",".join(sorted(req.data_sha256s))
+    ident = name_digest(key, 12)
     return sagemaker_name(prefix, req.dataset, f"{req.sha256[:8]}-{ident}", tail_digests_body=True)
 
 
@@ -187,19 +203,30 @@ class SageMakerTrainingLauncher(TrainingLauncher):
         name = training_job_name(req, cfg.name_prefix)
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": req.max_runtime_s}
         hyperparameters = {**req.hyperparameters, "target": req.target, "task": req.task}
+        inputs = req.training_inputs
+        room = int(value(CHANNELS)["max"]) - (1 if req.image is None else 0)
+        if len(inputs) > room:
+            raise TooManyTrainingInputs(
+                f"{req.dataset}: a run on {len(inputs)} curated versions needs as many "
+                f"channels; a SageMaker training job has room for {room}",
+                hint=f"ask the spec's training.learn_from for at most {room} uploads "
+                "(last: N, or a later since)",
+            )
+        # One channel per curated version (an S3Prefix of one object), oldest first.
         channels: list[dict[str, Any]] = [
             {
-                "ChannelName": "train",
+                "ChannelName": channel,
                 "DataSource": {
                     "S3DataSource": {
                         "S3DataType": "S3Prefix",
-                        "S3Uri": f"s3://{req.curated.container}/{req.curated.key}",
+                        "S3Uri": f"s3://{ref.container}/{ref.key}",
                         "S3DataDistributionType": "FullyReplicated",
                     }
                 },
                 "ContentType": "application/x-parquet",
                 "InputMode": "File",
             }
+            for channel, ref in zip(train_channel_names(len(inputs)), inputs, strict=True)
         ]
         if req.image is None:
             # Our trainer in the framework image: script mode, its code as a channel.

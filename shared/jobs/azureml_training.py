@@ -1,7 +1,8 @@
 """`python -m shared.jobs.azureml_training`: the command of Dhow's Azure ML training job.
 
-Azure ML mounts the curated file as ``--train`` and the job's output folder (on the
-models datastore, ``models/<dataset>/<job>/output/``) as ``--output``. The trainer runs
+Azure ML mounts the curated file as ``--train`` (once per version a run learns from)
+and the job's output folder (on the models datastore, ``models/<dataset>/<job>/output/``)
+as ``--output``. The trainer runs
 with SageMaker's variables, exactly as in SageMaker and the local backend; then the
 model folder is packed into ``<output>/model.tar.gz``, the path the launcher's
 ``dhow:artifact`` tag names, where register opens it. A failed trainer leaves its
@@ -22,7 +23,13 @@ from shared.jobs.model_archive import MODEL_ARCHIVE, write_model_archive
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shared.jobs.azureml_training")
-    p.add_argument("--train", type=Path, required=True, help="the curated file (or folder)")
+    p.add_argument(
+        "--train",
+        type=Path,
+        action="append",
+        required=True,
+        help="a curated file (or folder); once per version the run learns from, oldest first",
+    )
     p.add_argument("--output", type=Path, required=True, help="the job's output folder")
     p.add_argument("--entrypoint", default="shared.trainer", help="the trainer module")
     args = p.parse_args(argv)
@@ -32,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         model = Path(tmp) / "model"
         env = {
             **os.environ,
-            "SM_CHANNEL_TRAIN": str(args.train),
+            # SageMaker's variables for its channels train, train_1, ... (shared.trainer).
+            **{
+                "SM_CHANNEL_TRAIN" + (f"_{i}" if i else ""): str(path)
+                for i, path in enumerate(args.train)
+            },
             "SM_MODEL_DIR": str(model),
             "SM_OUTPUT_DATA_DIR": str(output / "data"),
             "SM_OUTPUT_DIR": str(output),

@@ -1,7 +1,8 @@
 """`python -m shared.jobs.local_training`: one training job of the local backend.
 
 It lays out SageMaker's directories under a temporary root, downloads the
-curated data into the train channel, runs the trainer in a subprocess with the
+curated data into the train channel (each version a run learns from into its own,
+``train``, ``train_1``, ... as SageMaker mounts them), runs the trainer in a subprocess with the
 SM_* variables, uploads ``model.tar.gz`` to the same path SageMaker would use
 (``<models>/models/<dataset>/<job>/output/model.tar.gz``), and publishes the
 "SageMaker Training Job State Change" event. A crash of the trainer becomes a
@@ -50,12 +51,17 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="dhow-train-") as tmp:
         root = Path(tmp)
-        train = root / "input/data/train"
-        train.mkdir(parents=True)
-        ports.store.download(req.curated, train / "data.parquet")
+        # One channel per curated version, as SageMaker mounts them (train, train_1, ...).
+        channels: dict[str, str] = {}
+        for i, ref in enumerate(req.training_inputs):
+            name = "train" if i == 0 else f"train_{i}"
+            folder = root / "input/data" / name
+            folder.mkdir(parents=True)
+            ports.store.download(ref, folder / "data.parquet")
+            channels[f"SM_CHANNEL_{name.upper()}"] = str(folder)
         env = {
-            **os.environ,
-            "SM_CHANNEL_TRAIN": str(train),
+            **{k: v for k, v in os.environ.items() if not k.startswith("SM_CHANNEL_")},
+            **channels,
             "SM_MODEL_DIR": str(root / "model"),
             "SM_OUTPUT_DATA_DIR": str(root / "output/data"),
             "SM_OUTPUT_DIR": str(root / "output"),

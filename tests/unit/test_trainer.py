@@ -211,3 +211,42 @@ def test_the_trainer_runs_as_the_xgboost_image_s_script_mode_runs_it(
     card = json.loads((model_dir / "model.json").read_text())
     assert (card["target"], card["task"]) == ("churned", "classification")
     assert card["hyperparameters"]["n_estimators"] == 20
+
+
+def test_several_uploads_are_unioned_each_row_once(tmp_path: Path, curated: pd.DataFrame) -> None:
+    """A run on two uploads (channels train and train_1, as SageMaker names their
+    variables: fact aws.sagemaker.training_channel_environment) learns from their union;
+    the rows the second repeats count once, and a row whose id comes again takes the
+    newer upload's values."""
+    from shared.cloud_facts import value
+
+    rule = value("aws.sagemaker.training_channel_environment")
+    first, second = curated.iloc[:300], curated.iloc[200:].copy()
+    corrected = second["customer_id"].iloc[0]  # in both uploads, edited in the second
+    second.loc[second.index[0], "monthly_spend_aed"] = 9999.0
+    env = sm_dirs(tmp_path, first, {"target": "churned", "dedupe_on": "customer_id"})
+    later = tmp_path / "input/data/train_1"
+    later.mkdir(parents=True)
+    second.to_parquet(later / "data.parquet", index=False)
+    env[f"{rule['prefix']}{'train_1'.upper()}"] = str(later)
+    r = run(env)
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "model/model.json").read_text())
+    metrics = json.loads((tmp_path / "model/metrics.json").read_text())
+    assert (card["uploads"], card["repeated_rows_dropped"]) == (2, 100)
+    assert metrics["n_train"] + metrics["n_holdout"] == len(curated)  # 400, not 500
+    from shared.trainer import union_of_uploads
+
+    data, _ = union_of_uploads([first, second], ["customer_id"])
+    [row] = data[data["customer_id"] == corrected].to_dict("records")
+    assert row["monthly_spend_aed"] == 9999.0
+
+
+def test_without_identifiers_repeats_are_whole_rows(curated: pd.DataFrame) -> None:
+    from shared.trainer import union_of_uploads
+
+    rows = curated.drop(columns=["customer_id"])
+    data, dropped = union_of_uploads([rows.iloc[:300], rows.iloc[250:]], [])
+    assert (len(data), dropped) == (len(rows.drop_duplicates()), 300 + 150 - len(data))
+    one, none = union_of_uploads([rows], ["customer_id"])
+    assert (len(one), none) == (len(rows), 0)  # one upload is taken as it is

@@ -22,6 +22,7 @@ from shared.adapters.aws import aws_client
 from shared.adapters.sagemaker_training import (
     GpuQuotaUnavailable,
     SageMakerTrainingLauncher,
+    TooManyTrainingInputs,
     TrainingJobConfig,
     has_instance_storage,
     trainer_code_key,
@@ -364,3 +365,70 @@ def test_distinct_runs_of_a_long_dataset_on_a_long_stage_never_share_a_job_name(
     # Two long datasets sharing a prefix, with the same data, are two jobs.
     other = long.model_copy(update={"dataset": "customer_churn_" + "x" * 47 + "y"})
     assert training_job_name(other, prefix) != training_job_name(long, prefix)
+
+
+def _versions(n: int) -> TrainingJobRequest:
+    """REQ learning from ``n`` curated versions (oldest first), as train-launch sends it."""
+    shas = [f"{i:02x}" * 32 for i in range(n - 1)] + [SHA]
+    refs = tuple(
+        ObjectRef(container="dhow-prod-curated", key=f"datasets/customers/sha256={s}/data.parquet")
+        for s in shas
+    )
+    return REQ.model_copy(update={"inputs": refs, "data_sha256s": tuple(shas)})
+
+
+def test_a_run_on_several_versions_has_a_channel_for_each() -> None:
+    """One S3Prefix channel per curated version (train, train_1, ...) besides the code
+    channel, within CreateTrainingJob's channel limit as botocore's model states it."""
+    rule = value("aws.sagemaker.training_input_channels")
+    shape = SAGEMAKER.operation_model("CreateTrainingJob").input_shape
+    assert shape is not None
+    channels: Any = shape.members["InputDataConfig"]
+    assert channels.metadata["max"] == rule["max"]
+    name: Any = channels.member.members["ChannelName"]
+    assert [name.metadata["min"], name.metadata["max"]] == rule["name_length"]
+    assert name.metadata["pattern"] == rule["name_pattern"]
+
+    req = _versions(3)
+    params = launcher().request(req, "ml.g5.xlarge")
+    validate_parameters(params, shape)
+    data = [c for c in params["InputDataConfig"] if c["ChannelName"] != "code"]
+    assert [c["ChannelName"] for c in data] == ["train", "train_1", "train_2"]
+    assert [c["DataSource"]["S3DataSource"]["S3Uri"] for c in data] == [
+        f"s3://{r.container}/{r.key}" for r in req.inputs
+    ]
+    assert all(re.fullmatch(rule["name_pattern"], c["ChannelName"]) for c in data)
+    # The whole request stays as it was for a run on one version.
+    assert launcher().request(REQ, "ml.g5.xlarge") == expected("ml.g5.xlarge")
+
+
+def test_more_versions_than_channels_are_refused_before_the_call() -> None:
+    room = value("aws.sagemaker.training_input_channels")["max"] - 1  # the code channel
+    launcher().request(_versions(room), "ml.g5.xlarge")  # the most that fit
+    with pytest.raises(TooManyTrainingInputs) as err:
+        launcher().request(_versions(room + 1), "ml.g5.xlarge")
+    assert err.value.reason == "too_many_training_inputs"
+    assert "learn_from" in (err.value.hint or "")
+
+
+def test_a_run_on_several_versions_is_another_job_than_one_on_its_newest() -> None:
+    many, one = _versions(3), REQ
+    assert training_job_name(many, "dhow-prod") != training_job_name(one, "dhow-prod")
+    assert training_job_name(many, "dhow-prod") == training_job_name(_versions(3), "dhow-prod")
+    assert _valid_for_botocore("TrainingJobName", training_job_name(many, "dhow-prod"))
+
+
+def test_the_trainer_reads_each_channel_by_the_toolkit_s_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The channel names the request sends, as the training toolkit turns them into
+    variables (fact aws.sagemaker.training_channel_environment), are what the trainer reads,
+    in the request's order."""
+    from shared.adapters.sagemaker_training import train_channel_names
+    from shared.trainer import train_channels
+
+    rule = value("aws.sagemaker.training_channel_environment")
+    names = train_channel_names(4)
+    for name in names:
+        monkeypatch.setenv(rule["prefix"] + name.upper(), rule["folder"].format(channel=name))
+    assert [str(p) for p in train_channels()] == [rule["folder"].format(channel=n) for n in names]
