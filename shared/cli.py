@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TextIO
 
 import click
 
@@ -37,7 +37,7 @@ from shared.events import (
     TrainingCompleted,
     TrainingLaunched,
 )
-from shared.ports import EventTap
+from shared.ports import EventTap, ObjectStore
 from shared.services.ingest import (
     UPLOAD_ID_META,
     UPLOADER_META,
@@ -228,6 +228,71 @@ def _describe(event: PipelineEvent) -> str:
     return event.model_dump_json(exclude={"event_id", "occurred_at", "correlation_id"})
 
 
+progress_option = click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show progress on stderr (default: when stderr is a terminal; never with --json).",
+)
+
+
+def _progress_stream(as_json: bool, progress: bool | None) -> TextIO | None:
+    """Where progress goes: stderr, and only for a person (a terminal, or --progress), so
+    that stdout stays the command's answer and --json stays parseable."""
+    if as_json or progress is False:
+        return None
+    stream = sys.stderr
+    return stream if progress or stream.isatty() else None
+
+
+# Which stage runs after each event of an upload, for `--wait`'s display.
+_NEXT_STAGE: dict[type[PipelineEvent], str] = {
+    DatasetIngested: "validate",
+    DatasetValidated: "train-launch",
+    TrainingLaunched: "training",
+    TrainingCompleted: "register",
+}
+
+
+class _StageDisplay:
+    """The stage running now and the time since the upload, on click's progress bar (its
+    fill is the share of --timeout spent). One bar per stage: each event's line is printed
+    between two bars, never into one."""
+
+    def __init__(self, stream: TextIO, t0: float, timeout: float) -> None:
+        self._stream, self._t0 = stream, t0
+        self._tenths = max(int(timeout * 10), 1)
+        self._bar: Any = None
+        self._stage = ""
+
+    def start(self, stage: str) -> None:
+        self._stage = stage
+        self._bar = click.progressbar(
+            length=self._tenths,
+            label=f"{stage:<12}",
+            show_eta=False,
+            show_percent=False,
+            item_show_func=self._info,
+            file=self._stream,
+        )
+        self._bar.__enter__()
+        self.tick()
+
+    def _info(self, _item: object) -> str:
+        return f"running {self._stage}, {time.monotonic() - self._t0:.1f}s"
+
+    def tick(self) -> None:
+        if self._bar is None:
+            return
+        pos = min(int((time.monotonic() - self._t0) * 10), self._tenths)
+        # update(0) draws nothing, so the bar is redrawn on the next tenth of a second.
+        self._bar.update(max(pos - self._bar.pos, 0))
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
 def _follow(
     tap: EventTap,
     correlation: str,
@@ -235,30 +300,83 @@ def _follow(
     timeout: float,
     as_json: bool,
     events: list[dict[str, Any]],
+    progress: TextIO | None = None,
+    first_stage: str = "ingest",
 ) -> PipelineEvent | None:
-    """Print (and collect) this correlation's events until a final one or the timeout."""
+    """Print (and collect) this correlation's events until a final one or the timeout;
+    with ``progress``, show the running stage and the elapsed time there meanwhile."""
     deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        for tapped in tap.receive(wait_s=1):
-            if tapped.event.correlation_id != correlation:
-                tap.release(tapped)
-                continue
-            tap.ack(tapped)
-            elapsed = time.monotonic() - t0
-            events.append(
-                {
-                    "seconds": round(elapsed, 3),
-                    "type": tapped.event.event_type,
-                    "event": tapped.event.model_dump(mode="json"),
-                }
-            )
-            if not as_json:
-                click.echo(
-                    f"  {elapsed:7.2f}s  {tapped.event.event_type:<18} {_describe(tapped.event)}"
+    display = _StageDisplay(progress, t0, timeout) if progress is not None else None
+    if display is not None:
+        display.start(first_stage)
+    try:
+        while time.monotonic() < deadline:
+            for tapped in tap.receive(wait_s=1):
+                if tapped.event.correlation_id != correlation:
+                    tap.release(tapped)
+                    continue
+                tap.ack(tapped)
+                elapsed = time.monotonic() - t0
+                events.append(
+                    {
+                        "seconds": round(elapsed, 3),
+                        "type": tapped.event.event_type,
+                        "event": tapped.event.model_dump(mode="json"),
+                    }
                 )
-            if _is_final(tapped.event):
-                return tapped.event
-    return None
+                if display is not None:
+                    display.stop()
+                if not as_json:
+                    click.echo(
+                        f"  {elapsed:7.2f}s  {tapped.event.event_type:<18} "
+                        f"{_describe(tapped.event)}"
+                    )
+                if _is_final(tapped.event):
+                    return tapped.event
+                if display is not None:
+                    display.start(_NEXT_STAGE.get(type(tapped.event), first_stage))
+            if display is not None:
+                display.tick()
+        return None
+    finally:
+        if display is not None:
+            display.stop()
+
+
+# Below this, an upload is one PUT that ends before a bar would be read (boto3's
+# multipart threshold is 8 MiB as well).
+UPLOAD_PROGRESS_MIN_BYTES = 8 * 1024**2
+
+
+def _upload_with_progress(
+    store: ObjectStore,
+    ref: ObjectRef,
+    file: Path,
+    metadata: dict[str, str],
+    stream: TextIO | None,
+) -> None:
+    """Upload ``file``; with ``stream`` and a large file, show the bytes sent there."""
+    size = file.stat().st_size
+    if stream is None or size < UPLOAD_PROGRESS_MIN_BYTES:
+        store.upload_file(ref, file, metadata=metadata)
+        return
+
+    def shown(sent: int | None) -> str | None:
+        return None if sent is None else f"{sent:,}/{size:,} bytes"
+
+    with click.progressbar(
+        length=size,
+        label=f"uploading {file.name}",
+        show_eta=True,
+        show_percent=True,
+        item_show_func=shown,
+        file=stream,
+    ) as bar:
+
+        def sent(so_far: int) -> None:
+            bar.update(max(so_far - bar.pos, 0), so_far)
+
+        store.upload_file(ref, file, metadata=metadata, on_sent=sent)
 
 
 @main.command("upload")
@@ -266,8 +384,11 @@ def _follow(
 @click.option("--dataset", required=True, help="Dataset name: the key becomes datasets/NAME/FILE.")
 @click.option("--wait", is_flag=True, help="Follow the pipeline's events and print each stage.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits at most.")
+@progress_option
 @json_option
-def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) -> None:
+def upload(
+    file: Path, dataset: str, wait: bool, timeout: float, progress: bool | None, as_json: bool
+) -> None:
     """Upload FILE to the raw bucket, which starts the pipeline."""
     from shared.wiring import build_event_tap, build_ports
 
@@ -296,8 +417,13 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
         upload_id = uuid.uuid4().hex
         ref = ObjectRef(container=topo.bucket("raw").name, key=key)
         t0 = time.monotonic()
-        ports.store.upload_file(
-            ref, file, metadata={UPLOAD_ID_META: upload_id, UPLOADER_META: getpass.getuser()}
+        stream = _progress_stream(as_json, progress)
+        _upload_with_progress(
+            ports.store,
+            ref,
+            file,
+            {UPLOAD_ID_META: upload_id, UPLOADER_META: getpass.getuser()},
+            stream,
         )
     if not as_json:
         click.echo(f"uploaded {file} to {ref.uri} (upload id {upload_id})")
@@ -337,7 +463,7 @@ def upload(file: Path, dataset: str, wait: bool, timeout: float, as_json: bool) 
     if tap is None:
         _emit(as_json, {"ok": True, "upload_id": upload_id, "key": key}, lambda: None)
         return
-    final = _follow(tap, upload_id, t0, timeout, as_json, events)
+    final = _follow(tap, upload_id, t0, timeout, as_json, events, progress=stream)
     ok = isinstance(final, ModelApproved)
     payload = {
         "ok": ok,
@@ -707,13 +833,19 @@ def dataset_init(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--specs-dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per chunk.")
+@progress_option
 @json_option
 def dataset_validate(
-    name: str, file: Path, specs_dir: Path | None, chunk_rows: int, as_json: bool
+    name: str,
+    file: Path,
+    specs_dir: Path | None,
+    chunk_rows: int,
+    progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Validate FILE against NAME's spec offline, as the validate function would (exit 1 if not)."""
     from shared.specs import load_spec
-    from shared.validation import validate_file
+    from shared.validation import ValidationProgress, validate_file
 
     fmt = format_of(file.name)
     try:
@@ -723,23 +855,34 @@ def dataset_validate(
                 reason="unsupported_format",
                 hint="convert the file first",
             )
-        started = time.monotonic()
+        spec = load_spec(name, specs_dir)
+        stream = _progress_stream(as_json, progress)
+        if stream is None:
+            report = validate_file(file, fmt, spec, chunk_rows=chunk_rows).report
+        else:
+            started = time.monotonic()
 
-        def progress(rows: int, failures: int) -> None:
-            # Progress goes to stderr, and only to a terminal, so --json and pipes stay clean.
-            if not as_json and sys.stderr.isatty():
-                rate = rows / max(time.monotonic() - started, 1e-6)
-                click.echo(
-                    f"\r  {rows:,} rows checked, {failures:,} failures, {rate:,.0f} rows/s",
-                    nl=False,
-                    err=True,
-                )
+            def info(p: ValidationProgress | None) -> str | None:
+                if p is None:
+                    return None
+                rate = p.rows / max(time.monotonic() - started, 1e-6)
+                return f"{p.rows:,} rows, {rate:,.0f} rows/s, {p.failures:,} failures"
 
-        report = validate_file(
-            file, fmt, load_spec(name, specs_dir), chunk_rows=chunk_rows, on_chunk=progress
-        ).report
-        if not as_json and sys.stderr.isatty():
-            click.echo(err=True)
+            # Read per mille of the file: click's bar estimates the time left from it.
+            with click.progressbar(
+                length=1000,
+                label=f"validating {file.name}",
+                show_eta=True,
+                item_show_func=info,
+                file=stream,
+            ) as bar:
+
+                def advance(p: ValidationProgress) -> None:
+                    bar.update(max(int(p.read_fraction * 1000) - bar.pos, 0), p)
+
+                report = validate_file(
+                    file, fmt, spec, chunk_rows=chunk_rows, on_progress=advance
+                ).report
     except DhowError as exc:
         _fail(as_json, exc)
 

@@ -99,6 +99,33 @@ class ValidationReport(BaseModel):
     chunks: int = 0
 
 
+@dataclass(frozen=True)
+class ValidationProgress:
+    """Where a validation is, for a progress display: rows and failures so far, and the
+    share of the file's rows checked (0..1), from which a display estimates the time left."""
+
+    rows: int
+    failures: int
+    read_fraction: float
+
+
+def estimated_rows(path: Path, fmt: FileFormat) -> int:
+    """The file's rows, before reading them: the footer's count for Parquet; for text, its
+    lines (less CSV's header). A quoted newline in a CSV counts one row too many, so the
+    estimate errs towards more work left, never less. (pyarrow's readers run blocks ahead
+    of the rows they hand out, so their file offset says little about the rows checked.)"""
+    if fmt == "parquet":
+        with _arrow_errors():
+            return int(pq.read_metadata(path).num_rows)
+    lines, last = 0, b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    lines += last != b"\n"  # a last line without its newline
+    return max(lines - (fmt == "csv"), 0)
+
+
 @dataclass
 class ValidationRun:
     report: ValidationReport
@@ -615,10 +642,12 @@ def validate_file(
     out_dir: Path | None = None,
     seed: int = 0,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[ValidationProgress], None] | None = None,
 ) -> ValidationRun:
     """Validate ``path``; with ``out_dir``, also write curated.parquet and reference.parquet.
 
-    ``on_chunk(rows_so_far, failures_so_far)`` is called after each chunk, for progress.
+    ``on_chunk(rows_so_far, failures_so_far)`` and ``on_progress(ValidationProgress)`` are
+    called after each chunk, for progress; neither knows how it is shown.
     """
     report = ValidationReport(dataset=spec.name, spec_version=spec.spec_version, ok=False)
     schema, unique_groups = _schema_without_uniqueness(spec.dataframe_schema)
@@ -673,6 +702,8 @@ def validate_file(
     unreadable: FileUnreadable | None = None
     try:
         offset = collected_at = 0
+        # Counted only for a display: it reads the file once more.
+        total_rows = estimated_rows(path, fmt) if on_progress is not None else 0
         frames = iter_frames(path, fmt, spec, chunk_rows, report)
         record_header()
         header_failures = report.failure_count
@@ -743,6 +774,9 @@ def validate_file(
             offset += len(chunk)
             if on_chunk is not None:
                 on_chunk(offset, report.failure_count)
+            if on_progress is not None:
+                done = min(offset / total_rows, 1.0) if total_rows else 1.0
+                on_progress(ValidationProgress(offset, report.failure_count, done))
             if chunk_bad or report.failure_count:
                 if writer is not None:  # no curated copy of a failing file
                     writer.close()
