@@ -8,6 +8,7 @@ bar only on a terminal, so a StringIO would show nothing of what matters.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pty
@@ -27,6 +28,7 @@ from moto import mock_aws
 from shared import cli
 from shared.adapters.aws import S3ObjectStore
 from shared.adapters.azure import LocalEventGrid
+from shared.cloud_facts import value
 from shared.events import (
     DatasetIngested,
     DatasetValidated,
@@ -223,6 +225,7 @@ class FakeStorageQueue:
         self.pipeline: list[PipelineEvent] = []
         self.grid: LocalEventGrid | None = None
         self.deleted: list[str] = []
+        self.calls: list[str] = []  # the SDK methods called, in order
 
     def send_message(self, content: str) -> QueueMessage:
         msg_id = uuid.uuid4().hex
@@ -231,6 +234,7 @@ class FakeStorageQueue:
 
     def receive_messages(self, **kwargs: Any) -> list[QueueMessage]:
         assert kwargs["max_messages"] <= 32  # Get Messages' numofmessages
+        self.calls.append("receive_messages")
         if self.pipeline and self.grid is not None:
             self.grid.publish(self.pipeline.pop(0))
         out = []
@@ -242,11 +246,13 @@ class FakeStorageQueue:
 
     def delete_message(self, message_id: str, receipt: str) -> None:
         assert receipt == f"r-{message_id}"
+        self.calls.append("delete_message")
         self.deleted.append(json.loads(self.messages.pop(message_id)[0])["type"])
 
     def update_message(self, message_id: str, receipt: str, visibility_timeout: int) -> None:
         assert receipt == f"r-{message_id}"
         assert visibility_timeout == 0
+        self.calls.append("update_message")
         self.messages[message_id] = (self.messages[message_id][0], True)
 
 
@@ -356,3 +362,39 @@ def test_upload_wait_json_on_azure_is_one_parseable_document(
     assert payload["ok"] is True
     assert [e["type"] for e in payload["events"]][-1] == "ModelApproved"
     assert terminal.text() == ""
+
+
+# The Storage REST operation behind each QueueClient method the tap calls.
+_REST_OPERATION = {
+    "receive_messages": "Get Messages",
+    "delete_message": "Delete Message",
+    "update_message": "Update Message",
+}
+
+
+def _role_allows(role_id: str, operation: str) -> bool:
+    role = value("azure.rbac.builtin_role_data_actions")[role_id]
+    held = [a for a in role["dataActions"] if a not in role["notDataActions"]]
+    alternatives = value("azure.rbac.storage_operation_actions")["operations"][operation]
+    return any(
+        all(any(fnmatch.fnmatchcase(need, a) for a in held) for need in alt) for alt in alternatives
+    )
+
+
+def test_who_runs_upload_wait_on_azure_needs_queue_data_contributor_on_the_events_queue(
+    azure_stack: FakeAzureClients, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the README tells an Azure user to hold, from the calls the follower made and
+    the documented data actions: handing another upload's event back is Update Message
+    (messages/write), which Storage Queue Data Message Processor does not carry."""
+    code, _ = run(capsys, "upload", str(SAMPLE), "--dataset", "customers", "--wait")
+    assert code == 0
+    queue = azure_stack.queue(azure_stack.events_queue)
+    operations = {_REST_OPERATION[c] for c in queue.calls}
+    assert operations == {"Get Messages", "Delete Message", "Update Message"}
+    contributor, processor = (
+        "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+        "8a0f0c08-91a1-4084-bc3d-661d67233fed",
+    )
+    assert all(_role_allows(contributor, op) for op in operations)
+    assert not _role_allows(processor, "Update Message")
