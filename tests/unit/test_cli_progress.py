@@ -22,12 +22,14 @@ from typing import Any
 
 import boto3
 import pytest
+from azure.core.pipeline.transport import HttpResponse, HttpTransport
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueMessage
 from moto import mock_aws
 
 from shared import cli
 from shared.adapters.aws import S3ObjectStore
-from shared.adapters.azure import LocalEventGrid
+from shared.adapters.azure import BlobObjectStore, LocalEventGrid
 from shared.cloud_facts import value
 from shared.events import (
     DatasetIngested,
@@ -398,3 +400,70 @@ def test_who_runs_upload_wait_on_azure_needs_queue_data_contributor_on_the_event
     )
     assert all(_role_allows(contributor, op) for op in operations)
     assert not _role_allows(processor, "Update Message")
+
+
+class _Created(HttpResponse):
+    """201 Created, with the headers Blob storage answers Put Block (List) with."""
+
+    def __init__(self, request: Any) -> None:
+        super().__init__(request, None)
+        self.status_code, self.reason, self.content_type = 201, "Created", None
+        self.headers = {
+            "ETag": '"0x8DD"',
+            "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT",
+            "Date": "Tue, 01 Dec 2026 10:00:00 GMT",
+            "x-ms-request-server-encrypted": "true",
+            "Content-Length": "0",
+        }
+
+    def body(self) -> bytes:
+        return b""
+
+    def text(self, encoding: str | None = None) -> str:
+        return ""
+
+
+class RecordingTransport(HttpTransport):
+    """azure-core's transport seat: every request the SDK would send, answered 201."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, str]]] = []
+
+    def __enter__(self) -> RecordingTransport:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+    def open(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def send(self, request: Any, **kwargs: Any) -> HttpResponse:
+        self.sent.append((request.method, request.url, dict(request.headers)))
+        return _Created(request)
+
+
+def test_the_blob_adapter_reports_the_bytes_of_each_block_as_the_sdk_sends_it(
+    tmp_path: Path,
+) -> None:
+    """azure-storage-blob's own upload (its progress_hook, its blocks) with the network
+    cut at azure-core's transport: on_sent grows block by block to the file's size."""
+    transport = RecordingTransport()
+    blobs = BlobServiceClient(
+        "https://dhowlocaldata.blob.core.windows.net",
+        transport=transport,
+        max_single_put_size=4 * 1024**2,
+        max_block_size=4 * 1024**2,
+    )
+    file = tmp_path / "big.csv"
+    file.write_bytes(b"x" * (10 * 1024**2 + 5))
+    sent: list[int] = []
+    ref = ObjectRef(container="raw", key="datasets/customers/big.csv")
+    BlobObjectStore(blobs).upload_file(ref, file, {"dhow_upload_id": "u1"}, on_sent=sent.append)
+    assert sent == [4 * 1024**2, 8 * 1024**2, 10 * 1024**2 + 5]
+    ops = [url.split("comp=")[1].split("&")[0] for _, url, _ in transport.sent]
+    assert ops == ["block", "block", "block", "blocklist"]
+    assert transport.sent[-1][2]["x-ms-meta-dhow_upload_id"] == "u1"
