@@ -108,7 +108,7 @@ def check(
     if not STAGE_RE.match(stage):
         raise StackConfigError(
             f"dhow:stage {stage!r} is not usable in resource names: "
-            "2-21 characters of a-z 0-9 -, starting with a letter"
+            "2-21 characters of a-z 0-9 and single '-' between them, starting with a letter"
         )
     if arch not in ("x86_64", "arm64"):
         raise StackConfigError(f"dhow:arch is {arch!r}: set it to x86_64 or arm64")

@@ -40,6 +40,31 @@ def checked_correlation_id(value: str | None, *, source: str = "correlation id")
     )
 
 
+# --- the stage's share of names matched by a wildcard ---------------------------------
+
+# What no stage name holds (shared.settings.STAGE_RE: no "--", no trailing "-"), so the
+# text before it names exactly one stage.
+STAGE_SEPARATOR = "--"
+
+
+def family_prefix(stage: str) -> str:
+    """``dhow-<stage>--``: how every name starts that a policy, a rule or a reader finds
+    by a prefix (``training-job/<this>*``, ``{"prefix": ...}``): training, processing and
+    endpoint jobs, model packages and their groups, serve functions and their alarms.
+
+    IAM's ``*`` matches any characters, ``-`` included (fact ``aws.iam.arn_wildcards``),
+    so ``dhow-acme-*`` also matched ``dhow-acme-prod-...``: stage acme's roles could
+    approve acme-prod's models. A stage never holds ``--`` nor ends with ``-``, so the
+    names of one stage start with this and those of every other stage do not."""
+    return f"dhow-{stage}{STAGE_SEPARATOR}"
+
+
+def family_head(stage: str) -> str:
+    """The ``name_prefix`` the adapters take, ``dhow-<stage>-``: they join it to the rest
+    with ``-`` (``<prefix>-serve-<dataset>``), so what they make starts ``family_prefix``."""
+    return family_prefix(stage)[:-1]
+
+
 # --- names of SageMaker resources ----------------------------------------------------
 
 SAGEMAKER_NAME = "aws.sagemaker.resource_name"

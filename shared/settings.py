@@ -18,7 +18,9 @@ from shared.errors import ConfigError, RegionNotAllowed
 
 Cloud = Literal["aws", "azure"]
 # A stage is the prefix of every resource name (settings and the Pulumi program check it).
-STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+# Words of letters and digits joined by single hyphens: never "--" nor a trailing "-",
+# which end the stage's part of a name matched by a wildcard (identifiers.family_prefix).
+STAGE_RE = re.compile(r"^(?=.{2,21}$)[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 
 
@@ -98,8 +100,8 @@ class Settings:
         if not STAGE_RE.match(self.stage):
             raise ConfigError(
                 f"stage name {self.stage!r} is not usable in resource names",
-                hint=f"set {c.STAGE} to 2-21 lowercase letters, digits or '-', "
-                "starting with a letter",
+                hint=f"set {c.STAGE} to 2-21 lowercase letters, digits or single '-' "
+                "between them, starting with a letter",
             )
         check_aws_region(self.aws_region)
         if self.aws_account_id is not None and not _ACCOUNT_RE.match(self.aws_account_id):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shared import constants as c
 from shared.constants import EVENT_SOURCE
+from shared.identifiers import family_prefix
 
 if TYPE_CHECKING:
     from shared.specs import DatasetSpec
@@ -130,7 +131,9 @@ class Function:
     """A function with its handler per cloud, its trigger queue and its permissions.
 
     A function without a trigger queue is called over HTTP (the serve function: one
-    per dataset spec, ``<name>-<dataset>``, behind an API Gateway HTTP API with IAM auth).
+    per dataset spec behind an API Gateway HTTP API with IAM auth, on AWS
+    ``dhow-<stage>--serve-<dataset>``: codedeploy.serve_function_name of the stage's
+    ``family_head``, which IAM and the deployment rules match by prefix).
     """
 
     logical: str
@@ -275,13 +278,16 @@ def claim_window_s(topology: Topology, function: str, cloud: Literal["aws", "azu
 
 def processing_job_prefix(stage: str) -> str:
     """Every validation job of a stage is named ``<this><dataset>-...``: its IAM scope and
-    the rule that routes its end back to validate both match on it."""
-    return f"dhow-{stage}-validate-"
+    the rule that routes its end back to validate both match on it, so it starts with the
+    stage's ``family_prefix`` (``dhow-acme-validate-`` was also stage acme-validate's)."""
+    return f"{family_prefix(stage)}validate-"
 
 
 def build_topology(stage: str) -> Topology:
     """The stack for one stage. Pure: the same stage always gives the same topology."""
     p = f"dhow-{stage}"
+    # The start of the names the rules below match by prefix: one stage's alone.
+    fp = family_prefix(stage)
     s3_read = ("s3:GetObject",)
     # Where the code asks "is this key there?" (a HEAD, or a GET that may find nothing):
     # without ListBucket, S3 answers a missing key with 403 instead of 404.
@@ -373,7 +379,7 @@ def build_topology(stage: str) -> Topology:
                     "source": ["aws.sagemaker"],
                     "detail-type": ["SageMaker Training Job State Change"],
                     "detail": {
-                        "TrainingJobName": [{"prefix": f"{p}-"}],
+                        "TrainingJobName": [{"prefix": fp}],
                         "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
                     },
                 },
@@ -410,7 +416,7 @@ def build_topology(stage: str) -> Topology:
                     "source": ["aws.codedeploy"],
                     "detail-type": ["CodeDeploy Deployment State-change Notification"],
                     "detail": {
-                        "deploymentGroup": [{"prefix": f"{p}-serve-"}],
+                        "deploymentGroup": [{"prefix": f"{fp}serve-"}],
                         "state": ["SUCCESS", "FAILURE", "STOP"],
                     },
                 },
@@ -424,7 +430,7 @@ def build_topology(stage: str) -> Topology:
                     "source": ["aws.sagemaker"],
                     "detail-type": ["SageMaker Endpoint State Change"],
                     "detail": {
-                        "EndpointName": [{"prefix": f"{p}-serve-"}],
+                        "EndpointName": [{"prefix": f"{fp}serve-"}],
                         "EndpointStatus": ["IN_SERVICE", "FAILED"],
                     },
                 },

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shared.constants import AZURE_LOCATION, AZURE_STORAGE_ACCOUNT, CLOUD, ROUTER_PORT, STAGE
 from shared.errors import ConfigError
+from shared.identifiers import family_head, family_prefix
 from shared.ports import (
     AlertChannel,
     Deployer,
@@ -129,7 +130,7 @@ def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
         ProcessingJobConfig(
             image_uri=settings.processing_image_uri,
             role_arn=settings.sagemaker_role_arn,
-            name_prefix=f"dhow-{settings.stage}",
+            name_prefix=family_head(settings.stage),
             kms_key_id=settings.kms_key_id,
             subnets=settings.private_subnets,
             security_groups=settings.security_groups,
@@ -189,7 +190,9 @@ def build_validate_service(settings: Settings, ports: Ports | None = None) -> Va
 
 
 def build_training_launcher(settings: Settings, ports: Ports, topo: Topology) -> TrainingLauncher:
-    prefix = f"dhow-{settings.stage}"
+    # Jobs are dhow-<stage>--...: the register rule (and the local platform's, and Event
+    # Grid's on Azure) and IAM match that prefix, which no other stage's names start with.
+    prefix = family_head(settings.stage)
     if settings.training_backend == "local":
         from shared.adapters.local_training import LocalTrainingLauncher
 
@@ -367,8 +370,9 @@ class SpecRoutedDeployer(Deployer):
 
 
 def serve_prefix(settings: Settings) -> str:
-    """Serve functions, deployment groups and endpoints are ``<this><dataset>``."""
-    return f"dhow-{settings.stage}-serve-"
+    """Serve functions, deployment groups and endpoints are ``<this><dataset>``
+    (``dhow-<stage>--serve-``: codedeploy.serve_function_name of the ``family_head``)."""
+    return f"{family_prefix(settings.stage)}serve-"
 
 
 def build_deployer(settings: Settings, ports: Ports) -> Deployer:
@@ -378,7 +382,7 @@ def build_deployer(settings: Settings, ports: Ports) -> Deployer:
         from shared.adapters.local_serving import LocalRouterDeployer
 
         return LocalRouterDeployer(ports.lineage)
-    prefix = f"dhow-{settings.stage}"
+    prefix = family_head(settings.stage)
 
     def lambda_deployer() -> Deployer:
         from shared.adapters.aws import aws_client

@@ -10,7 +10,9 @@ import pulumi_aws as aws
 
 from infra.aws.iam import function_role_name, scheduler_role_name
 from infra.config import StackConfig
+from shared.adapters.codedeploy import serve_function_name
 from shared.cloud_facts import value
+from shared.identifiers import family_head
 
 
 def queue_policy(queue_arn: str, rule_arns: list[str], sender_roles: list[str]) -> str:
@@ -72,7 +74,7 @@ def sender_roles(cfg: StackConfig) -> dict[str, list[str]]:
         else:
             for spec in cfg.specs:
                 if spec.serving.target == "lambda":
-                    deployed = f"{fn.name}-{spec.name}"
+                    deployed = serve_function_name(family_head(cfg.stage), spec.name)
                     out.setdefault("async-failures", []).append(function_role_name(deployed))
     return out
 

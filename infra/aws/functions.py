@@ -16,6 +16,8 @@ from infra.code_bundle import code_archive, layer_archive, layer_path
 from infra.config import StackConfig
 from layers.catalogue import FUNCTION_LAYERS
 from shared import constants as c
+from shared.adapters.codedeploy import serve_function_name
+from shared.identifiers import family_head
 from shared.stack_contract import environment
 from shared.topology import Function
 
@@ -76,7 +78,9 @@ class Functions(pulumi.ComponentResource):
                         own = environment("aws", fn.logical, env, per_function=(c.SERVE_DATASET,))
                         self._function(
                             fn,
-                            f"{fn.name}-{spec.name}",
+                            # dhow-<stage>--serve-<dataset>, the deployer's name for it,
+                            # which IAM and the deployment rules match by prefix.
+                            serve_function_name(family_head(cfg.stage), spec.name),
                             self.failures,
                             {**own, c.SERVE_DATASET: spec.name},
                             publish=True,

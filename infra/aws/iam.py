@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.cloud_facts import value
 from shared.constants import EVENT_SOURCE
+from shared.identifiers import STAGE_SEPARATOR
 from shared.topology import Function, Permission, Topology
 
 # Actions with no resource-level permissions in IAM's service authorization reference
@@ -90,7 +91,10 @@ def _bucket_arns(name: str, actions: tuple[str, ...]) -> list[str]:
 
 
 def _jobs_arns(logical: str, scope: AwsScope) -> list[str]:
-    p = scope.prefix
+    # dhow-<stage>--: IAM's * matches "-" too (fact aws.iam.arn_wildcards), so a pattern
+    # on dhow-<stage>-* matched every stage whose name starts <stage>-; no stage holds
+    # "--" (shared.identifiers.family_prefix), so this matches one stage's names alone.
+    p = f"{scope.prefix}{STAGE_SEPARATOR}"
 
     def sm(resource: str) -> str:
         return scope.arn("sagemaker", resource)
@@ -98,24 +102,24 @@ def _jobs_arns(logical: str, scope: AwsScope) -> list[str]:
     table: dict[str, list[str]] = {
         # Validation jobs are <prefix>-validate-... (shared/adapters/aws.py), so a stage can
         # neither start nor adopt another stage's.
-        "processing_jobs": [sm(f"processing-job/{p}-validate-*")],
-        "training_jobs": [sm(f"training-job/{p}-*")],
-        "model_registry": [sm(f"model-package-group/{p}-*"), sm(f"model-package/{p}-*/*")],
+        "processing_jobs": [sm(f"processing-job/{p}validate-*")],
+        "training_jobs": [sm(f"training-job/{p}*")],
+        "model_registry": [sm(f"model-package-group/{p}*"), sm(f"model-package/{p}*/*")],
         "serving_endpoints": [
-            sm(f"model/{p}-*"),
-            sm(f"endpoint-config/{p}-*"),
-            sm(f"endpoint/{p}-serve-*"),
+            sm(f"model/{p}*"),
+            sm(f"endpoint-config/{p}*"),
+            sm(f"endpoint/{p}serve-*"),
         ],
         "serve_functions": [
-            scope.arn("lambda", f"function:{p}-serve-*"),
-            scope.arn("lambda", f"function:{p}-serve-*:*"),
+            scope.arn("lambda", f"function:{p}serve-*"),
+            scope.arn("lambda", f"function:{p}serve-*:*"),
         ],
         "serving_deployments": [
-            scope.arn("codedeploy", f"application:{p}-serving"),
-            scope.arn("codedeploy", f"deploymentgroup:{p}-serving/*"),
+            scope.arn("codedeploy", f"application:{p}serving"),
+            scope.arn("codedeploy", f"deploymentgroup:{p}serving/*"),
             scope.arn("codedeploy", "deploymentconfig:*"),
         ],
-        "serve_alarms": [scope.arn("cloudwatch", f"alarm:{p}-serve-*")],
+        "serve_alarms": [scope.arn("cloudwatch", f"alarm:{p}serve-*")],
     }
     if logical not in table:
         raise KeyError(f"no ARNs for {logical!r}: add it to infra/aws/iam.py")

@@ -18,6 +18,7 @@ from shared.adapters.codedeploy import ALIAS, deployment_config_name, serve_func
 from shared.adapters.sagemaker_endpoint import alarm_names
 from shared.canary import CanaryRule
 from shared.canary import alarm_names as lambda_alarm_names
+from shared.identifiers import family_head, family_prefix
 from shared.specs import DatasetSpec
 
 __all__ = ["Serving", "codedeploy_policy", "lambda_alarm_names"]
@@ -88,10 +89,11 @@ def _metric_queries(request: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def codedeploy_policy(region: str, account: str, prefix: str) -> str:
+def codedeploy_policy(region: str, account: str, family: str) -> str:
     """CodeDeploy moves the serve functions' aliases and reads their alarms; nothing else
-    (in place of the broad AWSCodeDeployRoleForLambda managed policy)."""
-    fn = f"arn:aws:lambda:{region}:{account}:function:{prefix}-serve-*"
+    (in place of the broad AWSCodeDeployRoleForLambda managed policy). ``family`` is the
+    stage's ``family_prefix`` (``dhow-<stage>--``), which no other stage's names start with."""
+    fn = f"arn:aws:lambda:{region}:{account}:function:{family}serve-*"
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -109,7 +111,7 @@ def codedeploy_policy(region: str, account: str, prefix: str) -> str:
                 {
                     "Effect": "Allow",
                     "Action": ["cloudwatch:DescribeAlarms"],
-                    "Resource": [f"arn:aws:cloudwatch:{region}:{account}:alarm:{prefix}-serve-*"],
+                    "Resource": [f"arn:aws:cloudwatch:{region}:{account}:alarm:{family}serve-*"],
                 },
             ],
         }
@@ -131,7 +133,11 @@ class Serving(pulumi.ComponentResource):
         self._cfg, self._alerts, self._key = cfg, alerts, key
         child = pulumi.ResourceOptions(parent=self)
         self.application = aws.codedeploy.Application(
-            "serving", name=f"{cfg.prefix}-serving", compute_platform="Lambda", opts=child
+            # The deployer's own name for it (codedeploy.LambdaCodeDeployDeployer.application).
+            "serving",
+            name=f"{family_head(cfg.stage)}-serving",
+            compute_platform="Lambda",
+            opts=child,
         )
         self.role = aws.iam.Role(
             "codedeploy",
@@ -143,21 +149,24 @@ class Serving(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             "codedeploy",
             role=self.role.id,
-            policy=account.apply(lambda a: codedeploy_policy(cfg.region, a, cfg.prefix)),
+            policy=account.apply(
+                lambda a: codedeploy_policy(cfg.region, a, family_prefix(cfg.stage))
+            ),
             opts=child,
         )
         self.configs: dict[str, aws.codedeploy.DeploymentConfig] = {}
         self.urls: dict[str, pulumi.Output[str]] = {}
         for spec in cfg.specs:
             if spec.serving.target == "lambda":
-                self._lambda_serving(spec, lambdas[serve_function_name(cfg.prefix, spec.name)])
+                fn = lambdas[serve_function_name(family_head(cfg.stage), spec.name)]
+                self._lambda_serving(spec, fn)
             else:
                 self._endpoint_alarms(spec)
         self.register_outputs({"urls": self.urls})
 
     def _config(self, spec: DatasetSpec) -> str:
         """The spec's deployment config: CodeDeploy's own, or one this stack creates."""
-        s, prefix = spec.serving, self._cfg.prefix
+        s, prefix = spec.serving, family_head(self._cfg.stage)
         config = deployment_config_name(prefix, s.strategy, s.step_percent, s.interval_minutes)
         if config.startswith(prefix) and config not in self.configs:
             kind = "TimeBasedCanary" if s.strategy == "canary" else "TimeBasedLinear"
@@ -175,7 +184,7 @@ class Serving(pulumi.ComponentResource):
 
     def _lambda_serving(self, spec: DatasetSpec, function: aws.lambda_.Function) -> None:
         cfg = self._cfg
-        fn_name = serve_function_name(cfg.prefix, spec.name)
+        fn_name = serve_function_name(family_head(cfg.stage), spec.name)
         alias = aws.lambda_.Alias(
             f"{spec.name}-live",
             name=ALIAS,
@@ -241,7 +250,7 @@ class Serving(pulumi.ComponentResource):
         integration on ``live`` (so CodeDeploy's weights decide which version answers),
         access logs to an encrypted log group. Returns the invoke URL."""
         cfg = self._cfg
-        fn_name = serve_function_name(cfg.prefix, spec.name)
+        fn_name = serve_function_name(family_head(cfg.stage), spec.name)
         child = pulumi.ResourceOptions(parent=self)
         logs = aws.cloudwatch.LogGroup(
             f"{spec.name}-api-access",
@@ -299,7 +308,7 @@ class Serving(pulumi.ComponentResource):
 
     def _endpoint_alarms(self, spec: DatasetSpec) -> None:
         cfg, s = self._cfg, spec.serving
-        endpoint = serve_function_name(cfg.prefix, spec.name)
+        endpoint = serve_function_name(family_head(cfg.stage), spec.name)
         five_xx, latency = alarm_names(endpoint)
         dims = {"EndpointName": endpoint, "VariantName": "AllTraffic"}
         common = {

@@ -136,8 +136,12 @@ def lambda_image_uri(repository_url: str, digest: str) -> str:
     return f"{repository_url}@{digest}"
 
 
-def endpoint_policy(prefix: str) -> str:
-    """The gateway endpoint reaches the stack's own buckets and nothing else in S3."""
+def endpoint_policy(buckets: list[str]) -> str:
+    """The gateway endpoint reaches the stack's own buckets and nothing else in S3.
+
+    By their names, not ``<prefix>-*``: IAM's ``*`` matches ``-`` too (fact
+    ``aws.iam.arn_wildcards``), so ``dhow-acme-*`` also reached stage acme-prod's buckets."""
+    arns = [f"arn:aws:s3:::{name}" for name in sorted(buckets)]
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -147,7 +151,7 @@ def endpoint_policy(prefix: str) -> str:
                     "Effect": "Allow",
                     "Principal": "*",
                     "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
-                    "Resource": [f"arn:aws:s3:::{prefix}-*", f"arn:aws:s3:::{prefix}-*/*"],
+                    "Resource": [*arns, *(f"{arn}/*" for arn in arns)],
                 }
             ],
         }
@@ -253,7 +257,7 @@ class Training(pulumi.ComponentResource):
             service_name=f"com.amazonaws.{cfg.region}.s3",
             vpc_endpoint_type="Gateway",
             route_table_ids=[route_table.id],
-            policy=endpoint_policy(cfg.prefix),
+            policy=endpoint_policy([b.name for b in cfg.topology.buckets]),
             tags=cfg.tags,
             opts=child,
         )

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from shared.cloud_facts import value
 from shared.errors import DhowError, UnknownModelVersion
+from shared.identifiers import family_prefix
 from shared.ports import ApprovalStatus, ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
@@ -28,7 +29,9 @@ class SageMakerModelRegistry(ModelRegistry):
         self._stage = stage
 
     def group(self, dataset: str) -> str:
-        return f"dhow-{self._stage}-{dataset}"
+        # dhow-<stage>--<dataset>: IAM grants model-package-group/<family_prefix>*, which
+        # another stage's groups do not match.
+        return f"{family_prefix(self._stage)}{dataset}"
 
     def _ensure_group(self, dataset: str) -> None:
         try:

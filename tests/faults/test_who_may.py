@@ -9,15 +9,14 @@ import json
 import re
 from fnmatch import fnmatchcase
 
-import pytest
-
-from infra.aws import iam
 from infra.aws.events import queue_policy, role_arns, sender_roles
 from infra.config import check
+from shared.cloud_facts import value
 from shared.drift import compare
-from shared.topology import build_topology
 from tests.faults.ledger import Ledger
+from tests.infra.harness import Program, run
 from tests.infra.resource_policy import Request, may_send
+from tests.infra.test_stage_prefixes import names
 
 ACCOUNT = "123456789012"
 REGION = "me-central-1"
@@ -65,45 +64,89 @@ def test_a_captured_value_cannot_run_as_script_in_the_report(ledger: Ledger) -> 
     assert answer == "denied"
 
 
-def _policy_arns(stage: str) -> list[str]:
-    topo = build_topology(stage)
-    scope = iam.AwsScope(REGION, ACCOUNT, f"dhow-{stage}")
-    out = []
-    for fn in topo.functions:
-        doc = iam.function_policy(
-            topo, fn, scope, function_name=fn.name, key_arn="k", dlq_arn="arn:aws:sqs:x"
-        )
-        for s in doc["Statement"]:
-            resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
-            out += [r for r in resources if r != "*" and f"dhow-{stage}" in r]
+def _patterns(program: Program) -> list[str]:
+    """Every Resource of every policy document the stack writes (role policies, the S3
+    gateway endpoint's, queue and bucket policies) that names something by a wildcard."""
+    wildcards = value("aws.iam.arn_wildcards")
+    out: list[str] = []
+    for r in program.resources:
+        for raw in r.inputs.values():
+            if not (isinstance(raw, str) and '"Statement"' in raw):
+                continue
+            for st in json.loads(raw)["Statement"]:
+                res = st.get("Resource", [])
+                for arn in [res] if isinstance(res, str) else res:
+                    if arn != "*" and (wildcards["any"] in arn or wildcards["one"] in arn):
+                        out.append(arn)
     return out
 
 
-def _job_arns(stage: str) -> list[str]:
-    """Names another stage's jobs and models take (the adapters' own shapes)."""
-    p = f"dhow-{stage}"
+def _rule_prefixes(program: Program) -> list[str]:
+    """Every {"prefix": ...} of the stack's EventBridge rules."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if set(node) == {"prefix"}:
+                found.append(str(node["prefix"]))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for rule in program.of_type("aws:cloudwatch/eventRule:EventRule"):
+        walk(json.loads(rule.inputs["eventPattern"]))
+    return found
+
+
+def _their_arns(stage: str, program: Program) -> list[str]:
+    """Another stage's resources: what its stack creates (every ARN the mocks recorded)
+    and the jobs and models its code creates at run time, named as the adapters name
+    them (tests/infra/test_stage_prefixes.py)."""
+    n = names(stage)
     sm = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
-    return [
-        f"{sm}:training-job/{p}-customers-0123456789ab",
-        f"{sm}:model-package-group/{p}-customers",
-        f"{sm}:model-package/{p}-customers/3",
-        f"{sm}:endpoint/{p}-serve-customers",
-        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{p}-serve-customers",
+    made = [
+        f"{sm}:training-job/{n['TrainingJobName']}",
+        f"{sm}:processing-job/{n['ProcessingJobName']}",
+        f"{sm}:model-package-group/{n['ModelPackageGroupName']}",
+        f"{sm}:model-package/{n['ModelPackageGroupName']}/3",
+        f"{sm}:model/{n['ModelName']}",
+        f"{sm}:endpoint-config/{n['EndpointConfigName']}",
+        f"{sm}:endpoint/{n['EndpointName']}",
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{n['FunctionName']}:live",
+        f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{n['AlarmName']}",
     ]
+    recorded = {str(r.outputs["arn"]) for r in program.resources if r.outputs.get("arn")}
+    buckets = [f"arn:aws:s3:::{r.inputs['bucket']}/datasets/x" for r in
+               program.of_type("aws:s3/bucket:Bucket")]  # fmt: skip
+    return made + sorted(recorded) + buckets
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16, 'Who may do what' item 2 is open: the stage's name prefix has no "
-    "separator a stage cannot contain, so dhow-acme-* matches dhow-acme-prod-...",
-)
 def test_one_stage_s_roles_reach_no_job_or_model_of_another(ledger: Ledger) -> None:
+    """Two stages' whole AWS stacks under Pulumi's mocks, acme and acme-prod: no policy
+    of one names by a wildcard (fact aws.iam.arn_wildcards) anything of the other, and no
+    rule of one routes the other's job or deployment ends by its prefix."""
+    programs = {
+        stage: run(check(stage=stage, region=REGION, specs_dir="shared/specs"))
+        for stage in ("acme", "acme-prod")
+    }
     answers = []
     for mine, theirs in (("acme", "acme-prod"), ("acme-prod", "acme")):
-        patterns = _policy_arns(mine)
-        for arn in _job_arns(theirs):
-            hit = any(fnmatchcase(arn, p) for p in patterns)
+        patterns = _patterns(programs[mine])
+        assert any("training-job/" in p for p in patterns)  # the grants were read
+        for arn in _their_arns(theirs, programs[theirs]):
+            hit = [p for p in patterns if fnmatchcase(arn, p)]
             answer = "allowed" if hit else "denied"
-            ledger.answer(f"stage {mine} role on {arn.rsplit(':', 1)[-1]}", answer)
+            if hit or ":sagemaker:" in arn or ":function:" in arn:
+                ledger.answer(f"stage {mine} role on {arn.split(':', 5)[-1]}", answer)
+            answers.append(answer)
+        prefixes = _rule_prefixes(programs[mine])
+        assert prefixes  # the rules were read
+        for kind in ("TrainingJobName", "ProcessingJobName", "EndpointName"):
+            name = names(theirs)[kind]
+            routed = any(name.startswith(p) for p in prefixes)
+            answer = "allowed" if routed else "denied"
+            ledger.answer(f"stage {mine} rule on {kind} {name}", answer)
             answers.append(answer)
     assert set(answers) == {"denied"}

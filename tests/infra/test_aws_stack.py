@@ -173,7 +173,7 @@ def test_functions_one_per_topology_entry_serve_per_dataset(
     topo = aws_cfg.topology
     fns = _by_name(aws_program, "aws:lambda/function:Function")
     expected = {f.name for f in topo.functions if f.trigger_queue} | {
-        f"dhow-uae-prod-serve-{s.name}" for s in aws_cfg.specs
+        f"dhow-uae-prod--serve-{s.name}" for s in aws_cfg.specs
     }
     assert set(fns) == expected
     layer_versions = aws_program.of_type("aws:lambda/layerVersion:LayerVersion")
@@ -210,7 +210,7 @@ def test_functions_one_per_topology_entry_serve_per_dataset(
                 assert len(args["layers"]) == 1
                 assert args["layers"][0] in layers
     assert (
-        fns["dhow-uae-prod-serve-customers"]["environment"]["variables"]["DHOW_SERVE_DATASET"]
+        fns["dhow-uae-prod--serve-customers"]["environment"]["variables"]["DHOW_SERVE_DATASET"]
         == "customers"
     )
     groups = _by_name(aws_program, "aws:cloudwatch/logGroup:LogGroup")
@@ -248,7 +248,7 @@ def test_every_function_role_holds_exactly_its_topology_permissions(
         "xray:PutTraceSegments",
     }
     for fn in topo.functions:
-        name = fn.name if fn.trigger_queue else f"{fn.name}-customers"
+        name = fn.name if fn.trigger_queue else "dhow-uae-prod--serve-customers"
         doc = policies[name]
         actions = {a for s in doc["Statement"] for a in s["Action"]}
         granted = {a for p in fn.permissions for a in p.actions}
@@ -323,15 +323,17 @@ def test_serving_alias_codedeploy_group_and_alarms(
     aws_program: Program, aws_cfg: StackConfig
 ) -> None:
     spec = aws_cfg.specs[0]
-    fn = f"dhow-uae-prod-serve-{spec.name}"
+    fn = f"dhow-uae-prod--serve-{spec.name}"
     (alias,) = aws_program.of_type("aws:lambda/alias:Alias")
     assert alias.inputs["name"] == "live"
     assert alias.inputs["functionName"] == fn
     (app,) = aws_program.of_type("aws:codedeploy/application:Application")
-    assert app.inputs["name"] == "dhow-uae-prod-serving"
+    assert app.inputs["name"] == "dhow-uae-prod--serving"
     (group,) = aws_program.of_type("aws:codedeploy/deploymentGroup:DeploymentGroup")
     s = spec.serving
-    config = deployment_config_name("dhow-uae-prod", s.strategy, s.step_percent, s.interval_minutes)
+    # dhow-uae-prod--lambda-...: the adapters' name prefix is the stage's family_head.
+    head = "dhow-uae-prod-"
+    config = deployment_config_name(head, s.strategy, s.step_percent, s.interval_minutes)
     assert group.inputs["deploymentGroupName"] == fn
     assert group.inputs["deploymentConfigName"] == config
     assert group.inputs["alarmConfiguration"]["alarms"] == list(lambda_alarm_names(fn))
@@ -353,7 +355,7 @@ def test_serving_is_an_iam_authorized_http_api_on_the_live_alias(
     assert aws_cfg.region in value("aws.lambda.function_url_unsupported_regions")
     assert not aws_program.of_type("aws:lambda/functionUrl:FunctionUrl")
     spec = aws_cfg.specs[0]
-    fn = f"dhow-uae-prod-serve-{spec.name}"
+    fn = f"dhow-uae-prod--serve-{spec.name}"
     (api,) = [r for r in aws_program.of_type("aws:apigatewayv2/api:Api") if r.inputs["name"] == fn]
     assert api.inputs["protocolType"] == "HTTP"
     (alias,) = aws_program.of_type("aws:lambda/alias:Alias")
@@ -400,7 +402,7 @@ def test_rollback_alarms_judge_one_version_own_requests(
     errors_metric = value("aws.lambda.errors_metric")
     spec = aws_cfg.specs[0]
     s = spec.serving
-    fn = f"dhow-uae-prod-serve-{spec.name}"
+    fn = f"dhow-uae-prod--serve-{spec.name}"
     rule = CanaryRule(s.min_requests, s.error_rate_threshold, s.p99_latency_ms)
     alarms = _by_name(aws_program, "aws:cloudwatch/metricAlarm:MetricAlarm")
     for request in rule.alarms(fn, "1"):  # the mock publishes version 1
@@ -737,7 +739,7 @@ def test_the_deploy_function_owns_every_alarm_field_it_writes(
     put_members = set(botocore_put.operation_model("PutMetricAlarm").input_shape.members)
     spec = aws_cfg.specs[0]
     s = spec.serving
-    fn = f"dhow-uae-prod-serve-{spec.name}"
+    fn = f"dhow-uae-prod--serve-{spec.name}"
     rule = CanaryRule(s.min_requests, s.error_rate_threshold, s.p99_latency_ms)
     by_name = {
         r.inputs["name"]: r for r in program.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")

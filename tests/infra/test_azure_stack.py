@@ -105,7 +105,7 @@ def test_ended_azure_ml_runs_reach_the_register_queue(azure_program: Program) ->
             "values": ["Completed", "Failed", "Canceled"],
         },
         {"operatorType": "StringIn", "key": "data.experimentName", "values": ["dhow-train"]},
-        {"operatorType": "StringBeginsWith", "key": "data.runId", "values": ["dhow-uae-prod-"]},
+        {"operatorType": "StringBeginsWith", "key": "data.runId", "values": ["dhow-uae-prod--"]},
     ]
     dest = sub.inputs["deliveryWithResourceIdentity"]["destination"]
     assert dest["queueName"] == "dhow-uae-prod-register"
@@ -162,7 +162,7 @@ def test_each_azure_ml_runs_end_reaches_the_function_that_waits_for_it(
     # A training job of a dataset named "validate-…" shares the validation prefix: the
     # experiment keeps it out of validate's queue.
     look_alike = json.loads(json.dumps(training_run))
-    look_alike["data"]["runId"] = "dhow-uae-prod-validate-x-ab12ab12-1a2b3c4d5e6f"
+    look_alike["data"]["runId"] = "dhow-uae-prod--validate-x-ab12ab12-1a2b3c4d5e6f"
     assert not _matches(filters["validation_job_ended"], look_alike)
     # Another stage's runs reach neither, and a run still going reaches nothing.
     other = _as_stage(load_event("azureml_validation_run_status_changed.json"), "uae-dev")

@@ -12,7 +12,9 @@ import pytest
 from infra.aws.events import queue_policy, sender_roles
 from infra.aws.iam import function_role_name, scheduler_role_name
 from infra.config import StackConfig
+from shared.adapters.codedeploy import serve_function_name
 from shared.cloud_facts import fact, value
+from shared.identifiers import family_head
 from tests.infra.harness import ACCOUNT, Program
 from tests.infra.resource_policy import Request, may_send
 
@@ -120,7 +122,7 @@ def test_the_stack_s_own_senders_are_not_denied(aws_program: Program, aws_cfg: S
         checked += 1
     failures = queues[f"{aws_cfg.prefix}-async-failures"]
     for spec in aws_cfg.specs:
-        role = _role(function_role_name(f"{topo.function('serve').name}-{spec.name}"))
+        role = _role(function_role_name(serve_function_name(family_head(topo.stage), spec.name)))
         req = Request("sqs:SendMessage", failures["arn"], role_arn=role)
         assert may_send(failures["policy"], req, identity_allows=True), spec.name
     assert checked == sum(1 for f in topo.functions if f.trigger_queue)

@@ -18,8 +18,10 @@ import pytest
 from moto.events.models import EventPattern
 
 from shared import events as pipeline_events
+from shared.adapters.codedeploy import serve_function_name
 from shared.cloud_facts import value
 from shared.constants import EVENT_SOURCE
+from shared.identifiers import family_head
 from shared.topology import EventRule, build_topology
 from tests.infra.harness import Program
 
@@ -200,10 +202,12 @@ def test_each_served_dataset_has_an_endpoint_on_its_live_alias(aws_program: Prog
     for fn in build_topology(STAGE).functions:
         if fn.trigger_queue is not None:
             continue
-        served = [a for a in aliases if str(a.outputs["functionName"]).startswith(fn.name)]
+        # Each dataset's copy is dhow-<stage>--serve-<dataset> (codedeploy's name for it).
+        head = serve_function_name(family_head(STAGE), "")
+        served = [a for a in aliases if str(a.outputs["functionName"]).startswith(head)]
         assert served, "hop serve: no live alias"
         for alias in served:
-            dataset = str(alias.outputs["functionName"]).removeprefix(f"{fn.name}-")
+            dataset = str(alias.outputs["functionName"]).removeprefix(head)
             assert urls.get(dataset), f"hop serve {dataset}: no exported endpoint"
             pointing = [
                 r

@@ -65,7 +65,7 @@ CFG = AzureMLJobConfig(
     code=CODE,
 )
 NAME = (
-    "dhow-prod-validate-customers-cd34cd34cd34-"
+    "dhow-prod--validate-customers-cd34cd34cd34-"
     + hashlib.sha256(b"customers\n3+1a2b3c4d").hexdigest()[:8]
 )
 EXPECTED = {
@@ -184,8 +184,8 @@ def test_two_stages_never_share_a_validation_job_name() -> None:
     never adopt the other's (whose end would then be routed to the wrong validate)."""
     prod, dev = azureml_job_name(REQ, "prod"), azureml_job_name(REQ, "dev")
     assert prod != dev
-    assert prod.startswith("dhow-prod-validate-")
-    assert dev.startswith("dhow-dev-validate-")
+    assert prod.startswith("dhow-prod--validate-")
+    assert dev.startswith("dhow-dev--validate-")
     assert _run_id_accepted_by_azure_ml(prod)
     assert not _run_id_accepted_by_azure_ml("-" + prod)  # the check can refuse
 
@@ -198,7 +198,7 @@ def test_job_names_follow_azure_mls_rule_for_every_dataset_name(dataset: str) ->
     assert len(name) <= rule["max_length"]
     assert re.fullmatch(rule["pattern"], name)
     assert _run_id_accepted_by_azure_ml(name)
-    assert name.startswith(f"dhow-{stage}-validate-")
+    assert name.startswith(f"dhow-{stage}--validate-")
     # Spec versions that differ only where the name is cut still name different jobs.
     other = REQ.model_copy(update={"dataset": dataset, "spec_version": "4+1a2b3c4d"})
     assert azureml_job_name(other, stage) != name
@@ -249,7 +249,7 @@ def test_the_job_is_given_exactly_what_it_builds_its_storage_clients_from() -> N
     clients = azure_clients(settings)  # what shared.jobs.validate builds its store from
     assert clients.blobs.account_name == "dhowprodab12data"
     assert (settings.cloud, settings.stage) == ("azure", "prod")
-    assert str(job.name).startswith("dhow-prod-validate-")
+    assert str(job.name).startswith("dhow-prod--validate-")
 
 
 TRAIN_REQ = TrainingJobRequest(

@@ -440,18 +440,18 @@ def test_an_endpoint_on_ebs_storage_keeps_the_stack_key_for_its_volume() -> None
 
 def test_platform_end_events_parse_into_state_changes() -> None:
     cd = parse_deployment_state_change(
-        json.dumps(load_event("codedeploy_deployment_state_change.json")), "dhow-prod-serve-"
+        json.dumps(load_event("codedeploy_deployment_state_change.json")), "dhow-prod--serve-"
     )
     assert cd is not None
     assert (cd.dataset, cd.deployment_id, cd.status) == ("customers", "d-7XKQ2ZB1C", "RolledBack")
     assert not cd.supersedes_open
     ep = parse_deployment_state_change(
-        json.dumps(load_event("sagemaker_endpoint_state_change.json")), "dhow-prod-serve-"
+        json.dumps(load_event("sagemaker_endpoint_state_change.json")), "dhow-prod--serve-"
     )
     assert ep is not None
     assert (ep.dataset, ep.deployment_id, ep.status) == (
         "customers",
-        "dhow-prod-customers-v3-0a1b2c3d",
+        "dhow-prod--customers-v3-0a1b2c3d",
         "Succeeded",
     )
     assert ep.supersedes_open
@@ -464,7 +464,7 @@ def test_platform_end_events_parse_into_state_changes() -> None:
     )
     started = load_event("codedeploy_deployment_state_change.json")
     started["detail"]["state"] = "START"
-    assert parse_deployment_state_change(json.dumps(started), "dhow-prod-serve-") is None
+    assert parse_deployment_state_change(json.dumps(started), "dhow-prod--serve-") is None
 
 
 def test_rollback_of_a_long_named_dataset_finds_its_config_and_shifts_at_once() -> None:
@@ -832,7 +832,7 @@ def test_an_end_before_its_id_is_recorded_is_matched_by_get_deployment(
     svc = DeployService(deployer, OneVersionRegistry(), bus, lineage)
     end = load_event("codedeploy_deployment_state_change.json")
     end["detail"]["state"] = "SUCCESS"
-    change = parse_deployment_state_change(json.dumps(end), "dhow-prod-serve-")
+    change = parse_deployment_state_change(json.dumps(end), "dhow-prod--serve-")
     assert change is not None
     with Stubber(cd) as cs:
         cs.add_response(

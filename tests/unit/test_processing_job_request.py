@@ -22,6 +22,7 @@ from shared.adapters.aws import (
 )
 from shared.cloud_facts import value
 from shared.events import ObjectRef
+from shared.identifiers import family_head
 from shared.jobs.validate import run as run_job
 from shared.ports import ValidationJobRequest
 from shared.settings import Settings
@@ -158,7 +159,7 @@ def test_job_names_follow_sagemakers_name_rule() -> None:
     for stage in ("t1", "prod", longest_stage):
         for dataset in ("customers", "x" * 63, "churn_2024_q1", "a"):
             req = REQ.model_copy(update={"dataset": dataset})
-            name = processing_job_name(req, f"dhow-{stage}")
+            name = processing_job_name(req, family_head(stage))
             assert len(name) <= rule["max_length"], name
             assert re.fullmatch(rule["pattern"], name), name
             assert name.startswith(processing_job_prefix(stage)), name
@@ -166,19 +167,23 @@ def test_job_names_follow_sagemakers_name_rule() -> None:
 
 def test_stages_never_share_a_job() -> None:
     # Same bytes, same spec, two stages: two jobs, so neither adopts the other's.
-    assert processing_job_name(REQ, "dhow-prod") != processing_job_name(REQ, "dhow-staging")
+    assert processing_job_name(REQ, family_head("prod")) != processing_job_name(
+        REQ, family_head("staging")
+    )
     # A dataset cut to fit still gets a name of its own.
     a = REQ.model_copy(update={"dataset": "x" * 62 + "a"})
     b = REQ.model_copy(update={"dataset": "x" * 62 + "b"})
-    assert processing_job_name(a, "dhow-prod") != processing_job_name(b, "dhow-prod")
+    assert processing_job_name(a, family_head("prod")) != processing_job_name(
+        b, family_head("prod")
+    )
 
 
 def test_the_validate_role_reaches_only_its_own_stages_jobs() -> None:
     scope = AwsScope("me-central-1", "123456789012", "dhow-prod")
     [arn] = _jobs_arns("processing_jobs", scope)
     jobs = "arn:aws:sagemaker:me-central-1:123456789012:processing-job"
-    other = processing_job_name(REQ, "dhow-staging")
-    assert is_glob_match(arn, f"{jobs}/{EXPECTED['ProcessingJobName']}")
+    other = processing_job_name(REQ, family_head("staging"))
+    assert is_glob_match(arn, f"{jobs}/{processing_job_name(REQ, family_head('prod'))}")
     assert not is_glob_match(arn, f"{jobs}/{other}")
 
 

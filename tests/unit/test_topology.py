@@ -61,11 +61,11 @@ def test_approvals_and_deployment_ends_route_to_deploy() -> None:
     assert to_deploy["model_approved"]["detail-type"] == ["ModelApproved"]
     codedeploy = to_deploy["serving_deployment_ended"]
     assert codedeploy["detail"] == {
-        "deploymentGroup": [{"prefix": "dhow-acme-prod-serve-"}],
+        "deploymentGroup": [{"prefix": "dhow-acme-prod--serve-"}],
         "state": ["SUCCESS", "FAILURE", "STOP"],
     }
     endpoint = to_deploy["serving_endpoint_changed"]
-    assert endpoint["detail"]["EndpointName"] == [{"prefix": "dhow-acme-prod-serve-"}]
+    assert endpoint["detail"]["EndpointName"] == [{"prefix": "dhow-acme-prod--serve-"}]
     serve = t.function("serve")
     assert serve.trigger_queue is None
     assert {p.resource for p in serve.permissions} == {"models", "capture", "model_registry"}
@@ -263,5 +263,5 @@ def test_a_validation_jobs_end_reaches_validate() -> None:
         assert pattern.matches_event(event), status
     running: Any = {**sample, "detail": {**sample["detail"], "ProcessingJobStatus": "InProgress"}}
     assert not pattern.matches_event(running)
-    other_stage = dict(sample["detail"], ProcessingJobName="dhow-staging-validate-customers-x")
+    other_stage = dict(sample["detail"], ProcessingJobName="dhow-staging--validate-customers-x")
     assert not pattern.matches_event(cast(Any, {**sample, "detail": other_stage}))

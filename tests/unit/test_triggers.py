@@ -109,7 +109,7 @@ def test_sagemaker_training_state_change() -> None:
     from shared.triggers import parse_training_state_change
 
     ended = parse_training_state_change(load_event("sagemaker_training_state_change.json"))
-    assert ended.job_name == "dhow-prod-customers-9f869f86-1a2b3c4d5e6f"
+    assert ended.job_name == "dhow-prod--customers-9f869f86-1a2b3c4d5e6f"
     assert (ended.status, ended.instance_type) == ("Completed", "ml.g5.xlarge")
     assert ended.artifact is not None
     assert ended.artifact.endswith("/output/model.tar.gz")
