@@ -428,12 +428,19 @@ def upload(
     if not as_json:
         click.echo(f"uploaded {file} to {ref.uri} (upload id {upload_id})")
     events: list[dict[str, Any]] = []
-    if known is not None and known.status == "ingested":
-        # Ingest recognises the bytes and does nothing; there is nothing to wait for. The
-        # answer is the one these bytes got the first time: refused bytes stay refused.
+    checked = None
+    if known is not None:
         from shared.services.validate import validate_record_id
 
         checked = ports.lineage.get(name, validate_record_id(sha))
+    # Bytes whose validation job failed for a platform reason are validated again as a
+    # new attempt (ingest announces the new upload), so there is something to wait for.
+    retried = checked is not None and checked.status == "failed"
+    if retried and not as_json:
+        click.echo("  these bytes' last validation job failed: a new attempt will run")
+    if known is not None and known.status == "ingested" and not retried:
+        # Ingest recognises the bytes and does nothing; there is nothing to wait for. The
+        # answer is the one these bytes got the first time: refused bytes stay refused.
         refused = checked is not None and checked.status == "rejected"
         if not as_json:
             click.echo(

@@ -184,3 +184,38 @@ def test_dataset_validate_names_a_missing_column_and_every_bad_value_at_once(
     text = runner.invoke(main, ["dataset", "validate", "customers", str(bad)])
     for shown in ("segment", "forty", "not_nullable", "'-3'"):
         assert shown in text.output, shown
+
+
+@pytest.mark.parametrize(("validation", "retried"), [("failed", True), ("rejected", False)])
+def test_upload_again_says_a_new_attempt_runs_only_when_the_last_job_failed(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, validation: str, retried: bool
+) -> None:
+    """Ingest announces a new upload of bytes whose validation job failed (a platform
+    reason) and validate retries it; a rejected file stays rejected. The CLI said
+    "nothing new will run" for both."""
+    from shared import cli
+    from shared.artifacts import sha256_file
+    from shared.ports import LineageRecord
+    from shared.services.ingest import ingest_record_id
+    from shared.services.validate import validate_record_id
+    from shared.settings import Settings
+    from shared.wiring import Ports
+    from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+
+    sample = Path(__file__).resolve().parents[2] / "localstack/samples/customers.csv"
+    sha = sha256_file(sample)
+    lineage = MemoryLineage()
+    for kind, record_id, status in (
+        ("ingest", ingest_record_id(sha), "ingested"),
+        ("validate", validate_record_id(sha), validation),
+    ):
+        lineage.put_if_absent(
+            LineageRecord(dataset="customers", record_id=record_id, kind=kind, status=status)
+        )
+    ports = Ports(store=MemoryStore(), bus=MemoryBus(), lineage=lineage)
+    monkeypatch.setattr(cli, "resolve_settings", lambda: Settings())
+    monkeypatch.setattr("shared.wiring.build_ports", lambda s, t=None: ports)
+    r = runner.invoke(main, ["upload", str(sample), "--dataset", "customers"])
+    assert ("a new attempt will run" in r.output) is retried, r.output
+    assert ("nothing new will run" in r.output) is not retried, r.output
+    assert r.exit_code == (0 if retried else 1), r.output
