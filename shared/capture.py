@@ -3,7 +3,10 @@ Lines under a date-partitioned prefix, for the drift check to read later.
 
 Layout: ``<capture bucket>/datasets/<dataset>/YYYY/MM/DD/HH/<time>-<random>.jsonl``,
 one line a row: ``captured_at``, ``model_version``, ``request_id``, ``inputs`` and
-``prediction``. Sampling is per request, so a batch request is kept or left whole.
+``prediction``, and under ``serving.out_of_domain: accept`` ``out_of_domain``: the
+checks the row is outside of (``[{"column": ..., "check": ...}]``, empty when it is in
+the domain), which the drift check counts. Sampling is per request, so a batch request
+is kept or left whole.
 
 A SageMaker endpoint (GPU serving) captures with SageMaker's own data capture, under
 the same dataset prefix: its destination is ``datasets/<dataset>/endpoint``, below which
@@ -32,7 +35,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -127,8 +130,10 @@ class InferenceCapture:
         predictions: list[Any],
         model_version: str,
         request_id: str,
+        flags: Sequence[Sequence[Mapping[str, object]]] | None = None,
     ) -> None:
-        """Keep this request's rows (if sampled) and write a batch when one is due.
+        """Keep this request's rows (if sampled) and write a batch when one is due;
+        ``flags``, per row, the domain checks it is outside of (``accept`` only).
         Never raises."""
         try:
             if self._sampling < 1.0 and self._rng.random() >= self._sampling:
@@ -145,6 +150,9 @@ class InferenceCapture:
                 }
                 for row, pred in zip(inputs, predictions, strict=True)
             ]
+            if flags is not None:
+                for kept, row_flags in zip(rows, flags, strict=True):
+                    kept["out_of_domain"] = [dict(f) for f in row_flags]
             with self._lock:
                 if self._first_at is None:
                     self._first_at = self._clock()
@@ -254,6 +262,12 @@ def flushed_after_each_call[**P, R](handler: Callable[P, R]) -> Callable[P, R]:
             flush_all()
 
     return run
+
+
+def out_of_domain(row: Mapping[str, Any]) -> bool:
+    """Whether a captured row was served outside the spec's bounds or categories (flagged
+    under ``accept``; rows captured otherwise carry no flags, and are not)."""
+    return bool(row.get("out_of_domain"))
 
 
 def _scalar(text: str) -> Any:

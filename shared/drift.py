@@ -293,6 +293,10 @@ class DriftVerdict(BaseModel):
     reference_rows: int
     current_rows: int
     min_rows: int
+    # Current rows the serve function flagged outside the spec's bounds or categories
+    # (serving.out_of_domain: accept). Reported beside the verdict; the tests above run
+    # on every current row, flagged or not.
+    out_of_domain_rows: int = 0
 
 
 def compare(

@@ -3,9 +3,13 @@ Functions (ASGI) and locally (uvicorn).
 
 - ``POST /predict``: one row (a JSON object) or a batch (a JSON array of them),
   checked against the spec's columns (``shared.serving.RequestRows``); a wrong column
-  or type is a 422 naming it, a body over ``MAX_BODY_BYTES`` a 413. The work runs in
-  the threadpool: a slow prediction never holds up the event loop.
-- ``GET /health``: 200 once the model is loaded, 503 with the reason otherwise.
+  or type is a 422 naming it, a body over ``MAX_BODY_BYTES`` a 413. A value past a
+  bound or outside a category is a 422 too (``serving.out_of_domain: reject``), or is
+  predicted and flagged (``accept``): the answer's ``out_of_domain`` lists each row's
+  flags, which are captured with the row and counted. The work runs in the threadpool:
+  a slow prediction never holds up the event loop.
+- ``GET /health``: 200 once the model is loaded, 503 with the reason otherwise; the
+  capture's counters and the rows served out of the domain since this instance started.
 - ``GET /model``: the served version, its artifact's hash and its features (never where
   it is stored: every caller of the endpoint may ask).
 - ``/docs`` and ``/openapi.json``: the request contract, from the spec.
@@ -33,6 +37,7 @@ from shared.ports import ModelRegistry, ObjectStore
 from shared.serving import (
     MAX_BATCH_ROWS,
     BodyTooLarge,
+    DomainCounter,
     LoadedModel,
     ModelSlot,
     PredictResponse,
@@ -159,6 +164,7 @@ def create_app(
     request for the canary's alarms (``shared.canary``), and nothing elsewhere."""
     metrics = metrics or EmfRequestMetrics.from_env(os.environ)
     contract = RequestRows(spec)
+    out_of_domain = DomainCounter()
     row_schema = contract.row_model.model_json_schema(ref_template="#/components/schemas/{model}")
 
     @contextlib.asynccontextmanager
@@ -192,12 +198,18 @@ def create_app(
     @app.get("/health")
     def health() -> JSONResponse:
         model = _model_of(slot)
+        flagged = out_of_domain.snapshot()
         return JSONResponse(
             {
                 "status": "ok",
                 "dataset": spec.name,
                 "model_version": str(model.version.version),
                 "capture": capture.snapshot() if capture else None,
+                # Rows answered while outside the spec's bounds or categories (accept),
+                # per instance: each Lambda environment or replica counts its own.
+                "out_of_domain": contract.out_of_domain,
+                "out_of_domain_rows": flagged["rows"],
+                "out_of_domain_by_column": flagged["by_column"],
             }
         )
 
@@ -251,6 +263,7 @@ def create_app(
         rows = contract.parse(body)
         model = _model_of(slot)
         records = [r.model_dump() for r in rows]
+        flags = contract.flags(records)
         try:
             predictions, scores = model.predict(records)
         except Exception as exc:
@@ -266,15 +279,20 @@ def create_app(
             )
             return _error(500, err)
         version = str(model.version.version)
+        if flags is not None:  # counted once answered: these rows were served
+            out_of_domain.add(flags)
         if capture is not None:
-            capture.record(records, predictions, version, request_id)
+            capture.record(records, predictions, version, request_id, flags)
         payload = PredictResponse(
             model_version=version,
             predictions=predictions,
             scores=scores,
             labels=model.card.get("labels"),
+            out_of_domain=flags,
         )
-        return JSONResponse(payload.model_dump(), headers={MODEL_VERSION_HEADER: version})
+        # Under reject the answer is what it always was: no out_of_domain key.
+        shown = payload.model_dump(exclude={"out_of_domain"} if flags is None else None)
+        return JSONResponse(shown, headers={MODEL_VERSION_HEADER: version})
 
     if metrics is not None:
         app.add_middleware(_JudgedRequests, metrics=metrics)

@@ -4,7 +4,9 @@ the shape of a request row, all derived from the registry and the dataset's spec
 The request contract is built from the spec's pandera schema (every column but the
 target, with its type, bounds and categories), so a request that names a wrong
 column or sends a wrong type is refused with the column's name before the model
-sees it.
+sees it. Under ``serving.out_of_domain: accept`` a value past a bound or outside a
+category's values is not refused but flagged (``DomainFlags``): types, nulls, NaN and
+the size caps stay as strict.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import (
     BaseModel,
@@ -174,28 +176,67 @@ def _int_range(dtype: str) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
-def request_row_model(spec: DatasetSpec) -> type[BaseModel]:
-    """A pydantic model of one request row, from the spec's schema.
+@dataclass(frozen=True)
+class ColumnDomain:
+    """The values a column's spec allows beyond its type: its bounds (pandera's check
+    names, numeric columns only) or its categories (``isin``, which then stand alone)."""
 
-    Unique columns (identifiers) may be left out: no model learns from them, but a
-    caller may send them so that captured rows can be traced. Nullable columns
-    accept null. Unknown columns are refused.
-    """
-    fields: dict[str, Any] = {}
+    bounds: dict[str, Any]
+    allowed: tuple[Any, ...] | None
+
+
+def column_domains(spec: DatasetSpec) -> dict[str, ColumnDomain]:
+    """Every request column's domain: what a row is refused for (``reject``) or flagged
+    for (``accept``), the same checks either way."""
+    domains: dict[str, ColumnDomain] = {}
     for name, col in (spec.schema_doc.get("columns") or {}).items():
         if name == spec.target:
             continue
         col = col or {}
         checks = {**col, **(col.get("checks") or {})}
-        py: Any = _python_type(str(col.get("dtype", "object")))
         allowed = checks.get("isin")
-        if allowed:
-            py = Literal[tuple(allowed)]
-        constraints = {
-            arg: checks[key]
-            for key, arg in _CHECK_BOUNDS.items()
-            if key in checks and py in (StrictInt, StrictFloat)
-        }
+        numeric = _python_type(str(col.get("dtype", "object"))) in (StrictInt, StrictFloat)
+        bounds = (
+            {key: checks[key] for key in _CHECK_BOUNDS if key in checks}
+            if numeric and not allowed
+            else {}
+        )
+        domains[str(name)] = ColumnDomain(bounds, tuple(allowed) if allowed else None)
+    return domains
+
+
+def request_row_model(spec: DatasetSpec, *, domain_checks: bool = True) -> type[BaseModel]:
+    """A pydantic model of one request row, from the spec's schema.
+
+    Unique columns (identifiers) may be left out: no model learns from them, but a
+    caller may send them so that captured rows can be traced. Nullable columns
+    accept null. Unknown columns are refused. Without ``domain_checks`` (``accept``)
+    the spec's bounds and categories are left to ``DomainFlags``: each column keeps its
+    strict type, and an integer column what its dtype can hold.
+    """
+    domains = column_domains(spec)
+    fields: dict[str, Any] = {}
+    for name, col in (spec.schema_doc.get("columns") or {}).items():
+        if name == spec.target:
+            continue
+        col = col or {}
+        domain = domains[str(name)]
+        py: Any = _python_type(str(col.get("dtype", "object")))
+        extra: dict[str, Any] = {}
+        if domain_checks:
+            if domain.allowed:
+                py = Literal[domain.allowed]
+            constraints = {_CHECK_BOUNDS[key]: limit for key, limit in domain.bounds.items()}
+        else:
+            constraints = {}
+            if domain.bounds or domain.allowed:
+                # The domain stays documented in /openapi.json, as what is expected.
+                expected = (
+                    f"one of {list(domain.allowed)}"
+                    if domain.allowed
+                    else ", ".join(f"{k} {v}" for k, v in domain.bounds.items())
+                )
+                extra["description"] = f"expected {expected}; other values are flagged"
         if py is StrictInt:
             # An integer the column's dtype can hold, whatever bounds the spec omits: a
             # 30-digit number would turn the frame's column to objects under the model.
@@ -208,9 +249,9 @@ def request_row_model(spec: DatasetSpec) -> type[BaseModel]:
             constraints["strict"] = False
         optional = bool(col.get("nullable")) or bool(col.get("unique"))
         if optional:
-            fields[name] = (py | None, Field(default=None, **constraints))
+            fields[name] = (py | None, Field(default=None, **constraints, **extra))
         else:
-            fields[name] = (py, Field(**constraints))
+            fields[name] = (py, Field(**constraints, **extra))
     return create_model(
         f"{spec.name.title().replace('-', '').replace('_', '')}Row",
         # No infinity or NaN: no model was trained on one, and neither is valid JSON.
@@ -219,11 +260,86 @@ def request_row_model(spec: DatasetSpec) -> type[BaseModel]:
     )
 
 
+class DomainFlag(TypedDict):
+    """One check a served row is outside of: the column and the spec's check
+    (``greater_than_or_equal_to``, ``isin``, ...)."""
+
+    column: str
+    check: str
+
+
+def _outside(check: str, value: Any, limit: Any) -> bool:
+    """Whether ``value`` breaks the bound, as pydantic's ge/gt/le/lt refuse it."""
+    if check == "greater_than_or_equal_to":
+        return bool(value < limit)
+    if check == "greater_than":
+        return bool(value <= limit)
+    if check == "less_than_or_equal_to":
+        return bool(value > limit)
+    return bool(value >= limit)  # less_than
+
+
+class DomainFlags:
+    """Flags each row of a request with the bounds and categories it is outside of."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        self._domains = {
+            name: d for name, d in column_domains(spec).items() if d.bounds or d.allowed
+        }
+
+    def of(self, rows: list[dict[str, Any]]) -> list[list[DomainFlag]]:
+        """Per row, in order, the checks it is outside of (empty when it is inside all);
+        a null (where the spec allows one) is outside none."""
+        flagged: list[list[DomainFlag]] = []
+        for row in rows:
+            flags: list[DomainFlag] = []
+            for name, domain in self._domains.items():
+                v = row.get(name)
+                if v is None:
+                    continue
+                if domain.allowed is not None and v not in domain.allowed:
+                    flags.append({"column": name, "check": "isin"})
+                flags.extend(
+                    {"column": name, "check": check}
+                    for check, limit in domain.bounds.items()
+                    if _outside(check, v, limit)
+                )
+            flagged.append(flags)
+        return flagged
+
+
+class DomainCounter:
+    """The rows served outside the spec's domain since this instance started, in all and
+    per column (what ``/health`` shows). Thread-safe: the app predicts in a threadpool."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.rows = 0
+        self.by_column: dict[str, int] = {}
+
+    def add(self, flags: list[list[DomainFlag]]) -> None:
+        with self._lock:
+            for row in flags:
+                if not row:
+                    continue
+                self.rows += 1
+                for column in {f["column"] for f in row}:
+                    self.by_column[column] = self.by_column.get(column, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"rows": self.rows, "by_column": dict(sorted(self.by_column.items()))}
+
+
 class RequestRows:
     """The request contract of one dataset: a body in, its validated rows out."""
 
     def __init__(self, spec: DatasetSpec) -> None:
-        self.row_model = request_row_model(spec)
+        self.out_of_domain = spec.serving.out_of_domain
+        accept = self.out_of_domain == "accept"
+        self.row_model = request_row_model(spec, domain_checks=not accept)
+        # Under reject a row outside the domain never passes parse, so nothing is flagged.
+        self._flags = DomainFlags(spec) if accept else None
         self._columns = frozenset(self.row_model.model_fields)
         self._rows: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.row_model])  # type: ignore[name-defined]
 
@@ -272,6 +388,11 @@ class RequestRows:
                 e["loc"] = ("body", *(e["loc"][1:] if single else e["loc"]))
                 listed.append(dict(e))
             raise RequestInvalid(listed, exc.error_count()) from None
+
+    def flags(self, rows: list[dict[str, Any]]) -> list[list[DomainFlag]] | None:
+        """Per parsed row, the bounds and categories it is outside of, under ``accept``;
+        None under ``reject``, where such a row was refused by ``parse``."""
+        return self._flags.of(rows) if self._flags is not None else None
 
     def _refuse_many_unknown_columns(self, batch: list[Any], single: bool) -> None:
         """Refuse rows with more unknown columns than a 422 lists, counted here: pydantic
@@ -400,3 +521,5 @@ class PredictResponse(BaseModel):
     predictions: list[Any]
     scores: list[list[float]] | None = None
     labels: list[str] | None = None
+    # Under ``serving.out_of_domain: accept`` only: per row, the checks it is outside of.
+    out_of_domain: list[list[DomainFlag]] | None = None

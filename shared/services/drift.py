@@ -4,7 +4,9 @@ For one dataset (on its schedule, or `dhow drift run`):
 
 1. the current data is the serve function's captured inputs of the spec's
    ``drift.window_hours``; the reference is the champion's own training sample
-   (``reference.parquet`` beside the curated data it was trained on);
+   (``reference.parquet`` beside the curated data it was trained on); the rows serve
+   flagged outside the spec's domain (``serving.out_of_domain: accept``) are tested
+   with the rest and counted in the verdict (``out_of_domain_rows``);
 2. ``shared.drift.compare`` gives every column's test and the dataset verdict;
    fewer than ``drift.min_rows`` captured rows is ``insufficient_data``, never an
    alarm;
@@ -48,7 +50,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from shared.capture import read_window
+from shared.capture import out_of_domain, read_window
 from shared.drift import ColumnKind, DriftVerdict, compare, feature_kinds
 from shared.errors import DhowError, ObjectMissing, WorkInProgress
 from shared.events import DriftChecked, DriftDetected, ObjectRef
@@ -220,13 +222,15 @@ class DriftService:
 
     def _current(
         self, dataset: str, kinds: dict[str, ColumnKind], start: datetime, end: datetime
-    ) -> pd.DataFrame:
+    ) -> tuple[pd.DataFrame, int]:
+        """The window's captured inputs, and how many of them were flagged out of the
+        spec's domain (they are tested with the rest)."""
         rows = read_window(self._store, self._capture, dataset, start, end, list(kinds))
         frame = pd.DataFrame.from_records([r["inputs"] for r in rows], columns=list(kinds))
         for col, kind in kinds.items():
             if kind == "num":
                 frame[col] = pd.to_numeric(frame[col], errors="coerce")
-        return frame
+        return frame, sum(1 for r in rows if out_of_domain(r))
 
     # --- the policy ---------------------------------------------------------------
 
@@ -323,6 +327,14 @@ class DriftService:
             f"({(verdict.drift_share or 0):.0%}, threshold {verdict.drift_share_threshold:.0%}); "
             f"{verdict.current_rows} captured rows against {verdict.reference_rows} "
             "reference rows.",
+            *(
+                [
+                    f"{verdict.out_of_domain_rows} of the captured rows were served outside "
+                    "the spec's bounds or categories (serving.out_of_domain: accept)."
+                ]
+                if verdict.out_of_domain_rows
+                else []
+            ),
             "",
             "Drifted columns:",
             *(
@@ -381,7 +393,10 @@ class DriftService:
         return DriftOutcome(
             check_id=str(a["check_id"]),
             dataset=row.dataset,
-            verdict=DriftVerdict.model_validate({k: doc[k] for k in DriftVerdict.model_fields}),
+            # a summary written before a field existed takes its default
+            verdict=DriftVerdict.model_validate(
+                {k: doc[k] for k in DriftVerdict.model_fields if k in doc}
+            ),
             model_version=a.get("model_version"),
             summary=summary,
             report=ObjectRef.from_uri(a["report"]) if a.get("report") else None,
@@ -428,7 +443,7 @@ class DriftService:
             return self._finished(row)
         kinds = feature_kinds(spec)
         champion = self._registry.champion(dataset)
-        current = self._current(dataset, kinds, start, end)
+        current, flagged = self._current(dataset, kinds, start, end)
         note = None
         if champion is None:
             note = "no approved model serves this dataset yet"
@@ -443,7 +458,7 @@ class DriftService:
             stattests=d.stattests,
             thresholds=d.thresholds,
             min_rows=d.min_rows,
-        )
+        ).model_copy(update={"out_of_domain_rows": flagged})
         if verdict.verdict == "insufficient_data" and note is None:
             note = (
                 f"{verdict.current_rows} rows captured in {d.window_hours} h, "
@@ -558,6 +573,7 @@ class DriftService:
                     "drifted_columns": verdict.drifted_columns,
                     "drift_share": verdict.drift_share,
                     "current_rows": verdict.current_rows,
+                    "out_of_domain_rows": verdict.out_of_domain_rows,
                     "reference_rows": verdict.reference_rows,
                     "summary": summary.uri,
                     "report": report.uri if report else None,

@@ -425,3 +425,73 @@ def test_the_online_deployment_loads_the_model_at_init_not_on_a_request(
     assert score_online._SCORER is scorer
     assert scorer.score(json.dumps(ROW)).status == 200
     assert loads == [1]
+
+
+def _customers(out_of_domain: str) -> Any:
+    from shared.specs import DatasetSpec
+
+    doc = load_spec("customers").model_dump(by_alias=True, mode="json")
+    doc["serving"]["out_of_domain"] = out_of_domain
+    return DatasetSpec.model_validate(doc)
+
+
+OUTSIDE = [ROW, {**ROW, "age": 7}, {**ROW, "age": 120, "segment": "platinum"}]
+
+
+def test_under_reject_a_row_outside_the_domain_is_refused_and_nothing_is_flagged(
+    world: dict[str, Any],
+) -> None:
+    assert load_spec("customers").serving.out_of_domain == "reject"  # the default
+    capture = InferenceCapture(world["store"], CAPTURE, "customers", batch_rows=10**6)
+    app = model_app(_customers("reject"), world["store"], world["registry"], None, capture)
+    with TestClient(app) as c:
+        refused = c.post("/predict", json=OUTSIDE)
+        one = c.post("/predict", json=ROW)
+        health = c.get("/health").json()
+    assert refused.status_code == 422
+    assert {(tuple(e["loc"]), e["type"]) for e in refused.json()["detail"]} == {
+        (("body", 1, "age"), "greater_than_equal"),
+        (("body", 2, "age"), "less_than_equal"),
+        (("body", 2, "segment"), "literal_error"),
+    }
+    assert one.status_code == 200
+    assert "out_of_domain" not in one.json()  # the answer is what it always was
+    assert (health["out_of_domain"], health["out_of_domain_rows"]) == ("reject", 0)
+    [captured] = read_captures(world["store"], CAPTURE, "customers")
+    assert "out_of_domain" not in captured
+
+
+def test_under_accept_a_row_outside_the_domain_is_served_flagged_counted_and_captured(
+    world: dict[str, Any],
+) -> None:
+    capture = InferenceCapture(world["store"], CAPTURE, "customers", batch_rows=10**6)
+    app = model_app(_customers("accept"), world["store"], world["registry"], None, capture)
+    with TestClient(app) as c:
+        served = c.post("/predict", json=OUTSIDE)
+        alone = c.post("/predict", json={**ROW, "emirate": "muscat"})
+        health = c.get("/health").json()
+        doc = c.get("/openapi.json").json()
+    assert served.status_code == 200, served.text
+    assert len(served.json()["predictions"]) == 3
+    flags = [
+        [],
+        [{"column": "age", "check": "greater_than_or_equal_to"}],
+        [
+            {"column": "age", "check": "less_than_or_equal_to"},
+            {"column": "segment", "check": "isin"},
+        ],
+    ]
+    assert served.json()["out_of_domain"] == flags
+    assert alone.status_code == 200
+    assert alone.json()["out_of_domain"] == [[{"column": "emirate", "check": "isin"}]]
+    assert health["out_of_domain"] == "accept"
+    assert health["out_of_domain_rows"] == 3
+    assert health["out_of_domain_by_column"] == {"age": 2, "emirate": 1, "segment": 1}
+    captured = read_captures(world["store"], CAPTURE, "customers")
+    assert [r["out_of_domain"] for r in captured] == [*flags, alone.json()["out_of_domain"][0]]
+    assert [r["inputs"]["age"] for r in captured] == [41, 7, 120, 41]
+    # The contract says what is expected, and no longer refuses it.
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    age = body["schema"]["oneOf"][0]["properties"]["age"]
+    assert age["minimum"] == -(2**63)  # what int64 holds, no longer the spec's 18
+    assert "greater_than_or_equal_to 18.0" in age["description"]
