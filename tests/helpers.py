@@ -59,6 +59,8 @@ class MemoryStore(ObjectStore):
 
     def __init__(self, *, versioned: bool = False) -> None:
         self.objects: dict[tuple[str, str], tuple[bytes, dict[str, str], str]] = {}
+        # (container, key) -> the headers put_bytes stored with the object.
+        self.headers: dict[tuple[str, str], dict[str, str]] = {}
         self.versions: dict[tuple[str, str, str], tuple[bytes, dict[str, str], str]] = {}
         self.versioned = versioned
         self.copies = 0
@@ -101,8 +103,17 @@ class MemoryStore(ObjectStore):
             yield data[i : i + chunk_size]
 
     def put_bytes(
-        self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> None:
+        # What the object would be served with (only what was set, as the clouds do).
+        given = {"content_type": content_type, "content_disposition": content_disposition}
+        self.headers[(ref.container, ref.key)] = {k: v for k, v in given.items() if v}
         self._n += 1
         etag = f"etag-{self._n}"
         self.objects[(ref.container, ref.key)] = (data, dict(metadata or {}), etag)

@@ -297,10 +297,23 @@ class S3ObjectStore(ObjectStore):
             body.close()
 
     def put_bytes(
-        self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> None:
+        # PutObject's ContentType and ContentDisposition are what S3 answers a GET with
+        # (fact aws.s3.object_response_headers); unset, S3 serves binary/octet-stream.
+        headers = {"ContentType": content_type, "ContentDisposition": content_disposition}
         self._s3.put_object(
-            Bucket=ref.container, Key=ref.key, Body=data, Metadata=dict(metadata or {})
+            Bucket=ref.container,
+            Key=ref.key,
+            Body=data,
+            Metadata=dict(metadata or {}),
+            **{k: v for k, v in headers.items() if v is not None},  # type: ignore[arg-type]
         )
 
     def upload_file(

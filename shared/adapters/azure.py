@@ -22,7 +22,7 @@ from azure.core.exceptions import (
 )
 from azure.core.messaging import CloudEvent
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
-from azure.storage.blob import BlobClient, BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
 from azure.storage.queue import (
     QueueClient,
     QueueServiceClient,
@@ -250,10 +250,21 @@ class BlobObjectStore(ObjectStore):
             yield bytes(buf)
 
     def put_bytes(
-        self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None
+        self,
+        ref: ObjectRef,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
     ) -> None:
+        # The blob's ContentSettings are sent as x-ms-blob-content-type and -disposition
+        # and served back on a GET (fact azure.blob.content_settings).
+        settings = ContentSettings(
+            content_type=content_type, content_disposition=content_disposition
+        )
         self._blobs.get_blob_client(ref.container, ref.key).upload_blob(
-            data, overwrite=True, metadata=dict(metadata or {})
+            data, overwrite=True, metadata=dict(metadata or {}), content_settings=settings
         )
 
     def upload_file(

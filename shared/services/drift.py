@@ -483,12 +483,19 @@ class DriftService:
         if verdict.verdict != "insufficient_data":
             report = ObjectRef(container=self._reports, key=f"{base}/report.html")
             # evidently is imported here only: a check without a verdict never pays for it.
-            from shared.drift_report import render_html
+            from shared.drift_report import REPORT_CONTENT_TYPE, REPORT_DISPOSITION, render_html
 
             page = render_html(
                 reference, current, kinds, verdict, f"Drift check of {dataset}", self._sample_rows
             )
-            self._store.put_bytes(report, page, {"dataset": dataset, "check_id": check_id})
+            # Served as HTML and downloaded, never opened in the storage's origin.
+            self._store.put_bytes(
+                report,
+                page,
+                {"dataset": dataset, "check_id": check_id},
+                content_type=REPORT_CONTENT_TYPE,
+                content_disposition=REPORT_DISPOSITION,
+            )
         summary = ObjectRef(container=self._reports, key=f"{base}/summary.json")
         outcome = DriftOutcome(
             check_id=check_id,
@@ -510,7 +517,12 @@ class DriftService:
             "requested_by": requested_by,
             "spec_version": spec.spec_version,
         }
-        self._store.put_bytes(summary, json.dumps(doc, indent=2).encode(), {"dataset": dataset})
+        self._store.put_bytes(
+            summary,
+            json.dumps(doc, indent=2).encode(),
+            {"dataset": dataset},
+            content_type="application/json",
+        )
 
         if not row.attributes.get("metrics_sent"):
             try:

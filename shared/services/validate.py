@@ -213,7 +213,12 @@ class StagedFileValidator:
                 reference = ObjectRef(container=self._curated, key=f"{base}/reference.parquet")
                 self._store.upload_file(reference, run.reference, meta)
             profile = ObjectRef(container=self._curated, key=f"{base}/profile.json")
-            self._store.put_bytes(profile, json.dumps(run.profile, indent=2).encode(), meta)
+            self._store.put_bytes(
+                profile,
+                json.dumps(run.profile, indent=2).encode(),
+                meta,
+                content_type="application/json",
+            )
         return ValidationResult(
             dataset=dataset,
             sha256=sha256,
@@ -241,7 +246,10 @@ class StagedFileValidator:
         else:
             self._store.copy(staged, quarantined, meta)
         self._store.put_bytes(
-            report_ref, report.model_dump_json(indent=2).encode(), {"sha256": sha256}
+            report_ref,
+            report.model_dump_json(indent=2).encode(),
+            {"sha256": sha256},
+            content_type="application/json",
         )
         return ValidationResult(
             dataset=report.dataset,
