@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from shared.adapters.lineage_registry import LineageModelRegistry
 from shared.capture import InferenceCapture, read_captures
+from shared.cloud_facts import value
 from shared.drift import compare, feature_kinds
 from shared.events import ObjectRef
 from shared.ports import AlertChannel, MetricPoint, MetricsSink, ModelVersion
@@ -373,3 +374,22 @@ def test_flagged_rows_are_captured_and_counted_by_the_drift_check(tmp_path: Path
     again = svc.check("cancer", requested_by="alice")
     assert again.repeated
     assert again.verdict.out_of_domain_rows == len(expected)
+
+
+def test_each_instance_counts_the_rows_it_served() -> None:
+    """/health's count is one process's: on Lambda each concurrent request has an
+    execution environment of its own (fact aws.lambda.concurrent_requests_separate_environments),
+    so two environments of one function count apart and neither tells the function's total
+    (the drift check's count over the captures is that)."""
+    assert value("aws.lambda.concurrent_requests_separate_environments") is True
+    spec, part, row = _tips_accepting()
+    outside = {**row, "day": "Mon"}
+    first, second = (
+        TestClient(create_app(spec, dummy_slot(spec, part), None, lambda _s, _ms: None))
+        for _ in range(2)
+    )
+    with first as a, second as b:
+        assert a.post("/predict", json=[outside, outside, row]).status_code == 200
+        assert b.post("/predict", json=outside).status_code == 200
+        assert a.get("/health").json()["out_of_domain_rows"] == 2
+        assert b.get("/health").json()["out_of_domain_rows"] == 1
