@@ -1018,9 +1018,10 @@ def _caller_principal(
         return f"{LOCAL_PREFIX}{getpass.getuser()} (unauthenticated)"
     if settings.cloud == "aws":
         if sts is None:
-            import boto3
+            from shared.adapters.aws import aws_client
 
-            sts = boto3.client("sts", region_name=settings.aws_region)
+            # The region-pinned factory: STS answers at me-central-1's regional endpoint.
+            sts = aws_client("sts", settings)
         try:
             return str(sts.get_caller_identity()["Arn"])
         except Exception as exc:  # botocore's NoCredentialsError, ClientError and kin

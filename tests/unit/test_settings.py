@@ -134,3 +134,18 @@ def test_local_settings_keep_everything_but_the_endpoints() -> None:
     assert local.aws_endpoint_url == pf.LOCALSTACK_URL
     assert local.training_backend == "local"
     assert Settings.from_env(local.to_env()) == local  # what the runner rebuilds
+
+
+def test_the_cli_asks_sts_who_you_are_in_the_region_not_at_the_global_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dhow's manual actions record the caller from STS GetCallerIdentity: the request
+    goes to me-central-1's regional endpoint, as every other call does, not to the
+    global sts.amazonaws.com (us-east-1)."""
+    from shared.adapters.aws import aws_client
+    from shared.settings import Settings
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    sts = aws_client("sts", Settings())
+    assert sts.meta.endpoint_url == "https://sts.me-central-1.amazonaws.com"
