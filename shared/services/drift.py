@@ -65,6 +65,12 @@ from shared.ports import (
     ModelVersion,
     ObjectStore,
 )
+from shared.services.train_launch import (
+    NO_NEW_DATA,
+    latest_validated,
+    training_data,
+    version_fingerprint,
+)
 from shared.specs import DatasetSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -270,6 +276,26 @@ class DriftService:
             hint="another check is acting on this dataset; this one is retried",
         )
 
+    def _retrain_would_repeat(
+        self, spec: DatasetSpec, champion: ModelVersion, correlation: str
+    ) -> str | None:
+        """Why the retrain policy must not act (its data is the champion's), or None.
+
+        What a retrain would learn from (the newest validated version and what the spec's
+        learn_from adds) against what the champion learnt from: the same set would train
+        the same model again, and a rollout of it would change nothing."""
+        try:
+            newest = latest_validated(self._lineage, spec.name, correlation)
+        except DhowError:
+            return None  # nothing validated: train-launch answers that itself
+        data = training_data(self._lineage, spec.training.learn_from, newest)
+        if data.fingerprint != version_fingerprint(champion.lineage):
+            return None
+        return (
+            f"{NO_NEW_DATA}: no data was validated since model v{champion.version} was "
+            "trained, so a retrain would learn the same rows; upload new data to retrain"
+        )
+
     # --- outputs ------------------------------------------------------------------
 
     def _metric_points(self, dataset: str, verdict: DriftVerdict) -> list[MetricPoint]:
@@ -319,6 +345,7 @@ class DriftService:
         policy: str,
         until: datetime | None,
         model_version: str | None,
+        skipped: str | None = None,
     ) -> tuple[str, str]:
         by = {c.column: c for c in verdict.columns}
         lines = [
@@ -348,6 +375,8 @@ class DriftService:
         ]
         if action in ("retrain", "rollback"):
             lines.append(f"Policy: {policy}; the {action} has been requested.")
+        elif skipped:
+            lines.append(f"Policy: {policy}; skipped: {skipped}.")
         elif policy != "alert":
             lines.append(
                 f"Policy: {policy}, cooling down until {until:%Y-%m-%d %H:%M} UTC; "
@@ -470,9 +499,16 @@ class DriftService:
         # done. A crash after it is harmless, since the cooldown stays this check's.
         action: Action = "none"
         until = None
+        skipped: str | None = None
         if verdict.verdict == "drift":
             action = "alert"
-            if d.policy != "alert":
+            if d.policy == "retrain" and champion is not None:
+                # Before the cooldown: a skipped retrain is no action, and new data can
+                # retrain at the next check.
+                skipped = self._retrain_would_repeat(spec, champion, correlation)
+                if skipped:
+                    note = skipped
+            if d.policy != "alert" and skipped is None:
                 acted, until = self._take_action(spec, check_id, now)
                 if acted:
                     action = d.policy
@@ -535,8 +571,9 @@ class DriftService:
         alert_id: str | None = row.attributes.get("alert_id")
         if verdict.verdict == "drift" and alert_id is None:
             subject, text = self._alert_text(
-                dataset, verdict, report, summary, action, d.policy, until, model_version
-            )
+                dataset, verdict, report, summary, action, d.policy, until, model_version,
+                skipped,
+            )  # fmt: skip
             alert_id = self._alerts.send(
                 subject,
                 text,
@@ -594,6 +631,8 @@ class DriftService:
                     "cooldown_until": until.isoformat() if until else None,
                     "alert_id": alert_id,
                     "note": note,
+                    # A retrain policy that did not retrain, and why (no_new_data).
+                    "skipped": {"action": "retrain", "reason": NO_NEW_DATA} if skipped else None,
                 },
                 "updated_at": self._clock(),
             }

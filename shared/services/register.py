@@ -8,7 +8,10 @@ On a training job's end state:
   metrics read. The gate (from the spec's ``training.gate``) asks for an
   absolute minimum of the gate metric and, when a champion exists, at most
   ``max_regression`` worse than the champion **scored on the challenger's own
-  holdout rows** (so both are judged on the same data). The version is
+  holdout rows** (so both are judged on the same data); and it refuses a challenger
+  that learnt from exactly the champion's curated versions (``same_data_as_champion``):
+  the same rows under the same spec and trainer make the same model, and deploying it
+  would be a rollout that changes nothing. The version is
   registered with its lineage either way, Approved or Rejected, and
   ``ModelApproved`` or ``ModelRejected`` says why.
 
@@ -51,8 +54,17 @@ from shared.triggers import TrainingJobEnded
 
 log = logging.getLogger(__name__)
 
-LINEAGE_KEYS = ("sha256", "spec_version", "trainer_version", "curated", "correlation_id")
+
+LINEAGE_KEYS = (
+    "sha256",
+    "spec_version",
+    "trainer_version",
+    "curated",
+    "correlation_id",
+    "data_fingerprint",
+)
 GATE_CHAMPION = "gate_champion_version"
+SAME_DATA = "same_data_as_champion"
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class GateResult:
     reason: str
     champion_version: int | None
     champion_score: float | None
+    code: str | None = None  # a refusal's reason code (same_data_as_champion)
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,7 @@ class RegisterService:
                 f"the model's metrics have no {gate.metric!r}",
                 hint=f"the spec's gate metric must be one of {', '.join(sorted(metrics))}",
             )
-        result = self._judge(
+        result = self._same_data(facts, champion) or self._judge(
             metrics[gate.metric],
             gate.metric,
             gate.minimum,
@@ -240,6 +253,7 @@ class RegisterService:
                 **facts,
                 "job_name": ended.job_name,
                 "instance_type": ended.instance_type or "",
+                "data_versions": self._data_versions(dataset, ended.job_name),
                 # What serve checks the artifact against before it loads it.
                 ARTIFACT_SHA256: artifact_sha256,
                 # Whom the gate judged it against, for a retry's event to say the same.
@@ -311,6 +325,39 @@ class RegisterService:
             status="approved" if result.approved else "rejected",
             model_version=version.version,
             gate=result,
+        )
+
+    def _data_versions(self, dataset: str, job_name: str) -> str:
+        """The versions the job learnt from, from its training row (train-launch's), short:
+        the most a SageMaker job learns from fits one model-package metadata value (fact
+        aws.sagemaker.model_package_metadata_limits). Empty for a job without the row."""
+        from shared.services.train_launch import data_versions
+
+        row = self._lineage.get(dataset, f"train:{job_name}")
+        return data_versions(row.attributes.get("data_sha256s") or []) if row else ""
+
+    @staticmethod
+    def _same_data(facts: dict[str, str], champion: ModelVersion | None) -> GateResult | None:
+        """A refusal when the challenger learnt from exactly the champion's versions, under
+        the same spec and trainer. Only a job that records its data (launched since
+        learn_from) is judged so; a champion from before is taken at its one version."""
+        from shared.services.train_launch import version_fingerprint
+
+        if champion is None or not facts.get("data_fingerprint"):
+            return None
+        same_recipe = all(
+            facts.get(k) == champion.lineage.get(k) for k in ("spec_version", "trainer_version")
+        )
+        if not same_recipe or facts["data_fingerprint"] != version_fingerprint(champion.lineage):
+            return None
+        return GateResult(
+            False,
+            f"{SAME_DATA}: trained on exactly the data of champion v{champion.version} "
+            "with the same spec and trainer, so it would change nothing; upload new data, "
+            "or widen the spec's training.learn_from",
+            champion.version,
+            None,
+            code=SAME_DATA,
         )
 
     @staticmethod

@@ -53,8 +53,8 @@ DATA_VERSION_DIGITS = 12
 
 
 def data_versions(sha256s: Iterable[str]) -> str:
-    """The versions a run learns from, oldest first, as its job and its model version
-    carry them: 12 hex digits each (the job's display name's), comma-joined."""
+    """The versions a run learnt from, oldest first, as its model version's lineage keeps
+    them: 12 hex digits each (the job's display name's), comma-joined."""
     return ",".join(sha[:DATA_VERSION_DIGITS] for sha in sha256s)
 
 
@@ -184,10 +184,10 @@ def training_request(
         "drop_columns": ",".join(unique),
         # The trainer dedupes a union of versions by these (its rows otherwise).
         "dedupe_on": ",".join(unique),
+        # One fixed-size digest of the set: the list itself is on the training row, since
+        # the hyperparameters also travel as one Azure ML run tag (fact
+        # azure.ml.run_tag_limits), which a long list would overflow.
         "dhow_data_fingerprint": data.fingerprint,
-        # Short, so the most a job learns from fits an Azure ML run tag and a SageMaker
-        # metadata value; the training row keeps them whole.
-        "dhow_data_versions": data_versions(data.sha256s),
         "dhow_dataset": event.dataset,
         "dhow_sha256": event.sha256,
         "dhow_spec_version": event.spec_version,

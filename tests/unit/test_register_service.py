@@ -260,3 +260,55 @@ def test_an_empty_lineage_fact_does_not_fail_the_registration(
     [v] = world["registry"].versions("customers")
     assert "trainer_version" not in v.lineage
     assert v.lineage["job_name"] == "job-old"
+
+
+def _learnt_from(event: Any, sha256s: list[str]) -> Any:
+    """The job's end event, as for a job launched with learn_from: its data's fingerprint
+    in the hyperparameters train-launch set."""
+    from shared.services.train_launch import data_fingerprint
+
+    hps = {**event.hyperparameters, "dhow_data_fingerprint": data_fingerprint(sha256s)}
+    return event.model_copy(update={"hyperparameters": hps})
+
+
+def test_a_challenger_on_exactly_the_champion_s_data_is_refused(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    """The champion learnt from version 9f86… alone (a version from before learn_from,
+    taken at its one sha256); a retrain on that same version, same spec and trainer,
+    would be deployed for nothing: the gate refuses it, whatever it scores."""
+    world["svc"].handle(ended(world, "job-good", artifacts["good"]))
+    same = _learnt_from(ended(world, "job-same", artifacts["good"]), ["9f86" * 16])
+    out = world["svc"].handle(same)
+    assert out.status == "rejected"
+    assert out.gate is not None
+    assert out.gate.code == "same_data_as_champion"
+    rejected = world["bus"].events[-1]
+    assert isinstance(rejected, ModelRejected)
+    assert rejected.reason.startswith("same_data_as_champion")
+    assert "champion v1" in rejected.reason
+    assert world["registry"].champion("customers").version == 1
+
+
+def test_a_challenger_with_new_data_is_judged_on_its_score_and_keeps_its_data(
+    world: dict[str, Any], artifacts: dict[str, Path]
+) -> None:
+    from shared.ports import LineageRecord
+    from shared.services.train_launch import data_fingerprint
+
+    world["svc"].handle(ended(world, "job-good", artifacts["good"]))
+    shas = ["9f86" * 16, "ab" * 32]
+    world["lineage"].put_if_absent(  # train-launch's row for the job
+        LineageRecord(
+            dataset="customers",
+            record_id="train:job-more",
+            kind="train",
+            status="launched",
+            attributes={"job_name": "job-more", "data_sha256s": shas},
+        )
+    )
+    out = world["svc"].handle(_learnt_from(ended(world, "job-more", artifacts["good"]), shas))
+    assert out.status == "approved"
+    v = world["registry"].versions("customers")[0]
+    assert v.lineage["data_fingerprint"] == data_fingerprint(shas)
+    assert v.lineage["data_versions"] == f"{'9f86' * 3},{'ab' * 6}"
