@@ -198,10 +198,24 @@ def test_captured_rows_are_written_in_batches(world: dict[str, Any]) -> None:
 
 
 class BrokenStore(MemoryStore):
-    def put_bytes(self, ref: ObjectRef, data: bytes, metadata: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def put_bytes(
+        self,
+        ref: ObjectRef,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
+    ) -> None:
         if ref.container == CAPTURE:
             raise ConnectionError("capture bucket unreachable")
-        super().put_bytes(ref, data, metadata)
+        super().put_bytes(
+            ref,
+            data,
+            metadata,
+            content_type=content_type,
+            content_disposition=content_disposition,
+        )
 
 
 def test_a_capture_failure_never_fails_a_prediction(world: dict[str, Any]) -> None:
