@@ -96,10 +96,10 @@ def test_entry_points_only_unwrap_their_trigger_around_one_handle(fn: str) -> No
 
 def test_azureml_run_status_changed_is_a_training_end() -> None:
     ended = parse_training_state_change((EVENTS / "azureml_run_status_changed.json").read_text())
-    assert ended.job_name == "dhow-prod-customers-c4e6eda8-b51f36e6cfc4"
+    assert ended.job_name == "dhow-prod--customers-c4e6eda8-b51f36e6cfc4"
     assert ended.status == "Completed"
     assert ended.artifact == (
-        "dhow-prod-models/models/customers/dhow-prod-customers-c4e6eda8-b51f36e6cfc4/"
+        "dhow-prod-models/models/customers/dhow-prod--customers-c4e6eda8-b51f36e6cfc4/"
         "output/model.tar.gz"
     )
     assert ended.hyperparameters == {"target": "churned", "task": "binary", "max_depth": "6"}
