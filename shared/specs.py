@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,6 +79,11 @@ class LearnFrom(BaseModel):
         elif len(chosen) > 1:
             raise ValueError(f"learn_from takes one of latest, last, since; got {chosen}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _the_chosen_one(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Written back (dataset init, spec_version) as the one key the spec sets.
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class TrainingSettings(BaseModel):

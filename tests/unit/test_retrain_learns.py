@@ -405,3 +405,14 @@ def test_a_day_is_read_in_utc() -> None:
     validated(lineage, SHAS[3], DAYS[3])
     since = LearnFrom.model_validate({"since": "2026-11-05"})
     assert training_data(lineage, since, event(SHAS[3])).sha256s == (SHAS[3],)
+
+
+def test_a_spec_writes_back_the_one_learn_from_key_it_sets() -> None:
+    """dataset init writes the spec from its model: learn_from is the one key chosen, and
+    reads back the same (not latest: true beside last: null and since: null)."""
+    for chosen in ({"latest": True}, {"last": 3}, {"since": "2026-11-01"}):
+        dumped = LearnFrom.model_validate(chosen).model_dump(mode="json")
+        assert dumped == chosen
+        assert LearnFrom.model_validate(dumped).model_dump(mode="json") == chosen
+    written = yaml.safe_load(load_spec("customers").to_yaml())
+    assert written["training"]["learn_from"] == {"latest": True}
