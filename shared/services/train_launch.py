@@ -161,7 +161,7 @@ def champion_fingerprint(lineage: LineageStore, dataset: str, model_version: str
 
 @dataclass(frozen=True)
 class TrainLaunchOutcome:
-    status: Literal["launched", "duplicate", "no_capacity", "skipped"]
+    status: Literal["launched", "duplicate", "no_capacity", "refused", "skipped"]
     job_name: str | None = None
     reason: str | None = None
 
@@ -287,11 +287,16 @@ class TrainLaunchService:
         try:
             launched = self._launcher.launch(req)
         except DhowError as exc:
-            if exc.reason != "gpu_quota_zero":
+            # Answered, not retried: neither changes until someone raises a quota or asks
+            # the spec's learn_from for fewer uploads than the job has channels.
+            if exc.reason not in ("gpu_quota_zero", "too_many_training_inputs"):
                 raise
+            refused = exc.reason == "too_many_training_inputs"
             self._bus.publish(
                 TrainingCompleted(
-                    event_id=f"no-capacity-{event.sha256[:16]}",
+                    event_id=f"too-many-inputs-{data.fingerprint[:16]}-{run_tag}"
+                    if refused
+                    else f"no-capacity-{event.sha256[:16]}",
                     dataset=event.dataset,
                     correlation_id=event.correlation_id,
                     job_name="(not launched)",
@@ -299,7 +304,9 @@ class TrainLaunchService:
                     reason=f"{exc.message} ({exc.hint})",
                 )
             )
-            return TrainLaunchOutcome(status="no_capacity")
+            return TrainLaunchOutcome(
+                status="refused" if refused else "no_capacity", reason=exc.reason
+            )
         if not launched.created:
             return TrainLaunchOutcome(status="duplicate", job_name=launched.job_name)
         self._lineage.put_if_absent(

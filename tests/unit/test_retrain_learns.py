@@ -416,3 +416,45 @@ def test_a_spec_writes_back_the_one_learn_from_key_it_sets() -> None:
         assert LearnFrom.model_validate(dumped).model_dump(mode="json") == chosen
     written = yaml.safe_load(load_spec("customers").to_yaml())
     assert written["training"]["learn_from"] == {"latest": True}
+
+
+def test_more_uploads_than_a_sagemaker_job_takes_are_answered_not_retried(
+    tmp_path: Path,
+) -> None:
+    """learn_from asks for more versions than CreateTrainingJob has channels: the real
+    launcher (on botocore's Stubber, which fails on any call not queued, so no
+    CreateTrainingJob is sent) refuses it, and train-launch answers with a failed
+    TrainingCompleted saying what to change (a retry would fail the same way)."""
+    from botocore.stub import Stubber
+
+    from shared.adapters.aws import aws_client
+    from shared.adapters.sagemaker_training import SageMakerTrainingLauncher
+    from shared.events import TrainingCompleted
+    from shared.settings import Settings
+    from tests.unit.test_training_job_request import CFG
+
+    room = value("aws.sagemaker.training_input_channels")["max"] - 1
+    lineage = MemoryLineage()
+    shas = [f"{i:02x}" * 32 for i in range(room + 1)]
+    for i, sha in enumerate(shas):
+        validated(lineage, sha, f"2026-10-{i + 1:02d}")
+    sm, sq = aws_client("sagemaker", Settings()), aws_client("service-quotas", Settings())
+    bus = MemoryBus()
+    svc = TrainLaunchService(
+        SageMakerTrainingLauncher(sm, sq, CFG),
+        bus,
+        lineage,
+        backend="sagemaker",
+        specs_dir=_specs(tmp_path, {"last": 99}),
+    )
+    with Stubber(sm) as sm_stub, Stubber(sq) as sq_stub:
+        sm_stub.add_client_error("describe_training_job", "ValidationException", "not found")
+        sq_stub.add_response("list_service_quotas", {"Quotas": []})
+        out = svc.handle(event(shas[-1]))
+        sm_stub.assert_no_pending_responses()
+    assert (out.status, out.reason) == ("refused", "too_many_training_inputs")
+    [failed] = bus.events
+    assert isinstance(failed, TrainingCompleted)
+    assert failed.status == "Failed"
+    assert "learn_from" in (failed.reason or "")
+    assert [r for r in lineage.list("customers") if r.kind == "train"] == []
