@@ -911,10 +911,6 @@ def dataset_validate(
         sys.exit(EXIT_REJECTED)
 
 
-if __name__ == "__main__":
-    main()
-
-
 ServeAuth = Literal["none", "sigv4", "entra"]
 
 
@@ -1514,3 +1510,9 @@ def local_alerts(wait: float, as_json: bool) -> None:
             click.echo(a["message"])
 
     _emit(as_json, {"ok": True, "topic": topic, "alerts": alerts}, text)
+
+
+# Last, so that `python -m shared.cli` has every verb and helper defined before it runs
+# (halfway down, it ran before `_caller_principal` and the verbs after it existed).
+if __name__ == "__main__":
+    main()

@@ -219,3 +219,21 @@ def test_upload_again_says_a_new_attempt_runs_only_when_the_last_job_failed(
     assert ("a new attempt will run" in r.output) is retried, r.output
     assert ("nothing new will run" in r.output) is not retried, r.output
     assert r.exit_code == (0 if retried else 1), r.output
+
+
+def test_python_m_shared_cli_runs_with_every_verb_defined() -> None:
+    """`python -m shared.cli` (how the tests and the demo run the CLI) ran `main()` from
+    the middle of the module, before the verbs and helpers after it existed: `dhow
+    train` failed with NameError: _caller_principal."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "--help"],
+        cwd=root, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    listed = {line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(main.commands), (listed, set(main.commands))
+    source = (root / "shared/cli.py").read_text()
+    assert source.rstrip().endswith('if __name__ == "__main__":\n    main()')
