@@ -228,12 +228,16 @@ def test_a_check_is_its_window_and_trigger_not_chance() -> None:
     }
     assert drift_check_id("customers", start, end, "schedule") not in others
     assert len(others) == 4
-    # The schedule's time for the run, else the end of the minute a person asked in: a
-    # `dhow drift run` right after traffic sees that traffic (the minute's start did not).
+    # The schedule's time for the run, else the moment a person asked: a `dhow drift run`
+    # right after traffic sees that traffic (the minute's start did not), and a second run
+    # seconds later is a check of its own.
     assert window_end(T0, T0 + timedelta(minutes=90)) == T0
     asked = T0 + timedelta(seconds=42, microseconds=7)
-    assert window_end(None, asked) == T0 + timedelta(minutes=1)
-    assert window_end(None, asked) > asked
+    assert window_end(None, asked) == asked
+    later = asked + timedelta(seconds=5)
+    assert drift_check_id("customers", start, window_end(None, asked), "alice") != (
+        drift_check_id("customers", start, window_end(None, later), "alice")
+    )
 
 
 def test_one_scheduled_run_delivered_twice_is_one_check(world: World, quick_report: None) -> None:
