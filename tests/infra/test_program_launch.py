@@ -92,8 +92,16 @@ def deployed_functions(config: dict[str, str]) -> set[str]:
     topo = build_topology(config["dhow:stage"])
     specs = stack_config(config["dhow:cloud"]).specs
     served = {s.name for s in specs if s.serving.target == "lambda"}
+    from shared.adapters.codedeploy import serve_function_name
+    from shared.identifiers import family_head
+
+    # The serve function is deployed once per dataset under the stage's prefix family
+    # (dhow-<stage>--serve-<dataset>), the name CodeDeploy and the alarms are matched by.
+    serve = [f for f in topo.functions if f.trigger_queue is None]
     return {f.name for f in topo.functions if f.trigger_queue} | {
-        f"{f.name}-{name}" for f in topo.functions if f.trigger_queue is None for name in served
+        serve_function_name(family_head(config["dhow:stage"]), name)
+        for _ in serve
+        for name in served
     }
 
 

@@ -212,7 +212,7 @@ class RecordingStore:
     def upload_file(self, ref: Any, path: Path, metadata: Any = None) -> None:
         self._rec("s3:PutObject", ref)
 
-    def put_bytes(self, ref: Any, data: bytes, metadata: Any = None) -> None:
+    def put_bytes(self, ref: Any, data: bytes, metadata: Any = None, **headers: Any) -> None:
         self._rec("s3:PutObject", ref)
 
     def __getattr__(self, name: str) -> Any:
