@@ -260,7 +260,9 @@ class S3ObjectStore(ObjectStore):
             etag=r["ETag"].strip('"'),
             metadata=r.get("Metadata", {}),
             sha256=_full_object_sha256(r),
-            version_id=r.get("VersionId"),
+            # "null" (written while versioning was off) is overwritten in place: it pins
+            # nothing, so reads fall back to If-Match (fact aws.s3.event_version_id).
+            version_id=None if r.get("VersionId") in (None, "", "null") else r["VersionId"],
         )
 
     def read_prefix(self, ref: ObjectRef, length: int, *, pin: ObjectPin | None = None) -> bytes:
@@ -378,6 +380,10 @@ class S3ObjectStore(ObjectStore):
                 CopySource=copy_source,  # type: ignore[arg-type]
                 Metadata=dict(metadata or {}),
                 MetadataDirective="REPLACE",
+                # Not the uploader's tags (COPY is the default, aws.s3.copy_tagging_default):
+                # copying them would also need s3:GetObjectTagging and s3:PutObjectTagging,
+                # which no function holds, so a tagged upload would fail into the DLQ.
+                TaggingDirective=cloud_fact("aws.s3.copy_tagging_default")["dhow_sends"],
                 **condition,
             )
         except ClientError as exc:

@@ -136,3 +136,48 @@ def test_head_asks_for_the_checksum_and_names_a_403() -> None:
         with pytest.raises(StorageAccessDenied) as info:
             S3ObjectStore(s3).head(ObjectRef(container="raw", key="k"))
     assert "s3:ListBucket" in info.value.hint
+
+
+def test_the_staged_copy_does_not_carry_the_uploader_s_tags() -> None:
+    """CopyObject copies the source's tags unless told otherwise (fact
+    aws.s3.copy_tagging_default), which in the cloud also needs s3:GetObjectTagging and
+    s3:PutObjectTagging that no function holds: a tagged upload would have failed into
+    the DLQ. The copy replaces them with none."""
+    from shared.cloud_facts import value
+    from shared.events import ObjectRef
+
+    assert value("aws.s3.copy_tagging_default")["default"] == "COPY"
+    s3 = aws_client("s3", SETTINGS)
+    for bucket in ("raw", "staging"):
+        s3.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "me-central-1"}
+        )
+    s3.put_object(Bucket="raw", Key="d.csv", Body=b"a\n1\n", Tagging="owner=mallory&x=1")
+    S3ObjectStore(s3).copy(
+        ObjectRef(container="raw", key="d.csv"), ObjectRef(container="staging", key="d.csv")
+    )
+    assert s3.get_object_tagging(Bucket="staging", Key="d.csv")["TagSet"] == []
+    assert s3.get_object(Bucket="staging", Key="d.csv")["Body"].read() == b"a\n1\n"
+
+
+def test_a_null_version_pins_nothing() -> None:
+    """An object written before versioning was on has the version id "null", which a later
+    PUT overwrites in place (fact aws.s3.event_version_id): HEAD reports no version, so
+    reads are pinned by ETag instead. (moto omits the version of such an object; S3's
+    answer is stubbed through botocore's own model.)"""
+    from botocore.stub import Stubber
+
+    from shared.events import ObjectRef
+
+    s3 = aws_client("s3", SETTINGS)
+    store = S3ObjectStore(s3)
+    with Stubber(s3) as stub:
+        for version in ("null", "3sL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY"):
+            stub.add_response(
+                "head_object",
+                {"ContentLength": 4, "ETag": '"abc"', "VersionId": version, "Metadata": {}},
+            )
+        assert store.head(ObjectRef(container="raw", key="d.csv")).version_id is None
+        pinned = store.head(ObjectRef(container="raw", key="d.csv"))
+    assert pinned.version_id == "3sL4kqtJlcpXroDTDmJ-rmSpXd3dIbrHY"
+    assert pinned.etag == "abc"
