@@ -3,6 +3,7 @@ resource exists: a region or location outside the UAE stops the program here."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -141,6 +142,17 @@ def check(
         specs = tuple(load_spec(name, directory) for name in names)
     except DhowError as exc:
         raise StackConfigError(str(exc)) from None
+    if cloud == "aws":
+        _check_dataset_names(stage, [spec.name for spec in specs])
+    for arn in rest.get("queue_operators") or ():
+        # aws:PrincipalArn is the role's ARN with its path, never the session's: an IAM
+        # Identity Center role lives under role/aws-reserved/sso.amazonaws.com/<region>/.
+        if not isinstance(arn, str) or not _OPERATOR_ARN.fullmatch(arn):
+            raise StackConfigError(
+                f"dhow:queueOperators has {arn!r}: list IAM role or user ARNs (wildcards "
+                "allowed), e.g. arn:aws:iam::<account>:role/aws-reserved/sso.amazonaws.com/"
+                "*/AWSReservedSSO_<permission set>_*"
+            )
     return StackConfig(
         cloud=cloud,  # type: ignore[arg-type]
         stage=stage,
@@ -150,3 +162,49 @@ def check(
         arch=arch,  # type: ignore[arg-type]
         **rest,  # type: ignore[arg-type]
     )
+
+
+_OPERATOR_ARN = re.compile(r"arn:aws:iam::(\d{12}|\*):(role|user)/[\w+=,.@/*-]+")
+
+
+def dataset_resource_names(stage: str, dataset: str) -> dict[tuple[str, str, str], str]:
+    """The AWS names the stack makes for one dataset, each keyed by the service, the
+    operation that creates it and the member holding it in botocore's model."""
+    from shared.adapters.codedeploy import serve_function_name
+    from shared.identifiers import family_head
+    from shared.topology import build_topology
+
+    served = serve_function_name(family_head(stage), dataset)
+    out: dict[tuple[str, str, str], str] = {
+        ("lambda", "CreateFunction", "FunctionName"): served,
+        ("iam", "CreateRole", "RoleName"): f"{served}-fn",
+    }
+    for sched in build_topology(stage).schedules:
+        out[("scheduler", "CreateSchedule", "Name")] = max(
+            out.get(("scheduler", "CreateSchedule", "Name"), ""),
+            sched.name_for(dataset),
+            key=len,
+        )
+    return out
+
+
+def _check_dataset_names(stage: str, datasets: list[str]) -> None:
+    """Refuse, before anything is created, a dataset whose names one of the services would
+    refuse (a dataset name may have 63 characters; a schedule's or a function's name
+    holds 64 in all, stage and prefixes included), with each limit read from botocore's
+    model of the API that creates the name, not written here."""
+    from botocore.session import get_session
+
+    session = get_session()
+    for dataset in datasets:
+        for (service, operation, member), name in dataset_resource_names(stage, dataset).items():
+            shape = session.get_service_model(service).operation_model(operation).input_shape
+            assert shape is not None, (service, operation)
+            limit = int(shape.members[member].metadata.get("max", 10**6))
+            if len(name) > limit:
+                raise StackConfigError(
+                    f"dataset {dataset!r} makes the {service} name {name!r} "
+                    f"({len(name)} characters), over the {limit} {operation} takes: "
+                    f"shorten the dataset name by {len(name) - limit} or the stage "
+                    f"{stage!r}",
+                )

@@ -125,7 +125,11 @@ class Monitoring(pulumi.ComponentResource):
                 treat_missing_data="notBreaching",
                 alarm_description=(
                     f"messages in {q.dlq_name}: read them with `aws sqs receive-message`, "
-                    "then redrive with `aws sqs start-message-move-task`"
+                    "then, as a role listed in dhow:queueOperators (the queues deny every "
+                    "other sender), redrive with `aws sqs start-message-move-task "
+                    f"--source-arn <{q.dlq_name} arn> --destination-arn <{q.name} arn>` "
+                    "(EventBridge's and Scheduler's dead letters have no source queue to "
+                    "return to by default)"
                 ),
                 alarm_actions=[alerts.arn],
                 opts=child,
