@@ -144,7 +144,8 @@ def check(
         raise StackConfigError(str(exc)) from None
     if cloud == "aws":
         _check_dataset_names(stage, [spec.name for spec in specs])
-    for arn in rest.get("queue_operators") or ():
+    operators = rest.get("queue_operators") or ()
+    for arn in operators if isinstance(operators, tuple | list) else [operators]:
         # aws:PrincipalArn is the role's ARN with its path, never the session's: an IAM
         # Identity Center role lives under role/aws-reserved/sso.amazonaws.com/<region>/.
         if not isinstance(arn, str) or not _OPERATOR_ARN.fullmatch(arn):
