@@ -86,3 +86,7 @@ INFERENCE_IMAGE_URI = "DHOW_INFERENCE_IMAGE_URI"
 LOCAL_MINUTE_SECONDS = "DHOW_LOCAL_MINUTE_SECONDS"
 # The local router's port (the platform's own; Azure's local deployer reads its counts).
 ROUTER_PORT = "DHOW_ROUTER_PORT"
+
+# A dataset's name as an upload's key names it (datasets/<dataset>/...): what ingest
+# accepts, and so all a message naming a dataset may hold before a store is queried by it.
+DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"

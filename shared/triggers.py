@@ -24,7 +24,7 @@ from urllib.parse import unquote, unquote_plus, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.constants import EVENT_SOURCE
+from shared.constants import DATASET_NAME_PATTERN, EVENT_SOURCE
 from shared.errors import EventParseError
 from shared.events import ObjectRef, PipelineEvent, parse_pipeline_event
 from shared.ports import DeploymentStateChange, LineageRecord, LineageStore, ValidationJobEnded
@@ -319,16 +319,22 @@ def timer_drift_requests(
     return requests
 
 
-def parse_drift_request(payload: str | bytes | Json) -> DriftRequest:
-    """A schedule's ``{"dataset": ...}`` message (or a direct invocation's payload)."""
-    data = _loads(payload)
+def _schedule_message[M: BaseModel](
+    model: type[M], payload: str | bytes | Json, what: str, sender: str
+) -> M:
+    """A schedule's ``{"dataset": ...}`` body as ``model``, or why it is not one."""
     try:
-        return DriftRequest.model_validate(data)
+        return model.model_validate(_loads(payload))
     except ValueError as exc:
         raise EventParseError(
-            f"not a drift check request: {str(exc).splitlines()[0]}",
-            hint='the schedule sends {"dataset": "<name>"}',
+            f"not a {what}: {str(exc).splitlines()[0]}",
+            hint=f'{sender} sends {{"dataset": "<name>"}}',
         ) from exc
+
+
+def parse_drift_request(payload: str | bytes | Json) -> DriftRequest:
+    """A schedule's ``{"dataset": ...}`` message (or a direct invocation's payload)."""
+    return _schedule_message(DriftRequest, payload, "drift check request", "the schedule")
 
 
 class ValidationSweepRequest(BaseModel):
@@ -339,7 +345,7 @@ class ValidationSweepRequest(BaseModel):
 
     # A dataset name as ingest accepts one: the sweep reads lineage by it, and a name
     # that is not one never reaches a store's query.
-    dataset: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    dataset: str = Field(pattern=DATASET_NAME_PATTERN)
     # The run's time EventBridge Scheduler writes in, as for the drift schedule; unused:
     # a sweep reads the platform's state now, whichever run it is.
     period: datetime | None = None
@@ -354,14 +360,9 @@ def is_validation_sweep_request(payload: str | bytes | Json) -> bool:
 
 
 def parse_validation_sweep_request(payload: str | bytes | Json) -> ValidationSweepRequest:
-    data = _loads(payload)
-    try:
-        return ValidationSweepRequest.model_validate(data)
-    except ValueError as exc:
-        raise EventParseError(
-            f"not a validation sweep request: {str(exc).splitlines()[0]}",
-            hint='the validate_sweep schedule sends {"dataset": "<name>"}',
-        ) from exc
+    return _schedule_message(
+        ValidationSweepRequest, payload, "validation sweep request", "the validate_sweep schedule"
+    )
 
 
 class TrainingJobEnded(BaseModel):

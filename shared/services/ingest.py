@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from shared.constants import DATASET_NAME_PATTERN
 from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.identifiers import checked_correlation_id
@@ -64,7 +65,7 @@ FORMATS_BY_SUFFIX: dict[str, DatasetFormat] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
 }
-_DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_DATASET_RE = re.compile(DATASET_NAME_PATTERN)
 # AWS's "safe" key characters plus space, '=' and '+'; nothing that a shell,
 # URL or path join could read as a separator.
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9!_.*'()=+,-][A-Za-z0-9 !_.*'()=+,-]*$")
