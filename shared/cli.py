@@ -961,6 +961,24 @@ def _predict_url(dataset: str, url: str | None) -> tuple[str, ServeAuth]:
     return f"{ROUTER_URL}/datasets/{dataset}/predict", "none"
 
 
+def _entra_token(credential: Any | None, scope: str, audience: str, hint: str) -> str:
+    """A Microsoft Entra token for ``scope`` from ``credential`` (DefaultAzureCredential
+    when None: az login, a managed identity, the environment's service principal), or a
+    ``no_credentials`` error saying what to do."""
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    try:
+        return str(credential.get_token(scope).token)
+    except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
+        raise DhowError(
+            f"no Microsoft Entra token{audience}: {exc}".splitlines()[0],
+            hint=hint,
+            reason="no_credentials",
+        ) from exc
+
+
 def _entra_headers(credential: Any | None = None) -> dict[str, str]:
     """An online endpoint's (AADToken) headers: a Microsoft Entra token for the
     ml.azure.com audience, from ``credential`` (DefaultAzureCredential when None: az
@@ -968,19 +986,13 @@ def _entra_headers(credential: Any | None = None) -> dict[str, str]:
     from shared.cloud_facts import value
 
     rule = value("azure.serving.scoring_token_audience")
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    try:
-        token = credential.get_token(rule["scope"]).token
-    except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
-        raise DhowError(
-            f"no Microsoft Entra token for {rule['audience']}: {exc}".splitlines()[0],
-            hint="the endpoint takes Entra tokens; log in (az login) with an identity that "
-            "holds the endpoint's score action",
-            reason="no_credentials",
-        ) from exc
+    token = _entra_token(
+        credential,
+        rule["scope"],
+        f" for {rule['audience']}",
+        hint="the endpoint takes Entra tokens; log in (az login) with an identity that "
+        "holds the endpoint's score action",
+    )
     return {
         "content-type": "application/json",
         rule["header"]: f"{rule['scheme']} {token}",
@@ -1027,18 +1039,12 @@ def _caller_principal(
                 "under the identity AWS authenticates",
                 reason="no_credentials",
             ) from exc
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    try:
-        token = credential.get_token("https://storage.azure.com/.default").token
-    except Exception as exc:  # azure-identity's ClientAuthenticationError and kin
-        raise DhowError(
-            f"no Microsoft Entra token: {exc}".splitlines()[0],
-            hint="log in (az login): actions are recorded under the identity Entra authenticates",
-            reason="no_credentials",
-        ) from exc
+    token = _entra_token(
+        credential,
+        "https://storage.azure.com/.default",
+        "",
+        hint="log in (az login): actions are recorded under the identity Entra authenticates",
+    )
     claims = _jwt_claims(token)
     oid = claims.get("oid")
     if not oid:
