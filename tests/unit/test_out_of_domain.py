@@ -35,37 +35,10 @@ from shared.services.drift import DriftService
 from shared.serving import MAX_BATCH_ROWS, MAX_BODY_BYTES, LoadedModel, ModelSlot
 from shared.specs import DatasetSpec, infer
 from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+from tests.unit.test_spec_inference import breast_cancer, gapminder, tips, wine
 
 CAPTURE, REPORTS, CURATED = "dhow-t-capture", "dhow-t-reports", "dhow-t-curated"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-def breast_cancer() -> pd.DataFrame:
-    from sklearn.datasets import load_breast_cancer
-
-    frame: pd.DataFrame = load_breast_cancer(as_frame=True).frame
-    return frame
-
-
-def wine() -> pd.DataFrame:
-    from sklearn.datasets import load_wine
-
-    frame: pd.DataFrame = load_wine(as_frame=True).frame
-    return frame
-
-
-def tips() -> pd.DataFrame:
-    import plotly.data  # type: ignore[import-untyped]  # plotly ships no type hints
-
-    frame: pd.DataFrame = plotly.data.tips()
-    return frame
-
-
-def gapminder() -> pd.DataFrame:
-    import plotly.data
-
-    frame: pd.DataFrame = plotly.data.gapminder()
-    return frame
 
 
 def split(frame: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
