@@ -35,19 +35,10 @@ from shared.specs import load_spec
 from shared.validation import validate_file
 from tests.faults.ledger import Ledger
 from tests.helpers import ROOT, MemoryLineage, MemoryStore, load_event, train_artifact
+from tests.unit.test_serving import ROW
 
 SPEC = load_spec("customers")
 MODELS = "dhow-t-models"
-ROW = {
-    "customer_id": "C-1",
-    "age": 41,
-    "tenure_months": 3,
-    "monthly_spend_aed": 120.5,
-    "support_calls": 7,
-    "segment": "bronze",
-    "emirate": "dubai",
-    "has_mobile_app": False,
-}
 ROW_JSON = json.dumps(ROW)
 DEEP = 100_000
 
