@@ -42,26 +42,17 @@ from typing import Any
 
 from shared.canary import stdout_line
 from shared.events import ObjectRef
+from shared.layout import (
+    capture_key,
+    capture_prefix,
+    endpoint_capture_prefix,
+    endpoint_variant_prefix,
+    hour_prefix,
+)
 from shared.ports import ObjectStore
 from shared.specs import DatasetSpec
 
 log = logging.getLogger(__name__)
-
-CAPTURE_PREFIX = "datasets/"
-# The folder of a dataset's prefix that a SageMaker endpoint's data capture writes to
-# (a Lambda's hours, YYYY/, never start with a letter).
-ENDPOINT_CAPTURE_DIR = "endpoint"
-
-
-def capture_prefix(dataset: str) -> str:
-    """Where every capture of ``dataset`` lives, whichever way it is served."""
-    return f"{CAPTURE_PREFIX}{dataset}/"
-
-
-def endpoint_capture_prefix(dataset: str) -> str:
-    """The key prefix a SageMaker endpoint's ``DestinationS3Uri`` names: SageMaker adds
-    ``/<endpoint>/<variant>/YYYY/MM/DD/HH/`` below it."""
-    return f"{capture_prefix(dataset)}{ENDPOINT_CAPTURE_DIR}"
 
 
 def endpoint_capture_uri(bucket: str, dataset: str) -> str:
@@ -173,10 +164,7 @@ class InferenceCapture:
         if not rows:
             return 0
         stamp = self._now()
-        key = (
-            f"{capture_prefix(self._dataset)}{stamp:%Y/%m/%d/%H}/"
-            f"{stamp:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"
-        )
+        key = capture_key(self._dataset, stamp, uuid.uuid4().hex[:8])
         body = "\n".join(json.dumps(r, default=str) for r in rows).encode() + b"\n"
         try:
             self._store.put_bytes(ObjectRef(container=self._container, key=key), body)
@@ -401,7 +389,7 @@ def _endpoint_folders(store: ObjectStore, container: str, dataset: str) -> list[
     for key in store.list_keys(container, base):
         parts = key.removeprefix(base).split("/")
         if len(parts) > 2:
-            return [f"{base}{parts[0]}/{parts[1]}/"]
+            return [endpoint_variant_prefix(dataset, parts[0], parts[1])]
     return []
 
 
@@ -437,7 +425,7 @@ def read_window(
     for folder in folders:
         hour = first
         while hour < end:
-            keys.extend(store.list_keys(container, f"{folder}{hour:%Y/%m/%d/%H}/"))
+            keys.extend(store.list_keys(container, hour_prefix(folder, hour)))
             hour += timedelta(hours=1)
     return [
         r

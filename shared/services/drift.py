@@ -54,6 +54,7 @@ from shared.capture import out_of_domain, read_window
 from shared.drift import ColumnKind, DriftVerdict, compare, feature_kinds
 from shared.errors import DhowError, ObjectMissing, WorkInProgress
 from shared.events import DriftChecked, DriftDetected, ObjectRef
+from shared.layout import DatasetVersion, drift_report_key, drift_summary_key
 from shared.ports import (
     AlertChannel,
     EventBus,
@@ -213,9 +214,16 @@ class DriftService:
                 hint="retrain it (`dhow train DATASET`): newer versions record their data",
             )
         data = ObjectRef.from_uri(curated)
-        ref = ObjectRef(
-            container=data.container, key=f"{data.key.rsplit('/', 1)[0]}/reference.parquet"
-        )
+        version = DatasetVersion.from_key(data.key)
+        if version is None:
+            raise DhowError(
+                f"model v{champion.version} of {champion.dataset} was trained on {curated}, "
+                "which is not a validated dataset version's curated data, so there is no "
+                "reference beside it to compare with",
+                reason="no_reference",
+                hint="retrain it (`dhow train DATASET`) on data that validation curated",
+            )
+        ref = ObjectRef(container=data.container, key=version.reference_key)
         with tempfile.TemporaryDirectory(prefix="dhow-drift-") as tmp:
             path = Path(tmp) / "reference.parquet"
             try:
@@ -517,10 +525,9 @@ class DriftService:
                     action = d.policy
 
         # Report and summary under the check's own keys: a redelivery rewrites the same two.
-        base = f"drift/{dataset}/{check_id}"
         report = None
         if verdict.verdict != "insufficient_data":
-            report = ObjectRef(container=self._reports, key=f"{base}/report.html")
+            report = ObjectRef(container=self._reports, key=drift_report_key(dataset, check_id))
             # evidently is imported here only: a check without a verdict never pays for it.
             from shared.drift_report import REPORT_CONTENT_TYPE, REPORT_DISPOSITION, render_html
 
@@ -535,7 +542,7 @@ class DriftService:
                 content_type=REPORT_CONTENT_TYPE,
                 content_disposition=REPORT_DISPOSITION,
             )
-        summary = ObjectRef(container=self._reports, key=f"{base}/summary.json")
+        summary = ObjectRef(container=self._reports, key=drift_summary_key(dataset, check_id))
         outcome = DriftOutcome(
             check_id=check_id,
             dataset=dataset,

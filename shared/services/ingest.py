@@ -42,6 +42,7 @@ from shared.constants import DATASET_NAME_PATTERN
 from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.identifiers import checked_correlation_id
+from shared.layout import DatasetVersion
 from shared.ports import (
     EventBus,
     LineageRecord,
@@ -241,16 +242,15 @@ class IngestService:
             checked_correlation_id(info.metadata.get(UPLOAD_ID_META), source=UPLOAD_ID_META)
             or f"sha256-{sha[:16]}"
         )
-        staged = ObjectRef(
-            container=self._staging, key=f"{DATASETS_PREFIX}{dataset}/sha256={sha}/data.{fmt}"
-        )
+        version = DatasetVersion(dataset, sha)
+        staged = ObjectRef(container=self._staging, key=version.staged_key(fmt))
         row = LineageRecord(
             dataset=dataset,
             record_id=ingest_record_id(sha),
             kind="ingest",
             status="claimed",
             attributes={
-                "version": sha[:12],
+                "version": version.version,
                 "sha256": sha,
                 "size_bytes": info.size,
                 "format": fmt,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, DatasetValidated, ObjectRef
+from shared.layout import DatasetVersion
 from shared.ports import (
     EventBus,
     LineageRecord,
@@ -52,7 +52,6 @@ from shared.ports import (
 from shared.services import claims
 from shared.services.claims import Claim, claim, complete, renewing
 from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
-from shared.topology import DATASETS_PREFIX
 from shared.validation import FileFormat, ValidationReport, validate_file
 
 log = logging.getLogger(__name__)
@@ -62,9 +61,6 @@ log = logging.getLogger(__name__)
 # (shared.topology.validate_tmp_mb), and 2 GiB of CSV validates well within 15 minutes.
 DEFAULT_INLINE_MAX_BYTES = 2 * 1024**3
 DEFAULT_CHUNK_ROWS = 100_000
-_STAGED_KEY = re.compile(
-    rf"^{DATASETS_PREFIX}(?P<dataset>[a-z0-9][a-z0-9_-]{{0,62}})/sha256=(?P<sha>[0-9a-f]{{64}})/data\.[a-z]+$"
-)
 
 # Reason codes of a managed job that ended without a result, with what to do.
 # Uploading the same bytes again starts a new attempt (a new job); see ValidateService.handle.
@@ -122,15 +118,13 @@ def _first_event_id(sha256: str) -> str:
 def job_result_ref(staged: ObjectRef, dataset: str, sha256: str) -> ObjectRef:
     """Where a managed job leaves its ``ValidationResult``: beside the staged data, under a
     prefix of its own, so the job needs to write nothing else in the staging bucket."""
-    return ObjectRef(
-        container=staged.container, key=f"validation-jobs/{dataset}/sha256={sha256}/result.json"
-    )
+    return ObjectRef(container=staged.container, key=DatasetVersion(dataset, sha256).job_result_key)
 
 
 def staged_identity(staged: ObjectRef) -> tuple[str, str] | None:
     """``(dataset, sha256)`` of a content-addressed staged key, or None for any other key."""
-    m = _STAGED_KEY.match(staged.key)
-    return (m.group("dataset"), m.group("sha")) if m else None
+    version = DatasetVersion.from_staged_key(staged.key)
+    return (version.dataset, version.sha256) if version else None
 
 
 class ValidationResult(BaseModel):
@@ -191,7 +185,7 @@ class StagedFileValidator:
         local: Path,
         staged: ObjectRef,
     ) -> ValidationResult:
-        base = f"{DATASETS_PREFIX}{dataset}/sha256={sha256}"
+        version = DatasetVersion(dataset, sha256)
         spec_version = spec.spec_version
         with tempfile.TemporaryDirectory(prefix="dhow-validate-") as tmp:
             run = validate_file(
@@ -206,13 +200,13 @@ class StagedFileValidator:
                 return self.quarantine(run.report, sha256, staged, local)
             assert run.curated is not None
             meta = {"sha256": sha256, "spec_version": spec_version}
-            curated = ObjectRef(container=self._curated, key=f"{base}/data.parquet")
+            curated = ObjectRef(container=self._curated, key=version.curated_key)
             self._store.upload_file(curated, run.curated, meta)
             reference = None
             if run.reference is not None:
-                reference = ObjectRef(container=self._curated, key=f"{base}/reference.parquet")
+                reference = ObjectRef(container=self._curated, key=version.reference_key)
                 self._store.upload_file(reference, run.reference, meta)
-            profile = ObjectRef(container=self._curated, key=f"{base}/profile.json")
+            profile = ObjectRef(container=self._curated, key=version.profile_key)
             self._store.put_bytes(
                 profile,
                 json.dumps(run.profile, indent=2).encode(),
@@ -236,9 +230,9 @@ class StagedFileValidator:
         """Copy the file to quarantine with its report beside it (the staged copy stays)."""
         assert report.reason is not None
         name = staged.key.rsplit("/", 1)[-1]
-        base = f"{DATASETS_PREFIX}{report.dataset}/sha256={sha256}"
-        quarantined = ObjectRef(container=self._quarantine, key=f"{base}/{name}")
-        report_ref = ObjectRef(container=self._quarantine, key=f"{quarantined.key}.report.json")
+        version = DatasetVersion(report.dataset, sha256)
+        quarantined = ObjectRef(container=self._quarantine, key=version.quarantined_key(name))
+        report_ref = ObjectRef(container=self._quarantine, key=version.quarantine_report_key(name))
         meta = {"sha256": sha256, "reason": report.reason}
         # The bytes are on disk already: upload them rather than read them from staging again.
         if local is not None:

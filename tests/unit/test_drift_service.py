@@ -19,6 +19,7 @@ from shared.adapters.aws import CloudWatchMetrics, SnsAlerts, aws_client
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.capture import InferenceCapture
 from shared.events import DriftChecked, DriftDetected, ObjectRef
+from shared.layout import DatasetVersion
 from shared.services.drift import (
     POLICY_RECORD,
     DriftService,
@@ -63,9 +64,10 @@ class World:
             specs_dir=specs,
             clock=lambda: self.now,
         )
-        key = "datasets/customers/abc123/data.parquet"
+        version = DatasetVersion("customers", "abc123" + "0" * 58)
+        key = version.curated_key
         self.store.upload_file(
-            ObjectRef(container=CURATED, key="datasets/customers/abc123/reference.parquet"),
+            ObjectRef(container=CURATED, key=version.reference_key),
             reference,
             {},
         )

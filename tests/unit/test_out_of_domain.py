@@ -29,6 +29,7 @@ from shared.capture import InferenceCapture, read_captures
 from shared.cloud_facts import value
 from shared.drift import compare, feature_kinds
 from shared.events import ObjectRef
+from shared.layout import DatasetVersion
 from shared.ports import AlertChannel, MetricPoint, MetricsSink, ModelVersion
 from shared.serve_app import create_app
 from shared.services.drift import DriftService
@@ -306,14 +307,15 @@ def test_flagged_rows_are_captured_and_counted_by_the_drift_check(tmp_path: Path
     reference = part[list(kinds)].reset_index(drop=True)
     local = tmp_path / "reference.parquet"
     reference.to_parquet(local)
-    store.upload_file(ObjectRef(container=CURATED, key="d/cancer/x/reference.parquet"), local, {})
+    version = DatasetVersion("cancer", "a" * 64)
+    store.upload_file(ObjectRef(container=CURATED, key=version.reference_key), local, {})
     registry = LineageModelRegistry(MemoryLineage())
     registry.register(
         "cancer",
         artifact="s3://dhow-t-models/m.tar.gz",
         image="local:dummy",
         metrics={},
-        lineage={"curated": f"s3://{CURATED}/d/cancer/x/data.parquet"},
+        lineage={"curated": f"s3://{CURATED}/{version.curated_key}"},
         status="Approved",
     )
     alerts = ListedAlerts()
