@@ -57,7 +57,7 @@ PrincipalSource = Literal[
     "platform", "storage", "claimed", "sts", "entra", "local", "unverified", "unrecorded"
 ]
 
-# The prefixes the CLI writes its caller's principal with (shared.cli._caller_principal),
+# The prefixes the CLI writes its caller's principal with (dhow_cli.identity.caller_principal),
 # so a recorded principal says how it was authenticated.
 STS_PREFIX, ENTRA_PREFIX, LOCAL_PREFIX, PLATFORM_PREFIX = "arn:", "entra:", "local:", "dhow:"
 # Kinds of rows that are state, not actions (see the module docstring).

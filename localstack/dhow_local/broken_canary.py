@@ -70,7 +70,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m dhow_local.broken_canary DATASET SAMPLE", file=sys.stderr)
         return 2
     dataset, sample = argv[1], Path(argv[2])
-    from shared.cli import _read_sample, resolve_settings
+    from dhow_cli.app import resolve_settings
+    from dhow_cli.datasets import read_sample
+
     from shared.specs import load_spec
     from shared.topology import build_topology
     from shared.wiring import build_model_registry, build_ports
@@ -101,7 +103,7 @@ def main(argv: list[str]) -> int:
         reason=f"demo: a card that asks for {MISSING_COLUMN}, which no request has",
     )
     spec = load_spec(dataset, settings.specs_dir)
-    frame = _read_sample(sample).drop(columns=[spec.target], errors="ignore")
+    frame = read_sample(sample).drop(columns=[spec.target], errors="ignore")
     rows: list[dict[str, Any]] = json.loads(frame.to_json(orient="records", date_format="iso"))
     predict = f"{ROUTER_URL}/datasets/{dataset}/predict"
     with httpx.Client(timeout=30) as client:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dhow_cli import main
+from dhow_cli.app import EXIT_PLATFORM
 from dhow_local import platform as pf
 from dhow_local import processes
 
-from shared.cli import EXIT_PLATFORM, main
 from tests.faults.ledger import Ledger
 from tests.unit.test_local_platform import Dummies, move_ports, spawn_marked
 

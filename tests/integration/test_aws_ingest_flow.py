@@ -218,7 +218,7 @@ def _dhow(*args: str, home: str) -> subprocess.CompletedProcess[str]:
     for k in ("DHOW_AWS_ENDPOINT_URL", "DHOW_AWS_DYNAMODB_ENDPOINT_URL"):
         env.pop(k, None)  # found through the platform state, as a user would
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "dhow_cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

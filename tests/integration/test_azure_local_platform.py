@@ -28,7 +28,7 @@ def dhow(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         "DHOW_ROUTER_PORT": "4572",
     }
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "dhow_cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -92,7 +92,7 @@ PEAK_AT_EXIT = (
     "    sys.stderr.write('PEAK_KB ' + hwm.split()[1] + '\\n')\n"
     "atexit.register(peak)\n"
     "sys.argv = ['dhow', *sys.argv[1:]]\n"
-    "runpy.run_module('shared.cli', run_name='__main__')\n"
+    "runpy.run_module('dhow_cli', run_name='__main__')\n"
 )
 
 

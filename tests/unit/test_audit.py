@@ -21,11 +21,12 @@ from azure.core.pipeline.transport import RequestsTransport, RequestsTransportRe
 from azure.data.tables import TableClient
 from botocore.stub import Stubber
 from click.testing import CliRunner
+from dhow_cli import main
+from dhow_cli.identity import caller_principal
 
 from shared.adapters.aws import DynamoLineageStore
 from shared.adapters.azure import TableLineageStore
 from shared.audit import AuditFilter, AuditTrail, entries_of, to_csv
-from shared.cli import _caller_principal, main
 from shared.cloud_facts import fact, value
 from shared.events import DatasetValidated, ObjectRef
 from shared.ports import (
@@ -358,7 +359,7 @@ def cli_lineage(monkeypatch: pytest.MonkeyPatch) -> MemoryLineage:
 
     ports = Ports()
     ports.lineage = lineage  # type: ignore[attr-defined]
-    monkeypatch.setattr("shared.cli.resolve_settings", lambda: Settings())
+    monkeypatch.setattr("dhow_cli.app.resolve_settings", lambda: Settings())
     monkeypatch.setattr("shared.wiring.build_ports", lambda _settings: ports)
     return lineage
 
@@ -418,10 +419,10 @@ def test_a_manual_rollback_records_the_authenticated_principal_not_dhow_user(
             return DeployOutcome("rolled_back", "d-1", 1)
 
     monkeypatch.setenv("DHOW_USER", "ceo")
-    monkeypatch.setattr("shared.cli.resolve_settings", lambda: Settings())
+    monkeypatch.setattr("dhow_cli.app.resolve_settings", lambda: Settings())
     monkeypatch.setattr("shared.wiring.build_deploy_service", lambda _s: Deploy())
     monkeypatch.setattr(
-        "shared.cli._caller_principal", lambda _s: "arn:aws:sts::1:assumed-role/Ops/amal"
+        "dhow_cli.identity.caller_principal", lambda _s: "arn:aws:sts::1:assumed-role/Ops/amal"
     )
     r = CliRunner().invoke(
         main, ["deploy", "rollback", "customers", "--reason", "bad v2", "--json"]
@@ -444,7 +445,7 @@ def test_on_aws_the_principal_is_the_arn_sts_returns() -> None:
             {"Arn": arn, "Account": "123456789012", "UserId": "AROAEXAMPLE:amal"},
             {},
         )
-        assert _caller_principal(Settings(), sts=sts) == arn
+        assert caller_principal(Settings(), sts=sts) == arn
 
 
 def _jwt(claims: dict[str, Any]) -> str:
@@ -469,17 +470,17 @@ def test_on_azure_the_principal_is_the_tokens_oid_and_name() -> None:
     rule = value("azure.entra.access_token_principal")
     azure = Settings(cloud="azure")
     oid = "00000000-0000-0000-0000-0000000000aa"
-    user = _caller_principal(
+    user = caller_principal(
         azure, credential=_Credential({rule["id"]: oid, "upn": "amal@contoso.ae"})
     )
     assert user == f"entra:amal@contoso.ae oid={oid}"
     # An app-only token has no upn: the client's id names it, beside its oid.
-    app = _caller_principal(azure, credential=_Credential({"oid": oid, "appid": "app-1"}))
+    app = caller_principal(azure, credential=_Credential({"oid": oid, "appid": "app-1"}))
     assert app == f"entra:app-1 oid={oid}"
     from shared.errors import DhowError
 
     with pytest.raises(DhowError, match="oid"):
-        _caller_principal(azure, credential=_Credential({"upn": "amal@contoso.ae"}))
+        caller_principal(azure, credential=_Credential({"upn": "amal@contoso.ae"}))
 
 
 def test_locally_the_principal_is_the_os_user_marked_unauthenticated(
@@ -488,7 +489,7 @@ def test_locally_the_principal_is_the_os_user_marked_unauthenticated(
     monkeypatch.setenv("DHOW_USER", "ceo")
     monkeypatch.setattr("getpass.getuser", lambda: "amal")
     local = Settings(aws_endpoint_url="http://localhost:4566")
-    assert _caller_principal(local) == "local:amal (unauthenticated)"
+    assert caller_principal(local) == "local:amal (unauthenticated)"
 
 
 # --- append-only, per store --------------------------------------------------------

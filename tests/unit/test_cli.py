@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from shared.cli import main
+from dhow_cli import main
 
 
 @pytest.fixture
@@ -141,7 +140,7 @@ def test_facts_lists_each_rule_with_its_source(runner: CliRunner) -> None:
 
 
 def test_the_lineage_names_who_storage_authenticated_not_who_the_metadata_claims() -> None:
-    from shared.cli import _uploader
+    from dhow_cli.models import _uploader
 
     # The metadata is the uploader's own say; the event's principal is storage's.
     spoofed = {
@@ -193,7 +192,8 @@ def test_upload_again_says_a_new_attempt_runs_only_when_the_last_job_failed(
     """Ingest announces a new upload of bytes whose validation job failed (a platform
     reason) and validate retries it; a rejected file stays rejected. The CLI said
     "nothing new will run" for both."""
-    from shared import cli
+    from dhow_cli import app
+
     from shared.artifacts import sha256_file
     from shared.ports import LineageRecord
     from shared.services.ingest import ingest_record_id
@@ -213,7 +213,7 @@ def test_upload_again_says_a_new_attempt_runs_only_when_the_last_job_failed(
             LineageRecord(dataset="customers", record_id=record_id, kind=kind, status=status)
         )
     ports = Ports(store=MemoryStore(), bus=MemoryBus(), lineage=lineage)
-    monkeypatch.setattr(cli, "resolve_settings", lambda: Settings())
+    monkeypatch.setattr(app, "resolve_settings", lambda: Settings())
     monkeypatch.setattr("shared.wiring.build_ports", lambda s, t=None: ports)
     r = runner.invoke(main, ["upload", str(sample), "--dataset", "customers"])
     assert ("a new attempt will run" in r.output) is retried, r.output
@@ -221,19 +221,19 @@ def test_upload_again_says_a_new_attempt_runs_only_when_the_last_job_failed(
     assert r.exit_code == (0 if retried else 1), r.output
 
 
-def test_python_m_shared_cli_runs_with_every_verb_defined() -> None:
-    """`python -m shared.cli` (how the tests and the demo run the CLI) ran `main()` from
-    the middle of the module, before the verbs and helpers after it existed: `dhow
-    train` failed with NameError: _caller_principal."""
+def test_python_m_dhow_cli_runs_with_every_verb_defined() -> None:
+    """`python -m dhow_cli` (how the tests run the CLI; it was `python -m shared.cli`):
+    `shared/cli.py` ran `main()` from the middle of the module, before the verbs and
+    helpers after it existed: `dhow train` failed with NameError: _caller_principal."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--help"],
+        [sys.executable, "-m", "dhow_cli", "--help"],
         cwd=root, capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     listed = {line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()}
     assert listed == set(main.commands), (listed, set(main.commands))
-    source = (root / "shared/cli.py").read_text()
+    source = (root / "localstack/dhow_cli/__main__.py").read_text()
     assert source.rstrip().endswith('if __name__ == "__main__":\n    main()')

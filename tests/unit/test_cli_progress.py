@@ -25,9 +25,9 @@ import pytest
 from azure.core.pipeline.transport import HttpResponse, HttpTransport
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueMessage
+from dhow_cli import app, main
 from moto import mock_aws
 
-from shared import cli
 from shared.adapters.aws import S3ObjectStore
 from shared.adapters.azure import BlobObjectStore, LocalEventGrid
 from shared.cloud_facts import value
@@ -41,6 +41,7 @@ from shared.events import (
     TrainingLaunched,
 )
 from shared.ports import ObjectStore
+from shared.services.ingest import UPLOAD_ID_META
 from shared.settings import Settings
 from shared.topology import build_topology
 from shared.wiring import Ports
@@ -97,7 +98,7 @@ def run(
     if stderr is not None:
         sys.stderr = stderr.stream
     try:
-        cli.main.main(args=list(args), prog_name="dhow", standalone_mode=False)
+        main.main(args=list(args), prog_name="dhow", standalone_mode=False)
     except SystemExit as exc:
         code = int(exc.code or 0)
     finally:
@@ -186,7 +187,7 @@ def test_upload_of_a_large_file_shows_the_bytes_sent_as_s3_reports_them(
         s3.create_bucket(
             Bucket=raw, CreateBucketConfiguration={"LocationConstraint": "me-central-1"}
         )
-        monkeypatch.setattr(cli, "resolve_settings", lambda: settings)
+        monkeypatch.setattr(app, "resolve_settings", lambda: settings)
         monkeypatch.setattr(
             "shared.wiring.build_ports", lambda s, t=None: _memory_ports(S3ObjectStore(s3))
         )
@@ -209,7 +210,7 @@ def test_upload_of_a_small_file_draws_no_bar(
     terminal: Terminal,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "resolve_settings", lambda: Settings())
+    monkeypatch.setattr(app, "resolve_settings", lambda: Settings())
     monkeypatch.setattr("shared.wiring.build_ports", lambda s, t=None: _memory_ports(MemoryStore()))
     code, out = run(capsys, "upload", str(SAMPLE), "--dataset", "customers", stderr=terminal)
     assert code == 0
@@ -310,13 +311,13 @@ def azure_stack(monkeypatch: pytest.MonkeyPatch) -> FakeAzureClients:
     clients = FakeAzureClients(topo.queue("events").name)
     grid = LocalEventGrid(clients, topo)  # type: ignore[arg-type]
     clients.queue(clients.events_queue).grid = grid
-    monkeypatch.setattr(cli, "resolve_settings", lambda: settings)
+    monkeypatch.setattr(app, "resolve_settings", lambda: settings)
     monkeypatch.setattr("shared.adapters.azure.azure_clients", lambda s: clients)
 
     class UploadStartsTheStory(MemoryStore):
         def upload_file(self, ref: ObjectRef, path: Path, metadata: Any = None, **kw: Any) -> None:
             super().upload_file(ref, path, metadata)
-            upload_id = dict(metadata or {})[cli.UPLOAD_ID_META]
+            upload_id = dict(metadata or {})[UPLOAD_ID_META]
             clients.queue(clients.events_queue).pipeline = _story(upload_id)
 
     monkeypatch.setattr(

@@ -17,9 +17,9 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 from click.testing import CliRunner
+from dhow_cli import main
+from dhow_cli.predict import _entra_headers, _predict_url, _serve_auth, _signed_headers
 
-from shared import cli
-from shared.cli import _entra_headers, _predict_url, _serve_auth, _signed_headers
 from shared.cloud_facts import value
 from shared.errors import DhowError
 
@@ -123,7 +123,7 @@ def _predict_through(
     monkeypatch.setattr(azure.identity, "DefaultAzureCredential", RecordingCredential)
     monkeypatch.setenv("DHOW_LOCAL_HOME", str(tmp_path))
     result = CliRunner().invoke(
-        cli.main,
+        main,
         ["predict", "customers", str(SAMPLE), "--url", url, "--limit", "40", "--batch-rows", "20"],
     )
     assert result.exit_code == 0, result.output

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from dhow_cli import main
 
-from shared.cli import main
 from shared.specs import MAX_INFERRED_CATEGORIES, infer, load_spec
 
 
