@@ -349,22 +349,14 @@ def compare(
     )
 
 
-_NUMERIC = ("int", "float", "uint")
-
-
 def feature_kinds(spec: DatasetSpec) -> dict[str, ColumnKind]:
-    """The columns a model sees, numeric or categorical, from the spec's schema.
+    """The columns a model sees, numeric or categorical, from the spec's column model.
 
-    The target is not an input, and unique columns (identifiers) always look new,
-    so neither is tested. Datetime columns are left out (evidently skips them too).
+    The target is not an input, and identifiers always look new, so neither is tested.
+    Datetime and duration columns are left out (evidently skips them too).
     """
-    kinds: dict[str, ColumnKind] = {}
-    for name, col in (spec.schema_doc.get("columns") or {}).items():
-        col = col or {}
-        if name == spec.target or col.get("unique"):
-            continue
-        dtype = str(col.get("dtype", "object")).lower()
-        if dtype.startswith("datetime") or dtype.startswith("timedelta"):
-            continue
-        kinds[name] = "num" if dtype.startswith(_NUMERIC) else "cat"
-    return kinds
+    return {
+        col.name: "num" if col.numeric else "cat"
+        for col in spec.column_model.values()
+        if col.role == "feature" and col.kind not in ("datetime", "duration")
+    }

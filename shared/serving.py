@@ -1,7 +1,7 @@
 """What the serve function knows about a model: which version, its verified bytes, and
 the shape of a request row, all derived from the registry and the dataset's spec.
 
-The request contract is built from the spec's pandera schema (every column but the
+The request contract is built from the spec's column model (every column but the
 target, with its type, bounds and categories), so a request that names a wrong
 column or sends a wrong type is refused with the column's name before the model
 sees it. Under ``serving.out_of_domain: accept`` a value past a bound or outside a
@@ -40,7 +40,7 @@ from shared.cloud_facts import value
 from shared.errors import DhowError
 from shared.events import ObjectRef
 from shared.ports import ModelRegistry, ModelVersion, ObjectStore
-from shared.specs import DatasetSpec
+from shared.specs import ColumnKind, DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +151,16 @@ def _shown(error: Any) -> dict[str, Any]:
     return shown
 
 
-def _python_type(dtype: str) -> Any:
-    # Strict: a request is the caller's own program talking, so "41" for an integer, 1 for
-    # a bool or 41.0 for an integer are its mistakes, answered as such, not guesses.
-    d = dtype.lower()
-    if d.startswith(("int", "uint")):
-        return StrictInt
-    if d.startswith("float"):
-        return StrictFloat  # an integer is a float too; inf and NaN are not (the config)
-    if d.startswith("bool"):
-        return StrictBool
-    if d.startswith("datetime"):
-        return datetime  # JSON has no datetime: an ISO 8601 string is how one is sent
-    return StrictStr
+# Strict: a request is the caller's own program talking, so "41" for an integer, 1 for
+# a bool or 41.0 for an integer are its mistakes, answered as such, not guesses. An
+# integer is a float too; inf and NaN are not (the config). JSON has no datetime: an ISO
+# 8601 string is how one is sent. Anything else (text, categories, durations) is a string.
+_REQUEST_TYPES: dict[ColumnKind, Any] = {
+    "integer": StrictInt,
+    "float": StrictFloat,
+    "boolean": StrictBool,
+    "datetime": datetime,
+}
 
 
 def _int_range(dtype: str) -> tuple[int, int]:
@@ -188,40 +185,28 @@ class ColumnDomain:
 def column_domains(spec: DatasetSpec) -> dict[str, ColumnDomain]:
     """Every request column's domain: what a row is refused for (``reject``) or flagged
     for (``accept``), the same checks either way."""
-    domains: dict[str, ColumnDomain] = {}
-    for name, col in (spec.schema_doc.get("columns") or {}).items():
-        if name == spec.target:
-            continue
-        col = col or {}
-        checks = {**col, **(col.get("checks") or {})}
-        allowed = checks.get("isin")
-        numeric = _python_type(str(col.get("dtype", "object"))) in (StrictInt, StrictFloat)
-        bounds = (
-            {key: checks[key] for key in _CHECK_BOUNDS if key in checks}
-            if numeric and not allowed
-            else {}
+    return {
+        col.name: ColumnDomain(
+            dict(col.bounds) if col.numeric and not col.allowed else {}, col.allowed
         )
-        domains[str(name)] = ColumnDomain(bounds, tuple(allowed) if allowed else None)
-    return domains
+        for col in spec.inputs
+    }
 
 
 def request_row_model(spec: DatasetSpec, *, domain_checks: bool = True) -> type[BaseModel]:
-    """A pydantic model of one request row, from the spec's schema.
+    """A pydantic model of one request row, from the spec's column model.
 
-    Unique columns (identifiers) may be left out: no model learns from them, but a
-    caller may send them so that captured rows can be traced. Nullable columns
-    accept null. Unknown columns are refused. Without ``domain_checks`` (``accept``)
-    the spec's bounds and categories are left to ``DomainFlags``: each column keeps its
-    strict type, and an integer column what its dtype can hold.
+    Identifier columns may be left out: no model learns from them, but a caller may
+    send them so that captured rows can be traced. Nullable columns accept null.
+    Unknown columns are refused. Without ``domain_checks`` (``accept``) the spec's
+    bounds and categories are left to ``DomainFlags``: each column keeps its strict
+    type, and an integer column what its dtype can hold.
     """
     domains = column_domains(spec)
     fields: dict[str, Any] = {}
-    for name, col in (spec.schema_doc.get("columns") or {}).items():
-        if name == spec.target:
-            continue
-        col = col or {}
-        domain = domains[str(name)]
-        py: Any = _python_type(str(col.get("dtype", "object")))
+    for col in spec.inputs:
+        domain = domains[col.name]
+        py: Any = _REQUEST_TYPES.get(col.kind, StrictStr)
         extra: dict[str, Any] = {}
         if domain_checks:
             if domain.allowed:
@@ -240,18 +225,17 @@ def request_row_model(spec: DatasetSpec, *, domain_checks: bool = True) -> type[
         if py is StrictInt:
             # An integer the column's dtype can hold, whatever bounds the spec omits: a
             # 30-digit number would turn the frame's column to objects under the model.
-            low, high = _int_range(str(col.get("dtype", "int64")))
+            low, high = _int_range(col.dtype)
             if "ge" not in constraints and "gt" not in constraints:
                 constraints["ge"] = low
             if "le" not in constraints and "lt" not in constraints:
                 constraints["le"] = high
         if py is datetime:  # the one type JSON carries as another (a string)
             constraints["strict"] = False
-        optional = bool(col.get("nullable")) or bool(col.get("unique"))
-        if optional:
-            fields[name] = (py | None, Field(default=None, **constraints, **extra))
+        if col.nullable or col.role == "identifier":
+            fields[col.name] = (py | None, Field(default=None, **constraints, **extra))
         else:
-            fields[name] = (py, Field(**constraints, **extra))
+            fields[col.name] = (py, Field(**constraints, **extra))
     return create_model(
         f"{spec.name.title().replace('-', '').replace('_', '')}Row",
         # No infinity or NaN: no model was trained on one, and neither is valid JSON.

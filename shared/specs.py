@@ -5,6 +5,13 @@ deployed with the stack. The schema part is pandera's own YAML serialisation,
 so non-Python users can read it. ``spec_version`` joins the file's declared
 ``version`` with a hash of its content, so an edit without a version bump is
 still a different version in lineage.
+
+Dhow reads the schema once, into one column model (``DatasetSpec.column_model``: each
+column's kind, role, bounds, allowed values and nullability). The serve request model
+(``shared.serving``), the drift check's column kinds (``shared.drift``) and the columns
+training drops are derived from it; the pandera schema is pandera's own reading of the
+same YAML (it also runs the checks the model has no field for), and a test holds the two
+to agree for every shipped and inferred spec.
 """
 
 from __future__ import annotations
@@ -47,6 +54,78 @@ class SpecInvalid(DhowError):
     """A spec file exists but cannot be used."""
 
     reason = "spec_invalid"
+
+
+ColumnKind = Literal["integer", "float", "boolean", "datetime", "duration", "categorical", "text"]
+"""What a column holds, from its pandera dtype; text with allowed values is categorical."""
+ColumnRole = Literal["feature", "target", "identifier"]
+"""What a column is to a model: an input, what it predicts, or a row's identity."""
+BOUND_CHECKS = (
+    "greater_than_or_equal_to",
+    "greater_than",
+    "less_than_or_equal_to",
+    "less_than",
+)
+"""pandera's one-sided range checks, the bounds of a column's model."""
+
+
+def _kind_of(dtype: str, allowed: tuple[Any, ...] | None) -> ColumnKind:
+    d = dtype.lower()
+    if d.startswith(("int", "uint")):
+        return "integer"
+    if d.startswith("float"):
+        return "float"
+    if d.startswith("bool"):
+        return "boolean"
+    if d.startswith("datetime"):
+        return "datetime"
+    if d.startswith("timedelta"):
+        return "duration"
+    return "categorical" if allowed else "text"
+
+
+class SpecColumn(BaseModel):
+    """One column of a spec's schema as Dhow reads it: the one place its kind and role are
+    decided. ``bounds`` are pandera's one-sided range checks as written (check name to
+    limit); ``allowed`` its ``isin`` values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    dtype: str
+    kind: ColumnKind
+    role: ColumnRole
+    nullable: bool = False
+    bounds: dict[str, Any] = Field(default_factory=dict)
+    allowed: tuple[Any, ...] | None = None
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("integer", "float")
+
+    @classmethod
+    def parse(cls, name: str, doc: dict[str, Any] | None, target: str) -> SpecColumn:
+        """A column from its pandera YAML entry (checks flat on the column, or under
+        ``checks``). A ``unique`` column is an identifier, the target is the target."""
+        doc = doc or {}
+        checks = {**doc, **(doc.get("checks") or {})}
+        isin = checks.get("isin")
+        allowed = tuple(isin) if isin else None
+        dtype = str(doc.get("dtype", "object"))
+        # An identifier always looks new: no model learns from it, no drift test reads it,
+        # and a request may leave it out (it only traces a captured row).
+        role: ColumnRole = (
+            "target" if name == target else "identifier" if doc.get("unique") else "feature"
+        )
+        return cls(
+            name=name,
+            dtype=dtype,
+            kind=_kind_of(dtype, allowed),
+            role=role,
+            nullable=bool(doc.get("nullable")),
+            bounds={key: checks[key] for key in BOUND_CHECKS if key in checks},
+            allowed=allowed,
+        )
 
 
 class QualityGate(BaseModel):
@@ -177,6 +256,24 @@ class DatasetSpec(BaseModel):
                 f"the schema of spec {self.name!r} is not valid pandera YAML: {exc}",
                 hint="regenerate it with `dhow dataset init --force` or fix it by hand",
             ) from exc
+
+    @cached_property
+    def column_model(self) -> dict[str, SpecColumn]:
+        """Every column of the schema, in the document's order (see the module docstring)."""
+        return {
+            str(name): SpecColumn.parse(str(name), doc, self.target)
+            for name, doc in (self.schema_doc.get("columns") or {}).items()
+        }
+
+    @property
+    def inputs(self) -> list[SpecColumn]:
+        """The columns a request row carries: every one but the target."""
+        return [c for c in self.column_model.values() if c.role != "target"]
+
+    @property
+    def identifiers(self) -> list[str]:
+        """The identifier columns: dropped before training, the key a union is deduped by."""
+        return [c.name for c in self.column_model.values() if c.role == "identifier"]
 
     @cached_property
     def spec_version(self) -> str:

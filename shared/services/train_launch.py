@@ -178,12 +178,12 @@ def training_request(
     spec = load_spec(event.dataset, specs_dir)
     t = spec.training
     data = data or TrainingData((event,))
-    unique = [name for name, col in spec.dataframe_schema.columns.items() if col.unique]
+    identifiers = ",".join(spec.identifiers)
     hps = {k: str(v) for k, v in t.hyperparameters.items()}
     hps |= {
-        "drop_columns": ",".join(unique),
+        "drop_columns": identifiers,
         # The trainer dedupes a union of versions by these (its rows otherwise).
-        "dedupe_on": ",".join(unique),
+        "dedupe_on": identifiers,
         # One fixed-size digest of the set: the list itself is on the training row, since
         # the hyperparameters also travel as one Azure ML run tag (fact
         # azure.ml.run_tag_limits), which a long list would overflow.
