@@ -20,11 +20,13 @@ rollout and the endpoint's deployments need.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_azure_native as az
 
+from infra.azure.assignments import assign, principal_of
 from infra.azure.roles import BLOB_CONTRIBUTOR, BLOB_READER, QUEUE_SENDER, TABLE_READER
 from infra.config import REPO_ROOT, StackConfig
 from shared.adapters.azure_serving import endpoint_name
@@ -64,21 +66,25 @@ def serve_conda_file() -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class ServingArgs:
+    cfg: StackConfig
+    group: az.resources.ResourceGroup
+    workspace: az.machinelearningservices.Workspace
+    # Every role scope of the stack, by (scope kind, logical name).
+    scopes: dict[tuple[str, str], pulumi.Input[str]]
+    subscription: pulumi.Input[str]
+
+
 class Serving(pulumi.ComponentResource):
     """The online endpoints, their serving environment and the roles of the rollout."""
 
     def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        group: az.resources.ResourceGroup,
-        workspace: az.machinelearningservices.Workspace,
-        scopes: dict[tuple[str, str], pulumi.Input[str]],
-        assign: Any,
-        subscription: pulumi.Input[str],
-        opts: pulumi.ResourceOptions,
+        self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:azure:Serving", name, None, opts)
+        cfg, group, workspace, scopes = args.cfg, args.group, args.workspace, args.scopes
+        subscription = args.subscription
         child = pulumi.ResourceOptions(parent=self)
         access = value("azure.serving.endpoint_public_network_access")
         container = az.machinelearningservices.EnvironmentContainer(
@@ -130,7 +136,7 @@ class Serving(pulumi.ComponentResource):
                 ),
             )
             self.endpoints[spec.name] = endpoint
-            principal = endpoint.identity.apply(lambda i: (i or {}).get("principal_id") or "")
+            principal = principal_of(endpoint.identity)
             for role, kind, logical in ENDPOINT_GRANTS:
                 assign(
                     f"endpoint-{spec.name}-{kind}-{logical}-{role[:8]}",
@@ -144,7 +150,6 @@ class Serving(pulumi.ComponentResource):
 
     def grant_app(
         self,
-        assign: Any,
         subscription: pulumi.Input[str],
         app_principal: pulumi.Input[str],
         deploy_queue: pulumi.Input[str],

@@ -21,7 +21,8 @@ from urllib.parse import urlparse
 import pytest
 
 from infra.azure import roles
-from infra.azure.stack import QUEUE_CONNECTION, ml_workspace_name
+from infra.azure.functions import QUEUE_CONNECTION
+from infra.azure.names import ml_workspace_name
 from infra.config import StackConfig
 from shared import constants as c
 from shared.cloud_facts import value

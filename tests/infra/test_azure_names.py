@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from infra.azure.stack import account_name, ml_workspace_name, vault_name
+from infra.azure.names import account_name, ml_workspace_name, vault_name
 from infra.config import StackConfig
 from shared.cloud_facts import value
 from tests.infra.harness import SUBSCRIPTION, Program, run

@@ -4,7 +4,7 @@ lazily by whoever asks first) without its admin user, and the identities' roles 
 
 from __future__ import annotations
 
-from infra.azure.stack import account_name
+from infra.azure.names import account_name
 from infra.policy.rules import violations
 from shared.cloud_facts import value
 from tests.infra.harness import SUBSCRIPTION, Program

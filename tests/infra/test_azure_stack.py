@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from infra.azure import roles
-from infra.azure.stack import account_name
+from infra.azure.names import account_name
 from infra.config import StackConfig
 from infra.policy.rules import violations
 from shared.cloud_facts import value
@@ -391,11 +391,11 @@ def test_two_roles_on_the_workspace_storage_are_two_resources_and_the_old_name_i
     to its old name, so Pulumi keeps it instead of deleting and recreating it."""
     import pulumi
 
-    from infra.azure import stack
+    from infra.azure import assignments, stack
 
     reader = roles.BLOB_READER
     two = {k: [roles.BLOB_CONTRIBUTOR, reader] for k in ("cpu", "gpu", "app")}
-    monkeypatch.setattr(stack, "workspace_storage_roles", lambda: two)
+    monkeypatch.setattr(assignments, "workspace_storage_roles", lambda: two)
     aliases: dict[str, list[str]] = {}
 
     def record(args: pulumi.ResourceTransformationArgs) -> None:

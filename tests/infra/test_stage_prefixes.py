@@ -21,7 +21,7 @@ import pytest
 from botocore.session import get_session
 from moto.events.models import EventPattern
 
-from infra.azure.stack import run_status_rules
+from infra.azure.events import run_status_rules
 from infra.config import StackConfigError, check
 from shared.adapters.aws import processing_job_name
 from shared.adapters.azure_ml import azureml_job_name

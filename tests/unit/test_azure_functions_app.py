@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from infra.azure.stack import QUEUE_CONNECTION
+from infra.azure.functions import QUEUE_CONNECTION
 from shared.errors import EventParseError
 from shared.event_patterns import matches
 from shared.topology import build_topology
