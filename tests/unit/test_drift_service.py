@@ -33,6 +33,8 @@ from shared.validation import validate_file
 from tests.helpers import ROOT, MemoryBus, MemoryLineage, MemoryStore
 
 CAPTURE, REPORTS, CURATED = "dhow-t-capture", "dhow-t-reports", "dhow-t-curated"
+# The version the champion learnt from, whose reference sample the checks compare with.
+CHAMPION_DATA = DatasetVersion("customers", "abc123" + "0" * 58)
 SAMPLE = ROOT / "localstack/samples/customers.csv"
 # The demo's shifted replay: new, older, bigger-spending gold customers from Dubai, what
 # a campaign brings in. Five of the seven inputs move, past the drift share of one half.
@@ -64,10 +66,9 @@ class World:
             specs_dir=specs,
             clock=lambda: self.now,
         )
-        version = DatasetVersion("customers", "abc123" + "0" * 58)
-        key = version.curated_key
+        key = CHAMPION_DATA.curated_key
         self.store.upload_file(
-            ObjectRef(container=CURATED, key=version.reference_key),
+            ObjectRef(container=CURATED, key=CHAMPION_DATA.reference_key),
             reference,
             {},
         )

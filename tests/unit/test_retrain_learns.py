@@ -44,7 +44,14 @@ from shared.services.train_launch import (
 from shared.specs import LearnFrom, TrainingSettings, load_spec
 from shared.validation import validate_file
 from tests.helpers import ROOT, MemoryBus, MemoryLineage
-from tests.unit.test_drift_service import SHIFTED, T0, World, reference  # noqa: F401
+from tests.unit.test_drift_service import (  # noqa: F401
+    CHAMPION_DATA,
+    CURATED,
+    SHIFTED,
+    T0,
+    World,
+    reference,
+)
 
 DAYS = ["2026-11-01", "2026-11-05", "2026-11-09", "2026-11-13"]
 SHAS = [c * 64 for c in "abcd"]  # one curated version a day, oldest first
@@ -250,7 +257,7 @@ def drift_world(
             image="local:shared.trainer",
             metrics={"roc_auc": 0.7},
             lineage={
-                "curated": "s3://dhow-t-curated/datasets/customers/abc123/data.parquet",
+                "curated": f"s3://{CURATED}/{CHAMPION_DATA.curated_key}",
                 "sha256": SHAS[0],
                 "data_fingerprint": data_fingerprint([SHAS[0]]),
             },
