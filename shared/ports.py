@@ -385,6 +385,12 @@ class TrainingJobRequest(BaseModel):
     def training_inputs(self) -> tuple[ObjectRef, ...]:
         return self.inputs or (self.curated,)
 
+    @property
+    def job_hyperparameters(self) -> dict[str, str]:
+        """What every backend hands the trainer (SageMaker's HyperParameters, Azure ML's
+        run tag, the local job's SM_HPS): the request's, with the target and the task."""
+        return {**self.hyperparameters, "target": self.target, "task": self.task}
+
 
 class LaunchedTraining(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -293,9 +293,7 @@ class AzureMLTrainingLauncher(TrainingLauncher):
         """
         cfg = self._cfg
         name = training_job_name(req, cfg.name_prefix)
-        hps = json.dumps(
-            {**req.hyperparameters, "target": req.target, "task": req.task}, sort_keys=True
-        )
+        hps = json.dumps(req.job_hyperparameters, sort_keys=True)
         output = training_output_key(req.dataset, name)
         artifact = ObjectRef(container=cfg.models_container, key=output + MODEL_ARCHIVE)
         environment = req.image or cfg.environment

@@ -202,7 +202,7 @@ class SageMakerTrainingLauncher(TrainingLauncher):
         cfg = self._cfg
         name = training_job_name(req, cfg.name_prefix)
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": req.max_runtime_s}
-        hyperparameters = {**req.hyperparameters, "target": req.target, "task": req.task}
+        hyperparameters = req.job_hyperparameters
         inputs = req.training_inputs
         room = int(value(CHANNELS)["max"]) - (1 if req.image is None else 0)
         if len(inputs) > room:

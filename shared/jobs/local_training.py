@@ -66,7 +66,7 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
             "SM_OUTPUT_DATA_DIR": str(root / "output/data"),
             "SM_OUTPUT_DIR": str(root / "output"),
             "SM_NUM_GPUS": "0",
-            "SM_HPS": json.dumps({**req.hyperparameters, "target": req.target, "task": req.task}),
+            "SM_HPS": json.dumps(req.job_hyperparameters),
         }
         r = subprocess.run(
             [sys.executable, "-m", req.entrypoint or "shared.trainer"],
@@ -92,7 +92,7 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
         f"training-job/{job_name}",
         "TrainingJobStatus": status,
         "SecondaryStatus": status,
-        "HyperParameters": {**req.hyperparameters, "target": req.target, "task": req.task},
+        "HyperParameters": req.job_hyperparameters,
         "AlgorithmSpecification": {
             "TrainingImage": "local:shared.trainer",
             "TrainingInputMode": "File",

@@ -50,19 +50,12 @@ from shared.ports import (
 )
 from shared.services.claims import Claim, claim, complete
 from shared.specs import load_spec
+from shared.training_facts import TrainingFacts
 from shared.triggers import TrainingJobEnded
 
 log = logging.getLogger(__name__)
 
 
-LINEAGE_KEYS = (
-    "sha256",
-    "spec_version",
-    "trainer_version",
-    "curated",
-    "correlation_id",
-    "data_fingerprint",
-)
 GATE_CHAMPION = "gate_champion_version"
 SAME_DATA = "same_data_as_champion"
 
@@ -104,14 +97,9 @@ class RegisterService:
         self._claim = timedelta(seconds=claim_seconds)
 
     def handle(self, ended: TrainingJobEnded) -> RegisterOutcome:
-        hps = ended.hyperparameters
-        dataset = hps.get("dhow_dataset")
-        if not dataset:
-            raise EventParseError(
-                f"training job {ended.job_name} has no dhow_dataset hyperparameter",
-                hint="only jobs launched by Dhow's train-launch are registered",
-            )
-        facts = {k: hps.get(f"dhow_{k}", "") for k in LINEAGE_KEYS}
+        learnt = TrainingFacts.from_job(ended.job_name, ended.hyperparameters)
+        dataset = learnt.dataset
+        facts = learnt.lineage()
         correlation = facts["correlation_id"] or ended.job_name
         row = LineageRecord(
             dataset=dataset,

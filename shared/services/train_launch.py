@@ -1,7 +1,8 @@
 """Train-launch: a validated dataset version becomes one training job.
 
 On ``DatasetValidated`` it reads the spec's training settings, builds the job
-request (what the job learns from travels as ``dhow_*`` hyperparameters, so
+request (what the job learns from travels as ``dhow_*`` hyperparameters,
+``shared.training_facts``, so
 the job's own state-change event is enough for register), and asks the
 launcher for it. The launcher is idempotent by job name, so a duplicate event
 starts nothing. When no listed GPU type has quota, the answer is a
@@ -37,6 +38,7 @@ from shared.events import (
 from shared.ports import EventBus, LineageRecord, LineageStore, TrainingJobRequest, TrainingLauncher
 from shared.specs import LearnFrom, load_spec
 from shared.trainer import TRAINER_VERSION
+from shared.training_facts import TrainingFacts
 
 Backend = Literal["sagemaker", "azureml", "local"]
 
@@ -184,17 +186,16 @@ def training_request(
         "drop_columns": identifiers,
         # The trainer dedupes a union of versions by these (its rows otherwise).
         "dedupe_on": identifiers,
-        # One fixed-size digest of the set: the list itself is on the training row, since
-        # the hyperparameters also travel as one Azure ML run tag (fact
-        # azure.ml.run_tag_limits), which a long list would overflow.
-        "dhow_data_fingerprint": data.fingerprint,
-        "dhow_dataset": event.dataset,
-        "dhow_sha256": event.sha256,
-        "dhow_spec_version": event.spec_version,
-        "dhow_trainer_version": TRAINER_VERSION,
-        "dhow_curated": event.curated.uri,
-        "dhow_correlation_id": event.correlation_id,
     }
+    hps |= TrainingFacts(
+        data_fingerprint=data.fingerprint,
+        dataset=event.dataset,
+        sha256=event.sha256,
+        spec_version=event.spec_version,
+        trainer_version=TRAINER_VERSION,
+        curated=event.curated.uri,
+        correlation_id=event.correlation_id,
+    ).hyperparameters()
     return TrainingJobRequest(
         dataset=event.dataset,
         sha256=event.sha256,
