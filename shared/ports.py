@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -459,7 +459,13 @@ class ModelRegistry(abc.ABC):
 
     def champion(self, dataset: str) -> ModelVersion | None:
         """The newest approved version: what serves, and what a challenger must beat."""
-        return next((v for v in self.versions(dataset) if v.status == "Approved"), None)
+        return champion_of(self.versions(dataset))
+
+
+def champion_of(versions: Sequence[ModelVersion]) -> ModelVersion | None:
+    """The champion among a dataset's ``versions`` (newest first, as ``versions``
+    returns them): the newest approved one."""
+    return next((v for v in versions if v.status == "Approved"), None)
 
 
 DeploymentStrategy = Literal["canary", "linear", "all_at_once"]
@@ -581,3 +587,26 @@ class AlertChannel(abc.ABC):
     @abc.abstractmethod
     def send(self, subject: str, message: str, attributes: Mapping[str, str]) -> str:
         """Deliver one alert to every subscriber; returns the channel's message id."""
+
+
+class DeliveredAlert(BaseModel):
+    """One alert as a subscriber received it, with the handle to remove it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str | None
+    message: str | None
+    handle: str
+
+
+class AlertInbox(abc.ABC):
+    """A subscriber's queue of what an ``AlertChannel`` delivered: where `dhow local
+    alerts` reads what on-call would have been sent."""
+
+    @abc.abstractmethod
+    def receive(self, wait_s: int = 1) -> list[DeliveredAlert]:
+        """Up to a batch of alerts; when there is none, waits up to ``wait_s`` for one."""
+
+    @abc.abstractmethod
+    def ack(self, alert: DeliveredAlert) -> None:
+        """Remove an alert that was read, so that it is shown once."""

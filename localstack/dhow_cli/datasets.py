@@ -22,8 +22,10 @@ from shared.services.ingest import (
     UPLOAD_ID_META,
     UPLOADER_META,
     dataset_of,
+    first_validation,
     format_of,
-    ingest_record_id,
+    revalidates,
+    seen_before,
 )
 from shared.topology import DATASETS_PREFIX, build_topology
 
@@ -97,7 +99,7 @@ def upload(
         ports = build_ports(settings, topo)
         tap = build_event_tap(settings) if wait else None
         sha = sha256_file(file)
-        known = ports.lineage.get(name, ingest_record_id(sha))
+        known = seen_before(ports.lineage, name, sha)
         upload_id = uuid.uuid4().hex
         ref = ObjectRef(container=topo.bucket("raw").name, key=key)
         t0 = time.monotonic()
@@ -112,14 +114,12 @@ def upload(
     if not as_json:
         click.echo(f"uploaded {file} to {ref.uri} (upload id {upload_id})")
     events: list[dict[str, Any]] = []
-    checked = None
-    if known is not None:
-        from shared.services.validate import validate_record_id
-
-        checked = ports.lineage.get(name, validate_record_id(sha))
+    # Read after the upload, as late as can be: the first upload's validation may have
+    # ended meanwhile.
+    checked = first_validation(ports.lineage, name, sha) if known is not None else None
     # Bytes whose validation job failed for a platform reason are validated again as a
     # new attempt (ingest announces the new upload), so there is something to wait for.
-    retried = checked is not None and checked.status == "failed"
+    retried = revalidates(checked)
     if retried and not as_json:
         click.echo("  these bytes' last validation job failed: a new attempt will run")
     if known is not None and known.status == "ingested" and not retried:

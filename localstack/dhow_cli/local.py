@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from typing import Any
 
 import click
 
 from dhow_cli import app
 from shared.errors import DhowError
-from shared.settings import Settings
 from shared.topology import build_topology
 
 
@@ -91,56 +87,23 @@ def local_status(as_json: bool) -> None:
         sys.exit(app.EXIT_PLATFORM)
 
 
-def _aws_alerts(settings: Settings, topic: str, wait: float) -> list[dict[str, Any]]:
-    """Drain the alerts topic's local subscriber queue (SNS to SQS in LocalStack)."""
-    from dhow_local.provision import inbox_queue_name
-
-    from shared.adapters.aws import aws_client
-
-    sqs = aws_client("sqs", settings)
-    url = sqs.get_queue_url(QueueName=inbox_queue_name(topic))["QueueUrl"]
-    alerts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + wait
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for m in got.get("Messages", []):
-            body = json.loads(m["Body"])
-            alerts.append({"subject": body.get("Subject"), "message": body.get("Message")})
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        if not got.get("Messages") and (alerts or time.monotonic() >= deadline):
-            return alerts
-
-
-def _azure_alerts(settings: Settings, topic: str, wait: float) -> list[dict[str, Any]]:
-    """Drain the alerts queue (Azure keeps alerts in a queue of the region)."""
-    from shared.adapters.azure import azure_clients
-
-    queue = azure_clients(settings).queue(topic)
-    alerts: list[dict[str, Any]] = []
-    deadline = time.monotonic() + wait
-    while True:
-        got = list(queue.receive_messages(messages_per_page=32, max_messages=32))
-        for m in got:
-            body = json.loads(m.content)
-            alerts.append({"subject": body.get("Subject"), "message": body.get("Message")})
-            queue.delete_message(m.id, m.pop_receipt)
-        if not got and (alerts or time.monotonic() >= deadline):
-            return alerts
-        if not got:
-            time.sleep(0.5)
-
-
 @local.command("alerts")
 @click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for one.")
 @app.json_option
 def local_alerts(wait: float, as_json: bool) -> None:
     """Alerts the local alerts topic delivered (what on-call would get), oldest first;
     each is shown once."""
+    from dhow_local.provision import alert_inbox
+
+    from shared.services.alerts import drain_alerts
+
     with app.cli_errors(as_json, "cannot read the local alerts"):
         settings = app.resolve_settings()
         topic = build_topology(settings.stage).topic("alerts").name
-        read = _azure_alerts if settings.cloud == "azure" else _aws_alerts
-        alerts = read(settings, topic, wait)
+        alerts = [
+            {"subject": a.subject, "message": a.message}
+            for a in drain_alerts(alert_inbox(settings, topic), wait)
+        ]
 
     def text() -> None:
         if not alerts:

@@ -9,6 +9,7 @@ import click
 
 from dhow_cli import app
 from shared.errors import DhowError
+from shared.ports import champion_of
 
 
 def _uploader(attributes: dict[str, Any]) -> str:
@@ -147,7 +148,8 @@ def models(dataset: str, as_json: bool) -> None:
     def text() -> None:
         if not versions:
             click.echo(f"no model versions for {dataset!r} yet")
-        champion = next((v.version for v in versions if v.status == "Approved"), None)
+        best = champion_of(versions)
+        champion = best.version if best is not None else None
         for v in versions:
             mark = "*" if v.version == champion else " "
             shown = ", ".join(

@@ -9,7 +9,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.adapters.aws import DynamoLineageStore, aws_client
+from shared.adapters.aws import DynamoLineageStore, SqsAlertInbox, aws_client
+from shared.ports import AlertInbox
 from shared.settings import Settings
 from shared.topology import Topology
 from shared.wiring import azure_table_name
@@ -30,6 +31,17 @@ class Provisioned:
 # would have been sent.
 def inbox_queue_name(topic_name: str) -> str:
     return f"{topic_name}-local-inbox"
+
+
+def alert_inbox(settings: Settings, topic_name: str) -> AlertInbox:
+    """Where the local platform keeps what the alerts topic ``topic_name`` delivered: on
+    AWS the SQS queue subscribed to the SNS topic (``inbox_queue_name``), on Azure the
+    alerts queue itself (Azure keeps alerts in a queue of the region)."""
+    if settings.cloud == "aws":
+        return SqsAlertInbox(aws_client("sqs", settings), inbox_queue_name(topic_name))
+    from shared.adapters.azure import QueueAlertInbox, azure_clients
+
+    return QueueAlertInbox(azure_clients(settings).queue(topic_name))
 
 
 LOCAL_ACCOUNT = "000000000000"

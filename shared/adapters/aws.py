@@ -31,6 +31,8 @@ from shared.events import ObjectRef, PipelineEvent
 from shared.ports import (
     FINISHED_STATUSES,
     AlertChannel,
+    AlertInbox,
+    DeliveredAlert,
     EventBus,
     EventTap,
     FinishedEntryImmutable,
@@ -584,32 +586,62 @@ class DynamoLineageStore(LineageStore):
         return sorted(rows, key=lambda row: row.created_at)
 
 
-class SqsEventTap(EventTap):
-    """``EventTap`` on the SQS queue that an EventBridge rule copies every pipeline event to."""
+class _SqsReader:
+    """One SQS queue read by a watcher: a batch at a time, long-polled, deleted by handle."""
 
     def __init__(self, client: SQSClient, queue_name: str) -> None:
         self._sqs = client
         self._url = client.get_queue_url(QueueName=queue_name)["QueueUrl"]
 
-    def receive(self, wait_s: int = 1) -> list[TappedEvent]:
+    def _batch(self, wait_s: int) -> list[tuple[str, str]]:
+        """(body, receipt handle) of up to 10 messages."""
         r = self._sqs.receive_message(
             QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s
         )
+        return [(m["Body"], m["ReceiptHandle"]) for m in r.get("Messages", [])]
+
+    def _delete(self, handle: str) -> None:
+        self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=handle)
+
+
+class SqsEventTap(_SqsReader, EventTap):
+    """``EventTap`` on the SQS queue that an EventBridge rule copies every pipeline event to."""
+
+    def receive(self, wait_s: int = 1) -> list[TappedEvent]:
         out = []
-        for m in r.get("Messages", []):
+        for body, handle in self._batch(wait_s):
             try:
-                out.append(TappedEvent(event=parse_bus_event(m["Body"]), handle=m["ReceiptHandle"]))
+                out.append(TappedEvent(event=parse_bus_event(body), handle=handle))
             except EventParseError:
                 continue  # not ours to judge; the redrive policy will move it to the DLQ
         return out
 
     def ack(self, tapped: TappedEvent) -> None:
-        self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=tapped.handle)
+        self._delete(tapped.handle)
 
     def release(self, tapped: TappedEvent) -> None:
         self._sqs.change_message_visibility(
             QueueUrl=self._url, ReceiptHandle=tapped.handle, VisibilityTimeout=0
         )
+
+
+class SqsAlertInbox(_SqsReader, AlertInbox):
+    """``AlertInbox`` on an SQS queue subscribed to the alerts topic (SNS's JSON envelope,
+    not raw delivery: the body carries Subject and Message)."""
+
+    def receive(self, wait_s: int = 1) -> list[DeliveredAlert]:
+        out = []
+        for body, handle in self._batch(wait_s):
+            envelope = json.loads(body)
+            out.append(
+                DeliveredAlert(
+                    subject=envelope.get("Subject"), message=envelope.get("Message"), handle=handle
+                )
+            )
+        return out
+
+    def ack(self, alert: DeliveredAlert) -> None:
+        self._delete(alert.handle)
 
 
 @dataclass(frozen=True)

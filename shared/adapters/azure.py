@@ -42,6 +42,8 @@ from shared.event_patterns import matches
 from shared.events import ObjectRef, PipelineEvent
 from shared.ports import (
     AlertChannel,
+    AlertInbox,
+    DeliveredAlert,
     EventBus,
     EventTap,
     FinishedEntryImmutable,
@@ -502,6 +504,33 @@ class QueueAlerts(AlertChannel):
     def send(self, subject: str, message: str, attributes: Mapping[str, str]) -> str:
         body = {"Subject": subject, "Message": message, "Attributes": dict(attributes)}
         return str(self._queue.send_message(json.dumps(body)).id)
+
+
+class QueueAlertInbox(AlertInbox):
+    """``AlertInbox`` on the Storage queue ``QueueAlerts`` writes to. Storage queues have
+    no long polling: an empty receive waits ``wait_s`` itself."""
+
+    def __init__(self, client: QueueClient) -> None:
+        self._queue = client
+
+    def receive(self, wait_s: int = 1) -> list[DeliveredAlert]:
+        out = []
+        for m in self._queue.receive_messages(messages_per_page=32, max_messages=32):
+            body = json.loads(m.content)
+            out.append(
+                DeliveredAlert(
+                    subject=body.get("Subject"),
+                    message=body.get("Message"),
+                    handle=f"{m.id}\n{m.pop_receipt}",
+                )
+            )
+        if not out and wait_s > 0:
+            time.sleep(wait_s)
+        return out
+
+    def ack(self, alert: DeliveredAlert) -> None:
+        message_id, _, receipt = alert.handle.partition("\n")
+        self._queue.delete_message(message_id, receipt)
 
 
 class LoggedMetrics(MetricsSink):

@@ -102,6 +102,27 @@ def ingest_record_id(sha256: str) -> str:
     return f"ingest:{sha256}"
 
 
+def seen_before(lineage: LineageStore, dataset: str, sha256: str) -> LineageRecord | None:
+    """The ingest row of these bytes if ingest has seen them (under any file name), else
+    None. A new upload of bytes whose row is ``ingested`` does nothing (a duplicate),
+    unless their validation is tried again (``revalidates``)."""
+    return lineage.get(dataset, ingest_record_id(sha256))
+
+
+def first_validation(lineage: LineageStore, dataset: str, sha256: str) -> LineageRecord | None:
+    """The row of the first attempt at validating these bytes, or None."""
+    # shared.services.validate.validate_record_id(sha256), attempt 1 (not imported: that
+    # module brings pandas and pyarrow into ingest's cold start).
+    return lineage.get(dataset, f"validate:{sha256}")
+
+
+def revalidates(validation: LineageRecord | None) -> bool:
+    """Whether a new upload of bytes already ingested is validated again, given their
+    first validation's row: only when its managed job failed for a platform reason
+    (``failed``); a ``rejected`` file stays rejected, and a passed one is a duplicate."""
+    return validation is not None and validation.status == "failed"
+
+
 def dataset_of(key: str) -> tuple[str | None, str | None]:
     """``(dataset, None)`` for a well-formed key, or ``(None, reason)``."""
     if not key.startswith(DATASETS_PREFIX) or "\\" in key:
@@ -330,10 +351,7 @@ class IngestService:
         validation's managed job failed for a platform reason (``failed``; a ``rejected``
         file stays rejected), which validate retries as a new attempt; "" for a duplicate
         (a redelivery of the upload that was ingested, or bytes with any other answer)."""
-        # shared.services.validate.validate_record_id of the first attempt (not imported:
-        # that module brings pandas and pyarrow into ingest's cold start).
-        validation = self._lineage.get(first.dataset, f"validate:{sha}")
-        if validation is None or validation.status != "failed":
+        if not revalidates(first_validation(self._lineage, first.dataset, sha)):
             return ""
         upload = (obj.ref.uri, pin.version_id, info.etag)
         seen = first.attributes
