@@ -329,3 +329,16 @@ def endpoint_minutes(response: Mapping[str, Any]) -> dict[str, ReportedPeriod]:
                 elif name == ENDPOINT_P99:
                     period.reported_p99_ms = max(period.reported_p99_ms, float(value))
     return minutes
+
+
+def rollout_schedule(strategy: str, percent: int, minutes: int) -> list[tuple[float, float]]:
+    """The candidate's share over time, as CodeDeploy's canary and linear configs step it."""
+    share = percent / 100
+    if strategy == "canary":
+        return [(0.0, share), (float(minutes), 1.0)]
+    if strategy == "linear":
+        steps, out = int(1 / share + 0.999), []
+        for i in range(steps):
+            out.append((float(i * minutes), min(1.0, round(share * (i + 1), 6))))
+        return out
+    return [(0.0, 1.0)]

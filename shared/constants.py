@@ -5,6 +5,9 @@ An explicit argument always beats the environment: these names are only read by
 """
 
 CLOUD = "DHOW_CLOUD"
+# Which registered cloud kit builds the ports (shared/clouds): the cloud's own when unset;
+# the local platform sets local-aws or local-azure in every process it starts.
+KIT = "DHOW_KIT"
 STAGE = "DHOW_STAGE"
 AWS_REGION = "AWS_REGION"
 AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
@@ -17,11 +20,13 @@ AWS_ENDPOINT_URL = "DHOW_AWS_ENDPOINT_URL"
 AWS_DYNAMODB_ENDPOINT_URL = "DHOW_AWS_DYNAMODB_ENDPOINT_URL"
 # ... and so may SageMaker (LocalStack's free edition has none; moto serves its registry).
 AWS_SAGEMAKER_ENDPOINT_URL = "DHOW_AWS_SAGEMAKER_ENDPOINT_URL"
-# Where training runs: sagemaker (AWS), azureml (Azure) or local (the local platform).
+# Where training runs: sagemaker (AWS), azureml (Azure) or local (the local platform). The
+# stack writes it; the kit (DHOW_KIT) is what picks the launcher.
 TRAINING_BACKEND = "DHOW_TRAINING_BACKEND"
 TRAINING_IMAGE_URI = "DHOW_TRAINING_IMAGE_URI"
 AZURE_STORAGE_CONNECTION_STRING = "DHOW_AZURE_STORAGE_CONNECTION_STRING"
-# The pipeline topic's endpoint; unset, events go through the local platform's Event Grid.
+# The pipeline topic's endpoint; the Azure kit refuses to start without it (only the
+# local kit, which plays Event Grid, needs none).
 AZURE_EVENTGRID_ENDPOINT = "DHOW_AZURE_EVENTGRID_ENDPOINT"
 # The data account, reached with the function app's managed identity (no keys).
 AZURE_STORAGE_ACCOUNT = "DHOW_AZURE_STORAGE_ACCOUNT"

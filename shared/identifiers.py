@@ -65,6 +65,13 @@ def family_head(stage: str) -> str:
     return family_prefix(stage)[:-1]
 
 
+def serve_prefix(stage: str) -> str:
+    """Serve functions, deployment groups, endpoints and their alarms are
+    ``<this><dataset>`` (``dhow-<stage>--serve-``: codedeploy.serve_function_name of the
+    ``family_head``)."""
+    return f"{family_prefix(stage)}serve-"
+
+
 # --- names of SageMaker resources ----------------------------------------------------
 
 SAGEMAKER_NAME = "aws.sagemaker.resource_name"

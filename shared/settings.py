@@ -52,6 +52,8 @@ class Settings:
     """Everything a function or the CLI needs to know about where it runs."""
 
     cloud: Cloud = "aws"
+    # The registered kit that builds the ports (shared/clouds.kit_for); None: the cloud's.
+    kit: str | None = None
     stage: str = "local"
     aws_region: str = c.AWS_REGIONS_ALLOWED[0]
     # The stack's account: S3 calls carry it as ExpectedBucketOwner (unset locally).
@@ -144,6 +146,7 @@ class Settings:
             c.LOCAL_MINUTE_SECONDS: str(self.local_minute_seconds),
         }
         optional = {
+            c.KIT: self.kit,
             c.AWS_ACCOUNT_ID: self.aws_account_id,
             c.AWS_ENDPOINT_URL: self.aws_endpoint_url,
             c.AWS_DYNAMODB_ENDPOINT_URL: self.aws_dynamodb_endpoint_url,
@@ -177,6 +180,7 @@ class Settings:
                 check_aws_region(env[name])
         return cls(
             cloud=_cloud(env.get(c.CLOUD, "aws")),
+            kit=env.get(c.KIT) or None,
             stage=env.get(c.STAGE, "local"),
             aws_region=region,
             aws_account_id=env.get(c.AWS_ACCOUNT_ID) or None,

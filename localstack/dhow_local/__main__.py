@@ -1,5 +1,5 @@
 """`python -m dhow_local runner|router`: the processes `dhow local up` starts (the runner
-plays Lambda on AWS and the Functions host on Azure, by ``DHOW_CLOUD``)."""
+plays Lambda on AWS and the Functions host on Azure, by the kit ``DHOW_KIT`` names)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from dhow_local.azure_runner import AzureRunner
+from dhow_local.kit import local_kit
 from dhow_local.platform import local_home
 from dhow_local.processes import MARKER_PROCESS
-from dhow_local.runner import Runner
+from shared.clouds import kit_name
 from shared.settings import Settings
 from shared.topology import build_topology
 
@@ -39,19 +39,14 @@ def main(argv: list[str]) -> int:
         # uvicorn stops cleanly on SIGTERM; the router's lifespan flushes the captures.
         uvicorn.run(build_router(settings), host="127.0.0.1", port=ROUTER_PORT, log_level="warning")
         return 0
-    runner: Runner | AzureRunner
-    if settings.cloud == "azure":
-        runner = AzureRunner(settings, build_topology(settings.stage), local_home())
-    else:
-        runner = Runner(settings, build_topology(settings.stage))
+    runner = local_kit(settings).runner(build_topology(settings.stage), local_home())
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         runner.stop(timeout=0)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    polled = runner.triggers if isinstance(runner, AzureRunner) else runner.pollers
-    logging.info("runner (%s) polling %s", settings.cloud, ", ".join(p.fn.name for p in polled))
+    logging.info("runner (%s) polling %s", kit_name(settings), ", ".join(runner.polled()))
     # Handlers are imported: tell `dhow local up` it may return.
     ready = os.environ.get("DHOW_RUNNER_READY_FILE")
     if ready:

@@ -36,9 +36,10 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from azure.storage.queue import QueueMessage as StorageMessage
 
+from dhow_local.event_grid import LocalEventGrid
 from dhow_local.runner import BackgroundThreads, load_handler
 from shared.adapters.aws_calls import calls_of
-from shared.adapters.azure import AzureClients, LocalEventGrid, azure_clients
+from shared.adapters.azure import AzureClients, azure_clients
 from shared.settings import Settings
 from shared.topology import AZURE_MAX_DEQUEUE_COUNT, DATASETS_PREFIX, Function, Topology
 
@@ -230,6 +231,9 @@ class AzureRunner(BackgroundThreads):
                 self._drift_queue.send_message(body)
         self.timer_fired += 1
         return len(sent)
+
+    def polled(self) -> list[str]:
+        return [t.fn.name for t in self.triggers]
 
     def start(self) -> None:
         loops: list[tuple[str, Callable[[], object], float]] = [

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from dhow_local import platform as pf
 from dhow_local import processes
+from dhow_local.kit import KIT_NAMES
 from dhow_local.provision import LOCAL_ACCOUNT, provision_aws, provision_azure
 from shared.settings import Settings
 from shared.topology import build_topology
@@ -28,8 +29,9 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
         return replace(
             b,
             cloud=cloud,
+            kit=KIT_NAMES[cloud],
             azure_storage_connection_string=pf.AZURITE_CONNECTION_STRING,
-            # No Event Grid locally: the runner and LocalEventGrid play it.
+            # No Event Grid locally: the local kit's LocalEventGrid plays it.
             azure_eventgrid_endpoint=None,
             training_backend="local",
             serving_backend="local",
@@ -38,6 +40,7 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
     return replace(
         b,
         cloud=cloud,
+        kit=KIT_NAMES[cloud],
         alerts_topic_arn=f"arn:aws:sns:{b.aws_region}:{LOCAL_ACCOUNT}:{alerts}",
         aws_endpoint_url=pf.LOCALSTACK_URL,
         aws_dynamodb_endpoint_url=pf.DYNAMODB_URL,

@@ -3,7 +3,7 @@
 ``/datasets/<dataset>/...`` goes to that dataset's serve app (the same FastAPI app
 the Lambda runs), for the model version the rollout picks. During a rollout the
 candidate's share of requests follows the schedule the deploy function wrote
-(``shared.adapters.local_serving``). The split is deterministic, not random: of
+(``dhow_local.serving``). The split is deterministic, not random: of
 every ``1/share`` requests exactly one goes to the candidate, so a test can say
 how many requests a bad canary may fail.
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.adapters.local_serving import RouterState, load_router_state, save_router_state
+from dhow_local.serving import RouterState, load_router_state, save_router_state
 from shared.canary import CanaryRule, PeriodCounts
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
@@ -394,51 +394,19 @@ def build_router(settings: Any) -> Router:
     CodeDeploy's shape: on the default bus on AWS, and on Azure straight to the queue
     the deploy function reads (what the serving rule targets).
     """
+    from dhow_local.kit import local_kit
     from shared.topology import build_topology
-    from shared.triggers import CODEDEPLOY_STATE_CHANGE
     from shared.wiring import build_model_registry, build_ports, serve_prefix
 
     topo = build_topology(settings.stage)
     ports = build_ports(settings, topo)
-    publish: Callable[[dict[str, Any]], None]
-    if settings.cloud == "azure":
-        from shared.adapters.azure import LocalEventGrid, azure_clients
-
-        grid = LocalEventGrid(azure_clients(settings), topo)
-
-        def publish(detail: dict[str, Any]) -> None:
-            grid.deliver_system_event(
-                "serving_deployment_ended",
-                {
-                    "source": "aws.codedeploy",
-                    "detail-type": CODEDEPLOY_STATE_CHANGE,
-                    "detail": {**detail, "region": settings.azure_location},
-                },
-            )
-    else:
-        from shared.adapters.aws import aws_client
-
-        events = aws_client("events", settings)
-
-        def publish(detail: dict[str, Any]) -> None:
-            events.put_events(
-                Entries=[
-                    {
-                        "Source": "aws.codedeploy",
-                        "DetailType": CODEDEPLOY_STATE_CHANGE,
-                        "Detail": json.dumps({**detail, "region": settings.aws_region}),
-                        "EventBusName": "default",
-                    }
-                ]
-            )
-
     return Router(
         ports.store,
         build_model_registry(settings, ports),
         ports.lineage,
         capture_container=topo.bucket("capture").name,
         serve_prefix=serve_prefix(settings),
-        publish_state_change=publish,
+        publish_state_change=local_kit(settings).publish_deployment_ended,
         specs_dir=settings.specs_dir,
         minute_seconds=settings.local_minute_seconds,
     )

@@ -160,6 +160,10 @@ class BackgroundThreads:
     def start(self) -> None:
         raise NotImplementedError
 
+    def polled(self) -> list[str]:
+        """The names of the functions whose triggers this runner plays."""
+        raise NotImplementedError
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         for t in self._threads:
@@ -193,6 +197,9 @@ class Runner(BackgroundThreads):
         # A handler builds its clients as it is imported: they are that function's.
         with calls_of(fn.logical):
             return load_handler(fn.aws_handler)
+
+    def polled(self) -> list[str]:
+        return [p.fn.name for p in self.pollers]
 
     def start(self) -> None:
         for poller in self.pollers:

@@ -78,8 +78,8 @@ _lock = threading.Lock()
 
 def _origin() -> str | None:
     """The module whose code made the call: the first frame outside the SDK and the AWS
-    adapters (``shared.adapters.local_training``: the local stand-in for SageMaker, whose
-    calls a managed service makes in the cloud, not the function)."""
+    adapters (``dhow_local.training``, the local stand-in for SageMaker, is not skipped:
+    its calls are those a managed service makes in the cloud, not the function)."""
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         module = str(frame.f_globals.get("__name__", ""))

@@ -45,8 +45,9 @@ _PLUMBING = (
     "http.",
     "shared.adapters.azure",
 )
-# The local stand-in for Event Grid: its queue sends are what Event Grid does in the
-# cloud after the function published one event to the pipeline topic.
+# The local stand-in for Event Grid (dhow_local.event_grid): its queue sends are what
+# Event Grid does in the cloud after the function published one event to the pipeline
+# topic, so they are the function's (origin) as played by the grid, matched by qualname.
 _EVENT_GRID_PLAYERS = ("LocalEventGrid.", "LocalEventGridBus.")
 _lock = threading.Lock()
 
@@ -61,7 +62,7 @@ def _caller() -> tuple[str | None, str | None]:
         module = str(frame.f_globals.get("__name__", ""))
         if frame.f_code.co_qualname.startswith(_EVENT_GRID_PLAYERS):
             played = "event-grid"
-        if origin is None and not module.startswith(_PLUMBING):
+        elif origin is None and not module.startswith(_PLUMBING):
             origin = module
         frame = frame.f_back
     return origin, played

@@ -21,8 +21,8 @@ emits the same DeploymentCompleted / DeploymentRolledBack as on AWS.
 Three parts are swapped, nothing else: where traffic is set (``TrafficSplit``), where
 the candidate's numbers come from (``CandidateMetrics``), and how a check is delayed
 (``CheckTimer``). In the cloud: the endpoint, Azure Monitor, the Storage queue. On the
-local platform: the local router's row and its counts, and the same Storage queue on
-Azurite, so `make demo CLOUD=azure` plays this very code.
+local platform (``dhow_local.serving``): the local router's row and its counts, and the
+same Storage queue on Azurite, so `make demo CLOUD=azure` plays this very code.
 """
 
 from __future__ import annotations
@@ -38,18 +38,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from shared.adapters.local_serving import (
-    RouterState,
-    load_router_state,
-    rollout_schedule,
-    save_router_state,
-)
 from shared.canary import (
-    PERIOD_S,
     CanaryRule,
     PeriodCounts,
-    ReportedPeriod,
     endpoint_metrics_queries,
+    rollout_schedule,
 )
 from shared.cloud_facts import value
 from shared.errors import ConfigError, DeploymentInProgress, DhowError, WorkInProgress
@@ -649,68 +642,6 @@ class QueueCheckTimer(CheckTimer):
 
     def after(self, seconds: int, body: str) -> None:
         self._queue.send_message(body, visibility_timeout=check_delay_s(seconds))
-
-
-# -- the local platform: the local router's row and its counts ---------------------------
-
-
-class RouterTraffic(TrafficSplit):
-    """The local router's row: it splits requests by it and counts each version's
-    answers, but steps and judges nothing (``stepped_by="deployer"``)."""
-
-    def __init__(self, lineage: LineageStore) -> None:
-        self._lineage = lineage
-
-    def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
-        for _ in range(5):
-            _old, row = load_router_state(self._lineage, dataset)
-            candidate = state.candidate if state.status == "InProgress" else None
-            stable = state.stable if state.stable is not None else state.candidate
-            new = RouterState(
-                stable=stable,
-                candidate=candidate if candidate != stable else None,
-                weight=weights.get(candidate, 0) / 100 if candidate is not None else 0.0,
-                schedule=state.schedule,
-                deployment_id=state.deployment_id,
-                started_at=state.started_at,
-                status="InProgress"
-                if candidate is not None and candidate != stable
-                else ("Succeeded" if state.status in ("Succeeded", "InProgress") else state.status),
-                error_rate_threshold=state.error_rate_threshold,
-                p99_latency_ms=state.p99_latency_ms,
-                min_requests=state.min_requests,
-                reason=state.reason,
-                stepped_by="deployer",
-            )
-            if save_router_state(self._lineage, row, new):
-                return
-        raise WorkInProgress(f"the local router's state for {dataset} kept changing")
-
-
-class RouterMetrics(CandidateMetrics):
-    """The local router's per-period counts of the candidate (``/_router/periods``),
-    where Azure Monitor's would be. ``get`` fetches a path of the router as JSON."""
-
-    def __init__(self, get: Callable[[str], Mapping[str, Any]]) -> None:
-        self._get = get
-
-    def periods(
-        self, dataset: str, state: RolloutState, until: datetime
-    ) -> dict[datetime, PeriodCounts]:
-        data = self._get(f"/_router/periods/{dataset}")
-        if data.get("deployment_id") != state.deployment_id or state.started_at is None:
-            return {}  # the router has not seen this rollout's row yet: no evidence
-        # The router counts live (latency 0): its periods are the alarms' (60 s each,
-        # from the rollout's start), indexed as it reports them.
-        period = timedelta(seconds=PERIOD_S)
-        return {
-            state.started_at + int(p["index"]) * period: ReportedPeriod(
-                requests=int(p["requests"]),
-                errors=int(p["errors"]),
-                reported_p99_ms=float(p["p99_ms"]),
-            )
-            for p in data.get("periods", [])
-        }
 
 
 def _utc(stamp: str) -> datetime:

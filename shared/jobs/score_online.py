@@ -81,7 +81,8 @@ class EndpointScorer:
                 "each deployment (shared/adapters/azure_serving.py)",
             )
         topo = build_topology(settings.stage)
-        p = ports or build_ports(settings, topo)
+        # The deployment is given storage settings only, and publishes nothing.
+        p = ports or build_ports(settings, topo, publishing=False)
         spec = load_spec(settings.serve_dataset, settings.specs_dir)
         capture = InferenceCapture.for_spec(p.store, topo.bucket("capture").name, spec)
         app = model_app(

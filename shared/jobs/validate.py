@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     from shared.wiring import build_ports
 
     settings = Settings.from_env()
-    # Only the store is used; the bus and lineage clients are built but never called.
-    store = build_ports(settings).store
+    # Only the store is used; the lineage client is built but never called, and the job
+    # is given no bus settings (it publishes nothing: the sweep announces its end).
+    store = build_ports(settings, publishing=False).store
     try:
         result = run(
             store,

@@ -38,7 +38,7 @@ KEY_ARN = f"arn:aws:kms:me-central-1:{LOCAL_ACCOUNT}:key/stack-key"
 # SageMaker's, the local deployer for CodeDeploy's): in the cloud those calls are the
 # service's, not the function's role's. The runner's own polling is not among them: it
 # plays the event-source mapping, which polls with the function's role.
-STAND_INS = ("shared.adapters.local_", "shared.jobs.local_")
+STAND_INS = ("dhow_local.training", "dhow_local.serving")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z.]+)\}")
 
 

@@ -34,7 +34,7 @@ APP = "app-principal"
 # Code that plays a managed service locally (local training stands in for an Azure ML
 # job, the local router for the cloud's traffic split): in the cloud those calls are made
 # by that service's identity, not the app's.
-STAND_INS = ("shared.adapters.local_", "shared.jobs.local_", "dhow_local.")
+STAND_INS = ("dhow_local.",)
 # The local runner plays the Functions host, which makes its trigger's calls with the
 # app's identity: judged like the function's own.
 HOST_PLAYERS = ("dhow_local.azure_runner",)

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from dhow_local.event_grid import LocalEventGrid, LocalEventGridBus
 
 from shared.adapters.azure import (
     AzureClients,
     BlobObjectStore,
-    LocalEventGrid,
-    LocalEventGridBus,
     QueueAlerts,
     StorageQueueEventTap,
     TableLineageStore,

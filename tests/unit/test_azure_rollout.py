@@ -20,6 +20,7 @@ from azure.ai.ml.entities import ManagedOnlineEndpoint
 from azure.ai.ml.entities._endpoint._endpoint_helpers import (
     validate_endpoint_or_deployment_name,
 )
+from dhow_local.serving import RouterMetrics, RouterTraffic, load_router_state
 
 from shared.adapters.azure_serving import (
     CHECK_KEY,
@@ -29,15 +30,12 @@ from shared.adapters.azure_serving import (
     OnlineEndpointTraffic,
     QueueCheckTimer,
     RolloutState,
-    RouterMetrics,
-    RouterTraffic,
     SteppedRolloutDeployer,
     TrafficSplit,
     check_delay_s,
     deployment_name,
     endpoint_name,
 )
-from shared.adapters.local_serving import load_router_state
 from shared.canary import CanaryRule, PeriodCounts, endpoint_periods
 from shared.cloud_facts import fact, value
 from shared.errors import ConfigError
@@ -625,7 +623,7 @@ def test_deploy_builds_the_stepped_rollout_on_azure_instead_of_refusing(backend:
     from shared.wiring import Ports, build_deployer
 
     settings = replace(
-        Settings(cloud="azure"),
+        Settings(cloud="azure", kit="local-azure" if backend == "local" else None),
         serving_backend=backend,
         azure_storage_connection_string=AZURITE,
         azureml_workspace=("sub", "group", "workspace"),

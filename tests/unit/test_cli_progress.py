@@ -26,10 +26,11 @@ from azure.core.pipeline.transport import HttpResponse, HttpTransport
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueMessage
 from dhow_cli import app, main
+from dhow_local.event_grid import LocalEventGrid
 from moto import mock_aws
 
 from shared.adapters.aws import S3ObjectStore
-from shared.adapters.azure import BlobObjectStore, LocalEventGrid
+from shared.adapters.azure import BlobObjectStore
 from shared.cloud_facts import value
 from shared.events import (
     DatasetIngested,

@@ -12,18 +12,14 @@ from typing import Any
 import pytest
 import yaml
 from dhow_local.router import Router
+from dhow_local.serving import LocalRouterDeployer, RouterState, load_router_state
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from shared.adapters.aws import aws_client
-from shared.adapters.local_serving import (
-    LocalRouterDeployer,
-    RouterState,
-    load_router_state,
-    rollout_schedule,
-)
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.artifacts import ARTIFACT_SHA256, sha256_file
+from shared.canary import rollout_schedule
 from shared.events import (
     DeploymentCompleted,
     DeploymentRolledBack,

@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dhow_local.training_job import run_job
 from moto import mock_aws
 
 from shared.adapters.aws import aws_client
 from shared.events import ObjectRef
-from shared.jobs.local_training import run_job
 from shared.ports import TrainingJobRequest
 from shared.settings import Settings
 from shared.topology import build_topology
 from shared.triggers import parse_training_state_change
 
 SAMPLE = Path(__file__).resolve().parents[2] / "localstack/samples/customers.csv"
-SETTINGS = Settings(stage="unit")
+SETTINGS = Settings(stage="unit", kit="local-aws")
 
 
 @pytest.fixture

@@ -35,16 +35,17 @@ def test_half_configured_azureml_workspace_is_refused() -> None:
 
 
 def test_each_training_backend_needs_its_stack_settings() -> None:
-    from shared.adapters.local_training import LocalTrainingLauncher
+    from dhow_local.training import LocalTrainingLauncher
+
     from shared.topology import build_topology
     from shared.wiring import Ports, build_training_launcher
     from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
 
     ports = Ports(store=MemoryStore(), bus=MemoryBus(), lineage=MemoryLineage())
     topo = build_topology("local")
-    local = build_training_launcher(Settings(training_backend="local"), ports, topo)
+    local = build_training_launcher(Settings(kit="local-aws"), ports, topo)
     assert isinstance(local, LocalTrainingLauncher)
-    for backend in ("sagemaker", "azureml"):
+    for cloud in (Settings(cloud="aws"), Settings(cloud="azure")):
         with pytest.raises(ConfigError) as info:
-            build_training_launcher(Settings(training_backend=backend), ports, topo)
+            build_training_launcher(cloud, ports, topo)
         assert "dhow local up" in info.value.hint

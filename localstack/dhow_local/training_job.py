@@ -1,4 +1,4 @@
-"""`python -m shared.jobs.local_training`: one training job of the local backend.
+"""`python -m dhow_local.training_job`: one training job of the local backend.
 
 It lays out SageMaker's directories under a temporary root, downloads the
 curated data into the train channel (each version a run learns from into its own,
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.adapters.aws import aws_client
+from dhow_local.kit import local_kit
 from shared.events import ObjectRef
 from shared.jobs.model_archive import MODEL_ARCHIVE, write_model_archive
 from shared.ports import TrainingJobRequest
@@ -105,33 +105,10 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
         detail["ModelArtifacts"] = {"S3ModelArtifacts": f"s3://{output.container}/{output.key}"}
     else:
         detail["FailureReason"] = reason
-    publish_training_ended(settings, detail, output)
+    # As the cloud's training service announces it: SageMaker's state change on the
+    # default bus, or Azure ML's RunStatusChanged through the local Event Grid.
+    local_kit(settings).publish_training_ended(detail, output)
     return detail
-
-
-def publish_training_ended(settings: Settings, detail: dict[str, Any], output: ObjectRef) -> None:
-    """The job's end, as the cloud's training service announces it: SageMaker's state
-    change on the default bus (AWS), or Azure ML's ``RunStatusChanged`` in the Event Grid
-    schema to the queue the stack's run-status subscription feeds (Azure)."""
-    if settings.cloud == "aws":
-        aws_client("events", settings).put_events(
-            Entries=[
-                {
-                    "Source": "aws.sagemaker",
-                    "DetailType": "SageMaker Training Job State Change",
-                    "Detail": json.dumps(detail),
-                    "EventBusName": "default",
-                    "Resources": [detail["TrainingJobArn"]],
-                }
-            ]
-        )
-        return
-    from shared.adapters.azure import LocalEventGrid, azure_clients
-
-    topo = build_topology(settings.stage)
-    LocalEventGrid(azure_clients(settings), topo).deliver_system_event(
-        "training_job_ended", azureml_run_status_changed(settings, detail, output)
-    )
 
 
 def azureml_run_status_changed(
@@ -173,7 +150,7 @@ def azureml_run_status_changed(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shared.jobs.local_training")
+    p = argparse.ArgumentParser(prog="python -m dhow_local.training_job")
     p.add_argument("--request", type=Path, required=True)
     p.add_argument("--job-name", required=True)
     args = p.parse_args(argv)

@@ -1,5 +1,5 @@
-"""``Deployer`` for the local platform: the local router plays the Lambda alias and
-CodeDeploy.
+"""Serving on the local platform: the local router plays the Lambda alias and CodeDeploy
+(AWS), or the online endpoint's traffic split and Azure Monitor (Azure).
 
 The deployer writes the rollout into one lineage row per dataset
 (``serving:router``): which version is stable, which is the candidate, and the
@@ -14,14 +14,27 @@ function sees locally exactly the event it sees in the cloud.
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.request
 import uuid
-from datetime import UTC, datetime
-from typing import Literal
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from shared.adapters.azure_serving import CandidateMetrics, RolloutState, TrafficSplit
+from shared.canary import PERIOD_S, PeriodCounts, ReportedPeriod, rollout_schedule
+from shared.constants import ROUTER_PORT
 from shared.errors import WorkInProgress
-from shared.ports import Deployer, DeploymentPlan, LineageRecord, LineageStore, StartedDeployment
+from shared.ports import (
+    Deployer,
+    DeploymentPlan,
+    LineageRecord,
+    LineageStore,
+    StartedDeployment,
+)
 
 ROUTER_RECORD = "serving:router"
 
@@ -53,19 +66,6 @@ class RouterState(BaseModel):
         return {k: v for k, v in shares.items() if v > 0}
 
 
-def rollout_schedule(strategy: str, percent: int, minutes: int) -> list[tuple[float, float]]:
-    """The candidate's share over time, as CodeDeploy's canary and linear configs step it."""
-    share = percent / 100
-    if strategy == "canary":
-        return [(0.0, share), (float(minutes), 1.0)]
-    if strategy == "linear":
-        steps, out = int(1 / share + 0.999), []
-        for i in range(steps):
-            out.append((float(i * minutes), min(1.0, round(share * (i + 1), 6))))
-        return out
-    return [(0.0, 1.0)]
-
-
 def load_router_state(lineage: LineageStore, dataset: str) -> tuple[RouterState, LineageRecord]:
     row = lineage.get(dataset, ROUTER_RECORD)
     if row is None:
@@ -90,6 +90,9 @@ def save_router_state(lineage: LineageStore, row: LineageRecord, state: RouterSt
 
 
 class LocalRouterDeployer(Deployer):
+    """The AWS local kit's deployer: the rollout goes into the router's row, and the
+    router steps and judges it (``stepped_by="router"``)."""
+
     def __init__(self, lineage: LineageStore) -> None:
         self._lineage = lineage
 
@@ -152,3 +155,73 @@ class LocalRouterDeployer(Deployer):
             if save_router_state(self._lineage, row, new):
                 return ref
         raise WorkInProgress(f"the local router's state for {dataset} kept changing")
+
+
+# -- Azure: the stepped rollout (shared.adapters.azure_serving) on the router's row -------
+
+
+class RouterTraffic(TrafficSplit):
+    """The local router's row: it splits requests by it and counts each version's
+    answers, but steps and judges nothing (``stepped_by="deployer"``)."""
+
+    def __init__(self, lineage: LineageStore) -> None:
+        self._lineage = lineage
+
+    def set(self, dataset: str, weights: Mapping[int, int], state: RolloutState) -> None:
+        for _ in range(5):
+            _old, row = load_router_state(self._lineage, dataset)
+            candidate = state.candidate if state.status == "InProgress" else None
+            stable = state.stable if state.stable is not None else state.candidate
+            new = RouterState(
+                stable=stable,
+                candidate=candidate if candidate != stable else None,
+                weight=weights.get(candidate, 0) / 100 if candidate is not None else 0.0,
+                schedule=state.schedule,
+                deployment_id=state.deployment_id,
+                started_at=state.started_at,
+                status="InProgress"
+                if candidate is not None and candidate != stable
+                else ("Succeeded" if state.status in ("Succeeded", "InProgress") else state.status),
+                error_rate_threshold=state.error_rate_threshold,
+                p99_latency_ms=state.p99_latency_ms,
+                min_requests=state.min_requests,
+                reason=state.reason,
+                stepped_by="deployer",
+            )
+            if save_router_state(self._lineage, row, new):
+                return
+        raise WorkInProgress(f"the local router's state for {dataset} kept changing")
+
+
+class RouterMetrics(CandidateMetrics):
+    """The local router's per-period counts of the candidate (``/_router/periods``),
+    where Azure Monitor's would be. ``get`` fetches a path of the router as JSON."""
+
+    def __init__(self, get: Callable[[str], Mapping[str, Any]]) -> None:
+        self._get = get
+
+    def periods(
+        self, dataset: str, state: RolloutState, until: datetime
+    ) -> dict[datetime, PeriodCounts]:
+        data = self._get(f"/_router/periods/{dataset}")
+        if data.get("deployment_id") != state.deployment_id or state.started_at is None:
+            return {}  # the router has not seen this rollout's row yet: no evidence
+        # The router counts live (latency 0): its periods are the alarms' (60 s each,
+        # from the rollout's start), indexed as it reports them.
+        period = timedelta(seconds=PERIOD_S)
+        return {
+            state.started_at + int(p["index"]) * period: ReportedPeriod(
+                requests=int(p["requests"]),
+                errors=int(p["errors"]),
+                reported_p99_ms=float(p["p99_ms"]),
+            )
+            for p in data.get("periods", [])
+        }
+
+
+def router_get(path: str) -> dict[str, object]:
+    """A JSON GET to the local router (``DHOW_ROUTER_PORT``, 4570 by default)."""
+    port = os.environ.get(ROUTER_PORT, "4570")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        data: dict[str, object] = json.loads(r.read())
+    return data

@@ -1,7 +1,7 @@
 """The local training backend: SageMaker's contract on this machine.
 
 ``launch`` records the job (a marker object under the models bucket, so a
-duplicate request finds it) and starts ``python -m shared.jobs.local_training``
+duplicate request finds it) and starts ``python -m dhow_local.training_job``
 as its own process, as SageMaker would start a container: the caller returns
 at once, and the job later publishes a "SageMaker Training Job State Change"
 event to the default bus, exactly as SageMaker does, so register sees in
@@ -26,6 +26,8 @@ def job_marker(models_container: str, dataset: str, job_name: str) -> ObjectRef:
 
 
 class LocalTrainingLauncher(TrainingLauncher):
+    """The local kits' launcher: each job a process of its own on this machine."""
+
     def __init__(
         self,
         store: ObjectStore,
@@ -54,7 +56,7 @@ class LocalTrainingLauncher(TrainingLauncher):
         argv = [
             sys.executable,
             "-m",
-            "shared.jobs.local_training",
+            "dhow_local.training_job",
             "--request",
             f.name,
             "--job-name",
