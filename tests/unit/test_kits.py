@@ -3,7 +3,8 @@
 What these hold: the registry picks the kit the settings name (a third one too), each
 registered kit builds every port, the Azure kit refuses to run without its Event Grid
 topic instead of falling back to the local one, and no code outside ``shared/clouds``
-compares a ``.cloud``, nor does ``shared/`` import the local platform.
+compares a ``.cloud``. (That ``shared/`` imports no ``dhow_local``, where the local kits
+live, is tests/unit/test_layering.py's.)
 """
 
 from __future__ import annotations
@@ -75,31 +76,6 @@ def test_the_scan_sees_a_cloud_branch() -> None:
     assert _cloud_comparisons('def f(s):\n    return s.cloud == "aws"\n') == [2]
     assert _cloud_comparisons('if "azure" != state.cloud:\n    pass\n') == [1]
     assert _cloud_comparisons("claim_window_s(topo, 'ingest', settings.cloud)\n") == []
-
-
-# The CLI's move out of shared/ (issue 17, its own part) takes its imports along.
-NOT_YET_MOVED = {ROOT / "shared/cli.py"}
-
-
-def test_nothing_under_shared_imports_the_local_platform() -> None:
-    found = []
-    for path in _sources(("shared",)):
-        if path in NOT_YET_MOVED:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            found += [
-                f"{path.relative_to(ROOT)}:{node.lineno}"
-                for n in names
-                if n.split(".")[0] == "dhow_local"
-            ]
-    assert not found, f"shared/ imports dhow_local: {found}"
 
 
 def test_the_azure_kit_without_its_event_grid_topic_is_a_config_error() -> None:
