@@ -4,6 +4,7 @@ TLS only, access-logged, with lifecycle rules where objects are transient."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -114,6 +115,12 @@ def access_logs_policy(log_bucket_arn: str, account: str, sources: dict[str, str
     )
 
 
+@dataclass(frozen=True)
+class DataLakeArgs:
+    cfg: StackConfig
+    account: pulumi.Output[str]
+
+
 class DataLake(pulumi.ComponentResource):
     """The KMS key every encrypted resource of the stack uses, and the buckets."""
 
@@ -121,9 +128,10 @@ class DataLake(pulumi.ComponentResource):
     buckets: dict[str, aws.s3.Bucket]
 
     def __init__(
-        self, name: str, cfg: StackConfig, account: pulumi.Output[str], opts: pulumi.ResourceOptions
+        self, name: str, args: DataLakeArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:DataLake", name, None, opts)
+        cfg, account = args.cfg, args.account
         child = pulumi.ResourceOptions(parent=self)
         self.key = aws.kms.Key(
             "key",

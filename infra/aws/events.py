@@ -4,6 +4,7 @@ its dead-letter queue, all KMS-encrypted) that the rules deliver to."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -84,20 +85,23 @@ def role_arns(account: str, names: list[str], cfg: StackConfig) -> list[str]:
     return [f"arn:aws:iam::{account}:role/{n}" for n in names] + list(cfg.queue_operators)
 
 
+@dataclass(frozen=True)
+class EventWiringArgs:
+    cfg: StackConfig
+    account: pulumi.Output[str]
+    key: aws.kms.Key
+
+
 class EventWiring(pulumi.ComponentResource):
     queues: dict[str, aws.sqs.Queue]
     dlqs: dict[str, aws.sqs.Queue]
     rules: dict[str, aws.cloudwatch.EventRule]
 
     def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        account: pulumi.Output[str],
-        key: aws.kms.Key,
-        opts: pulumi.ResourceOptions,
+        self, name: str, args: EventWiringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:EventWiring", name, None, opts)
+        cfg, account, key = args.cfg, args.account, args.key
         child = pulumi.ResourceOptions(parent=self)
         topo = cfg.topology
         self.bus = aws.cloudwatch.EventBus(

@@ -6,6 +6,7 @@ reports partial batch failures."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -25,27 +26,31 @@ RUNTIME = "python3.12"
 Env = dict[str, pulumi.Input[str]]
 
 
+@dataclass(frozen=True)
+class FunctionsArgs:
+    cfg: StackConfig
+    account: pulumi.Output[str]
+    key: aws.kms.Key
+    queues: dict[str, aws.sqs.Queue]
+    dlqs: dict[str, aws.sqs.Queue]
+    # Every value the stack offers, by env var name (each function takes its share).
+    env: Env
+    jobs_image_uri: pulumi.Input[str]
+    artifacts: aws.s3.Bucket
+
+
 class Functions(pulumi.ComponentResource):
     lambdas: dict[str, aws.lambda_.Function]
     roles: dict[str, aws.iam.Role]
 
     def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        account: pulumi.Output[str],
-        key: aws.kms.Key,
-        queues: dict[str, aws.sqs.Queue],
-        dlqs: dict[str, aws.sqs.Queue],
-        env: Env,  # every value the stack offers, by env var name
-        jobs_image_uri: pulumi.Input[str],
-        artifacts: aws.s3.Bucket,
-        opts: pulumi.ResourceOptions,
+        self, name: str, args: FunctionsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:Functions", name, None, opts)
-        self._artifacts = artifacts
+        cfg, account, key, env = args.cfg, args.account, args.key, args.env
+        self._artifacts = args.artifacts
         self._cfg, self._account, self._key = cfg, account, key
-        self._image_uri = jobs_image_uri
+        self._image_uri = args.jobs_image_uri
         self._code = code_archive()
         child = pulumi.ResourceOptions(parent=self)
         topo = cfg.topology
@@ -88,11 +93,11 @@ class Functions(pulumi.ComponentResource):
                 continue
             # Each function gets exactly the settings it reads (shared/stack_contract.py).
             function = self._function(
-                fn, fn.name, dlqs[fn.trigger_queue], environment("aws", fn.logical, env)
+                fn, fn.name, args.dlqs[fn.trigger_queue], environment("aws", fn.logical, env)
             )
             aws.lambda_.EventSourceMapping(
                 fn.logical,
-                event_source_arn=queues[fn.trigger_queue].arn,
+                event_source_arn=args.queues[fn.trigger_queue].arn,
                 function_name=function.arn,
                 batch_size=fn.batch_size,
                 function_response_types=["ReportBatchItemFailures"],

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
 from infra.config import StackConfig
 
 
+@dataclass(frozen=True)
+class LineageArgs:
+    cfg: StackConfig
+    key: aws.kms.Key
+
+
 class Lineage(pulumi.ComponentResource):
     tables: dict[str, aws.dynamodb.Table]
 
     def __init__(
-        self, name: str, cfg: StackConfig, key: aws.kms.Key, opts: pulumi.ResourceOptions
+        self, name: str, args: LineageArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:Lineage", name, None, opts)
+        cfg, key = args.cfg, args.key
         child = pulumi.ResourceOptions(parent=self)
         self.tables = {
             t.logical: aws.dynamodb.Table(

@@ -4,6 +4,7 @@ spec, to the drift queue), an alarm on every dead-letter queue and a dashboard."
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -83,18 +84,21 @@ def dashboard_body(cfg: StackConfig) -> str:
     return json.dumps({"widgets": widgets})
 
 
+@dataclass(frozen=True)
+class MonitoringArgs:
+    cfg: StackConfig
+    account: pulumi.Output[str]
+    key: aws.kms.Key
+    queues: dict[str, aws.sqs.Queue]
+    dlqs: dict[str, aws.sqs.Queue]
+
+
 class Monitoring(pulumi.ComponentResource):
     def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        account: pulumi.Output[str],
-        key: aws.kms.Key,
-        queues: dict[str, aws.sqs.Queue],
-        dlqs: dict[str, aws.sqs.Queue],
-        opts: pulumi.ResourceOptions,
+        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:Monitoring", name, None, opts)
+        cfg, account, key, queues, dlqs = args.cfg, args.account, args.key, args.queues, args.dlqs
         child = pulumi.ResourceOptions(parent=self)
         topo = cfg.topology
         self.topics = {

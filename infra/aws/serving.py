@@ -7,6 +7,7 @@ rollback alarms of SageMaker endpoints."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -118,18 +119,27 @@ def codedeploy_policy(region: str, account: str, family: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ServingArgs:
+    cfg: StackConfig
+    account: pulumi.Output[str]
+    lambdas: dict[str, aws.lambda_.Function]
+    alerts: aws.sns.Topic
+    key: aws.kms.Key | None = None
+
+
 class Serving(pulumi.ComponentResource):
     def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        account: pulumi.Output[str],
-        lambdas: dict[str, aws.lambda_.Function],
-        alerts: aws.sns.Topic,
-        opts: pulumi.ResourceOptions,
-        key: aws.kms.Key | None = None,
+        self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:Serving", name, None, opts)
+        cfg, account, lambdas, alerts, key = (
+            args.cfg,
+            args.account,
+            args.lambdas,
+            args.alerts,
+            args.key,
+        )
         self._cfg, self._alerts, self._key = cfg, alerts, key
         child = pulumi.ResourceOptions(parent=self)
         self.application = aws.codedeploy.Application(

@@ -5,15 +5,29 @@ from __future__ import annotations
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.data_lake import DataLake
-from infra.aws.events import EventWiring
-from infra.aws.functions import Functions
-from infra.aws.lineage import Lineage
-from infra.aws.monitoring import Monitoring
-from infra.aws.serving import Serving
-from infra.aws.training import Training
-from infra.config import StackConfig
+from infra.aws.data_lake import DataLake, DataLakeArgs
+from infra.aws.events import EventWiring, EventWiringArgs
+from infra.aws.functions import Functions, FunctionsArgs
+from infra.aws.lineage import Lineage, LineageArgs
+from infra.aws.monitoring import Monitoring, MonitoringArgs
+from infra.aws.serving import Serving, ServingArgs
+from infra.aws.training import Training, TrainingArgs
+from infra.code_bundle import missing_layers
+from infra.config import StackConfig, StackConfigError
 from shared import constants as c
+
+
+def region(cfg: StackConfig) -> str:
+    return cfg.region
+
+
+def preflight(cfg: StackConfig) -> None:
+    """Every zip function's layer must have been built by ``make layers``."""
+    if missing := missing_layers(cfg):
+        raise StackConfigError(
+            f"{', '.join(map(str, missing))} not built: run `make layers` first "
+            f"(it builds the {cfg.arch} layers from PyPI and checks them against Lambda's limits)"
+        )
 
 
 def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
@@ -26,11 +40,15 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         opts=pulumi.InvokeOutputOptions(provider=provider)
     ).account_id
 
-    lake = DataLake("data-lake", cfg, account, opts)
-    lineage = Lineage("lineage", cfg, lake.key, opts)
-    training = Training("training", cfg, account, lake.key, lake.buckets["models"], provider, opts)
-    events = EventWiring("events", cfg, account, lake.key, opts)
-    monitoring = Monitoring("monitoring", cfg, account, lake.key, events.queues, events.dlqs, opts)
+    lake = DataLake("data-lake", DataLakeArgs(cfg, account), opts)
+    lineage = Lineage("lineage", LineageArgs(cfg, lake.key), opts)
+    training = Training(
+        "training", TrainingArgs(cfg, account, lake.key, lake.buckets["models"], provider), opts
+    )
+    events = EventWiring("events", EventWiringArgs(cfg, account, lake.key), opts)
+    monitoring = Monitoring(
+        "monitoring", MonitoringArgs(cfg, account, lake.key, events.queues, events.dlqs), opts
+    )
     env: dict[str, pulumi.Input[str]] = {
         c.CLOUD: "aws",
         c.STAGE: cfg.stage,
@@ -50,18 +68,22 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     }
     functions = Functions(
         "functions",
-        cfg,
-        account,
-        lake.key,
-        events.queues,
-        events.dlqs,
-        env,
-        training.jobs_image_uri,
-        lake.artifacts,
+        FunctionsArgs(
+            cfg,
+            account,
+            lake.key,
+            events.queues,
+            events.dlqs,
+            env,
+            training.jobs_image_uri,
+            lake.artifacts,
+        ),
         opts,
     )
     serving = Serving(
-        "serving", cfg, account, functions.lambdas, monitoring.topics["alerts"], opts, lake.key
+        "serving",
+        ServingArgs(cfg, account, functions.lambdas, monitoring.topics["alerts"], lake.key),
+        opts,
     )
     return {
         "region": cfg.region,

@@ -15,6 +15,7 @@ import shlex
 import stat
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -180,18 +181,27 @@ def ecr_pull_policy(region: str, account: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class TrainingArgs:
+    cfg: StackConfig
+    account: pulumi.Output[str]
+    key: aws.kms.Key
+    models: aws.s3.Bucket
+    provider: aws.Provider
+
+
 class Training(pulumi.ComponentResource):
     def __init__(
-        self,
-        name: str,
-        cfg: StackConfig,
-        account: pulumi.Output[str],
-        key: aws.kms.Key,
-        models: aws.s3.Bucket,
-        provider: aws.Provider,
-        opts: pulumi.ResourceOptions,
+        self, name: str, args: TrainingArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("dhow:aws:Training", name, None, opts)
+        cfg, account, key, models, provider = (
+            args.cfg,
+            args.account,
+            args.key,
+            args.models,
+            args.provider,
+        )
         child = pulumi.ResourceOptions(parent=self)
         topo = cfg.topology
 
