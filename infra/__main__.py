@@ -1,23 +1,14 @@
-"""`pulumi up`: read the stack's configuration once, build the stack of its cloud, export."""
-
-import importlib
+"""`pulumi up`: read the stack's configuration once, take its cloud's stack from the
+registry (infra/registry.py), check what it needs was built, build it, export."""
 
 import pulumi
 
 from infra import config
-from infra.code_bundle import missing_layers
+from infra.registry import stack_for
 
 cfg = config.load()
-if cfg.cloud == "aws" and (missing := missing_layers(cfg)):
-    raise config.StackConfigError(
-        f"{', '.join(map(str, missing))} not built: run `make layers` first "
-        f"(it builds the {cfg.arch} layers from PyPI and checks them against Lambda's limits)"
-    )
-if cfg.cloud == "azure":
-    from infra.azure.app_package import package_path, require_package
-
-    # Refuses, naming `make azure-package`, before anything is created.
-    require_package(package_path(cfg))
-stack = importlib.import_module(f"infra.{cfg.cloud}.stack")
+stack = stack_for(cfg.cloud)
+# Refuses, naming `make layers` or `make azure-package`, before anything is created.
+stack.preflight(cfg)
 for name, value in stack.build(cfg).items():
     pulumi.export(name, value)

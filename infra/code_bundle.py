@@ -1,5 +1,6 @@
-"""What a function's package is made of: our code (an archive built from the source
-tree, the same bytes for the same sources) and its dependency layer (``make layers``)."""
+"""What a function's package is made of: our code (an archive of the files
+``layers.catalogue.code_files`` names, the same bytes for the same sources) and its
+dependency layer (``make layers``)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,7 @@ from pathlib import Path
 import pulumi
 
 from infra.config import REPO_ROOT, StackConfig
-from layers.catalogue import FUNCTION_LAYERS
-
-# Our code in every zip function: the core package and the thin entry points.
-_CODE_GLOBS = (
-    "shared/**/*.py",
-    "shared/py.typed",
-    "shared/specs/*.yaml",
-    "shared/cloud_facts/*.yaml",
-    "functions/**/*.py",
-)
-
-
-def code_files(root: Path = REPO_ROOT) -> list[Path]:
-    files = {p for pattern in _CODE_GLOBS for p in root.glob(pattern) if p.is_file()}
-    return sorted(p for p in files if "__pycache__" not in p.parts)
+from layers.catalogue import FUNCTION_LAYERS, code_files
 
 
 def code_archive(root: Path = REPO_ROOT) -> pulumi.AssetArchive:

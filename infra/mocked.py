@@ -20,6 +20,7 @@ import pulumi
 
 from infra.config import StackConfig
 from infra.policy.rules import Res
+from infra.registry import stack_for
 
 ACCOUNT = "123456789012"
 # One loop for every run of the session (Pulumi's runtime keeps using the current one).
@@ -178,17 +179,6 @@ class Program:
         return out
 
 
-def _stack_builder(cfg: StackConfig) -> Callable[[StackConfig], dict[str, Any]]:
-    # Imported here: the cloud's program is only loaded for a stack of that cloud.
-    if cfg.cloud == "aws":
-        from infra.aws.stack import build as aws_build
-
-        return aws_build
-    from infra.azure.stack import build as azure_build
-
-    return azure_build
-
-
 def run(
     cfg: StackConfig,
     build: Callable[[StackConfig], dict[str, Any]] | None = None,
@@ -196,9 +186,10 @@ def run(
 ) -> Program:
     """Build ``cfg``'s stack under mocks; ``build`` defaults to the cloud's own; an Azure
     stack runs in ``subscription``."""
+    stack = stack_for(cfg.cloud)
     if build is None:
-        build = _stack_builder(cfg)
-    mocks = RecordingMocks(cfg.region if cfg.cloud == "aws" else cfg.location, subscription)
+        build = stack.build
+    mocks = RecordingMocks(stack.region(cfg), subscription)
     # Pulumi's runtime asks asyncio for the current loop, which Python 3.12 warns about
     # (an error here) when none was set.
     asyncio.set_event_loop(_LOOP)

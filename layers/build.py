@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from layers.catalogue import FUNCTION_LAYERS, LAYERS, RUNTIME_PROVIDED
+from layers.catalogue import FUNCTION_LAYERS, LAYERS, ROOT, RUNTIME_PROVIDED, code_files
 
-ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "layers" / "dist"
 UNZIPPED_LIMIT = 250 * 1024**2  # the function, its layers, unzipped
 # A direct upload's limit. The stack publishes every layer from its artifacts bucket,
@@ -281,8 +280,6 @@ def smoke_import(code: str, paths: list[Path], env: Mapping[str, str]) -> str:
 
 def code_size(root: Path = ROOT) -> tuple[int, int]:
     """Our code in every zip function (the Pulumi program's archive), unzipped and zipped."""
-    from infra.code_bundle import code_files
-
     files = code_files(root)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -8,6 +8,10 @@ the Lambda Python runtime provides them, and botocore alone is ~80 MB unzipped.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
 # Distribution names as pyproject.toml pins them.
 _CORE = ("pydantic", "PyYAML")
 _FRAME = ("pandas", "numpy")
@@ -44,3 +48,20 @@ RUNTIME_PROVIDED = {
     "python-dateutil": "dateutil",
     "six": "six",
 }
+
+# Our code in every zip function and in the Azure app: the core package and the thin
+# entry points. Here, with the layers, because both the layer build (its size report) and
+# the Pulumi program (its archive) read it: layers/ never imports infra/.
+CODE_GLOBS = (
+    "shared/**/*.py",
+    "shared/py.typed",
+    "shared/specs/*.yaml",
+    "shared/cloud_facts/*.yaml",
+    "functions/**/*.py",
+)
+
+
+def code_files(root: Path = ROOT) -> list[Path]:
+    """Every file of our code that a function's package carries, sorted, no caches."""
+    files = {p for pattern in CODE_GLOBS for p in root.glob(pattern) if p.is_file()}
+    return sorted(p for p in files if "__pycache__" not in p.parts)

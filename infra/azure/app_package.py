@@ -34,9 +34,9 @@ from typing import Any
 import pulumi
 import pulumi_azure_native as az
 
-from infra.code_bundle import code_files
 from infra.config import REPO_ROOT, StackConfig, StackConfigError
 from layers.build import LayerBuildError, pip_install, smoke_import, strip, tree_size
+from layers.catalogue import code_files
 from shared import constants as c
 from shared.cloud_facts import value
 

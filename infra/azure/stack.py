@@ -7,6 +7,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_azure_native as az
 
+from infra.azure.app_package import package_path, require_package
 from infra.azure.assignments import principal_of
 from infra.azure.data_lake import DataLake, DataLakeArgs, storage_account
 from infra.azure.events import EventWiring, EventWiringArgs, run_status_events
@@ -18,6 +19,15 @@ from infra.azure.training import Training, TrainingArgs, environment_ref, grant_
 from infra.config import StackConfig
 from shared import constants as c
 from shared.stack_contract import shared_environment
+
+
+def region(cfg: StackConfig) -> str:
+    return cfg.location
+
+
+def preflight(cfg: StackConfig) -> None:
+    """The Function App's package must have been built by ``make azure-package``."""
+    require_package(package_path(cfg))
 
 
 def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:

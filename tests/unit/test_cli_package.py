@@ -79,7 +79,7 @@ def test_the_dhow_script_is_the_package_group_and_lists_every_command() -> None:
 
 
 def test_no_function_bundle_carries_the_cli_or_the_local_platform() -> None:
-    from infra.code_bundle import code_files
+    from layers.catalogue import code_files
 
     shipped = [p.relative_to(ROOT).as_posix() for p in code_files(ROOT)]
     assert any(p.startswith("shared/") for p in shipped)

@@ -1,0 +1,102 @@
+"""The infra program's structure: one ``*Args`` dataclass per component, a registry of
+cloud stacks instead of a cloud branch, and no import from layers/ back into infra/."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pulumi
+import pytest
+
+import infra
+from infra.registry import STACKS, stack_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _components() -> list[type[pulumi.ComponentResource]]:
+    found = []
+    for info in pkgutil.walk_packages(infra.__path__, "infra."):
+        if info.name in ("infra.__main__", "infra.policy.__main__"):
+            continue  # the program itself and the pack's entry point run on import
+        module = importlib.import_module(info.name)
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, pulumi.ComponentResource) and obj.__module__ == info.name:
+                found.append(obj)
+    return found
+
+
+def test_every_component_takes_one_args_dataclass() -> None:
+    """``Component(name, args, opts)`` as Pulumi's examples have it (``VpcArgs`` with
+    ``Vpc``): what a component needs is one typed value, not ten positional arguments."""
+    components = _components()
+    # Both clouds' components are found (seven AWS, seven Azure).
+    assert {c.__module__.split(".")[1] for c in components} == {"aws", "azure"}
+    assert len(components) >= 14
+    for component in components:
+        signature = inspect.signature(component.__init__)
+        params = list(signature.parameters.values())
+        assert [p.name for p in params] == ["self", "name", "args", "opts"], component
+        hints = inspect.get_annotations(component.__init__, eval_str=True)
+        args_type = hints["args"]
+        assert dataclasses.is_dataclass(args_type), component
+        assert args_type.__name__ == f"{component.__name__}Args", component
+        assert params[3].default is None  # opts stays optional, as in Pulumi's own
+
+
+def _cloud_branches(path: Path) -> list[int]:
+    """Lines that compare something's ``cloud`` (``cfg.cloud == "aws"``) or test it."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            names = [node.left, *node.comparators]
+            if any(isinstance(n, ast.Attribute) and n.attr == "cloud" for n in names):
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("module", ["infra/__main__.py", "infra/mocked.py"])
+def test_the_program_does_not_branch_on_the_cloud(module: str) -> None:
+    """``__main__`` (and the mocked run the tests and the compliance report use) take the
+    cloud's stack from the registry: a new cloud is a package and a line in STACKS."""
+    assert _cloud_branches(ROOT / module) == []
+    assert "stack_for" in (ROOT / module).read_text()
+
+
+def test_the_registry_holds_each_cloud_s_stack() -> None:
+    for cloud in STACKS:
+        stack = stack_for(cloud)
+        assert stack.__name__ == f"infra.{cloud}.stack"  # type: ignore[attr-defined]
+        assert callable(stack.build)
+        assert callable(stack.preflight)
+    from infra.config import StackConfigError
+
+    with pytest.raises(StackConfigError, match="aws, azure"):
+        stack_for("gcp")
+
+
+def _imports(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_layers_never_import_infra() -> None:
+    """layers/ owns what goes into a package (``layers.catalogue.code_files``); the
+    Pulumi program reads it from there. layers/build.py once imported infra's bundle,
+    and infra imported layers/: a cycle that made each need the other to load."""
+    for path in sorted((ROOT / "layers").glob("*.py")):
+        assert not {m for m in _imports(path) if m == "infra" or m.startswith("infra.")}, path
+    from infra import code_bundle
+    from layers import catalogue
+
+    assert code_bundle.code_files is catalogue.code_files
