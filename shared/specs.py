@@ -230,6 +230,16 @@ class ServingSettings(BaseModel):
     instance_count: int = Field(default=1, ge=1)
 
 
+class ColumnPrivacy(BaseModel):
+    """What the law asks of one column: ``personal_data`` marks a column that identifies
+    or describes a person (PDPL), so the compliance report lists where its copies live
+    and for how long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    personal_data: bool = False
+
+
 class DatasetSpec(BaseModel):
     """One dataset's contract. ``schema_doc`` is pandera's YAML form, as a mapping."""
 
@@ -243,6 +253,11 @@ class DatasetSpec(BaseModel):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    # Column name -> its privacy marks. Left out of the document (and so of spec_version)
+    # when empty: a spec written before the field keeps its version.
+    privacy: dict[str, ColumnPrivacy] = Field(
+        default_factory=dict, exclude_if=lambda marks: not marks
+    )
 
     @cached_property
     def dataframe_schema(self) -> pa.DataFrameSchema:
@@ -284,6 +299,12 @@ class DatasetSpec(BaseModel):
     def columns(self) -> list[str]:
         return list(self.dataframe_schema.columns)
 
+    @property
+    def personal_data_columns(self) -> list[str]:
+        """The columns the spec marks ``personal_data: true``, in the schema's order."""
+        marked = {name for name, marks in self.privacy.items() if marks.personal_data}
+        return [c for c in (self.schema_doc.get("columns") or {}) if c in marked]
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(
             self.model_dump(by_alias=True, mode="json"), sort_keys=False, allow_unicode=True
@@ -316,6 +337,12 @@ def load_spec(name: str, directory: str | Path | None = None) -> DatasetSpec:
     # import) is left to validation, so the serve function starts without pandera.
     if spec.target not in (spec.schema_doc.get("columns") or {}):
         raise SpecInvalid(f"target {spec.target!r} is not a column of the schema")
+    unknown = sorted(set(spec.privacy) - set(spec.schema_doc.get("columns") or {}))
+    if unknown:
+        raise SpecInvalid(
+            f"privacy names columns the schema does not have: {', '.join(unknown)}",
+            hint="mark only columns of the schema, spelt as the schema spells them",
+        )
     return spec
 
 
