@@ -16,7 +16,18 @@ from __future__ import annotations
 
 import click
 
-from dhow_cli import audit, datasets, drift, facts, local, models, predict, rollouts, training
+from dhow_cli import (
+    audit,
+    compliance,
+    datasets,
+    drift,
+    facts,
+    local,
+    models,
+    predict,
+    rollouts,
+    training,
+)
 from dhow_cli.app import main
 
 # Every command `dhow` has, in the order they are written here (click lists them sorted).
@@ -31,6 +42,7 @@ COMMANDS: tuple[click.Command, ...] = (
     predict.predict,
     rollouts.deploy,
     audit.audit,
+    compliance.compliance,
     drift.captures,
     drift.drift,
 )
