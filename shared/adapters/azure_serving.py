@@ -28,7 +28,6 @@ same Storage queue on Azurite, so `make demo CLOUD=azure` plays this very code.
 from __future__ import annotations
 
 import abc
-import json
 import math
 import re
 import uuid
@@ -56,20 +55,15 @@ from shared.ports import (
     StartedDeployment,
 )
 
+# Re-exported: the deployer and its tests name them here; the shape lives with Azure's.
+from shared.triggers.azure import CHECK_KEY as CHECK_KEY
+from shared.triggers.azure import check_message
+from shared.triggers.azure import is_rollout_check as is_rollout_check
+
 ROLLOUT_RECORD = "serving:rollout"
 # What ``start`` names a rollout: rollout-<dataset>-v<version>-<6 hex>.
 _ROLLOUT_ID = re.compile(r"^rollout-(?P<dataset>.+)-v(?P<version>\d+)-[0-9a-f]{6}$")
 _SUCCEEDED = "Succeeded"  # fact azure.ml.online_deployment_provisioning
-# The key that marks a deploy-queue message as a rollout check (not a pipeline event).
-CHECK_KEY = "dhow-rollout-check"
-
-
-def is_rollout_check(data: Any) -> bool:
-    return isinstance(data, dict) and CHECK_KEY in data
-
-
-def check_message(dataset: str, deployment_id: str) -> str:
-    return json.dumps({CHECK_KEY: {"dataset": dataset, "deployment_id": deployment_id}})
 
 
 def deployment_name(version: int) -> str:
