@@ -8,45 +8,30 @@ Built once per cold start; a non-UAE region stops the function here.
 
 from __future__ import annotations
 
-import json
 import logging
 
-from shared.adapters.azure_serving import CHECK_KEY, is_rollout_check
-from shared.errors import EventParseError
 from shared.events import DriftDetected, ModelApproved
+from shared.ports import DeploymentStateChange
+from shared.services.deploy import DeployService
 from shared.settings import Settings
-from shared.triggers import (
-    is_deployment_state_change,
-    parse_bus_event,
-    parse_deployment_state_change,
-)
+from shared.triggers import RolloutCheckDue, RouteTable, TriggerContext, drift_policy
 from shared.wiring import build_deploy_service, serve_prefix
 
 logging.getLogger().setLevel(logging.INFO)
 
 SETTINGS = Settings.from_env()
 SERVICE = build_deploy_service(SETTINGS)
-PREFIX = serve_prefix(SETTINGS)
+# A deployment state change that is not an end (START, UPDATING), or not of a Dhow serve
+# target, reads as no event: the message is done with.
+ROUTES = (
+    RouteTable[DeployService]("deploy", TriggerContext(serve_prefix=serve_prefix(SETTINGS)))
+    .on(ModelApproved, lambda svc, event: svc.on_model_approved(event))
+    .on(DriftDetected, lambda svc, event: svc.on_drift(event), **drift_policy("rollback"))
+    .on(DeploymentStateChange, lambda svc, change: svc.on_state_change(change))
+    # A check the Azure deployer sent itself, now due.
+    .on(RolloutCheckDue, lambda svc, due: svc.on_rollout_check(due.dataset, due.deployment_id))
+)
 
 
 def handle(body: str | bytes) -> None:
-    data = json.loads(body)
-    if is_rollout_check(data):  # a check the Azure deployer sent itself, now due
-        SERVICE.on_rollout_check(**data[CHECK_KEY])
-        return
-    if is_deployment_state_change(data):
-        change = parse_deployment_state_change(data, PREFIX)
-        if change is not None:  # START, UPDATING, ...: not an end
-            SERVICE.on_state_change(change)
-        return
-    event = parse_bus_event(data)
-    if isinstance(event, DriftDetected) and event.action == "rollback":
-        SERVICE.on_drift(event)
-        return
-    if not isinstance(event, ModelApproved):
-        raise EventParseError(
-            f"deploy takes ModelApproved or a rollback's DriftDetected, and was sent "
-            f"{event.event_type}",
-            hint="check the event rules that feed its queue",
-        )
-    SERVICE.on_model_approved(event)
+    ROUTES.run(body, SERVICE)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from shared.services.drift import due_drift_checks
+from shared.services.drift import DriftService, due_drift_checks
 from shared.settings import Settings
-from shared.triggers import parse_drift_request, timer_drift_requests
+from shared.triggers import DriftRequest, RouteTable, timer_drift_requests
 from shared.wiring import build_drift_service, build_ports
 
 logging.getLogger().setLevel(logging.INFO)
@@ -20,12 +20,17 @@ logging.getLogger().setLevel(logging.INFO)
 SETTINGS = Settings.from_env()
 PORTS = build_ports(SETTINGS)
 SERVICE = build_drift_service(SETTINGS, PORTS)
+# The run's scheduled time: every delivery of one run's message is the same check.
+ROUTES = RouteTable[DriftService]("drift-check").on(
+    DriftRequest,
+    lambda svc, request: svc.check(
+        request.dataset, requested_by=request.requested_by, scheduled_at=request.period
+    ),
+)
 
 
 def handle(body: str | bytes) -> None:
-    request = parse_drift_request(body)
-    # The run's scheduled time: every delivery of one run's message is the same check.
-    SERVICE.check(request.dataset, requested_by=request.requested_by, scheduled_at=request.period)
+    ROUTES.run(body, SERVICE)
 
 
 def due_requests(now: datetime | None = None) -> list[str]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 
+from shared.services.ingest import IngestService
 from shared.settings import Settings
-from shared.triggers import parse_object_created
+from shared.triggers import ObjectCreated, RouteTable
 from shared.wiring import build_ingest_service
 
 logging.getLogger().setLevel(logging.INFO)
 
 SETTINGS = Settings.from_env()
 SERVICE = build_ingest_service(SETTINGS)
+ROUTES = RouteTable[IngestService]("ingest").on(ObjectCreated, lambda svc, obj: svc.handle(obj))
 
 
 def handle(body: str | bytes) -> None:
-    for obj in parse_object_created(body):
-        SERVICE.handle(obj)
+    ROUTES.run(body, SERVICE)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import logging
 
+from shared.services.register import RegisterService
 from shared.settings import Settings
-from shared.triggers import parse_training_state_change
+from shared.triggers import RouteTable, TrainingJobEnded
 from shared.wiring import build_register_service
 
 logging.getLogger().setLevel(logging.INFO)
 
 SETTINGS = Settings.from_env()
 SERVICE = build_register_service(SETTINGS)
+ROUTES = RouteTable[RegisterService]("register").on(
+    TrainingJobEnded, lambda svc, ended: svc.handle(ended)
+)
 
 
 def handle(body: str | bytes) -> None:
-    SERVICE.handle(parse_training_state_change(body))
+    ROUTES.run(body, SERVICE)

@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import logging
 
-from shared.errors import EventParseError
 from shared.events import DatasetValidated, DriftDetected
+from shared.services.train_launch import TrainLaunchService
 from shared.settings import Settings
-from shared.triggers import parse_bus_event
+from shared.triggers import RouteTable, drift_policy
 from shared.wiring import build_train_launch_service
 
 logging.getLogger().setLevel(logging.INFO)
 
 SETTINGS = Settings.from_env()
 SERVICE = build_train_launch_service(SETTINGS)
+ROUTES = (
+    RouteTable[TrainLaunchService]("train-launch")
+    .on(DatasetValidated, lambda svc, event: svc.handle(event))
+    .on(DriftDetected, lambda svc, event: svc.on_drift(event), **drift_policy("retrain"))
+)
 
 
 def handle(body: str | bytes) -> None:
-    event = parse_bus_event(body)
-    if isinstance(event, DatasetValidated):
-        SERVICE.handle(event)
-    elif isinstance(event, DriftDetected) and event.action == "retrain":
-        SERVICE.on_drift(event)
-    else:
-        raise EventParseError(
-            f"train-launch takes DatasetValidated or a retrain's DriftDetected, and was sent "
-            f"{event.event_type}",
-            hint="check the event rules that feed its queue",
-        )
+    ROUTES.run(body, SERVICE)

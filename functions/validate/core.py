@@ -12,32 +12,28 @@ from __future__ import annotations
 
 import logging
 
-from shared.batch import expect_event
 from shared.events import DatasetIngested
+from shared.ports import ValidationJobEnded
+from shared.services.validate import ValidateService
 from shared.settings import Settings
 from shared.specs import specs_dir
-from shared.triggers import (
-    ValidationSweepRequest,
-    is_validation_job_state_change,
-    is_validation_sweep_request,
-    parse_validation_job_ended,
-    parse_validation_sweep_request,
-)
+from shared.triggers import RouteTable, ValidationSweepRequest
 from shared.wiring import build_validate_service
 
 logging.getLogger().setLevel(logging.INFO)
 
 SETTINGS = Settings.from_env()
 SERVICE = build_validate_service(SETTINGS)
+ROUTES = (
+    RouteTable[ValidateService]("validate")
+    .on(DatasetIngested, lambda svc, event: svc.handle(event))
+    .on(ValidationJobEnded, lambda svc, ended: svc.finish_job(ended))
+    .on(ValidationSweepRequest, lambda svc, request: svc.sweep(request.dataset))
+)
 
 
 def handle(body: str | bytes) -> None:
-    if is_validation_job_state_change(body):
-        SERVICE.finish_job(parse_validation_job_ended(body))
-    elif is_validation_sweep_request(body):
-        SERVICE.sweep(parse_validation_sweep_request(body).dataset)
-    else:
-        SERVICE.handle(expect_event(body, DatasetIngested))
+    ROUTES.run(body, SERVICE)
 
 
 def sweep_requests() -> list[str]:

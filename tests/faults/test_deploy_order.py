@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ import pytest
 from moto import mock_aws
 
 from shared.adapters.aws import aws_client
-from shared.adapters.azure_serving import CHECK_KEY, SteppedRolloutDeployer, is_rollout_check
+from shared.adapters.azure_serving import SteppedRolloutDeployer
 from shared.adapters.sagemaker_registry import SageMakerModelRegistry
 from shared.artifacts import ARTIFACT_SHA256
 from shared.batch import process_sqs_batch
@@ -48,11 +48,7 @@ from shared.ports import (
 from shared.services.deploy import DeployService
 from shared.settings import Settings
 from shared.topology import build_topology
-from shared.triggers import (
-    is_deployment_state_change,
-    parse_bus_event,
-    parse_deployment_state_change,
-)
+from shared.triggers import TriggerContext
 from tests.faults.ledger import Ledger
 from tests.helpers import MemoryBus, MemoryLineage, load_event
 from tests.unit.test_azure_rollout import Clock, Minutes, Timer, Weights
@@ -179,22 +175,11 @@ class DeployQueue:
         self.pending.append(Message(body))
 
     def handle(self, body: str) -> None:
-        """What functions/deploy/core.py does with a body."""
-        data = json.loads(body)
-        if is_rollout_check(data):  # a check the Azure deployer sent itself
-            self.svc.on_rollout_check(**data[CHECK_KEY])
-            return
-        if is_deployment_state_change(data):
-            change = parse_deployment_state_change(data, PREFIX)
-            if change is not None:
-                self.svc.on_state_change(change)
-            return
-        event = parse_bus_event(data)
-        if isinstance(event, DriftDetected):
-            self.svc.on_drift(event)
-            return
-        assert isinstance(event, ModelApproved)
-        self.svc.on_model_approved(event)
+        """What functions/deploy/core.py does with a body: its route table, on this
+        world's service and serve prefix."""
+        from functions.deploy.core import ROUTES
+
+        replace(ROUTES, context=TriggerContext(serve_prefix=PREFIX)).run(body, self.svc)
 
     def receive_one(self) -> bool:
         """One delivery of the oldest message; whether it was handled."""
