@@ -4,9 +4,11 @@ The local platform creates these resources in LocalStack and Azurite; the Pulumi
 program builds the cloud stacks from the same objects. Names are derived from
 the stage, so ``local`` and ``acme-prod`` never collide.
 
-Permissions are written per function as (actions, resource) pairs naming
-resources of this topology, which is what least-privilege IAM roles and Azure
-role assignments are generated from.
+Permissions are written per function as neutral verbs on a resource of this
+topology (``read`` the raw bucket, ``consume`` the ingest queue, ``launch``
+training jobs): each cloud's stack translates them, infra/aws/iam.py into IAM
+actions, infra/azure/roles.py into role assignments. Nothing here names a cloud's
+action or role.
 """
 
 from __future__ import annotations
@@ -26,6 +28,30 @@ if TYPE_CHECKING:
 # jobs, model packages, serve functions, ...); "role" is a role the stack creates and a
 # function hands to a managed job (iam:PassRole).
 ResourceKind = Literal["bucket", "queue", "table", "bus", "jobs", "topic", "role"]
+# What a function does to a resource: read (an object, a row, a job's state), read_version
+# (an object's named version), list (ask whether a key is there: a miss is then "not
+# found", not "denied"), write, delete, consume (receive and delete a queue's messages),
+# publish (events on a bus, messages on a topic), pass (hand a role to a managed job),
+# launch (start a managed job or rollout), create (a registry entry), update, stop, measure
+# (put metrics). Each stack holds the one table that translates a (kind, verb).
+Verb = Literal[
+    "read",
+    "read_version",
+    "list",
+    "write",
+    "delete",
+    "consume",
+    "publish",
+    "pass",
+    "launch",
+    "create",
+    "update",
+    "stop",
+    "measure",
+]
+# Who emits the events a rule routes: object storage (an upload), the pipeline's own
+# bus, the managed training or validation job's end, the serving rollout's platform.
+RuleSource = Literal["storage", "pipeline", "training_job", "validation_job", "serving"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,9 @@ class EventRule:
     bus: str
     pattern: dict[str, object]
     target_queue: str
+    # What emits the events: each stack subscribes by it (Azure: Event Grid on storage,
+    # the pipeline topic, the ML workspace's run events; no rollout events).
+    source: RuleSource = "pipeline"
 
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
@@ -119,16 +148,16 @@ class Topic:
 
 @dataclass(frozen=True)
 class Permission:
-    """Actions a function may take on one resource of the topology."""
+    """What a function may do (``verbs``) to one resource of the topology."""
 
-    actions: tuple[str, ...]
+    verbs: tuple[Verb, ...]
     resource: str  # logical name
     kind: ResourceKind
 
 
 @dataclass(frozen=True)
 class Function:
-    """A function with its handler per cloud, its trigger queue and its permissions.
+    """A function with its entry point per cloud, its trigger queue and its permissions.
 
     A function without a trigger queue is called over HTTP (the serve function: one
     per dataset spec behind an API Gateway HTTP API with IAM auth, on AWS
@@ -138,7 +167,10 @@ class Function:
 
     logical: str
     name: str
+    # The entry point per cloud, declared: the Lambda handler and the Azure Functions
+    # ``main`` that functions/function_app.py binds.
     aws_handler: str
+    azure_handler: str
     trigger_queue: str | None
     permissions: tuple[Permission, ...]
     memory_mb: int = 512
@@ -154,12 +186,6 @@ class Function:
     # publishes: its PutEvents is allowed for exactly these, so drift-check cannot send a
     # ModelApproved (tests/infra/test_iam_events.py derives them from the services' code).
     publishes: tuple[str, ...] = ()
-
-    @property
-    def azure_handler(self) -> str:
-        """The Azure Functions entry point: ``main`` of the function's ``azure_function``."""
-        package = self.aws_handler.rsplit(".", 2)[0]
-        return f"{package}.azure_function.main"
 
 
 @dataclass(frozen=True)
@@ -288,15 +314,10 @@ def build_topology(stage: str) -> Topology:
     p = f"dhow-{stage}"
     # The start of the names the rules below match by prefix: one stage's alone.
     fp = family_prefix(stage)
-    s3_read = ("s3:GetObject",)
-    # Where the code asks "is this key there?" (a HEAD, or a GET that may find nothing):
-    # without ListBucket, S3 answers a missing key with 403 instead of 404.
-    s3_list = ("s3:ListBucket",)
-    s3_write = ("s3:PutObject",)
-    ddb_rw = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query")
-    sqs_consume = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
-    # Training, processing and endpoint models run as the stack's SageMaker role.
-    pass_role = ("iam:PassRole",)
+    # Every function but serve reads and appends lineage rows.
+    lineage_rw = Permission(("read", "write"), "lineage", "table")
+    # Training, processing and endpoint models run as the stack's job role.
+    pass_role = Permission(("pass",), "sagemaker_execution", "role")
     return Topology(
         stage=stage,
         buckets=(
@@ -356,6 +377,7 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="ingest",
+                source="storage",
             ),
             EventRule(
                 "dataset_ingested",
@@ -384,6 +406,7 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="register",
+                source="training_job",
             ),
             # A managed validation job ended (SageMaker's own event on the default bus):
             # validate reads its result, or answers the uploader when it failed.
@@ -400,6 +423,7 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="validate",
+                source="validation_job",
             ),
             EventRule(
                 "model_approved",
@@ -421,6 +445,7 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="deploy",
+                source="serving",
             ),
             EventRule(
                 "serving_endpoint_changed",
@@ -435,6 +460,7 @@ def build_topology(stage: str) -> Topology:
                     },
                 },
                 target_queue="deploy",
+                source="serving",
             ),
             # A drift policy's action is carried out by the function that owns it.
             EventRule(
@@ -481,18 +507,19 @@ def build_topology(stage: str) -> Topology:
                 "ingest",
                 f"{p}-ingest",
                 aws_handler="functions.ingest.aws_lambda.handler",
+                azure_handler="functions.ingest.azure_function.main",
                 trigger_queue="ingest",
                 permissions=(
                     # An upload deleted before ingest reads it is "missing", not AccessDenied.
-                    # Its reads name the event's version (VersionId, on HEAD, GET and the
-                    # copy's source), which S3 authorizes as s3:GetObjectVersion.
-                    Permission((*s3_read, "s3:GetObjectVersion", *s3_list), "raw", "bucket"),
-                    # CopyObject needs GetObject on the source and PutObject on the target;
-                    # ListBucket, so that "not staged yet" is a 404.
-                    Permission(s3_read + s3_write + s3_list, "staging", "bucket"),
-                    Permission(ddb_rw, "lineage", "table"),
-                    Permission(("events:PutEvents",), "pipeline", "bus"),
-                    Permission(sqs_consume, "ingest", "queue"),
+                    # Its reads name the event's version (on HEAD, GET and the copy's
+                    # source): a read of a version, which a cloud may authorize apart.
+                    Permission(("read", "read_version", "list"), "raw", "bucket"),
+                    # A copy reads the source and writes the target; list, so that "not
+                    # staged yet" is a 404.
+                    Permission(("read", "write", "list"), "staging", "bucket"),
+                    lineage_rw,
+                    Permission(("publish",), "pipeline", "bus"),
+                    Permission(("consume",), "ingest", "queue"),
                 ),
                 # Hashing is one core's work: 1,769 MB is where Lambda gives a full vCPU.
                 # Sized for the largest upload it accepts (DHOW_MAX_UPLOAD_BYTES, 5 GiB)
@@ -508,30 +535,21 @@ def build_topology(stage: str) -> Topology:
                 "validate",
                 f"{p}-validate",
                 aws_handler="functions.validate.aws_lambda.handler",
+                azure_handler="functions.validate.azure_function.main",
                 trigger_queue="validate",
                 permissions=(
                     # Download, delete once quarantined, and read a managed job's result,
                     # which may not be there (ListBucket: a 404, not a 403).
-                    Permission(("s3:GetObject", "s3:DeleteObject", *s3_list), "staging", "bucket"),
-                    Permission(s3_write, "curated", "bucket"),
-                    Permission(s3_write, "quarantine", "bucket"),
-                    Permission(ddb_rw, "lineage", "table"),
-                    Permission(("events:PutEvents",), "pipeline", "bus"),
-                    Permission(sqs_consume, "validate", "queue"),
-                    # The job is created with tags: SageMaker also authorizes AddTags on it.
+                    Permission(("read", "delete", "list"), "staging", "bucket"),
+                    Permission(("write",), "curated", "bucket"),
+                    Permission(("write",), "quarantine", "bucket"),
+                    lineage_rw,
+                    Permission(("publish",), "pipeline", "bus"),
+                    Permission(("consume",), "validate", "queue"),
                     # The sweep reads a job whose end event never came and stops one that
                     # runs past its bound (ValidateService.sweep).
-                    Permission(
-                        (
-                            "sagemaker:CreateProcessingJob",
-                            "sagemaker:AddTags",
-                            "sagemaker:DescribeProcessingJob",
-                            "sagemaker:StopProcessingJob",
-                        ),
-                        "processing_jobs",
-                        "jobs",
-                    ),
-                    Permission(pass_role, "sagemaker_execution", "role"),
+                    Permission(("launch", "read", "stop"), "processing_jobs", "jobs"),
+                    pass_role,
                 ),
                 # Chunks of 100k rows keep the working set near 1 GB; /tmp holds the file
                 # and its curated copy up to the inline limit (DHOW_VALIDATE_INLINE_MAX_BYTES).
@@ -545,23 +563,17 @@ def build_topology(stage: str) -> Topology:
                 "train_launch",
                 f"{p}-train-launch",
                 aws_handler="functions.train_launch.aws_lambda.handler",
+                azure_handler="functions.train_launch.azure_function.main",
                 trigger_queue="train",
                 permissions=(
-                    Permission(
-                        (
-                            "sagemaker:CreateTrainingJob",
-                            "sagemaker:DescribeTrainingJob",
-                            "sagemaker:AddTags",
-                        ),
-                        "training_jobs",
-                        "jobs",
-                    ),
-                    Permission(("servicequotas:ListServiceQuotas",), "service_quotas", "jobs"),
-                    Permission(pass_role, "sagemaker_execution", "role"),
-                    Permission(("s3:GetObject", "s3:PutObject"), "models", "bucket"),
-                    Permission(ddb_rw, "lineage", "table"),
-                    Permission(("events:PutEvents",), "pipeline", "bus"),
-                    Permission(sqs_consume, "train", "queue"),
+                    Permission(("launch", "read"), "training_jobs", "jobs"),
+                    # The GPU quota, read before a job is asked for.
+                    Permission(("read",), "service_quotas", "jobs"),
+                    pass_role,
+                    Permission(("read", "write"), "models", "bucket"),
+                    lineage_rw,
+                    Permission(("publish",), "pipeline", "bus"),
+                    Permission(("consume",), "train", "queue"),
                 ),
                 timeout_s=60,
                 batch_size=1,
@@ -571,25 +583,14 @@ def build_topology(stage: str) -> Topology:
                 "register",
                 f"{p}-register",
                 aws_handler="functions.register.aws_lambda.handler",
+                azure_handler="functions.register.azure_function.main",
                 trigger_queue="register",
                 permissions=(
-                    Permission(s3_read, "models", "bucket"),
-                    Permission(
-                        (
-                            "sagemaker:CreateModelPackage",
-                            # The group is created with tags: AddTags is authorized too.
-                            "sagemaker:CreateModelPackageGroup",
-                            "sagemaker:AddTags",
-                            "sagemaker:DescribeModelPackage",
-                            "sagemaker:ListModelPackages",
-                            "sagemaker:UpdateModelPackage",
-                        ),
-                        "model_registry",
-                        "jobs",
-                    ),
-                    Permission(ddb_rw, "lineage", "table"),
-                    Permission(("events:PutEvents",), "pipeline", "bus"),
-                    Permission(sqs_consume, "register", "queue"),
+                    Permission(("read",), "models", "bucket"),
+                    Permission(("create", "read", "update"), "model_registry", "jobs"),
+                    lineage_rw,
+                    Permission(("publish",), "pipeline", "bus"),
+                    Permission(("consume",), "register", "queue"),
                 ),
                 memory_mb=2048,
                 timeout_s=300,
@@ -602,67 +603,21 @@ def build_topology(stage: str) -> Topology:
                 "deploy",
                 f"{p}-deploy",
                 aws_handler="functions.deploy.aws_lambda.handler",
+                azure_handler="functions.deploy.azure_function.main",
                 trigger_queue="deploy",
                 permissions=(
-                    Permission(
-                        (
-                            "lambda:GetFunctionConfiguration",
-                            "lambda:UpdateFunctionConfiguration",
-                            "lambda:PublishVersion",
-                            "lambda:ListVersionsByFunction",
-                            "lambda:GetAlias",
-                            "lambda:UpdateAlias",
-                        ),
-                        "serve_functions",
-                        "jobs",
-                    ),
-                    Permission(
-                        (
-                            "codedeploy:CreateDeployment",
-                            "codedeploy:GetDeployment",
-                            "codedeploy:ListDeployments",
-                            "codedeploy:StopDeployment",
-                            "codedeploy:GetDeploymentConfig",
-                            "codedeploy:RegisterApplicationRevision",
-                        ),
-                        "serving_deployments",
-                        "jobs",
-                    ),
+                    # A new version of a serve function, its alias moved step by step.
+                    Permission(("read", "update"), "serve_functions", "jobs"),
+                    # The rollout itself: started, followed, stopped on rollback.
+                    Permission(("launch", "read", "stop"), "serving_deployments", "jobs"),
                     # Points the canary's alarms at the version being deployed.
-                    Permission(
-                        ("cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"),
-                        "serve_alarms",
-                        "jobs",
-                    ),
-                    Permission(
-                        (
-                            "sagemaker:CreateModel",
-                            "sagemaker:CreateEndpointConfig",
-                            "sagemaker:CreateEndpoint",
-                            "sagemaker:UpdateEndpoint",
-                            "sagemaker:DescribeEndpoint",
-                            "sagemaker:DescribeEndpointConfig",
-                            "sagemaker:DescribeModel",
-                            "sagemaker:ListEndpointConfigs",
-                            "sagemaker:ListTags",
-                            "sagemaker:AddTags",
-                        ),
-                        "serving_endpoints",
-                        "jobs",
-                    ),
-                    Permission(pass_role, "sagemaker_execution", "role"),
-                    Permission(
-                        (
-                            "sagemaker:DescribeModelPackage",
-                            "sagemaker:ListModelPackages",
-                            "sagemaker:UpdateModelPackage",
-                        ),
-                        "model_registry",
-                        "jobs",
-                    ),
-                    Permission(ddb_rw, "lineage", "table"),
-                    Permission(("events:PutEvents",), "pipeline", "bus"),
-                    Permission(sqs_consume, "deploy", "queue"),
+                    Permission(("read", "update"), "serve_alarms", "jobs"),
+                    Permission(("launch", "read", "update"), "serving_endpoints", "jobs"),
+                    pass_role,
+                    Permission(("read", "update"), "model_registry", "jobs"),
+                    lineage_rw,
+                    Permission(("publish",), "pipeline", "bus"),
+                    Permission(("consume",), "deploy", "queue"),
                 ),
                 timeout_s=180,
                 batch_size=1,
@@ -672,15 +627,12 @@ def build_topology(stage: str) -> Topology:
                 "serve",
                 f"{p}-serve",
                 aws_handler="functions.serve.aws_lambda.handler",
+                azure_handler="functions.serve.azure_function.main",
                 trigger_queue=None,
                 permissions=(
-                    Permission(s3_read, "models", "bucket"),
-                    Permission(s3_write, "capture", "bucket"),
-                    Permission(
-                        ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
-                        "model_registry",
-                        "jobs",
-                    ),
+                    Permission(("read",), "models", "bucket"),
+                    Permission(("write",), "capture", "bucket"),
+                    Permission(("read",), "model_registry", "jobs"),
                 ),
                 # One model in memory, pandas and XGBoost: a warm p99 well under a second.
                 memory_mb=1024,
@@ -690,21 +642,18 @@ def build_topology(stage: str) -> Topology:
                 "drift_check",
                 f"{p}-drift-check",
                 aws_handler="functions.drift_check.aws_lambda.handler",
+                azure_handler="functions.drift_check.azure_function.main",
                 trigger_queue="drift",
                 permissions=(
-                    Permission(("s3:GetObject", "s3:ListBucket"), "capture", "bucket"),
-                    Permission(s3_read, "curated", "bucket"),
-                    Permission(s3_write, "reports", "bucket"),
-                    Permission(
-                        ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
-                        "model_registry",
-                        "jobs",
-                    ),
-                    Permission(("cloudwatch:PutMetricData",), "drift_metrics", "jobs"),
-                    Permission(("sns:Publish",), "alerts", "topic"),
-                    Permission(ddb_rw, "lineage", "table"),
-                    Permission(("events:PutEvents",), "pipeline", "bus"),
-                    Permission(sqs_consume, "drift", "queue"),
+                    Permission(("read", "list"), "capture", "bucket"),
+                    Permission(("read",), "curated", "bucket"),
+                    Permission(("write",), "reports", "bucket"),
+                    Permission(("read",), "model_registry", "jobs"),
+                    Permission(("measure",), "drift_metrics", "jobs"),
+                    Permission(("publish",), "alerts", "topic"),
+                    lineage_rw,
+                    Permission(("publish",), "pipeline", "bus"),
+                    Permission(("consume",), "drift", "queue"),
                 ),
                 # A day of captures (a million rows) and the reference fit in 3 GB;
                 # evidently (the HTML report) is why this one is a container image.

@@ -1,10 +1,12 @@
 """Least-privilege IAM documents, generated from the topology's permissions.
 
-Each function's role may take exactly the actions its topology entry names, on exactly
-the resources it names (an object action on ``bucket/*``, a bucket action on the
-bucket, a SageMaker action on the stage's own jobs and models). The few actions AWS
-cannot scope to a resource (listing quotas or model packages, putting metrics, X-Ray)
-get ``*`` as their resource, one named action at a time, never ``*`` as an action.
+The topology says what a function does to a resource in neutral verbs (read, write,
+consume, launch, ...); ``ACTIONS`` below is where each becomes IAM actions. Each
+function's role may take exactly those actions, on exactly the resources it names (an
+object action on ``bucket/*``, a bucket action on the bucket, a SageMaker action on the
+stage's own jobs and models). The few actions AWS cannot scope to a resource (listing
+quotas or model packages, putting metrics, X-Ray) get ``*`` as their resource, one named
+action at a time, never ``*`` as an action.
 
 Pure functions of plain strings, so the tests read the documents without Pulumi.
 """
@@ -17,7 +19,90 @@ from typing import Any
 from shared.cloud_facts import value
 from shared.constants import EVENT_SOURCE
 from shared.identifiers import STAGE_SEPARATOR
-from shared.topology import Function, Permission, Topology
+from shared.topology import Function, Permission, Topology, Verb
+
+# The IAM actions of each verb, by resource kind (for "jobs", by the resource itself:
+# each is a different service's API). A verb a resource has no entry for is refused.
+ACTIONS: dict[tuple[str, Verb], tuple[str, ...]] = {
+    ("bucket", "read"): ("s3:GetObject",),
+    # A read that names a version (VersionId): S3 authorizes it as its own action.
+    ("bucket", "read_version"): ("s3:GetObjectVersion",),
+    # Where the code asks "is this key there?" (a HEAD, or a GET that may find nothing):
+    # without ListBucket, S3 answers a missing key with 403 instead of 404.
+    ("bucket", "list"): ("s3:ListBucket",),
+    ("bucket", "write"): ("s3:PutObject",),
+    ("bucket", "delete"): ("s3:DeleteObject",),
+    ("table", "read"): ("dynamodb:GetItem", "dynamodb:Query"),
+    ("table", "write"): ("dynamodb:PutItem",),
+    ("queue", "consume"): ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"),
+    ("bus", "publish"): ("events:PutEvents",),
+    ("topic", "publish"): ("sns:Publish",),
+    ("role", "pass"): ("iam:PassRole",),
+    # A job is created with tags: SageMaker also authorizes AddTags on it.
+    ("processing_jobs", "launch"): ("sagemaker:CreateProcessingJob", "sagemaker:AddTags"),
+    ("processing_jobs", "read"): ("sagemaker:DescribeProcessingJob",),
+    ("processing_jobs", "stop"): ("sagemaker:StopProcessingJob",),
+    ("training_jobs", "launch"): ("sagemaker:CreateTrainingJob", "sagemaker:AddTags"),
+    ("training_jobs", "read"): ("sagemaker:DescribeTrainingJob",),
+    ("service_quotas", "read"): ("servicequotas:ListServiceQuotas",),
+    # The group is created with tags: AddTags is authorized too.
+    ("model_registry", "create"): (
+        "sagemaker:CreateModelPackage",
+        "sagemaker:CreateModelPackageGroup",
+        "sagemaker:AddTags",
+    ),
+    ("model_registry", "read"): ("sagemaker:DescribeModelPackage", "sagemaker:ListModelPackages"),
+    ("model_registry", "update"): ("sagemaker:UpdateModelPackage",),
+    ("serve_functions", "read"): (
+        "lambda:GetFunctionConfiguration",
+        "lambda:ListVersionsByFunction",
+        "lambda:GetAlias",
+    ),
+    ("serve_functions", "update"): (
+        "lambda:UpdateFunctionConfiguration",
+        "lambda:PublishVersion",
+        "lambda:UpdateAlias",
+    ),
+    ("serving_deployments", "launch"): (
+        "codedeploy:CreateDeployment",
+        "codedeploy:RegisterApplicationRevision",
+    ),
+    ("serving_deployments", "read"): (
+        "codedeploy:GetDeployment",
+        "codedeploy:ListDeployments",
+        "codedeploy:GetDeploymentConfig",
+    ),
+    ("serving_deployments", "stop"): ("codedeploy:StopDeployment",),
+    ("serve_alarms", "read"): ("cloudwatch:DescribeAlarms",),
+    ("serve_alarms", "update"): ("cloudwatch:PutMetricAlarm",),
+    ("serving_endpoints", "launch"): (
+        "sagemaker:CreateModel",
+        "sagemaker:CreateEndpointConfig",
+        "sagemaker:CreateEndpoint",
+        "sagemaker:AddTags",
+    ),
+    ("serving_endpoints", "read"): (
+        "sagemaker:DescribeEndpoint",
+        "sagemaker:DescribeEndpointConfig",
+        "sagemaker:DescribeModel",
+        "sagemaker:ListEndpointConfigs",
+        "sagemaker:ListTags",
+    ),
+    ("serving_endpoints", "update"): ("sagemaker:UpdateEndpoint",),
+    ("drift_metrics", "measure"): ("cloudwatch:PutMetricData",),
+}
+
+
+def permission_actions(perm: Permission) -> tuple[str, ...]:
+    """The IAM actions of one permission's verbs, each once, in the table's order."""
+    key = perm.resource if perm.kind == "jobs" else perm.kind
+    out: list[str] = []
+    for verb in perm.verbs:
+        if (key, verb) not in ACTIONS:
+            raise KeyError(f"no IAM actions for {verb!r} on {key!r}: add them to infra/aws/iam.py")
+        out += [a for a in ACTIONS[key, verb] if a not in out]
+    return tuple(out)
+
 
 # Actions with no resource-level permissions in IAM's service authorization reference
 # (tests/infra/test_iam_lint.py checks this set against the reference parliament ships).
@@ -130,7 +215,7 @@ def resource_arns(perm: Permission, topology: Topology, scope: AwsScope) -> list
     """The ARNs one permission of the topology names (its scoped actions' resources)."""
     kind, logical = perm.kind, perm.resource
     if kind == "bucket":
-        return _bucket_arns(topology.bucket(logical).name, perm.actions)
+        return _bucket_arns(topology.bucket(logical).name, permission_actions(perm))
     if kind == "queue":
         return [scope.arn("sqs", topology.queue(logical).name)]
     if kind == "table":
@@ -165,8 +250,9 @@ def _statements(
     perm: Permission, topology: Topology, scope: AwsScope, fn: Function
 ) -> list[Statement]:
     sid = "".join(part.title() for part in perm.resource.split("_"))
-    scoped = sorted(a for a in perm.actions if a not in UNSCOPED_ACTIONS)
-    unscoped = sorted(a for a in perm.actions if a in UNSCOPED_ACTIONS)
+    actions = permission_actions(perm)
+    scoped = sorted(a for a in actions if a not in UNSCOPED_ACTIONS)
+    unscoped = sorted(a for a in actions if a in UNSCOPED_ACTIONS)
     out: list[Statement] = []
     if scoped:
         stmt: Statement = {
@@ -207,7 +293,7 @@ def function_policy(
         statements += _statements(perm, topology, scope, fn)
     # Every bucket, queue, table, topic and log group is encrypted with the stack's key.
     key_actions = {"kms:Decrypt", "kms:GenerateDataKey"}
-    held = {a for p in fn.permissions for a in p.actions}
+    held = {a for p in fn.permissions for a in permission_actions(p)}
     if held & set(_ENV_UPDATES):
         # The serve functions' environment is encrypted with the key: Lambda encrypts a new
         # one as the caller of UpdateFunctionConfiguration.

@@ -105,8 +105,8 @@ class EventWiring(pulumi.ComponentResource):
         dead_letters = dead_letter(lake)
         for rule in topo.rules:
             target = topo.queue(rule.target_queue).name
-            if rule.logical == "raw_object_created":
-                raw = topo.bucket("raw").name
+            if rule.source == "storage":
+                raw = next(b.name for b in topo.buckets if b.emits_object_events)
                 self.subscriptions.append(
                     az.eventgrid.SystemTopicEventSubscription(
                         rule.logical,
@@ -126,7 +126,7 @@ class EventWiring(pulumi.ComponentResource):
                         opts=child,
                     )
                 )
-            elif rule.bus == "pipeline":
+            elif rule.source == "pipeline":
                 self.subscriptions.append(
                     az.eventgrid.EventSubscription(
                         rule.logical,
@@ -140,24 +140,20 @@ class EventWiring(pulumi.ComponentResource):
                         opts=child,
                     )
                 )
-            # training_job_ended is Azure ML's RunStatusChanged (subscribed by
-            # Training, on the workspace). The serving rules have no Azure counterpart:
+            # A job's end is Azure ML's RunStatusChanged (run_status_events, on the
+            # workspace's system topic). The serving rules have no Azure counterpart:
             # the deploy function steps each online endpoint's traffic itself and sends
             # its own checks on the deploy queue (infra/azure/serving.py,
             # shared/adapters/azure_serving.py).
 
         # Each topic's identity may send to the queues its subscriptions deliver to, and
         # write dead letters; nothing else.
-        for label, identity, rules in (
-            ("storage-events", self.system_topic.identity, ["raw_object_created"]),
-            (
-                "pipeline",
-                self.topic.identity,
-                [r.logical for r in topo.rules if r.bus == "pipeline"],
-            ),
+        for label, identity, source in (
+            ("storage-events", self.system_topic.identity, "storage"),
+            ("pipeline", self.topic.identity, "pipeline"),
         ):
             principal = principal_of(identity)
-            targets = sorted({topo.rule(r).target_queue for r in rules})
+            targets = sorted({r.target_queue for r in topo.rules if r.source == source})
             for queue in targets:
                 assign(
                     f"{label}-sends-{queue}",
@@ -234,16 +230,19 @@ def run_status_rules(cfg: StackConfig) -> list[RunStatusRule]:
     experiment, which the launchers set (shared.adapters.azure_ml), and the stage's name
     prefix: a training job of a dataset called ``validate-…`` would share the validation
     prefix, and every validation job starts with the stage's prefix too."""
-    topo = cfg.topology
+    # The experiment and the run-name prefix of each kind of managed job.
+    runs = {
+        "training_job": (TRAINING_EXPERIMENT, family_prefix(cfg.stage)),
+        "validation_job": (VALIDATION_EXPERIMENT, processing_job_prefix(cfg.stage)),
+    }
     out = []
-    for logical, experiment, prefix in (
-        ("training_job_ended", TRAINING_EXPERIMENT, family_prefix(cfg.stage)),
-        ("validation_job_ended", VALIDATION_EXPERIMENT, processing_job_prefix(cfg.stage)),
-    ):
-        rule = topo.rule(logical)
+    for rule in cfg.topology.rules:
+        if rule.source not in runs:
+            continue
+        experiment, prefix = runs[rule.source]
         out.append(
             RunStatusRule(
-                logical,
+                rule.logical,
                 rule.name,
                 rule.target_queue,
                 (

@@ -1,4 +1,6 @@
-"""Least-privilege Azure role assignments, generated from the topology's permissions.
+"""Least-privilege Azure role assignments, generated from the topology's permissions:
+each verb a function holds on a resource (read, write, consume, publish, measure, ...)
+becomes the narrowest data-plane role that allows it there.
 
 On Azure every function runs in one Function App with one managed identity, so the
 identity holds the union of the functions' permissions, each as the narrowest data-plane
@@ -12,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from shared.cloud_facts import value
-from shared.topology import Topology
+from shared.topology import Topology, Verb
 
 # Built-in role definition ids (the same in every tenant).
 BLOB_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"  # Storage Blob Data Reader
@@ -34,9 +36,9 @@ METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"  # Monitoring Metrics
 # Storage Queue Data Message Processor); the fact azure.functions.queue_trigger_roles.
 TRIGGER_ROLES = (QUEUE_READER, QUEUE_PROCESSOR)
 
-# Reads only: s3:GetObjectVersion is a read of a named version (ingest pins its reads to
-# the event's version on S3; on Azure the same read is pinned by ETag, a plain blob read).
-_READ_ONLY = frozenset({"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"})
+# The verbs Storage Blob Data Reader allows on a container: a read of a named version is
+# a plain blob read here (ingest pins its reads by ETag on Azure), and listing is a read.
+_BLOB_READS: frozenset[Verb] = frozenset({"read", "read_version", "list"})
 
 
 @dataclass(frozen=True, order=True)
@@ -55,7 +57,7 @@ def function_app_grants(topology: Topology) -> list[Grant]:
     for fn in topology.functions:
         for perm in fn.permissions:
             if perm.kind == "bucket":
-                role = BLOB_READER if set(perm.actions) <= _READ_ONLY else BLOB_CONTRIBUTOR
+                role = BLOB_READER if set(perm.verbs) <= _BLOB_READS else BLOB_CONTRIBUTOR
                 grants.add(Grant(role, "container", perm.resource))
             elif perm.kind == "queue":
                 # The roles the Functions docs give a queue trigger on its queue; the
@@ -71,7 +73,8 @@ def function_app_grants(topology: Topology) -> list[Grant]:
             elif perm.kind == "topic":
                 # Alerts go to a queue of the same name (QueueAlerts).
                 grants.add(Grant(QUEUE_SENDER, "queue", perm.resource))
-            elif perm.kind == "jobs" and perm.resource == "drift_metrics":
+            elif "measure" in perm.verbs:
+                # Metrics go to the stack's Application Insights.
                 grants.add(Grant(METRICS_PUBLISHER, "insights", "insights"))
             elif perm.kind == "jobs":
                 # Jobs and online endpoints live in the workspace: its custom role.

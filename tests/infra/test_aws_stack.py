@@ -251,7 +251,7 @@ def test_every_function_role_holds_exactly_its_topology_permissions(
         name = fn.name if fn.trigger_queue else "dhow-uae-prod--serve-customers"
         doc = policies[name]
         actions = {a for s in doc["Statement"] for a in s["Action"]}
-        granted = {a for p in fn.permissions for a in p.actions}
+        granted = {a for p in fn.permissions for a in iam.permission_actions(p)}
         grants = {"kms:CreateGrant", "kms:DescribeKey"} if "iam:PassRole" in granted else set()
         # Updating a function's environment encrypted with the stack key encrypts with it.
         if "lambda:UpdateFunctionConfiguration" in granted:

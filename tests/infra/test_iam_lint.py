@@ -161,7 +161,7 @@ def test_creating_with_tags_is_allowed_to_tag() -> None:
     for fn in topo.functions:
         policy = _function_policies()[fn.logical]
         for perm in fn.permissions:
-            for action in set(perm.actions) & creates:
+            for action in set(iam.permission_actions(perm)) & creates:
                 # The reference agrees that the create depends on AddTags.
                 assert "sagemaker:AddTags" in dependent_actions(action), action
                 for arn in iam.resource_arns(perm, topo, SCOPE):
