@@ -31,12 +31,13 @@ from tests.integration.test_aws_ingest_flow import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-DHOW = str(Path(sys.executable).parent / "dhow")
+# The package itself, not the installed script (which names whatever the venv was built from).
+DHOW = (sys.executable, "-m", "dhow_cli")
 
 
 def dhow(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [DHOW, *args], capture_output=True, text=True, timeout=180, check=False,
+        [*DHOW, *args], capture_output=True, text=True, timeout=180, check=False,
         env=dict(os.environ), cwd=ROOT,
     )  # fmt: skip
 

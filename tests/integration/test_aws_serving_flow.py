@@ -55,7 +55,7 @@ def test_an_approved_model_is_deployed_serves_and_captures(env: dict[str, Any]) 
     assert isinstance(done, DeploymentCompleted)
     assert done.traffic == {approved.model_version: 1.0}
     cli = subprocess.run(
-        [str(Path(sys.executable).parent / "dhow"), "predict", "customers",
+        [sys.executable, "-m", "dhow_cli", "predict", "customers",
          str(ROOT / "localstack/samples/customers.csv"), "--limit", "60", "--batch-rows", "20",
          "--json"],
         capture_output=True, text=True, timeout=120, check=False, env=dict(os.environ), cwd=ROOT,

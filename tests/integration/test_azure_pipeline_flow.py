@@ -383,7 +383,7 @@ def _deploy_status_cli() -> dict[str, Any]:
     import sys
 
     cli = subprocess.run(
-        [str(Path(sys.executable).parent / "dhow"), "deploy", "status", "customers", "--json"],
+        [sys.executable, "-m", "dhow_cli", "deploy", "status", "customers", "--json"],
         capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ), cwd=ROOT,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr
