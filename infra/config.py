@@ -12,6 +12,7 @@ import pulumi
 
 from shared.constants import AWS_REGIONS_ALLOWED, AZURE_LOCATIONS_ALLOWED
 from shared.errors import DhowError
+from shared.identifiers import stage_name, stage_prefix
 from shared.settings import STAGE_RE, check_aws_region, check_azure_location
 from shared.specs import DatasetSpec, load_spec
 from shared.topology import Topology, build_topology
@@ -56,7 +57,11 @@ class StackConfig:
 
     @property
     def prefix(self) -> str:
-        return f"dhow-{self.stage}"
+        return stage_prefix(self.stage)
+
+    def name(self, *parts: str) -> str:
+        """``dhow-<stage>-<part>-...``, as every name the topology holds is built."""
+        return stage_name(self.stage, *parts)
 
     @property
     def topology(self) -> Topology:

@@ -40,6 +40,20 @@ def checked_correlation_id(value: str | None, *, source: str = "correlation id")
     )
 
 
+# --- the stage's names ---------------------------------------------------------------
+
+
+def stage_prefix(stage: str) -> str:
+    """``dhow-<stage>``: how every name of a stage's resources starts (buckets, queues,
+    functions, roles, Azure resource groups ...), built here and nowhere else."""
+    return f"dhow-{stage}"
+
+
+def stage_name(stage: str, *parts: str) -> str:
+    """``dhow-<stage>-<part>-...``: the name of one of the stage's resources."""
+    return "-".join((stage_prefix(stage), *parts))
+
+
 # --- the stage's share of names matched by a wildcard ---------------------------------
 
 # What no stage name holds (shared.settings.STAGE_RE: no "--", no trailing "-"), so the
@@ -56,7 +70,7 @@ def family_prefix(stage: str) -> str:
     so ``dhow-acme-*`` also matched ``dhow-acme-prod-...``: stage acme's roles could
     approve acme-prod's models. A stage never holds ``--`` nor ends with ``-``, so the
     names of one stage start with this and those of every other stage do not."""
-    return f"dhow-{stage}{STAGE_SEPARATOR}"
+    return f"{stage_prefix(stage)}{STAGE_SEPARATOR}"
 
 
 def family_head(stage: str) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shared import constants as c
 from shared.constants import EVENT_SOURCE
-from shared.identifiers import family_prefix
+from shared.identifiers import family_prefix, stage_name
 
 if TYPE_CHECKING:
     from shared.specs import DatasetSpec
@@ -311,7 +311,10 @@ def processing_job_prefix(stage: str) -> str:
 
 def build_topology(stage: str) -> Topology:
     """The stack for one stage. Pure: the same stage always gives the same topology."""
-    p = f"dhow-{stage}"
+
+    def n(*parts: str) -> str:
+        return stage_name(stage, *parts)
+
     # The start of the names the rules below match by prefix: one stage's alone.
     fp = family_prefix(stage)
     # Every function but serve reads and appends lineage rows.
@@ -321,58 +324,58 @@ def build_topology(stage: str) -> Topology:
     return Topology(
         stage=stage,
         buckets=(
-            Bucket("raw", f"{p}-raw", emits_object_events=True),
-            Bucket("staging", f"{p}-staging"),
-            Bucket("curated", f"{p}-curated"),
-            Bucket("quarantine", f"{p}-quarantine"),
-            Bucket("models", f"{p}-models"),
+            Bucket("raw", n("raw"), emits_object_events=True),
+            Bucket("staging", n("staging")),
+            Bucket("curated", n("curated")),
+            Bucket("quarantine", n("quarantine")),
+            Bucket("models", n("models")),
             # What the serve functions saw and answered, for the drift check.
-            Bucket("capture", f"{p}-capture"),
+            Bucket("capture", n("capture")),
             # Drift checks' JSON summaries and HTML reports, for on-call to open.
-            Bucket("reports", f"{p}-reports"),
+            Bucket("reports", n("reports")),
         ),
         queues=(
             # Ingest may stream a 5 GiB upload: six times its 15-minute timeout.
-            Queue("ingest", f"{p}-ingest", f"{p}-ingest-dlq", visibility_timeout_s=6 * 900),
+            Queue("ingest", n("ingest"), n("ingest-dlq"), visibility_timeout_s=6 * 900),
             # Validation of up to the inline limit takes minutes, not seconds.
-            Queue("validate", f"{p}-validate", f"{p}-validate-dlq", visibility_timeout_s=6 * 900),
+            Queue("validate", n("validate"), n("validate-dlq"), visibility_timeout_s=6 * 900),
             # Every pipeline event, for `dhow upload --wait` and for audit.
-            Queue("train", f"{p}-train", f"{p}-train-dlq"),
-            Queue("register", f"{p}-register", f"{p}-register-dlq", visibility_timeout_s=6 * 300),
+            Queue("train", n("train"), n("train-dlq")),
+            Queue("register", n("register"), n("register-dlq"), visibility_timeout_s=6 * 300),
             # An approval that arrives during a rollout waits for it (the deployer refuses,
             # the message comes back): ten receives cover the longest canary.
             Queue(
                 "deploy",
-                f"{p}-deploy",
-                f"{p}-deploy-dlq",
+                n("deploy"),
+                n("deploy-dlq"),
                 max_receive_count=10,
                 visibility_timeout_s=6 * 180,
             ),
             # One message per scheduled (or requested) drift check of a dataset.
-            Queue("drift", f"{p}-drift", f"{p}-drift-dlq", visibility_timeout_s=6 * 900),
+            Queue("drift", n("drift"), n("drift-dlq"), visibility_timeout_s=6 * 900),
             # Watchers hand back events that are not theirs, which counts as a
             # receive; the high count keeps those from reaching the DLQ.
             Queue(
                 "events",
-                f"{p}-events",
-                f"{p}-events-dlq",
+                n("events"),
+                n("events-dlq"),
                 max_receive_count=100,
                 visibility_timeout_s=30,
                 retention_s=24 * 3600,
             ),
         ),
-        tables=(Table("lineage", f"{p}-lineage"),),
-        bus_name=f"{p}-pipeline",
+        tables=(Table("lineage", n("lineage")),),
+        bus_name=n("pipeline"),
         rules=(
             EventRule(
                 "raw_object_created",
-                f"{p}-raw-object-created",
+                n("raw-object-created"),
                 bus="default",
                 pattern={
                     "source": ["aws.s3"],
                     "detail-type": ["Object Created"],
                     "detail": {
-                        "bucket": {"name": [f"{p}-raw"]},
+                        "bucket": {"name": [n("raw")]},
                         "object": {"key": [{"prefix": DATASETS_PREFIX}]},
                     },
                 },
@@ -381,21 +384,21 @@ def build_topology(stage: str) -> Topology:
             ),
             EventRule(
                 "dataset_ingested",
-                f"{p}-dataset-ingested",
+                n("dataset-ingested"),
                 bus="pipeline",
                 pattern={"source": [EVENT_SOURCE], "detail-type": ["DatasetIngested"]},
                 target_queue="validate",
             ),
             EventRule(
                 "dataset_validated",
-                f"{p}-dataset-validated",
+                n("dataset-validated"),
                 bus="pipeline",
                 pattern={"source": [EVENT_SOURCE], "detail-type": ["DatasetValidated"]},
                 target_queue="train",
             ),
             EventRule(
                 "training_job_ended",
-                f"{p}-training-job-ended",
+                n("training-job-ended"),
                 bus="default",
                 pattern={
                     "source": ["aws.sagemaker"],
@@ -412,7 +415,7 @@ def build_topology(stage: str) -> Topology:
             # validate reads its result, or answers the uploader when it failed.
             EventRule(
                 "validation_job_ended",
-                f"{p}-validation-job-ended",
+                n("validation-job-ended"),
                 bus="default",
                 pattern={
                     "source": ["aws.sagemaker"],
@@ -427,14 +430,14 @@ def build_topology(stage: str) -> Topology:
             ),
             EventRule(
                 "model_approved",
-                f"{p}-model-approved",
+                n("model-approved"),
                 bus="pipeline",
                 pattern={"source": [EVENT_SOURCE], "detail-type": ["ModelApproved"]},
                 target_queue="deploy",
             ),
             EventRule(
                 "serving_deployment_ended",
-                f"{p}-serving-deployment-ended",
+                n("serving-deployment-ended"),
                 bus="default",
                 pattern={
                     "source": ["aws.codedeploy"],
@@ -449,7 +452,7 @@ def build_topology(stage: str) -> Topology:
             ),
             EventRule(
                 "serving_endpoint_changed",
-                f"{p}-serving-endpoint-changed",
+                n("serving-endpoint-changed"),
                 bus="default",
                 pattern={
                     "source": ["aws.sagemaker"],
@@ -465,7 +468,7 @@ def build_topology(stage: str) -> Topology:
             # A drift policy's action is carried out by the function that owns it.
             EventRule(
                 "drift_retrain",
-                f"{p}-drift-retrain",
+                n("drift-retrain"),
                 bus="pipeline",
                 pattern={
                     "source": [EVENT_SOURCE],
@@ -476,7 +479,7 @@ def build_topology(stage: str) -> Topology:
             ),
             EventRule(
                 "drift_rollback",
-                f"{p}-drift-rollback",
+                n("drift-rollback"),
                 bus="pipeline",
                 pattern={
                     "source": [EVENT_SOURCE],
@@ -487,25 +490,25 @@ def build_topology(stage: str) -> Topology:
             ),
             EventRule(
                 "all_pipeline_events",
-                f"{p}-all-pipeline-events",
+                n("all-pipeline-events"),
                 bus="pipeline",
                 pattern={"source": [EVENT_SOURCE]},
                 target_queue="events",
             ),
         ),
         schedules=(
-            Schedule("drift_check", f"{p}-drift", "drift.schedule", target_queue="drift"),
+            Schedule("drift_check", n("drift"), "drift.schedule", target_queue="drift"),
             # On the same tick, validate asks the platform about every job still handed
             # off, for the end events that never came (ValidateService.sweep).
             Schedule(
-                "validate_sweep", f"{p}-validate-sweep", "drift.schedule", target_queue="validate"
+                "validate_sweep", n("validate-sweep"), "drift.schedule", target_queue="validate"
             ),
         ),
-        topics=(Topic("alerts", f"{p}-alerts"),),
+        topics=(Topic("alerts", n("alerts")),),
         functions=(
             Function(
                 "ingest",
-                f"{p}-ingest",
+                n("ingest"),
                 aws_handler="functions.ingest.aws_lambda.handler",
                 azure_handler="functions.ingest.azure_function.main",
                 trigger_queue="ingest",
@@ -533,7 +536,7 @@ def build_topology(stage: str) -> Topology:
             ),
             Function(
                 "validate",
-                f"{p}-validate",
+                n("validate"),
                 aws_handler="functions.validate.aws_lambda.handler",
                 azure_handler="functions.validate.azure_function.main",
                 trigger_queue="validate",
@@ -561,7 +564,7 @@ def build_topology(stage: str) -> Topology:
             ),
             Function(
                 "train_launch",
-                f"{p}-train-launch",
+                n("train-launch"),
                 aws_handler="functions.train_launch.aws_lambda.handler",
                 azure_handler="functions.train_launch.azure_function.main",
                 trigger_queue="train",
@@ -581,7 +584,7 @@ def build_topology(stage: str) -> Topology:
             ),
             Function(
                 "register",
-                f"{p}-register",
+                n("register"),
                 aws_handler="functions.register.aws_lambda.handler",
                 azure_handler="functions.register.azure_function.main",
                 trigger_queue="register",
@@ -601,7 +604,7 @@ def build_topology(stage: str) -> Topology:
             ),
             Function(
                 "deploy",
-                f"{p}-deploy",
+                n("deploy"),
                 aws_handler="functions.deploy.aws_lambda.handler",
                 azure_handler="functions.deploy.azure_function.main",
                 trigger_queue="deploy",
@@ -625,7 +628,7 @@ def build_topology(stage: str) -> Topology:
             ),
             Function(
                 "serve",
-                f"{p}-serve",
+                n("serve"),
                 aws_handler="functions.serve.aws_lambda.handler",
                 azure_handler="functions.serve.azure_function.main",
                 trigger_queue=None,
@@ -640,7 +643,7 @@ def build_topology(stage: str) -> Topology:
             ),
             Function(
                 "drift_check",
-                f"{p}-drift-check",
+                n("drift-check"),
                 aws_handler="functions.drift_check.aws_lambda.handler",
                 azure_handler="functions.drift_check.azure_function.main",
                 trigger_queue="drift",

@@ -149,13 +149,13 @@ class DataLake(pulumi.ComponentResource):
 
         # Server access logs can only be delivered to an SSE-S3 bucket (S3 refuses KMS
         # there), so this one bucket uses AES256; it holds request logs, not data.
-        self.access_logs = self._bucket(cfg, "access_logs", f"{cfg.prefix}-access-logs", None)
+        self.access_logs = self._bucket(cfg, "access_logs", cfg.name("access-logs"), None)
         self.buckets = {
             b.logical: self._bucket(cfg, b.logical, b.name, self.key) for b in cfg.topology.buckets
         }
         # The stack's own deployment artifacts (Lambda layers, published from here:
         # a direct upload is limited to 50 MB zipped).
-        self.artifacts = self._bucket(cfg, "artifacts", f"{cfg.prefix}-artifacts", self.key)
+        self.artifacts = self._bucket(cfg, "artifacts", cfg.name("artifacts"), self.key)
         logged = [*self.buckets.values(), self.artifacts]
         aws.s3.BucketPolicy(
             "access_logs-policy",

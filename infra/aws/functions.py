@@ -57,7 +57,7 @@ class Functions(pulumi.ComponentResource):
         # Failed asynchronous calls of the functions no queue triggers (serve) land here.
         self.failures = aws.sqs.Queue(
             "async-failures",
-            name=f"{cfg.prefix}-async-failures",
+            name=cfg.name("async-failures"),
             kms_master_key_id=key.arn,
             message_retention_seconds=14 * 24 * 3600,
             tags=cfg.tags,
@@ -121,7 +121,7 @@ class Functions(pulumi.ComponentResource):
             )
             self.layers[layer] = aws.lambda_.LayerVersion(
                 f"layer-{layer}",
-                layer_name=f"{self._cfg.prefix}-{layer}-{arch.replace('_', '-')}",
+                layer_name=self._cfg.name(layer, arch.replace("_", "-")),
                 s3_bucket=obj.bucket,
                 s3_key=obj.key,
                 s3_object_version=obj.version_id,

@@ -151,7 +151,7 @@ class Serving(pulumi.ComponentResource):
         )
         self.role = aws.iam.Role(
             "codedeploy",
-            name=f"{cfg.prefix}-codedeploy",
+            name=cfg.name("codedeploy"),
             assume_role_policy=json.dumps(assume_role_policy("codedeploy.amazonaws.com")),
             tags=cfg.tags,
             opts=child,

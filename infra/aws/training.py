@@ -233,7 +233,7 @@ class Training(pulumi.ComponentResource):
             cidr_block=cfg.vpc_cidr,
             enable_dns_hostnames=True,
             enable_dns_support=True,
-            tags={**cfg.tags, "Name": f"{cfg.prefix}-jobs"},
+            tags={**cfg.tags, "Name": cfg.name("jobs")},
             opts=child,
         )
         zones = aws.get_availability_zones_output(
@@ -243,7 +243,7 @@ class Training(pulumi.ComponentResource):
         route_table = aws.ec2.RouteTable(
             "private",
             vpc_id=self.vpc.id,
-            tags={**cfg.tags, "Name": f"{cfg.prefix}-private"},
+            tags={**cfg.tags, "Name": cfg.name("private")},
             opts=child,
         )
         self.subnets = []
@@ -254,7 +254,7 @@ class Training(pulumi.ComponentResource):
                 cidr_block=str(cidr),
                 availability_zone=zones.names[i],
                 map_public_ip_on_launch=False,
-                tags={**cfg.tags, "Name": f"{cfg.prefix}-private-{i}"},
+                tags={**cfg.tags, "Name": cfg.name("private", str(i))},
                 opts=child,
             )
             aws.ec2.RouteTableAssociation(
@@ -273,7 +273,7 @@ class Training(pulumi.ComponentResource):
         )
         self.security_group = aws.ec2.SecurityGroup(
             "jobs",
-            name=f"{cfg.prefix}-jobs",
+            name=cfg.name("jobs"),
             description="Dhow managed jobs: no inbound; out to S3 and to each other only",
             vpc_id=self.vpc.id,
             egress=[
@@ -307,7 +307,7 @@ class Training(pulumi.ComponentResource):
 
         self.repository = aws.ecr.Repository(
             "jobs",
-            name=f"{cfg.prefix}-jobs",
+            name=cfg.name("jobs"),
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=[{"encryption_type": "KMS", "kms_key": key.arn}],

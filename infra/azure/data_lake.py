@@ -82,7 +82,7 @@ class DataLake(pulumi.ComponentResource):
         # What Event Grid cannot deliver is kept here, not dropped.
         self.dead_letters = az.storage.BlobContainer(
             "dead-letters",
-            container_name=f"{cfg.prefix}-dead-letters",
+            container_name=cfg.name("dead-letters"),
             account_name=self.account.name,
             resource_group_name=group.name,
             public_access="None",

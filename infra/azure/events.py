@@ -78,7 +78,7 @@ class EventWiring(pulumi.ComponentResource):
             )
         self.system_topic = az.eventgrid.SystemTopic(
             "storage-events",
-            system_topic_name=f"{cfg.prefix}-storage-events",
+            system_topic_name=cfg.name("storage-events"),
             resource_group_name=group.name,
             location=cfg.location,
             source=account.id,
@@ -271,7 +271,7 @@ def run_status_events(
     topo = cfg.topology
     topic = az.eventgrid.SystemTopic(
         "ml-events",
-        system_topic_name=f"{cfg.prefix}-ml-events",
+        system_topic_name=cfg.name("ml-events"),
         resource_group_name=group.name,
         location=cfg.location,
         source=workspace.id,

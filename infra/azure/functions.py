@@ -72,7 +72,7 @@ class Functions(pulumi.ComponentResource):
         )
         plan = az.web.AppServicePlan(
             "plan",
-            name=f"{cfg.prefix}-plan",
+            name=cfg.name("plan"),
             resource_group_name=group.name,
             location=cfg.location,
             kind="functionapp",
@@ -84,7 +84,7 @@ class Functions(pulumi.ComponentResource):
         host_blob = self.host.primary_endpoints.apply(lambda e: e["blob"])
         self.app = az.web.WebApp(
             "app",
-            name=f"{cfg.prefix}-functions",
+            name=cfg.name("functions"),
             resource_group_name=group.name,
             location=cfg.location,
             kind="functionapp,linux",

@@ -27,7 +27,7 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.logs = az.operationalinsights.Workspace(
             "logs",
-            workspace_name=f"{cfg.prefix}-logs",
+            workspace_name=cfg.name("logs"),
             resource_group_name=group.name,
             location=cfg.location,
             sku={"name": "PerGB2018"},
@@ -37,7 +37,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.insights = az.applicationinsights.Component(
             "insights",
-            resource_name_=f"{cfg.prefix}-insights",
+            resource_name_=cfg.name("insights"),
             resource_group_name=group.name,
             location=cfg.location,
             kind="web",

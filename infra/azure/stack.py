@@ -39,7 +39,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     )
     group = az.resources.ResourceGroup(
         "group",
-        resource_group_name=f"{cfg.prefix}-rg",
+        resource_group_name=cfg.name("rg"),
         location=cfg.location,
         tags=cfg.tags,
         opts=pulumi.ResourceOptions(provider=provider),

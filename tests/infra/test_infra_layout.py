@@ -100,3 +100,37 @@ def test_layers_never_import_infra() -> None:
     from layers import catalogue
 
     assert code_bundle.code_files is catalogue.code_files
+
+
+def _stage_prefixes_built(path: Path) -> list[int]:
+    """Lines of f-strings that spell a stage's prefix themselves: ``f"dhow-{...stage...}"``."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.JoinedStr):
+            continue
+        for before, value in zip(node.values, node.values[1:], strict=False):
+            if (
+                isinstance(before, ast.Constant)
+                and str(before.value).endswith("dhow-")
+                and isinstance(value, ast.FormattedValue)
+                and "stage" in ast.unparse(value.value)
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_stage_names_are_built_in_one_place() -> None:
+    """``dhow-<stage>-...`` comes from shared.identifiers (stage_prefix, stage_name), which
+    the topology and StackConfig.name use: a ninth spelling would drift from the rest."""
+    paths = [ROOT / "shared" / "topology.py", *sorted((ROOT / "infra").rglob("*.py"))]
+    # Azure's globally unique names shorten the stage under each service's own rule.
+    paths.remove(ROOT / "infra" / "azure" / "names.py")
+    built = {str(p.relative_to(ROOT)): _stage_prefixes_built(p) for p in paths}
+    assert {p: lines for p, lines in built.items() if lines} == {}
+    from infra.config import check
+    from shared.identifiers import stage_name
+    from shared.topology import build_topology
+
+    cfg = check(stage="acme", specs_dir="shared/specs")
+    assert cfg.name("async-failures") == stage_name("acme", "async-failures")
+    assert build_topology("acme").bucket("raw").name == stage_name("acme", "raw")
