@@ -14,6 +14,7 @@ from pathlib import Path
 from shared.errors import DhowError
 from shared.events import ObjectRef
 from shared.ports import ObjectStore
+from shared.reasons import Reason
 
 ARTIFACT_SHA256 = "artifact_sha256"  # the lineage key the registry keeps the hash under
 ARCHIVE_NAME = "model.tar.gz"
@@ -26,13 +27,13 @@ MAX_UNPACKED_BYTES = 4 * 1024**3
 class ArtifactIntegrityError(DhowError):
     """A model artifact's bytes are not the ones that were approved."""
 
-    reason = "artifact_hash_mismatch"
+    reason = Reason.ARTIFACT_HASH_MISMATCH
 
 
 class ArtifactUnsafe(DhowError):
     """A model archive that unpacking would let out of its folder or past its bounds."""
 
-    reason = "artifact_unsafe"
+    reason = Reason.ARTIFACT_UNSAFE
 
 
 def _unpack(archive: Path, into: Path) -> None:

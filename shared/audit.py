@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.errors import DhowError
 from shared.ports import LineageRecord, LineageStore, is_finished
+from shared.reasons import Reason
 
 AuditKind = Literal[
     "upload",
@@ -81,7 +82,7 @@ CSV_COLUMNS = (
 class AuditTooLarge(DhowError):
     """More lineage rows than one audit reads at once."""
 
-    reason = "audit_too_large"
+    reason = Reason.AUDIT_TOO_LARGE
 
 
 class AuditEntry(BaseModel):

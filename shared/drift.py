@@ -32,6 +32,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -48,7 +49,7 @@ SMALL_REFERENCE_ROWS = 1000
 class UnknownStattest(DhowError):
     """A spec names a drift test that neither Dhow nor evidently knows."""
 
-    reason = "unknown_stattest"
+    reason = Reason.UNKNOWN_STATTEST
 
 
 class ColumnDrift(BaseModel):
@@ -255,7 +256,7 @@ def column_drift(
         side = "reference" if ref.n == 0 else "current"
         raise DhowError(
             f"column {name!r} has no non-null values in the {side} data",
-            reason="empty_column",
+            reason=Reason.EMPTY_COLUMN,
             hint="a column that is always null cannot be tested; leave it out of the spec",
         )
     test_name = stattest or default_stattest(ref, cur)
@@ -328,7 +329,7 @@ def compare(
     if missing:
         raise DhowError(
             f"columns {missing} are missing from the reference or the captured data",
-            reason="drift_columns_missing",
+            reason=Reason.DRIFT_COLUMNS_MISSING,
             hint="the spec changed since the champion was trained; retrain on the new spec",
         )
     stattests, thresholds = stattests or {}, thresholds or {}

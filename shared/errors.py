@@ -1,14 +1,19 @@
-"""Typed errors. Each carries a machine-readable reason code and says what to do."""
+"""Typed errors. Each carries a machine-readable reason code and says what to do.
+
+The codes, their categories and their general hints are ``shared.reasons.Reason``; an
+error's own ``hint`` says what to do about this one failure."""
 
 from __future__ import annotations
+
+from shared.reasons import Reason, is_retried
 
 
 class DhowError(Exception):
     """Base of every error Dhow raises on purpose."""
 
-    reason: str = "dhow_error"
+    reason: Reason = Reason.DHOW_ERROR
 
-    def __init__(self, message: str, *, hint: str = "", reason: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str = "", reason: Reason | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -18,6 +23,12 @@ class DhowError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    @property
+    def retried(self) -> bool:
+        """Whether this failure is raised for its trigger to redeliver (its reason's
+        category is ``platform``), rather than recorded and answered."""
+        return is_retried(self.reason)
+
     def as_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "message": self.message, "hint": self.hint}
 
@@ -25,46 +36,46 @@ class DhowError(Exception):
 class ConfigError(DhowError):
     """A setting is missing or malformed."""
 
-    reason = "config_invalid"
+    reason = Reason.CONFIG_INVALID
 
 
 class RegionNotAllowed(ConfigError):
     """A region or location outside the UAE allow-list was asked for."""
 
-    reason = "region_not_allowed"
+    reason = Reason.REGION_NOT_ALLOWED
 
 
 class EventParseError(DhowError):
     """A trigger payload is not one of the shapes Dhow understands."""
 
-    reason = "event_unparseable"
+    reason = Reason.EVENT_UNPARSEABLE
 
 
 class WorkInProgress(DhowError):
     """Another delivery is doing the same work right now; retry later."""
 
-    reason = "work_in_progress"
+    reason = Reason.WORK_IN_PROGRESS
 
 
 class DeploymentInProgress(WorkInProgress):
     """The serving target already has a deployment running; this one waits for its end."""
 
-    reason = "deployment_in_progress"
+    reason = Reason.DEPLOYMENT_IN_PROGRESS
 
 
 class ObjectMissing(DhowError):
     """The object named by an event no longer exists in storage."""
 
-    reason = "object_missing"
+    reason = Reason.OBJECT_MISSING
 
 
 class PlatformError(DhowError):
     """The local platform could not be started, reached or stopped."""
 
-    reason = "platform_error"
+    reason = Reason.PLATFORM_ERROR
 
 
 class UnknownModelVersion(DhowError):
     """A model version number that the dataset's registry does not have."""
 
-    reason = "unknown_model_version"
+    reason = Reason.UNKNOWN_MODEL_VERSION

@@ -13,6 +13,7 @@ import re
 
 from shared.cloud_facts import value
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 CORRELATION_ID_RULE = "1-128 characters, each a letter A-Z or a-z, a digit 0-9 or '-'"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9-]{1,128}$")
@@ -21,7 +22,7 @@ _CORRELATION_ID = re.compile(r"^[A-Za-z0-9-]{1,128}$")
 class InvalidIdentifier(DhowError):
     """An id set by a caller does not follow its rule; nothing was done with it."""
 
-    reason = "identifier_invalid"
+    reason = Reason.IDENTIFIER_INVALID
 
 
 def is_correlation_id(value: str) -> bool:

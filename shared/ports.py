@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import DhowError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
+from shared.reasons import Reason
 
 
 class ObjectInfo(BaseModel):
@@ -37,7 +38,7 @@ class ObjectInfo(BaseModel):
 class ObjectChanged(DhowError):
     """The object was overwritten between two reads that had to see the same bytes."""
 
-    reason = "object_changed"
+    reason = Reason.OBJECT_CHANGED
 
 
 class ObjectPin(BaseModel):
@@ -202,7 +203,7 @@ def is_finished(kind: str, status: str) -> bool:
 class FinishedEntryImmutable(DhowError):
     """A finished lineage row, an entry of the audit trail, was asked to change."""
 
-    reason = "lineage_entry_finished"
+    reason = Reason.LINEAGE_ENTRY_FINISHED
 
 
 class LineagePage(BaseModel):

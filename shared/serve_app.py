@@ -34,6 +34,7 @@ from shared.canary import JUDGED_PATH, EmfRequestMetrics
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
 from shared.ports import ModelRegistry, ObjectStore
+from shared.reasons import Reason
 from shared.serving import (
     MAX_BATCH_ROWS,
     BodyTooLarge,
@@ -274,7 +275,7 @@ def create_app(
                 else DhowError(
                     f"model v{model.version.version} failed on this request: {type(exc).__name__}",
                     hint="the deployment's alarms count this; see the function's log",
-                    reason="prediction_failed",
+                    reason=Reason.PREDICTION_FAILED,
                 )
             )
             return _error(500, err)

@@ -40,6 +40,7 @@ from shared.cloud_facts import value
 from shared.errors import DhowError
 from shared.events import ObjectRef
 from shared.ports import ModelRegistry, ModelVersion, ObjectStore
+from shared.reasons import Reason
 from shared.specs import ColumnKind, DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -70,19 +71,19 @@ _CHECK_BOUNDS = {
 class ModelNotServable(DhowError):
     """No approved model, or the asked-for version, can be served."""
 
-    reason = "model_not_servable"
+    reason = Reason.MODEL_NOT_SERVABLE
 
 
 class PredictionFailed(DhowError):
     """The model raised on a request that passed the schema."""
 
-    reason = "prediction_failed"
+    reason = Reason.PREDICTION_FAILED
 
 
 class BodyTooLarge(DhowError):
     """A request body larger than the serve function reads (``MAX_BODY_BYTES``)."""
 
-    reason = "body_too_large"
+    reason = Reason.BODY_TOO_LARGE
 
     def __init__(self, size: int | None) -> None:
         told = f"{size:,} bytes" if size is not None else "more"
@@ -95,7 +96,7 @@ class BodyTooLarge(DhowError):
 class RequestInvalid(DhowError):
     """A request body that is not JSON, not rows, or whose rows break the spec's contract."""
 
-    reason = "request_invalid"
+    reason = Reason.REQUEST_INVALID
 
     def __init__(self, errors: list[dict[str, Any]], count: int | None = None) -> None:
         self.count = len(errors) if count is None else count

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 from shared.constants import SPECS_DIR
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 PACKAGED_SPECS = Path(__file__).parent / "specs"
 
@@ -47,13 +48,13 @@ PACKAGED_SPECS = Path(__file__).parent / "specs"
 class UnknownDataset(DhowError):
     """No spec exists for a dataset name."""
 
-    reason = "unknown_dataset"
+    reason = Reason.UNKNOWN_DATASET
 
 
 class SpecInvalid(DhowError):
     """A spec file exists but cannot be used."""
 
-    reason = "spec_invalid"
+    reason = Reason.SPEC_INVALID
 
 
 ColumnKind = Literal["integer", "float", "boolean", "datetime", "duration", "categorical", "text"]

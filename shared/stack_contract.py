@@ -25,6 +25,7 @@ from typing import Literal
 
 from shared import constants as c
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 Cloud = Literal["aws", "azure"]
 
@@ -43,7 +44,7 @@ _AZURE: frozenset[Cloud] = frozenset({"azure"})
 class StackContractError(DhowError):
     """The stack offers or omits a setting against the stack/runtime contract."""
 
-    reason = "stack_contract_violated"
+    reason = Reason.STACK_CONTRACT_VIOLATED
 
 
 @dataclass(frozen=True)

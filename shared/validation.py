@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from pandera.errors import SchemaErrors
 from pydantic import BaseModel, Field
 
+from shared.reasons import Reason, reason_of
 from shared.specs import DatasetSpec
 
 MAX_FAILURE_CASES = 1000
@@ -134,43 +135,24 @@ class ValidationRun:
     profile: dict[str, Any] = field(default_factory=dict)
 
 
-# Reason codes of validation rejections, with what to do about each.
-VALIDATION_HINTS: dict[str, str] = {
-    "schema_checks_failed": "fix the rows listed in the report, or change the spec if the "
-    "data is right",
-    "missing_columns": "add the missing columns, or remove them from the spec",
-    "unexpected_columns": "drop the extra columns, or add them to the spec",
-    "duplicate_columns": "give every column a distinct name",
-    "too_many_columns": f"a dataset file has at most {MAX_COLUMNS:,} columns and a CSV header "
-    f"line of at most {MAX_HEADER_BYTES // 1024} KiB; drop the columns the spec does not name",
-    "ragged_rows": "every CSV row must have as many fields as the header",
-    "wrong_encoding": "save the file as UTF-8",
-    "expansion_too_large": "the file expands far beyond its size when decoded (a row "
-    "group, a batch or a compression ratio over the limits); write it with smaller row "
-    "groups and ordinary compression",
-    "unreadable_file": "the file is damaged or not in its declared format; export it again",
-    "no_rows": "the file has a header but no data rows",
-}
-
-
 class FileUnreadable(Exception):
-    """The file cannot be read as its format; carries a reason code of VALIDATION_HINTS."""
+    """The file cannot be read as its format; carries the reason code that says why."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
 
 
-def _arrow_reason(exc: Exception) -> str:
+def _arrow_reason(exc: Exception) -> Reason:
     text = str(exc)
     if "Expected" in text and "columns, got" in text:
-        return "ragged_rows"
+        return Reason.RAGGED_ROWS
     if "UTF8" in text or "UTF-8" in text or "utf-8" in text:
-        return "wrong_encoding"
+        return Reason.WRONG_ENCODING
     if "Empty CSV file" in text:
-        return "no_rows"
-    return "unreadable_file"
+        return Reason.NO_ROWS
+    return Reason.UNREADABLE_FILE
 
 
 # pyarrow's JSON reader recurses in C for each level of nesting: a row 100,000 deep kills
@@ -234,14 +216,14 @@ def check_json_lines(path: Path, max_row_bytes: int, max_depth: int = MAX_JSON_D
             row_depth = level - np.where(seen_nl, level[at_nl], -depth)
             if int(row_depth.max(initial=depth)) > max_depth:
                 raise FileUnreadable(
-                    "unreadable_file", f"a row is nested more than {max_depth} levels deep"
+                    Reason.UNREADABLE_FILE, f"a row is nested more than {max_depth} levels deep"
                 )
             breaks = pos[newline]
             starts = np.concatenate(([-1 - line_len], breaks))
             longest = int(max(np.diff(starts).max(initial=0) - 1, n - 1 - starts[-1]))
             if longest > max_row_bytes:
                 raise FileUnreadable(
-                    "unreadable_file", f"a row is longer than {max_row_bytes:,} bytes"
+                    Reason.UNREADABLE_FILE, f"a row is longer than {max_row_bytes:,} bytes"
                 )
             if len(pos):
                 depth, parity = int(row_depth[-1]), int(open_quotes[-1])
@@ -266,14 +248,14 @@ def _csv_header(path: Path) -> list[str]:
     if len(first) > MAX_HEADER_BYTES:
         # Before, the header was cut at 1 MiB and the rest of it parsed as data by pyarrow.
         raise FileUnreadable(
-            "too_many_columns", f"the header line is longer than {MAX_HEADER_BYTES:,} bytes"
+            Reason.TOO_MANY_COLUMNS, f"the header line is longer than {MAX_HEADER_BYTES:,} bytes"
         )
     try:
         line = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileUnreadable("wrong_encoding", f"the header is not UTF-8: {exc}") from exc
+        raise FileUnreadable(Reason.WRONG_ENCODING, f"the header is not UTF-8: {exc}") from exc
     if not line.strip():
-        raise FileUnreadable("no_rows", "the file has no header line")
+        raise FileUnreadable(Reason.NO_ROWS, "the file has no header line")
     return next(csv.reader([line]))
 
 
@@ -282,13 +264,13 @@ def _check_header(columns: list[str], spec: DatasetSpec, report: ValidationRepor
     # quadratic: 20,000 columns took 4.5 s).
     if len(columns) > MAX_COLUMNS:
         raise FileUnreadable(
-            "too_many_columns", f"{len(columns):,} columns, over the {MAX_COLUMNS:,} allowed"
+            Reason.TOO_MANY_COLUMNS, f"{len(columns):,} columns, over the {MAX_COLUMNS:,} allowed"
         )
     counts = Counter(columns)
     if len(counts) != len(columns):
         dupes = sorted(c for c, n in counts.items() if n > 1)
         report.duplicate_column_count = len(dupes)
-        raise FileUnreadable("duplicate_columns", f"columns appear twice: {_listed(dupes)}")
+        raise FileUnreadable(Reason.DUPLICATE_COLUMNS, f"columns appear twice: {_listed(dupes)}")
     expected = spec.columns
     report.missing_columns = [c for c in expected if c not in counts]
     if spec.dataframe_schema.strict:
@@ -370,7 +352,7 @@ def _check_parquet_sizes(meta: pq.FileMetaData) -> None:
         group = meta.row_group(i)
         if group.total_byte_size > MAX_DECODED_BATCH_BYTES:
             raise FileUnreadable(
-                "expansion_too_large",
+                Reason.EXPANSION_TOO_LARGE,
                 f"row group {i} is {group.total_byte_size:,} bytes uncompressed, over the "
                 f"{MAX_DECODED_BATCH_BYTES:,} allowed",
             )
@@ -381,7 +363,7 @@ def _check_parquet_sizes(meta: pq.FileMetaData) -> None:
             # a million zeros does 10,000-fold); only a large one that does is a bomb.
             if ratio > MAX_COMPRESSION_RATIO and col.total_uncompressed_size > 64 * 1024**2:
                 raise FileUnreadable(
-                    "expansion_too_large",
+                    Reason.EXPANSION_TOO_LARGE,
                     f"column {col.path_in_schema} of row group {i} expands {ratio:,.0f}-fold "
                     f"when decompressed, over the {MAX_COMPRESSION_RATIO}-fold allowed",
                 )
@@ -430,7 +412,7 @@ def _parquet_batches(
             arrays.append(array)
         if size > MAX_DECODED_BATCH_BYTES:
             raise FileUnreadable(
-                "expansion_too_large",
+                Reason.EXPANSION_TOO_LARGE,
                 f"a batch of {batch.num_rows:,} rows decodes to {size:,} bytes, over the "
                 f"{MAX_DECODED_BATCH_BYTES:,} allowed",
             )
@@ -441,7 +423,7 @@ def _parquet_batches(
             yield dense.replace_schema_metadata(batch.schema.metadata).to_pandas()
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             raise FileUnreadable(
-                "unreadable_file", f"the file's pandas metadata is malformed: {exc}"[:300]
+                Reason.UNREADABLE_FILE, f"the file's pandas metadata is malformed: {exc}"[:300]
             ) from exc
 
 
@@ -606,17 +588,19 @@ class _Profile:
 _HEADER_CHECKS = frozenset({"column_in_dataframe", "column_in_schema"})
 
 
-def _problems(report: ValidationReport, row_failures: int) -> list[tuple[str, str]]:
+def _problems(report: ValidationReport, row_failures: int) -> list[tuple[Reason, str]]:
     """Each kind of problem the file has, as (reason code, message), header first."""
     out = []
     if report.missing_columns:
-        out.append(("missing_columns", f"missing columns: {', '.join(report.missing_columns)}"))
+        out.append(
+            (Reason.MISSING_COLUMNS, f"missing columns: {', '.join(report.missing_columns)}")
+        )
     if report.unexpected_columns:
         unexpected = report.unexpected_columns
         more = report.unexpected_column_count - len(unexpected)
         out.append(
             (
-                "unexpected_columns",
+                Reason.UNEXPECTED_COLUMNS,
                 f"columns not in the spec: {_listed(unexpected)}"
                 + (f" and {more:,} more (see the report)" if more > 0 else ""),
             )
@@ -625,7 +609,7 @@ def _problems(report: ValidationReport, row_failures: int) -> list[tuple[str, st
         row_checks = [c for c in report.checks if c.check not in _HEADER_CHECKS]
         out.append(
             (
-                "schema_checks_failed",
+                Reason.SCHEMA_CHECKS_FAILED,
                 f"{row_failures} failure(s) in {report.failing_rows} of "
                 f"{report.rows_checked} rows, over {len(row_checks)} check(s)",
             )
@@ -825,12 +809,12 @@ def validate_file(
             # before); the message and the hint say what to do about each of them.
             report.reason = problems[0][0]
             report.message = "; ".join(message for _, message in problems)
-            report.hint = "; ".join(VALIDATION_HINTS[reason] for reason, _ in problems)
+            report.hint = "; ".join(reason.hint for reason, _ in problems)
         elif report.rows_checked == 0:
-            report.reason, report.message = "no_rows", "the file has no data rows"
+            report.reason, report.message = Reason.NO_ROWS, "the file has no data rows"
     report.ok = report.reason is None
     if report.reason:
-        report.hint = report.hint or VALIDATION_HINTS[report.reason]
+        report.hint = report.hint or reason_of(report.reason).hint
         return ValidationRun(report=report)
     report.message = f"{report.rows_checked} rows passed {spec.name} spec {spec.spec_version}"
     reference = None

@@ -32,6 +32,7 @@ from typing import Any
 
 from dhow_local import processes
 from shared.errors import PlatformError
+from shared.reasons import Reason
 
 LOCALSTACK_PORT = int(os.environ.get("DHOW_LOCALSTACK_PORT", "4566"))
 LOCALSTACK_URL = f"http://127.0.0.1:{LOCALSTACK_PORT}"
@@ -80,7 +81,7 @@ LOG_TAIL_LINES = 15
 class PortInUse(PlatformError):
     """A port the local platform needs is held by a process it did not start."""
 
-    reason = "port_in_use"
+    reason = Reason.PORT_IN_USE
 
     def __init__(self, service: str, holder: processes.PortHolder, env_var: str) -> None:
         self.service, self.holder = service, holder
@@ -111,7 +112,7 @@ class PortInUse(PlatformError):
 class ProcessNotReady(PlatformError):
     """A process ``local up`` started died, or did not answer, within its time."""
 
-    reason = "process_not_ready"
+    reason = Reason.PROCESS_NOT_READY
 
     def __init__(self, process: str, problem: str, log: Path | None) -> None:
         self.process = process
@@ -131,7 +132,7 @@ class ProcessNotReady(PlatformError):
 class StrayProcess(PlatformError):
     """A process an earlier ``up`` in this home started is running, but no state lists it."""
 
-    reason = "stray_process"
+    reason = Reason.STRAY_PROCESS
 
 
 def log_tail(log: Path | None, lines: int = LOG_TAIL_LINES) -> str:

@@ -51,6 +51,7 @@ from shared.ports import (
     ValidationJobState,
     validation_attempt_suffix,
 )
+from shared.reasons import Reason
 from shared.settings import Settings, check_aws_region
 from shared.triggers import STAGED_INPUT_NAME, parse_bus_event
 
@@ -124,7 +125,7 @@ def aws_client(service: str, settings: Settings) -> Any:
 class S3RegionRedirectRefused(DhowError):
     """S3 answered that the bucket lives in another region; the request was not re-sent."""
 
-    reason = "s3_region_redirect_refused"
+    reason = Reason.S3_REGION_REDIRECT_REFUSED
 
 
 # What S3 answers a request for a bucket in another region (cloud facts: aws-s3.yaml);
@@ -192,7 +193,7 @@ def _error_code(exc: ClientError) -> str:
 class StorageAccessDenied(DhowError):
     """S3 refused to say whether an object is there (HTTP 403)."""
 
-    reason = "storage_access_denied"
+    reason = Reason.STORAGE_ACCESS_DENIED
 
 
 def _full_object_sha256(head: Mapping[str, Any]) -> str | None:
@@ -418,7 +419,7 @@ class EventBridgeBus(EventBus):
             raise DhowError(
                 f"EventBridge refused {event.event_type}: {entry.get('ErrorCode')}",
                 hint=str(entry.get("ErrorMessage", "")),
-                reason="event_publish_failed",
+                reason=Reason.EVENT_PUBLISH_FAILED,
             )
 
 
@@ -686,7 +687,7 @@ def processing_job_name(request: ValidationJobRequest, name_prefix: str) -> str:
         raise DhowError(
             f"no room for the dataset in a processing job name under {name_prefix!r}",
             hint="use a shorter stage name",
-            reason="job_name_too_long",
+            reason=Reason.JOB_NAME_TOO_LONG,
         )
     return f"{head}{dataset}{tail}"
 

@@ -59,6 +59,7 @@ from shared.ports import (
     TappedEvent,
     is_finished,
 )
+from shared.reasons import Reason
 from shared.settings import Settings, check_azure_location
 from shared.triggers import azure_queue_body, parse_bus_event
 
@@ -141,7 +142,7 @@ def azure_clients(settings: Settings) -> AzureClients:
 class BlobCopyFailed(DhowError):
     """A server-side blob copy failed, was aborted, or did not finish in its time."""
 
-    reason = "blob_copy_failed"
+    reason = Reason.BLOB_COPY_FAILED
 
 
 # What Get Blob Properties reports of a blob's last Copy Blob (fact azure.blob.copy_states).
@@ -336,7 +337,7 @@ class BlobObjectStore(ObjectStore):
                 raise BlobCopyFailed(
                     f"the copy into {target.uri} did not finish in {self._copy_timeout:.0f} s",
                     hint="it was aborted and the partial blob removed; the message is retried",
-                    reason="blob_copy_timeout",
+                    reason=Reason.BLOB_COPY_TIMEOUT,
                 )
             self._sleep(delay)
             delay = min(delay * 2, 10.0)

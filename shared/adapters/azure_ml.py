@@ -41,6 +41,7 @@ from shared.ports import (
     ValidationJobState,
     validation_attempt_suffix,
 )
+from shared.reasons import Reason
 from shared.settings import Settings
 from shared.topology import processing_job_prefix
 from shared.triggers import (
@@ -155,7 +156,7 @@ def azureml_job_name(request: ValidationJobRequest, stage: str) -> str:
         raise DhowError(
             f"no room for the dataset in an Azure ML job name under {head!r}",
             hint="use a shorter stage name",
-            reason="job_name_too_long",
+            reason=Reason.JOB_NAME_TOO_LONG,
         )
     return f"{head}{dataset}{tail}"
 

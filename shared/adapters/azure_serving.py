@@ -54,6 +54,7 @@ from shared.ports import (
     LineageStore,
     StartedDeployment,
 )
+from shared.reasons import Reason
 
 # Re-exported: the deployer and its tests name them here; the shape lives with Azure's.
 from shared.triggers.azure import CHECK_KEY as CHECK_KEY
@@ -167,7 +168,7 @@ def check_delay_s(seconds: float) -> int:
 class DeploymentNotReady(DhowError):
     """The candidate's deployment did not become servable; the rollout fails."""
 
-    reason = "deployment_not_ready"
+    reason = Reason.DEPLOYMENT_NOT_READY
 
 
 class SteppedRolloutDeployer(Deployer):

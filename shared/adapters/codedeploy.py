@@ -42,6 +42,7 @@ from shared.cloud_facts import value
 from shared.constants import SERVE_MODEL_VERSION
 from shared.errors import DeploymentInProgress, DhowError
 from shared.ports import ConfirmedDeployment, Deployer, DeploymentPlan, StartedDeployment
+from shared.reasons import Reason
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -68,7 +69,7 @@ _PREDEFINED = {
 class DeploymentRefused(DhowError):
     """The serving platform would not start or change a deployment."""
 
-    reason = "deployment_refused"
+    reason = Reason.DEPLOYMENT_REFUSED
 
 
 def serve_function_name(prefix: str, dataset: str) -> str:

@@ -14,6 +14,7 @@ from typing import cast
 
 from shared.errors import DhowError, UnknownModelVersion
 from shared.ports import ApprovalStatus, LineageRecord, LineageStore, ModelRegistry, ModelVersion
+from shared.reasons import Reason
 
 MODEL_VERSION_KIND = "model_version"
 _ID_PREFIX = "model-version:"  # Azure Table keys may not hold "#", "/", "\\" or "?"
@@ -79,7 +80,7 @@ class LineageModelRegistry(ModelRegistry):
         raise DhowError(
             f"could not take a version number for {dataset} after {_MAX_RACES} tries",
             hint="too many registrations at once; the message will be retried",
-            reason="registry_contention",
+            reason=Reason.REGISTRY_CONTENTION,
         )
 
     def versions(self, dataset: str) -> list[ModelVersion]:
@@ -106,5 +107,5 @@ class LineageModelRegistry(ModelRegistry):
         raise DhowError(
             f"{dataset} version {version} kept changing while its status was set",
             hint="retry the command",
-            reason="registry_contention",
+            reason=Reason.REGISTRY_CONTENTION,
         )

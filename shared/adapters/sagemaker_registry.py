@@ -16,6 +16,7 @@ from shared.cloud_facts import value
 from shared.errors import DhowError, UnknownModelVersion
 from shared.identifiers import family_prefix
 from shared.ports import ApprovalStatus, ModelRegistry, ModelVersion
+from shared.reasons import Reason
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -65,7 +66,7 @@ class SageMakerModelRegistry(ModelRegistry):
             raise DhowError(
                 f"model of {dataset} has {len(props)} metrics and lineage facts; a SageMaker "
                 f"model package holds at most {limits['max_entries']}",
-                reason="model_metadata_too_large",
+                reason=Reason.MODEL_METADATA_TOO_LARGE,
                 hint="record fewer metrics in the trainer's metrics.json",
             )
         arn = self._sm.create_model_package(

@@ -33,6 +33,7 @@ from shared.cloud_facts import value
 from shared.errors import DhowError
 from shared.identifiers import name_digest, sagemaker_name
 from shared.ports import LaunchedTraining, TrainingJobRequest, TrainingLauncher
+from shared.reasons import Reason
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
@@ -87,7 +88,7 @@ def script_mode_hyperparameters(
 class TooManyTrainingInputs(DhowError):
     """A run would learn from more curated versions than a training job has channels."""
 
-    reason = "too_many_training_inputs"
+    reason = Reason.TOO_MANY_TRAINING_INPUTS
 
 
 def train_channel_names(count: int) -> list[str]:
@@ -99,7 +100,7 @@ def train_channel_names(count: int) -> list[str]:
 class GpuQuotaUnavailable(DhowError):
     """Every instance type the spec lists has a training quota of 0 in this account."""
 
-    reason = "gpu_quota_zero"
+    reason = Reason.GPU_QUOTA_ZERO
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 TABLES_DIR = Path(__file__).resolve().parent
 _ID = re.compile(r"^(aws|azure)\.[a-z0-9_]+(\.[a-z0-9_]+)+$")
@@ -28,7 +29,7 @@ _FIELDS = {"id", "rule", "value", "source"}
 class CloudFactError(DhowError):
     """A cloud-facts table is malformed, or code asked for a fact no table holds."""
 
-    reason = "cloud_fact_invalid"
+    reason = Reason.CLOUD_FACT_INVALID
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from shared.errors import DhowError
 from shared.events import ObjectRef
 from shared.ports import ObjectStore
+from shared.reasons import Reason
 from shared.services.ingest import format_of
 from shared.services.validate import (
     StagedFileValidator,
@@ -38,7 +39,7 @@ EXIT_MESSAGE = Path("/opt/ml/output/message")
 class StagedCopyMissing(DhowError):
     """The job service did not put the staged object where the job was told to look."""
 
-    reason = "staged_copy_missing"
+    reason = Reason.STAGED_COPY_MISSING
 
 
 def local_copy(given: Path, staged: ObjectRef) -> Path:

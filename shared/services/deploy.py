@@ -50,6 +50,7 @@ from shared.ports import (
     LineageStore,
     ModelRegistry,
 )
+from shared.reasons import Reason
 from shared.services.claims import Claim, claim, complete
 from shared.specs import load_spec
 
@@ -63,7 +64,7 @@ DONE = {"completed", "rolled_back", "failed", "superseded"}
 class NothingToRollBackTo(DhowError):
     """A rollback was asked for with no other approved version to go to."""
 
-    reason = "nothing_to_roll_back_to"
+    reason = Reason.NOTHING_TO_ROLL_BACK_TO
 
 
 class RollbackChoice(BaseModel):
@@ -145,7 +146,7 @@ class DeployService:
             raise DhowError(
                 f"{dataset} v{version} is not in the model registry",
                 hint="the registry and the event disagree; check register's log",
-                reason="unknown_model_version",
+                reason=Reason.UNKNOWN_MODEL_VERSION,
             )
         # Approvals arrive in any order and may be retried for hours: what goes out is
         # the registry's newest approved version, as it stands now, never a late v2 over v3

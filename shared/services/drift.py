@@ -66,6 +66,7 @@ from shared.ports import (
     ModelVersion,
     ObjectStore,
 )
+from shared.reasons import Reason
 from shared.services.train_launch import (
     NO_NEW_DATA,
     latest_validated,
@@ -210,7 +211,7 @@ class DriftService:
             raise DhowError(
                 f"model v{champion.version} of {champion.dataset} does not say what it was "
                 "trained on, so there is no reference to compare with",
-                reason="no_reference",
+                reason=Reason.NO_REFERENCE,
                 hint="retrain it (`dhow train DATASET`): newer versions record their data",
             )
         data = ObjectRef.from_uri(curated)
@@ -231,7 +232,7 @@ class DriftService:
             except ObjectMissing as exc:
                 raise DhowError(
                     f"the reference sample of model v{champion.version} is missing: {ref.uri}",
-                    reason="no_reference",
+                    reason=Reason.NO_REFERENCE,
                     hint="validation writes it beside the curated data; re-upload the "
                     "training data, or retrain, to make a new one",
                 ) from exc
@@ -283,7 +284,7 @@ class DriftService:
                 return True, None
         raise DhowError(
             "the drift policy's cooldown row kept changing under this check",
-            reason="drift_policy_contended",
+            reason=Reason.DRIFT_POLICY_CONTENDED,
             hint="another check is acting on this dataset; this one is retried",
         )
 

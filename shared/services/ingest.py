@@ -52,6 +52,7 @@ from shared.ports import (
     ObjectPin,
     ObjectStore,
 )
+from shared.reasons import Reason
 from shared.services.claims import claim, complete, renewing
 from shared.topology import DATASETS_PREFIX
 from shared.triggers import ObjectCreated
@@ -74,17 +75,6 @@ _PARQUET_MAGIC = b"PAR1"
 UPLOAD_ID_META = "dhow_upload_id"
 UPLOADER_META = "dhow_uploaded_by"
 
-# Reason codes of ingest rejections; each is also a key in REJECTION_HINTS.
-REJECTION_HINTS: dict[str, str] = {
-    "key_outside_prefix": f"upload under {DATASETS_PREFIX}<dataset>/<file>, with no '..' "
-    "or empty path segments",
-    "invalid_dataset_name": "dataset names are 1-63 lowercase letters, digits, '-' or '_'",
-    "empty_object": "the file has no bytes; upload it again",
-    "object_too_large": "split the file, or raise DHOW_MAX_UPLOAD_BYTES for this stack",
-    "unsupported_format": "upload .csv, .parquet or .jsonl (.ndjson) files",
-    "format_mismatch": "the bytes do not match the file's extension; re-export the file",
-}
-
 
 @dataclass(frozen=True)
 class IngestOutcome:
@@ -92,7 +82,7 @@ class IngestOutcome:
 
     status: Literal["ingested", "duplicate", "rejected", "missing", "superseded"]
     dataset: str
-    reason: str | None = None
+    reason: Reason | None = None
     sha256: str | None = None
     staged: ObjectRef | None = None
 
@@ -123,18 +113,18 @@ def revalidates(validation: LineageRecord | None) -> bool:
     return validation is not None and validation.status == "failed"
 
 
-def dataset_of(key: str) -> tuple[str | None, str | None]:
+def dataset_of(key: str) -> tuple[str | None, Reason | None]:
     """``(dataset, None)`` for a well-formed key, or ``(None, reason)``."""
     if not key.startswith(DATASETS_PREFIX) or "\\" in key:
-        return None, "key_outside_prefix"
+        return None, Reason.KEY_OUTSIDE_PREFIX
     parts = key[len(DATASETS_PREFIX) :].split("/")
     if len(parts) < 2 or any(p in ("", ".", "..") for p in parts):
-        return None, "key_outside_prefix"
+        return None, Reason.KEY_OUTSIDE_PREFIX
     if any(not _SEGMENT_RE.match(p) for p in parts[1:]) or "%" in key:
         # Percent signs could decode to '/' or '..' somewhere downstream.
-        return None, "key_outside_prefix"
+        return None, Reason.KEY_OUTSIDE_PREFIX
     if not _DATASET_RE.match(parts[0]):
-        return None, "invalid_dataset_name"
+        return None, Reason.INVALID_DATASET_NAME
     return parts[0], None
 
 
@@ -215,22 +205,26 @@ class IngestService:
     ) -> IngestOutcome:
         fmt = format_of(obj.key)
         if info.size == 0:
-            return self._reject(obj, dataset, "empty_object", "the object is empty", info)
+            return self._reject(obj, dataset, Reason.EMPTY_OBJECT, "the object is empty", info)
         if info.size > self._max_bytes:
             return self._reject(
                 obj,
                 dataset,
-                "object_too_large",
+                Reason.OBJECT_TOO_LARGE,
                 f"{info.size} bytes is over the limit of {self._max_bytes}",
                 info,
             )
         if fmt is None:
             return self._reject(
-                obj, dataset, "unsupported_format", f"{obj.key!r} has no supported extension", info
+                obj,
+                dataset,
+                Reason.UNSUPPORTED_FORMAT,
+                f"{obj.key!r} has no supported extension",
+                info,
             )
         if not _sniff_matches(fmt, self._store.read_prefix(obj.ref, 512, pin=pin)):
             return self._reject(
-                obj, dataset, "format_mismatch", f"content does not look like {fmt}", info
+                obj, dataset, Reason.FORMAT_MISMATCH, f"content does not look like {fmt}", info
             )
         # Storage checked this hash against the bytes at upload: a 5 GiB upload that
         # carries one is not read again.
@@ -363,14 +357,14 @@ class IngestService:
         self,
         obj: ObjectCreated,
         dataset: str,
-        reason: str,
+        reason: Reason,
         message: str,
         info: ObjectInfo | None,
     ) -> IngestOutcome:
         etag = info.etag if info else (obj.etag or "")
         ident = hashlib.sha256(f"{obj.key}\n{etag}".encode()).hexdigest()[:32]
         correlation = (info.metadata.get(UPLOAD_ID_META) if info else None) or f"reject-{ident}"
-        hint = REJECTION_HINTS[reason]
+        hint = reason.hint
         row = LineageRecord(
             dataset=dataset,
             record_id=f"rejected:{ident}",

@@ -48,6 +48,7 @@ from shared.ports import (
     ModelVersion,
     ObjectStore,
 )
+from shared.reasons import Reason
 from shared.services.claims import Claim, claim, complete
 from shared.specs import load_spec
 from shared.training_facts import TrainingFacts
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 GATE_CHAMPION = "gate_champion_version"
-SAME_DATA = "same_data_as_champion"
+SAME_DATA = Reason.SAME_DATA_AS_CHAMPION
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from shared.events import (
     TrainingLaunched,
 )
 from shared.ports import EventBus, LineageRecord, LineageStore, TrainingJobRequest, TrainingLauncher
+from shared.reasons import Reason
 from shared.specs import LearnFrom, load_spec
 from shared.trainer import TRAINER_VERSION
 from shared.training_facts import TrainingFacts
@@ -43,7 +44,14 @@ from shared.training_facts import TrainingFacts
 Backend = Literal["sagemaker", "azureml", "local"]
 
 
-NO_NEW_DATA = "no_new_data"
+NO_NEW_DATA = Reason.NO_NEW_DATA
+
+
+def _refusal_event_id(reason: Reason, fingerprint: str, run_tag: str) -> str:
+    """The id of the failed ``TrainingCompleted`` that answers a refused launch: one per
+    reason, data and run, so a redelivery re-publishes the same event."""
+    what = "too-many-inputs" if reason == Reason.TOO_MANY_TRAINING_INPUTS else reason
+    return f"{what}-{fingerprint[:16]}-{run_tag}"
 
 
 def data_fingerprint(sha256s: Iterable[str]) -> str:
@@ -100,7 +108,7 @@ def latest_validated(lineage: LineageStore, dataset: str, correlation_id: str) -
     if not validated:
         raise DhowError(
             f"{dataset} has no validated version to train on",
-            reason="nothing_to_train",
+            reason=Reason.NOTHING_TO_TRAIN,
             hint=f"upload one: `dhow upload FILE --dataset {dataset} --wait`",
         )
     return _as_event(validated[-1], correlation_id)
@@ -288,14 +296,15 @@ class TrainLaunchService:
         try:
             launched = self._launcher.launch(req)
         except DhowError as exc:
-            # Answered, not retried: neither changes until someone raises a quota or asks
-            # the spec's learn_from for fewer uploads than the job has channels.
-            if exc.reason not in ("gpu_quota_zero", "too_many_training_inputs"):
+            # Answered, not retried, unless the reason is the platform's: nothing else
+            # changes until someone acts (raises a quota, asks the spec's learn_from for
+            # fewer uploads than the job has channels, fixes a setting).
+            if exc.retried:
                 raise
-            refused = exc.reason == "too_many_training_inputs"
+            refused = exc.reason != Reason.GPU_QUOTA_ZERO
             self._bus.publish(
                 TrainingCompleted(
-                    event_id=f"too-many-inputs-{data.fingerprint[:16]}-{run_tag}"
+                    event_id=_refusal_event_id(exc.reason, data.fingerprint, run_tag)
                     if refused
                     else f"no-capacity-{event.sha256[:16]}",
                     dataset=event.dataset,

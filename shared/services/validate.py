@@ -49,6 +49,7 @@ from shared.ports import (
     ValidationJobState,
     validation_attempt_of,
 )
+from shared.reasons import Reason
 from shared.services import claims
 from shared.services.claims import Claim, claim, complete, renewing
 from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
@@ -62,17 +63,9 @@ log = logging.getLogger(__name__)
 DEFAULT_INLINE_MAX_BYTES = 2 * 1024**3
 DEFAULT_CHUNK_ROWS = 100_000
 
-# Reason codes of a managed job that ended without a result, with what to do.
-# Uploading the same bytes again starts a new attempt (a new job); see ValidateService.handle.
-JOB_FAILURE_HINTS: dict[str, str] = {
-    "validation_job_failed": "the managed validation job failed; its logs say why. The staged "
-    "file is kept: upload the file again to retry (a new job)",
-    "validation_job_stopped": "the managed validation job was stopped (by hand or at its "
-    "maximum runtime) before it finished. The staged file is kept: upload the file again to "
-    "retry (a new job)",
-    "validation_job_no_result": "the managed validation job ended without leaving its result; "
-    "its logs say why. The staged file is kept: upload the file again to retry (a new job)",
-}
+# A managed job that ended without a result is answered with one of the reasons
+# VALIDATION_JOB_FAILED, _STOPPED or _NO_RESULT (platform reasons: uploading the same bytes
+# again starts a new attempt, a new job; see ValidateService.handle).
 _DONE = {"validated", "rejected", "failed"}
 # A job that ended is settled by the sweep only this long after its hand-off, so that the
 # sweep does not race the end event on its ordinary path (either one settles the row, the
@@ -428,16 +421,16 @@ class ValidateService:
         if claimed.done:
             self._finish_move(claimed, work)
             return ValidateOutcome(status="duplicate", job_name=ended.job_name)
-        reason, detail = None, ended.failure_reason or ""
+        detail = ended.failure_reason or ""
         if ended.status == "Completed":
             try:
                 return self._announce(work, self._read_result(work), claimed)
             except ObjectMissing:
-                reason = "validation_job_no_result"
+                reason = Reason.VALIDATION_JOB_NO_RESULT
         elif ended.status == "Stopped":
-            reason = "validation_job_stopped"
+            reason = Reason.VALIDATION_JOB_STOPPED
         else:
-            reason = "validation_job_failed"
+            reason = Reason.VALIDATION_JOB_FAILED
         return self._job_failed(work, claimed, ended, reason, detail)
 
     def sweep(self, dataset: str, now: datetime | None = None) -> list[ValidateOutcome]:
@@ -506,9 +499,9 @@ class ValidateService:
         return ValidationResult.model_validate_json(b"".join(self._store.iter_chunks(ref)))
 
     def _job_failed(
-        self, work: _Work, claimed: Claim, ended: ValidationJobEnded, reason: str, detail: str
+        self, work: _Work, claimed: Claim, ended: ValidationJobEnded, reason: Reason, detail: str
     ) -> ValidateOutcome:
-        hint = JOB_FAILURE_HINTS[reason]
+        hint = reason.hint
         message = f"validation job {ended.job_name} ended {ended.status}"
         if detail:
             message += f": {detail}"
