@@ -221,7 +221,7 @@ class DriftService:
                 f"model v{champion.version} of {champion.dataset} was trained on {curated}, "
                 "which is not a validated dataset version's curated data, so there is no "
                 "reference beside it to compare with",
-                reason="no_reference",
+                reason=Reason.NO_REFERENCE,
                 hint="retrain it (`dhow train DATASET`) on data that validation curated",
             )
         ref = ObjectRef(container=data.container, key=version.reference_key)
