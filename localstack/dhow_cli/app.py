@@ -30,16 +30,23 @@ def emit(as_json: bool, payload: Any, text: Callable[[], None]) -> None:
         text()
 
 
-def fail(as_json: bool, exc: DhowError, code: int = EXIT_CONFIG) -> NoReturn:
+def exit_code(exc: DhowError) -> int:
+    """The exit code of a failure, from its reason's category: a platform reason (the
+    platform unreachable, a race: try again) is 4; bad data or configuration (the person
+    must change the input or a setting) is 2."""
+    return EXIT_PLATFORM if exc.retried else EXIT_CONFIG
+
+
+def fail(as_json: bool, exc: DhowError) -> NoReturn:
     """Report ``exc`` (its reason, message and what to do) and exit: the one place an
-    error becomes an exit code (the platform unreachable is 4, whatever ``code`` says)."""
+    error becomes an exit code (``exit_code``)."""
     if as_json:
         click.echo(json.dumps({"ok": False, "error": exc.as_dict()}, indent=2))
     else:
         click.secho(f"error [{exc.reason}]: {exc.message}", fg="red", err=True)
         if exc.hint:
             click.echo(f"  what to do: {exc.hint}", err=True)
-    sys.exit(EXIT_PLATFORM if isinstance(exc, PlatformError) else code)
+    sys.exit(exit_code(exc))
 
 
 @contextlib.contextmanager

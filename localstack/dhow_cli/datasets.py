@@ -18,6 +18,7 @@ from shared.artifacts import sha256_file
 from shared.errors import DhowError
 from shared.events import ModelApproved, ObjectRef
 from shared.ports import ObjectStore
+from shared.reasons import Reason
 from shared.services.ingest import (
     UPLOAD_ID_META,
     UPLOADER_META,
@@ -84,14 +85,13 @@ def upload(
         if name is None:
             raise DhowError(
                 f"{key!r} is not a valid upload key",
-                reason=reason or "invalid_key",
-                hint="dataset names are 1-63 lowercase letters, digits, '-' or '_'; "
-                "file names letters, digits and . _ = + -",
+                reason=reason or Reason.INVALID_KEY,
+                hint=Reason.INVALID_KEY.hint,
             )
         if format_of(key) is None:
             raise DhowError(
                 f"{file.name!r} is not .csv, .parquet or .jsonl",
-                reason="unsupported_format",
+                reason=Reason.UNSUPPORTED_FORMAT,
                 hint="convert the file first",
             )
         settings = app.resolve_settings()
@@ -192,7 +192,9 @@ def read_sample(path: Path) -> Any:
         return pd.read_parquet(path)
     if fmt == "jsonl":
         return pd.read_json(path, lines=True)
-    raise DhowError(f"{path.name} is not .csv, .parquet or .jsonl", reason="unsupported_format")
+    raise DhowError(
+        f"{path.name} is not .csv, .parquet or .jsonl", reason=Reason.UNSUPPORTED_FORMAT
+    )
 
 
 @dataset.command("init")
@@ -241,14 +243,14 @@ def dataset_init(
         if dataset_of(f"{DATASETS_PREFIX}{name}/x.csv")[0] is None:
             raise DhowError(
                 f"{name!r} is not a valid dataset name",
-                reason="invalid_dataset_name",
+                reason=Reason.INVALID_DATASET_NAME,
                 hint="1-63 lowercase letters, digits, '-' or '_'",
             )
         target_path = default_dir(specs_dir) / f"{name}.yaml"
         if target_path.exists() and not force:
             raise DhowError(
                 f"{target_path} exists",
-                reason="spec_exists",
+                reason=Reason.SPEC_EXISTS,
                 hint="review and edit it, or pass --force to regenerate it",
             )
         inferred = infer(
@@ -317,7 +319,7 @@ def dataset_validate(
         if fmt is None:
             raise DhowError(
                 f"{file.name!r} is not .csv, .parquet or .jsonl",
-                reason="unsupported_format",
+                reason=Reason.UNSUPPORTED_FORMAT,
                 hint="convert the file first",
             )
         spec = load_spec(name, specs_dir)

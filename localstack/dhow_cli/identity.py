@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from shared.errors import DhowError
+from shared.reasons import Reason
 from shared.settings import Settings
 
 
@@ -25,7 +26,7 @@ def entra_token(credential: Any | None, scope: str, audience: str, hint: str) ->
         raise DhowError(
             f"no Microsoft Entra token{audience}: {exc}".splitlines()[0],
             hint=hint,
-            reason="no_credentials",
+            reason=Reason.NO_CREDENTIALS,
         ) from exc
 
 
@@ -38,7 +39,9 @@ def _jwt_claims(token: str) -> dict[str, Any]:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError) as exc:
-        raise DhowError("the Microsoft Entra token is not a JWT", reason="no_credentials") from exc
+        raise DhowError(
+            "the Microsoft Entra token is not a JWT", reason=Reason.NO_CREDENTIALS
+        ) from exc
     return claims if isinstance(claims, dict) else {}
 
 
@@ -67,7 +70,7 @@ def caller_principal(
                 f"AWS does not say who you are: {exc}".splitlines()[0],
                 hint="log in (aws sso login, or set a profile): actions are recorded "
                 "under the identity AWS authenticates",
-                reason="no_credentials",
+                reason=Reason.NO_CREDENTIALS,
             ) from exc
     token = entra_token(
         credential,
@@ -81,7 +84,7 @@ def caller_principal(
         raise DhowError(
             "the Microsoft Entra token names no object id (oid)",
             hint="log in as a user or a service principal of the tenant",
-            reason="no_credentials",
+            reason=Reason.NO_CREDENTIALS,
         )
     name = next(
         (

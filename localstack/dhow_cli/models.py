@@ -10,6 +10,7 @@ import click
 from dhow_cli import app
 from shared.errors import DhowError
 from shared.ports import champion_of
+from shared.reasons import Reason
 
 
 def _uploader(attributes: dict[str, Any]) -> str:
@@ -79,7 +80,7 @@ def _model_lineage(target: str, as_json: bool) -> None:
             as_json,
             DhowError(
                 f"{target!r} names no model version",
-                reason="invalid_version",
+                reason=Reason.INVALID_VERSION,
                 hint=f"write it as {dataset}@v3 (see `dhow models {dataset}`)",
             ),
         )
@@ -89,7 +90,7 @@ def _model_lineage(target: str, as_json: bool) -> None:
         if version is None:
             raise DhowError(
                 f"{dataset} has no model version {number}",
-                reason="unknown_model_version",
+                reason=Reason.UNKNOWN_MODEL_VERSION,
                 hint=f"`dhow models {dataset}` lists the versions",
             )
         sha = version.lineage.get("sha256", "")

@@ -16,6 +16,7 @@ from dhow_cli import app
 from dhow_cli.datasets import read_sample
 from dhow_cli.identity import entra_token
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 ServeAuth = Literal["none", "sigv4", "entra"]
 
@@ -37,7 +38,7 @@ def _serve_auth(url: str) -> ServeAuth:
                 f"{host} is not an online endpoint's scoring host",
                 hint="pass the endpoint's scoring URI, the stack's serve_urls output "
                 "(https://<endpoint>.<region>.inference.ml.azure.com/score)",
-                reason="bad_serve_url",
+                reason=Reason.BAD_SERVE_URL,
             )
         return "entra"
     return "sigv4"
@@ -62,7 +63,7 @@ def _predict_url(dataset: str, url: str | None) -> tuple[str, ServeAuth]:
             "no --url given and the local platform is not up",
             hint="pass the serve API's URL (the stack exports it per dataset as serve_urls), "
             "or start the local platform with `dhow local up`",
-            reason="no_serve_url",
+            reason=Reason.NO_SERVE_URL,
         )
     return f"{ROUTER_URL}/datasets/{dataset}/predict", "none"
 
@@ -102,7 +103,7 @@ def _signed_headers(url: str, body: bytes, region: str) -> dict[str, str]:
         raise DhowError(
             "no AWS credentials to sign the request with",
             hint="the serve API uses IAM auth; log in (aws sso login) first",
-            reason="no_credentials",
+            reason=Reason.NO_CREDENTIALS,
         )
     request = AWSRequest(
         method="POST", url=url, data=body, headers={"content-type": "application/json"}

@@ -11,9 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dhow_cli.app import EXIT_CONFIG, EXIT_PLATFORM, exit_code
 
 import shared
-from shared.errors import ConfigError, DhowError, WorkInProgress
+from shared.errors import (
+    ConfigError,
+    DhowError,
+    PlatformError,
+    RegionNotAllowed,
+    WorkInProgress,
+)
 from shared.events import ObjectRef, TrainingCompleted
 from shared.reasons import Reason, ReasonCategory, category_of, is_retried
 from shared.services.ingest import IngestService
@@ -168,3 +175,16 @@ def test_an_ingest_rejection_records_its_member_and_the_members_hint() -> None:
     [row] = lineage.list("customers")
     assert row.attributes["reason"] == "unsupported_format"
     assert row.attributes["hint"] == Reason.UNSUPPORTED_FORMAT.hint
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (PlatformError("LocalStack is not answering"), EXIT_PLATFORM),  # 4, as before
+        (WorkInProgress("another delivery has it"), EXIT_PLATFORM),  # platform: try again
+        (DhowError("x.txt is not .csv", reason=Reason.UNSUPPORTED_FORMAT), EXIT_CONFIG),
+        (RegionNotAllowed("eu-west-1 is not a UAE region"), EXIT_CONFIG),
+    ],
+)
+def test_the_category_decides_the_cli_exit_code(error: DhowError, code: int) -> None:
+    assert exit_code(error) == code
