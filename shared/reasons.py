@@ -260,6 +260,12 @@ class Reason(StrEnum):
         _BAD,
         "send the columns the spec names, with values of their kinds",
     )
+    NOT_FOUND = ("not_found", _BAD, "use /datasets/<dataset>/predict")
+    NOTHING_DEPLOYED = (
+        "nothing_deployed",
+        _CONFIG,
+        "upload data: an approved model is deployed by itself",
+    )
     NO_SERVE_URL = (
         "no_serve_url",
         _CONFIG,

@@ -35,6 +35,7 @@ from shared.canary import CanaryRule, PeriodCounts
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
 from shared.ports import LineageStore, ModelRegistry, ObjectStore
+from shared.reasons import Reason
 from shared.serve_app import model_app
 from shared.specs import DatasetSpec, load_spec, specs_dir
 
@@ -196,7 +197,7 @@ class Router:
             return
         m = _PATH.match(path)
         if not m:
-            await _json(send, 404, _err("not_found", "use /datasets/<dataset>/predict"))
+            await _json(send, 404, _err(Reason.NOT_FOUND, "use /datasets/<dataset>/predict"))
             return
         dataset = m.group(1)
         try:
@@ -210,9 +211,9 @@ class Router:
                 send,
                 503,
                 _err(
-                    "nothing_deployed",
+                    Reason.NOTHING_DEPLOYED,
                     f"no model of {dataset} is deployed yet",
-                    "upload data: an approved model is deployed by itself",
+                    Reason.NOTHING_DEPLOYED.hint,
                 ),
             )
             return
@@ -371,7 +372,7 @@ class Router:
             }
 
 
-def _err(reason: str, message: str, hint: str = "") -> dict[str, Any]:
+def _err(reason: Reason, message: str, hint: str = "") -> dict[str, Any]:
     return {"error": {"reason": reason, "message": message, "hint": hint}}
 
 
