@@ -16,6 +16,7 @@ from shared.errors import DhowError
 from shared.event_patterns import matches
 from shared.events import PipelineEvent
 from shared.ports import EventBus
+from shared.reasons import Reason
 from shared.topology import Topology
 
 
@@ -45,7 +46,7 @@ class LocalEventGrid:
             raise DhowError(
                 f"queue {queue.queue_name!r} does not exist",
                 hint="run `dhow local up --cloud azure` first",
-                reason="event_publish_failed",
+                reason=Reason.EVENT_PUBLISH_FAILED,
             ) from exc
 
     def publish(self, event: PipelineEvent) -> list[str]:
