@@ -37,6 +37,7 @@ from infra.config import REPO_ROOT, StackConfig, StackConfigError, load
 from infra.policy import rules
 from shared.cloud_facts import value
 from shared.errors import DhowError
+from shared.reasons import Reason
 from shared.specs import DatasetSpec
 from shared.topology import Topology, build_topology
 
@@ -46,13 +47,13 @@ Cloud = Literal["aws", "azure"]
 class StateUnreadable(DhowError):
     """A ``--from-state`` file is not a ``pulumi stack export`` document."""
 
-    reason = "state_unreadable"
+    reason = Reason.STATE_UNREADABLE
 
 
 class StackFileInvalid(DhowError):
     """A stack file (infra/stacks/Pulumi.<stack>.yaml) cannot build a Dhow stack."""
 
-    reason = "stack_config_invalid"
+    reason = Reason.STACK_CONFIG_INVALID
 
 
 @dataclass(frozen=True)

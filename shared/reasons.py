@@ -324,6 +324,16 @@ class Reason(StrEnum):
         _CONFIG,
         "fix the entry in shared/cloud_facts/*.yaml the message names",
     )
+    STATE_UNREADABLE = (
+        "state_unreadable",
+        _CONFIG,
+        "write the state with `pulumi stack export --file state.json` for the stack",
+    )
+    STACK_CONFIG_INVALID = (
+        "stack_config_invalid",
+        _CONFIG,
+        "fix the stack file (infra/stacks/Pulumi.<stack>.yaml) the message names",
+    )
     EVENT_UNPARSEABLE = (
         "event_unparseable",
         _CONFIG,

@@ -33,7 +33,7 @@ from tests.unit.test_train_launch_service import EVENT, Recording
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where the code that records, publishes or prints a reason lives.
-SOURCES = ("shared", "functions", "localstack/dhow_local", "localstack/dhow_cli")
+SOURCES = ("shared", "functions", "localstack/dhow_local", "localstack/dhow_cli", "infra", "layers")
 CODE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
@@ -107,6 +107,7 @@ def _error_classes() -> set[type[DhowError]]:
     for module in pkgutil.walk_packages(shared.__path__, "shared."):
         importlib.import_module(module.name)
     importlib.import_module("dhow_local.platform")
+    importlib.import_module("infra.compliance")
     out: set[type[DhowError]] = set()
     todo: list[type[DhowError]] = [DhowError]
     while todo:
