@@ -24,6 +24,7 @@ result.json``
 ``datasets/<d>/YYYY/MM/DD/HH/<f>.jsonl``capture    serve's inference capture
 ``datasets/<d>/endpoint/...``           capture    a SageMaker endpoint's data capture
 ``drift/<d>/<check id>/report.html``    reports    the drift check (and ``summary.json``)
+``specs/<d>/<spec_version>.yaml``       models     validate: the spec it accepted a version by
 ======================================  =========  ==========================================
 """
 
@@ -40,6 +41,7 @@ from shared.topology import DATASETS_PREFIX
 # write only here (infra/aws/iam.py grants it "validation-jobs/*").
 VALIDATION_JOBS_PREFIX = "validation-jobs/"
 DRIFT_REPORTS_PREFIX = "drift/"
+PINNED_SPECS_PREFIX = "specs/"
 # The folder of a dataset's capture prefix that a SageMaker endpoint's data capture
 # writes to (a serve function's hours, YYYY/, never start with a letter).
 ENDPOINT_CAPTURE_DIR = "endpoint"
@@ -170,3 +172,8 @@ def drift_report_key(dataset: str, check_id: str) -> str:
 def drift_summary_key(dataset: str, check_id: str) -> str:
     """The check's JSON summary."""
     return f"{drift_check_prefix(dataset, check_id)}/summary.json"
+
+
+def pinned_spec_key(dataset: str, spec_version: str) -> str:
+    """Where validate keeps the exact spec of ``spec_version`` (shared.specs.SpecCatalog)."""
+    return f"{PINNED_SPECS_PREFIX}{dataset}/{spec_version}.yaml"

@@ -313,6 +313,12 @@ class Reason(StrEnum):
         "create the dataset's spec first: `dhow dataset init NAME --from FILE`",
     )
     SPEC_INVALID = ("spec_invalid", _CONFIG, "fix the spec where the message says")
+    # Redelivery finds the same catalog: someone must validate again or restore the spec.
+    SPEC_VERSION_UNKNOWN = (
+        "spec_version_unknown",
+        _CONFIG,
+        "validate the data again under the current spec, or restore the spec of that version",
+    )
     SPEC_EXISTS = ("spec_exists", _CONFIG, "pass --force to overwrite the spec")
     STACK_CONTRACT_VIOLATED = (
         "stack_contract_violated",

@@ -16,6 +16,7 @@ to agree for every shipped and inferred spec.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,8 +40,13 @@ if TYPE_CHECKING:
     import pandera.pandas as pa
 
 from shared.constants import SPECS_DIR
-from shared.errors import DhowError
+from shared.errors import DhowError, ObjectMissing
+from shared.events import ObjectRef
+from shared.layout import pinned_spec_key
 from shared.reasons import Reason
+
+if TYPE_CHECKING:
+    from shared.ports import ObjectStore
 
 PACKAGED_SPECS = Path(__file__).parent / "specs"
 
@@ -55,6 +61,12 @@ class SpecInvalid(DhowError):
     """A spec file exists but cannot be used."""
 
     reason = Reason.SPEC_INVALID
+
+
+class SpecVersionUnknown(DhowError):
+    """No spec of a dataset has the ``spec_version`` an event or a model version names."""
+
+    reason = Reason.SPEC_VERSION_UNKNOWN
 
 
 ColumnKind = Literal["integer", "float", "boolean", "datetime", "duration", "categorical", "text"]
@@ -345,6 +357,98 @@ def load_spec(name: str, directory: str | Path | None = None) -> DatasetSpec:
             hint="mark only columns of the schema, spelt as the schema spells them",
         )
     return spec
+
+
+class SpecCatalog:
+    """The specs a stage reads, by dataset name and ``spec_version``.
+
+    ``current`` is the spec deployed with the stack (``specs_dir``): what validate checks
+    a new upload against. Validate ``pin``s the exact spec it used, in the models
+    container at ``layout.pinned_spec_key``, beside the models trained from it. Every
+    later stage asks ``get`` for the version its event (or the model version's lineage)
+    names, so a spec edited and deployed since is never applied to data validated, or a
+    model trained, under the one before; a version found nowhere is ``SpecVersionUnknown``,
+    never the spec on disk in its place. Without a store (``dhow dataset validate``,
+    tests) only the spec on disk is known.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        store: ObjectStore | None = None,
+        container: str | None = None,
+    ) -> None:
+        if (store is None) != (container is None):
+            raise ValueError("a spec catalog's store and container go together")
+        self._directory = directory
+        self._store = store
+        self._container = container
+
+    def current(self, dataset: str) -> DatasetSpec:
+        """The spec on disk now (``UnknownDataset`` when there is none)."""
+        return load_spec(dataset, self._directory)
+
+    def pin(self, spec: DatasetSpec) -> ObjectRef | None:
+        """Keep ``spec`` as its version's copy (the same bytes each time: a redelivery, or
+        two uploads under one version, write the same object)."""
+        if self._store is None or self._container is None:
+            return None
+        ref = ObjectRef(
+            container=self._container, key=pinned_spec_key(spec.name, spec.spec_version)
+        )
+        self._store.put_bytes(
+            ref,
+            spec.to_yaml().encode(),
+            {"spec_version": spec.spec_version},
+            content_type="application/yaml",
+        )
+        return ref
+
+    def get(self, dataset: str, spec_version: str) -> DatasetSpec:
+        """The spec of ``dataset`` whose ``spec_version`` is the one asked for: the pinned
+        copy, or the spec on disk when it is that version (one validated before specs
+        were pinned, and not changed since)."""
+        on_disk: DatasetSpec | None = None
+        # A dataset whose spec was removed since: its pinned copy may remain.
+        with contextlib.suppress(UnknownDataset):
+            on_disk = self.current(dataset)
+        if on_disk is not None and on_disk.spec_version == spec_version:
+            return on_disk
+        pinned = self._pinned(dataset, spec_version)
+        if pinned is not None:
+            return pinned
+        now = f"; the spec on disk is {on_disk.spec_version}" if on_disk else ""
+        raise SpecVersionUnknown(
+            f"no spec {spec_version!r} of dataset {dataset!r} was pinned by validate{now}",
+            hint=f"validate the data again under the current spec (upload it again) and "
+            f"train from that version, or restore the spec of version {spec_version} in "
+            "the specs directory",
+        )
+
+    def _pinned(self, dataset: str, spec_version: str) -> DatasetSpec | None:
+        if self._store is None or self._container is None:
+            return None
+        ref = ObjectRef(container=self._container, key=pinned_spec_key(dataset, spec_version))
+        try:
+            text = b"".join(self._store.iter_chunks(ref)).decode()
+        except ObjectMissing:
+            return None
+        try:
+            spec = DatasetSpec.model_validate(yaml.safe_load(text))
+        except Exception as exc:
+            raise SpecInvalid(
+                f"the pinned spec {ref.uri} cannot be read: {exc}",
+                hint="validate the data again under the current spec",
+            ) from exc
+        # The key names a digest of the content: a copy that hashes otherwise was changed.
+        if spec.name != dataset or spec.spec_version != spec_version:
+            raise SpecInvalid(
+                f"the pinned spec {ref.uri} is {spec.name} {spec.spec_version}, "
+                f"not {dataset} {spec_version}",
+                hint="pinned specs are written by validate only; validate the data again",
+            )
+        return spec
 
 
 # A text column is inferred as a category when it has at most this many values and no

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from shared.services.register import RegisterService
     from shared.services.train_launch import TrainLaunchService
     from shared.services.validate import ValidateService
+    from shared.specs import SpecCatalog
 
 
 def build_ports(
@@ -63,6 +64,18 @@ def build_validation_jobs(settings: Settings) -> ValidationJobLauncher | None:
     return kit_for(settings).validation_jobs()
 
 
+def build_spec_catalog(settings: Settings, ports: Ports) -> SpecCatalog:
+    """The stage's specs by name and version: those deployed with it, and the ones
+    validate pinned beside the models (shared.specs.SpecCatalog)."""
+    from shared.specs import SpecCatalog
+
+    return SpecCatalog(
+        settings.specs_dir,
+        store=ports.store,
+        container=build_topology(settings.stage).bucket("models").name,
+    )
+
+
 def build_validate_service(settings: Settings, ports: Ports | None = None) -> ValidateService:
     from shared.services.validate import ValidateService
 
@@ -74,7 +87,7 @@ def build_validate_service(settings: Settings, ports: Ports | None = None) -> Va
         p.lineage,
         curated_container=topo.bucket("curated").name,
         quarantine_container=topo.bucket("quarantine").name,
-        specs_dir=settings.specs_dir,
+        specs=build_spec_catalog(settings, p),
         inline_max_bytes=settings.validate_inline_max_bytes,
         chunk_rows=settings.validate_chunk_rows,
         claim_seconds=claim_window_s(topo, "validate", settings.cloud),
@@ -99,7 +112,7 @@ def build_train_launch_service(
         p.bus,
         p.lineage,
         backend=kit.training_backend,
-        specs_dir=settings.specs_dir,
+        specs=build_spec_catalog(settings, p),
     )
 
 
@@ -118,7 +131,7 @@ def build_register_service(settings: Settings, ports: Ports | None = None) -> Re
         p.bus,
         p.lineage,
         build_model_registry(settings, p),
-        specs_dir=settings.specs_dir,
+        specs=build_spec_catalog(settings, p),
         claim_seconds=claim_window_s(build_topology(settings.stage), "register", settings.cloud),
     )
 

@@ -50,7 +50,7 @@ from shared.ports import (
 )
 from shared.reasons import Reason
 from shared.services.claims import Claim, claim, complete
-from shared.specs import load_spec
+from shared.specs import SpecCatalog
 from shared.training_facts import TrainingFacts
 from shared.triggers import TrainingJobEnded
 
@@ -87,14 +87,14 @@ class RegisterService:
         lineage: LineageStore,
         registry: ModelRegistry,
         *,
-        specs_dir: str | Path | None = None,
+        specs: SpecCatalog | None = None,
         claim_seconds: int = 900,
     ) -> None:
         self._store = store
         self._bus = bus
         self._lineage = lineage
         self._registry = registry
-        self._specs = specs_dir
+        self._specs = specs or SpecCatalog()
         self._claim = timedelta(seconds=claim_seconds)
 
     def handle(self, ended: TrainingJobEnded) -> RegisterOutcome:
@@ -192,8 +192,8 @@ class RegisterService:
 
         from shared.trainer import LOWER_IS_BETTER, score_on
 
-        spec = load_spec(dataset, self._specs)
-        gate = spec.training.gate
+        # The gate of the spec the model was trained under, as train-launch labelled it.
+        gate = self._specs.get(dataset, facts["spec_version"]).training.gate
         champion = self._registry.champion(dataset)
         with tempfile.TemporaryDirectory(prefix="dhow-register-") as tmp:
             model_dir, artifact_sha256 = fetch_model(

@@ -24,7 +24,6 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from shared.errors import DhowError
@@ -37,7 +36,7 @@ from shared.events import (
 )
 from shared.ports import EventBus, LineageRecord, LineageStore, TrainingJobRequest, TrainingLauncher
 from shared.reasons import Reason
-from shared.specs import LearnFrom, load_spec
+from shared.specs import LearnFrom, SpecCatalog
 from shared.trainer import TRAINER_VERSION
 from shared.training_facts import TrainingFacts
 
@@ -178,14 +177,15 @@ class TrainLaunchOutcome:
 
 def training_request(
     event: DatasetValidated,
-    specs_dir: str | Path | None = None,
+    specs: SpecCatalog | None = None,
     instance_type: str | None = None,
     run_tag: str = "",
     data: TrainingData | None = None,
 ) -> TrainingJobRequest:
     """The request for one validated version (also used by `dhow train`); ``data`` is what
-    it learns from (default: that version alone)."""
-    spec = load_spec(event.dataset, specs_dir)
+    it learns from (default: that version alone). The job is built from the spec the
+    version was validated under (``event.spec_version``), which is also its label."""
+    spec = (specs or SpecCatalog()).get(event.dataset, event.spec_version)
     t = spec.training
     data = data or TrainingData((event,))
     identifiers = ",".join(spec.identifiers)
@@ -233,13 +233,13 @@ class TrainLaunchService:
         lineage: LineageStore,
         *,
         backend: Backend,
-        specs_dir: str | Path | None = None,
+        specs: SpecCatalog | None = None,
     ) -> None:
         self._launcher = launcher
         self._bus = bus
         self._lineage = lineage
         self._backend: Backend = backend
-        self._specs = specs_dir
+        self._specs = specs or SpecCatalog()
 
     def on_drift(self, event: DriftDetected) -> TrainLaunchOutcome:
         """A drift policy's retrain: the latest validated version (and what the spec's
@@ -247,7 +247,7 @@ class TrainLaunchService:
         its event is delivered); skipped, and recorded, when that is the champion's data."""
         validated = latest_validated(self._lineage, event.dataset, event.correlation_id)
         tag = f"drift-{event.check_id or event.event_id}"
-        spec = load_spec(event.dataset, self._specs)
+        spec = self._specs.get(validated.dataset, validated.spec_version)
         data = training_data(self._lineage, spec.training.learn_from, validated)
         champion = (
             champion_fingerprint(self._lineage, event.dataset, event.model_version)
@@ -290,7 +290,7 @@ class TrainLaunchService:
         authenticated) mark a manual retrain, ``reason`` is the person's why; ``data``
         (default: the spec's learn_from, up to ``event``'s version) what it learns from."""
         if data is None:
-            spec = load_spec(event.dataset, self._specs)
+            spec = self._specs.get(event.dataset, event.spec_version)
             data = training_data(self._lineage, spec.training.learn_from, event)
         req = training_request(event, self._specs, instance_type, run_tag, data)
         try:

@@ -52,7 +52,7 @@ from shared.ports import (
 from shared.reasons import Reason
 from shared.services import claims
 from shared.services.claims import Claim, claim, complete, renewing
-from shared.specs import DatasetSpec, SpecInvalid, UnknownDataset, load_spec
+from shared.specs import DatasetSpec, SpecCatalog, SpecInvalid, UnknownDataset
 from shared.validation import FileFormat, ValidationReport, validate_file
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class ValidateService:
         *,
         curated_container: str,
         quarantine_container: str,
-        specs_dir: str | Path | None = None,
+        specs: SpecCatalog | None = None,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         claim_seconds: int = 900,
@@ -290,7 +290,7 @@ class ValidateService:
         self._store = store
         self._bus = bus
         self._lineage = lineage
-        self._specs = specs_dir
+        self._specs = specs or SpecCatalog()
         self._inline_max = inline_max_bytes
         self._claim = timedelta(seconds=claim_seconds)
         self._jobs = jobs
@@ -306,7 +306,7 @@ class ValidateService:
         spec: DatasetSpec | None = None
         unknown: UnknownDataset | None = None
         try:
-            spec = load_spec(event.dataset, self._specs)
+            spec = self._specs.current(event.dataset)
         except UnknownDataset as exc:
             unknown = exc
         spec_version = spec.spec_version if spec else "none"
@@ -347,6 +347,9 @@ class ValidateService:
             result = self._files.quarantine(report, event.sha256, event.staged, None)
             return self._announce(work, result, claimed)
         assert spec is not None
+        # Kept before the work starts, for the inline path and a managed job alike: every
+        # later stage reads the spec by the version this validation announces.
+        self._specs.pin(spec)
         if event.size_bytes > self._inline_max:
             return self._hand_off(event, spec_version, claimed)
         # Validating up to the inline limit takes minutes, longer than a claim window

@@ -19,7 +19,7 @@ from shared.cloud_facts import value
 from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
 from shared.services.register import RegisterService
 from shared.settings import Settings
-from shared.specs import load_spec
+from shared.specs import SpecCatalog, load_spec
 from shared.triggers import parse_training_state_change
 from shared.validation import validate_file
 from tests.helpers import MemoryBus, MemoryLineage, MemoryStore, load_event, train_artifact
@@ -66,7 +66,9 @@ def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str,
             "bus": bus,
             "lineage": lineage,
             "registry": registry,
-            "svc": RegisterService(store, bus, lineage, registry, specs_dir=tmp_path),
+            "svc": RegisterService(store, bus, lineage, registry, specs=SpecCatalog(tmp_path)),
+            # The version train-launch labelled the job with: the edited spec's.
+            "spec_version": load_spec("customers", tmp_path).spec_version,
         }
 
 
@@ -81,6 +83,9 @@ def ended(
     d = event["detail"]
     d["TrainingJobName"] = job
     d["TrainingJobStatus"] = status
+    d["HyperParameters"]["dhow_spec_version"] = world.get(
+        "spec_version", load_spec("customers").spec_version
+    )
     if reason:
         d["FailureReason"] = reason
     key = f"models/customers/{job}/output/model.tar.gz"
@@ -203,7 +208,7 @@ def test_a_retry_after_the_registry_write_makes_no_second_version(
         world["bus"],
         world["lineage"],
         world["registry"],
-        specs_dir=world["svc"]._specs,
+        specs=world["svc"]._specs,
         claim_seconds=0,  # the redelivery comes after the claim window
     )
     svc.handle(ended(world, "job-good", artifacts["good"]))

@@ -41,7 +41,7 @@ from shared.services.train_launch import (
     training_data,
     training_request,
 )
-from shared.specs import LearnFrom, TrainingSettings, load_spec
+from shared.specs import LearnFrom, SpecCatalog, TrainingSettings, load_spec
 from shared.validation import validate_file
 from tests.helpers import ROOT, MemoryBus, MemoryLineage
 from tests.unit.test_drift_service import (  # noqa: F401
@@ -53,6 +53,8 @@ from tests.unit.test_drift_service import (  # noqa: F401
     reference,
 )
 
+# The version validate announced: the shipped spec's.
+SPEC_VERSION = load_spec("customers").spec_version
 DAYS = ["2026-11-01", "2026-11-05", "2026-11-09", "2026-11-13"]
 SHAS = [c * 64 for c in "abcd"]  # one curated version a day, oldest first
 
@@ -61,7 +63,13 @@ def _curated(sha: str) -> str:
     return f"s3://dhow-t-curated/datasets/customers/sha256={sha}/data.parquet"
 
 
-def validated(lineage: MemoryLineage, sha: str, day: str, record: str | None = None) -> None:
+def validated(
+    lineage: MemoryLineage,
+    sha: str,
+    day: str,
+    record: str | None = None,
+    spec_version: str = SPEC_VERSION,
+) -> None:
     at = datetime.fromisoformat(f"{day}T10:00:00+00:00")
     lineage.put_if_absent(
         LineageRecord(
@@ -71,7 +79,7 @@ def validated(lineage: MemoryLineage, sha: str, day: str, record: str | None = N
             status="validated",
             attributes={
                 "sha256": sha,
-                "spec_version": "1+x",
+                "spec_version": spec_version,
                 "curated": _curated(sha),
                 "rows": 400,
             },
@@ -81,13 +89,13 @@ def validated(lineage: MemoryLineage, sha: str, day: str, record: str | None = N
     )
 
 
-def event(sha: str, correlation: str = "u-1") -> DatasetValidated:
+def event(sha: str, correlation: str = "u-1", spec_version: str = SPEC_VERSION) -> DatasetValidated:
     return DatasetValidated(
         dataset="customers",
         correlation_id=correlation,
         sha256=sha,
         rows=400,
-        spec_version="1+x",
+        spec_version=spec_version,
         curated=ObjectRef.from_uri(_curated(sha)),
     )
 
@@ -161,21 +169,26 @@ class Recording(TrainingLauncher):
         )
 
 
-def _specs(tmp_path: Path, learn_from: dict[str, Any]) -> Path:
+def _specs(tmp_path: Path, learn_from: dict[str, Any]) -> SpecCatalog:
+    """The shipped spec with its learn_from changed: the version the new uploads are
+    validated under (``_edited``)."""
     spec = yaml.safe_load((ROOT / "shared/specs/customers.yaml").read_text())
     spec["training"]["learn_from"] = learn_from
     (tmp_path / "customers.yaml").write_text(yaml.safe_dump(spec))
-    return tmp_path
+    return SpecCatalog(tmp_path)
+
+
+def _edited(specs: SpecCatalog) -> str:
+    return specs.current("customers").spec_version
 
 
 def test_a_launch_learns_from_the_spec_s_versions_and_records_them(
     tmp_path: Path, lineage: MemoryLineage
 ) -> None:
     launcher, bus = Recording(), MemoryBus()
-    svc = TrainLaunchService(
-        launcher, bus, lineage, backend="sagemaker", specs_dir=_specs(tmp_path, {"last": 2})
-    )
-    assert svc.handle(event(SHAS[3])).status == "launched"
+    specs = _specs(tmp_path, {"last": 2})
+    svc = TrainLaunchService(launcher, bus, lineage, backend="sagemaker", specs=specs)
+    assert svc.handle(event(SHAS[3], spec_version=_edited(specs))).status == "launched"
     [req] = launcher.requests
     assert req.inputs == tuple(ObjectRef.from_uri(_curated(s)) for s in SHAS[2:])
     assert req.data_sha256s == (SHAS[2], SHAS[3])
@@ -405,7 +418,9 @@ def test_a_day_is_read_in_utc() -> None:
     lineage.put_if_absent(
         LineageRecord(
             dataset="customers", record_id="validate:x", kind="validate", status="validated",
-            attributes={"sha256": "e" * 64, "spec_version": "1+x", "curated": _curated("e" * 64)},
+            attributes={
+                "sha256": "e" * 64, "spec_version": SPEC_VERSION, "curated": _curated("e" * 64)
+            },
             created_at=late, updated_at=late,
         )
     )  # fmt: skip
@@ -447,17 +462,14 @@ def test_more_uploads_than_a_sagemaker_job_takes_are_answered_not_retried(
         validated(lineage, sha, f"2026-10-{i + 1:02d}")
     sm, sq = aws_client("sagemaker", Settings()), aws_client("service-quotas", Settings())
     bus = MemoryBus()
+    specs = _specs(tmp_path, {"last": 99})
     svc = TrainLaunchService(
-        SageMakerTrainingLauncher(sm, sq, CFG),
-        bus,
-        lineage,
-        backend="sagemaker",
-        specs_dir=_specs(tmp_path, {"last": 99}),
+        SageMakerTrainingLauncher(sm, sq, CFG), bus, lineage, backend="sagemaker", specs=specs
     )
     with Stubber(sm) as sm_stub, Stubber(sq) as sq_stub:
         sm_stub.add_client_error("describe_training_job", "ValidationException", "not found")
         sq_stub.add_response("list_service_quotas", {"Quotas": []})
-        out = svc.handle(event(shas[-1]))
+        out = svc.handle(event(shas[-1], spec_version=_edited(specs)))
         sm_stub.assert_no_pending_responses()
     assert (out.status, out.reason) == ("refused", "too_many_training_inputs")
     [failed] = bus.events

@@ -10,6 +10,7 @@ from shared.adapters.sagemaker_training import GpuQuotaUnavailable
 from shared.events import DatasetValidated, ObjectRef, TrainingCompleted, TrainingLaunched
 from shared.ports import LaunchedTraining, TrainingJobRequest, TrainingLauncher
 from shared.services.train_launch import TrainLaunchService
+from shared.specs import SpecCatalog, load_spec
 from tests.helpers import MemoryBus, MemoryLineage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +19,8 @@ EVENT = DatasetValidated(
     correlation_id="u-1",
     sha256="ab" * 32,
     rows=400,
-    spec_version="1+x",
+    # The version validate announced: the shipped spec's.
+    spec_version=load_spec("customers").spec_version,
     curated=ObjectRef(container="c", key="datasets/customers/x/data.parquet"),
 )
 
@@ -67,9 +69,11 @@ def test_spec_entrypoint_and_image_reach_the_request(tmp_path: Path) -> None:
     spec["training"] |= {"entrypoint": "acme.trainer", "image": "acme:1"}
     (tmp_path / "customers.yaml").write_text(yaml.safe_dump(spec))
     launcher = Recording()
+    # Validated under the edited spec: the event names its version.
+    event = EVENT.model_copy(update={"spec_version": load_spec("customers", tmp_path).spec_version})
     TrainLaunchService(
-        launcher, MemoryBus(), MemoryLineage(), backend="sagemaker", specs_dir=tmp_path
-    ).handle(EVENT, instance_type="ml.p4d.24xlarge")
+        launcher, MemoryBus(), MemoryLineage(), backend="sagemaker", specs=SpecCatalog(tmp_path)
+    ).handle(event, instance_type="ml.p4d.24xlarge")
     [req] = launcher.requests
     assert (req.entrypoint, req.image, req.instance_types) == (
         "acme.trainer",
@@ -110,7 +114,7 @@ def _validated_row(lineage: MemoryLineage, sha: str, at: str) -> None:
             status="validated",
             attributes={
                 "sha256": sha,
-                "spec_version": "2+y",
+                "spec_version": EVENT.spec_version,
                 "curated": f"s3://c/datasets/customers/{sha}/data.parquet",
                 "rows": 400,
             },
