@@ -546,6 +546,9 @@ def build_topology(stage: str) -> Topology:
                     Permission(("read", "delete", "list"), "staging", "bucket"),
                     Permission(("write",), "curated", "bucket"),
                     Permission(("write",), "quarantine", "bucket"),
+                    # The spec each accepted version was validated by, pinned beside the
+                    # models for the later stages (shared.specs.SpecCatalog).
+                    Permission(("write",), "models", "bucket"),
                     lineage_rw,
                     Permission(("publish",), "pipeline", "bus"),
                     Permission(("consume",), "validate", "queue"),

@@ -34,7 +34,7 @@ from shared.ports import LineageRecord
 from shared.services.drift import POLICY_RECORD, drift_record_id
 from shared.services.register import RegisterService
 from shared.settings import Settings
-from shared.specs import load_spec
+from shared.specs import SpecCatalog, load_spec
 from shared.validation import validate_file
 from tests.faults.ledger import Ledger
 from tests.helpers import ROOT, MemoryBus, MemoryLineage, MemoryStore, train_artifact
@@ -272,8 +272,11 @@ def test_register_crashed_at_any_step_makes_one_version_and_one_approval(
     registry = SageMakerModelRegistry(aws_client("sagemaker", Settings()), stage="t")
     # claim_seconds=0: the redelivery comes after the claim window (how long that window
     # is against the queue's real schedule is tests/faults/test_claims_and_crashes.py's).
-    svc = RegisterService(store, bus, lineage, registry, specs_dir=tmp_path, claim_seconds=0)
-    world = {"store": store}
+    svc = RegisterService(
+        store, bus, lineage, registry, specs=SpecCatalog(tmp_path), claim_seconds=0
+    )
+    # The jobs were labelled with the edited spec's version (see test_register_service).
+    world = {"store": store, "spec_version": load_spec("customers", tmp_path).spec_version}
     # A champion first, so a retry that gated again would judge the model against itself.
     assert svc.handle(ended(world, "job-champion", good_model)).status == "approved"
     bus.events.clear()

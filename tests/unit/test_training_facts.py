@@ -11,18 +11,21 @@ import pytest
 from shared.errors import EventParseError
 from shared.events import DatasetValidated, ObjectRef
 from shared.services.train_launch import data_fingerprint, training_request
+from shared.specs import load_spec
 from shared.trainer import TRAINER_VERSION
 from shared.training_facts import TrainingFacts
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32
 CURATED = ObjectRef(container="c", key=f"datasets/customers/sha256={SHA}/data.parquet")
+# The version validate announced (train-launch builds the job from that spec).
+SPEC_VERSION = load_spec("customers").spec_version
 EVENT = DatasetValidated(
     dataset="customers",
     correlation_id="u-1",
     sha256=SHA,
     rows=400,
-    spec_version="1+x",
+    spec_version=SPEC_VERSION,
     curated=CURATED,
 )
 
@@ -34,7 +37,7 @@ def test_the_job_gets_the_hyperparameters_it_always_got() -> None:
         "dhow_data_fingerprint": data_fingerprint([SHA]),
         "dhow_dataset": "customers",
         "dhow_sha256": SHA,
-        "dhow_spec_version": "1+x",
+        "dhow_spec_version": SPEC_VERSION,
         "dhow_trainer_version": TRAINER_VERSION,
         "dhow_curated": CURATED.uri,
         "dhow_correlation_id": "u-1",
