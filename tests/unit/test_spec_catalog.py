@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.events import DatasetIngested, DatasetValidated, ObjectRef
+from shared.events import DatasetValidated, ObjectRef
 from shared.layout import pinned_spec_key
 from shared.ports import LaunchedTraining, TrainingJobRequest, TrainingLauncher
 from shared.services.train_launch import TrainLaunchService
@@ -23,10 +23,10 @@ from shared.specs import (
     SpecVersionUnknown,
     load_spec,
 )
-from tests.helpers import ROOT, MemoryBus, MemoryLineage, MemoryStore
+from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+from tests.unit.test_validate_service import SAMPLE, setup
 
 MODELS = "models"
-SAMPLE = ROOT / "localstack/samples/customers.csv"
 
 
 def _write(specs: Path, **training: Any) -> str:
@@ -38,29 +38,11 @@ def _write(specs: Path, **training: Any) -> str:
     return load_spec("customers", specs).spec_version
 
 
-def _validate(store: MemoryStore, specs: SpecCatalog) -> DatasetValidated:
+def _validate(specs: SpecCatalog) -> DatasetValidated:
     """One upload of the sample through validate, whose catalog is ``specs``."""
-    bus = MemoryBus()
-    data = SAMPLE.read_bytes()
-    sha = "5a" * 32
-    staged = ObjectRef(container="staging", key=f"datasets/customers/sha256={sha}/data.csv")
-    store.put_bytes(staged, data)
-    event = DatasetIngested(
-        dataset="customers",
-        correlation_id="u-1",
-        sha256=sha,
-        size_bytes=len(data),
-        format="csv",
-        source=ObjectRef(container="raw", key="datasets/customers/f.csv"),
-        staged=staged,
-    )
+    _, store, bus, lineage, event = setup(SAMPLE.read_bytes())
     svc = ValidateService(
-        store,
-        bus,
-        MemoryLineage(),
-        curated_container="curated",
-        quarantine_container="quarantine",
-        specs=specs,
+        store, bus, lineage, curated_container="c", quarantine_container="q", specs=specs
     )
     assert svc.handle(event).status == "validated"
     [validated] = bus.events
@@ -80,7 +62,7 @@ class Recording(TrainingLauncher):
 def test_validate_pins_the_exact_spec_it_accepted_a_version_by(tmp_path: Path) -> None:
     store = MemoryStore()
     version = _write(tmp_path, entrypoint="acme.v1")
-    validated = _validate(store, SpecCatalog(tmp_path, store=store, container=MODELS))
+    validated = _validate(SpecCatalog(tmp_path, store=store, container=MODELS))
     assert validated.spec_version == version
     pinned, meta, _ = store.objects[(MODELS, pinned_spec_key("customers", version))]
     assert meta["spec_version"] == version
@@ -96,7 +78,7 @@ def test_train_launch_builds_the_job_from_the_validated_version_after_the_spec_c
     store = MemoryStore()
     specs = SpecCatalog(tmp_path, store=store, container=MODELS)
     _write(tmp_path, entrypoint="acme.v1", hyperparameters={"n_estimators": 11})
-    validated = _validate(store, specs)
+    validated = _validate(specs)
     now = _write(tmp_path, entrypoint="acme.v2", hyperparameters={"n_estimators": 22})
     assert now != validated.spec_version
     launcher = Recording()
