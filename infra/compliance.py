@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import pulumi
 import yaml
+from pulumi.runtime import config as pulumi_config
 
 from infra.config import REPO_ROOT, StackConfig, StackConfigError, load
 from infra.policy import rules
@@ -815,14 +815,19 @@ def stack_config(stack: str, stacks_dir: Path | None = None) -> StackConfig:
             f"cannot read the stack file {path}: {exc}",
             hint="run from the repository, or pass --from-state with a stack export",
         ) from None
-    # Pulumi hands the program every value as a string, objects as JSON.
-    pulumi.runtime.set_all_config(
+    # Pulumi hands the program every value as a string, objects as JSON. The runtime's
+    # configuration is set only for the read, and put back after it: the process (a
+    # test session, say) may run other stacks.
+    saved = pulumi_config.CONFIG.get()
+    pulumi_config.set_all_config(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}, []
     )
     try:
         return load()
     except StackConfigError as exc:
         raise StackFileInvalid(str(exc), hint=f"fix {path}") from None
+    finally:
+        pulumi_config.CONFIG.set(saved)
 
 
 def build_report(

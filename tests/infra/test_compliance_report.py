@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from dhow_cli import main
+from pulumi.runtime import config as pulumi_config
 
 from infra.compliance import (
     DATA_COPY_STORES,
@@ -293,6 +294,7 @@ def test_a_stack_file_outside_the_uae_is_refused(
         "config:\n  dhow:cloud: aws\n  dhow:stage: uae-prod\n  dhow:region: eu-west-1\n"
     )
     monkeypatch.setattr("infra.compliance.STACKS_DIR", tmp_path)
+    before = pulumi_config.CONFIG.get()
     result = CliRunner().invoke(
         main, ["compliance", "report", "--cloud", "aws", "--out", str(tmp_path), "--json"]
     )
@@ -300,3 +302,5 @@ def test_a_stack_file_outside_the_uae_is_refused(
     error = json.loads(result.stdout)["error"]
     assert error["reason"] == "stack_config_invalid"
     assert "me-central-1" in error["message"]
+    # The stack file's values were the runtime's configuration only while it was read.
+    assert pulumi_config.CONFIG.get() == before
