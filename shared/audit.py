@@ -35,7 +35,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import DhowError
-from shared.ports import LineageRecord, LineageStore, is_finished
+from shared.lineage import LineageKind, LineageRecord, is_finished
+from shared.ports import LineageStore
 from shared.reasons import Reason
 
 AuditKind = Literal[
@@ -213,7 +214,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
     reason = _s(a.get("reason"))
     if row.kind in STATE_KINDS:
         return []
-    if row.kind == "ingest":
+    if row.kind == LineageKind.INGEST:
         by, claimed = _s(a.get("uploaded_by")), _s(a.get("claimed_uploader") or a.get("uploader"))
         who: tuple[str, PrincipalSource] = (
             (by, "storage") if by else (claimed, "claimed") if claimed else ("", "unrecorded")
@@ -227,9 +228,9 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
             reason=f"claims to be {claimed}" if by and claimed and claimed != by else None,
         )
         e.make("ingest", row.status, platform_principal("ingest"), "platform", version=version)
-    elif row.kind == "ingest_rejected":
+    elif row.kind == LineageKind.INGEST_REJECTED:
         e.make("ingest", "rejected", platform_principal("ingest"), "platform", reason=reason)
-    elif row.kind == "validate":
+    elif row.kind == LineageKind.VALIDATE:
         job = _s(a.get("job_name"))
         action = row.status + (f" (job {job})" if job else "")
         spec = _s(a.get("spec_version"))
@@ -241,7 +242,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
             version=f"{version}@{spec}" if spec else version,
             reason=reason,
         )
-    elif row.kind == "train":
+    elif row.kind == LineageKind.TRAIN:
         who = _requester(a.get("requested_by"), "train-launch")
         manual = who[1] != "platform"
         why = reason or (
@@ -259,7 +260,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
             version=version,
             reason=why,
         )
-    elif row.kind == "register":
+    elif row.kind == LineageKind.REGISTER:
         model = f"v{a['model_version']}" if a.get("model_version") is not None else None
         gate = _s(a.get("gate")) or reason
         e.make(
@@ -279,7 +280,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
                 version=model,
                 reason=gate,
             )
-    elif row.kind == "deploy":
+    elif row.kind == LineageKind.DEPLOY:
         model = f"v{a.get('model_version')}"
         prev = a.get("previous_version")
         e.make(
@@ -301,7 +302,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
                 version=model,
                 reason=reason,
             )
-    elif row.kind == "rollback":
+    elif row.kind == LineageKind.ROLLBACK:
         who = _requester(a.get("requested_by"), "deploy")
         e.make(
             "rollback",
@@ -311,7 +312,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
             version=f"v{a.get('to_version')}",
             reason=_s(a.get("why")),
         )
-    elif row.kind == "drift_action":
+    elif row.kind == LineageKind.DRIFT_ACTION:
         # Done: its rollback row is the entry. Otherwise the policy's rollback is on
         # record only here (it failed, or is under way).
         if row.status != "done":
@@ -322,7 +323,7 @@ def entries_of(row: LineageRecord) -> list[AuditEntry]:
                 "platform",
                 reason=reason or f"drift check {a.get('check_id')}",
             )
-    elif row.kind == "drift":
+    elif row.kind == LineageKind.DRIFT:
         who = _requester(a.get("requested_by"), "drift-check")
         model = f"v{a['model_version']}" if a.get("model_version") is not None else None
         cols = a.get("drifted_columns") or []
@@ -356,7 +357,7 @@ def spec_changes(rows: Iterable[LineageRecord]) -> list[AuditEntry]:
     last: dict[str, str] = {}
     for row in sorted(rows, key=lambda r: (r.dataset, r.created_at)):
         spec = _s(row.attributes.get("spec_version"))
-        if row.kind != "validate" or spec is None or spec == "none":
+        if row.kind != LineageKind.VALIDATE or spec is None or spec == "none":
             continue
         before = last.get(row.dataset)
         last[row.dataset] = spec

@@ -9,14 +9,17 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import DhowError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
+
+# The row type of LineageStore, re-exported: its kinds live in shared.lineage.
+from shared.lineage import LineageRecord as LineageRecord
 from shared.reasons import Reason
 
 
@@ -148,56 +151,6 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     def publish(self, event: PipelineEvent) -> None:
         """Publish one event; raises if the bus did not accept it."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class LineageRecord(BaseModel):
-    """One row of lineage: what happened to which bytes, keyed by dataset and record id.
-
-    ``revision`` grows by one on every update and is what conditional updates
-    compare, so two concurrent writers cannot both win.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    dataset: str
-    record_id: str
-    kind: str
-    status: str
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
-    revision: int = 0
-
-
-# The statuses in which a row of each kind is a finished entry of the audit trail
-# (``shared.audit``): the action happened, and what the row says of it is never written
-# over. Each set is the kind's own done statuses, as its service claims them (a test holds
-# them equal), so no retry or takeover ever needs to move a finished row. A handover
-# status ("superseded" of an ingest, "handed_off" or "waiting") is not finished: the work
-# goes on in the same row. Kinds not named here are state that moves on by design (the
-# serving router and rollout, the drift policy's cooldown, the drift timer's period, the
-# registry's model versions); what moved them is a finished row of its own (a rollback,
-# a drift check, a deploy).
-FINISHED_STATUSES: Mapping[str, frozenset[str]] = {
-    "ingest": frozenset({"ingested"}),
-    "ingest_rejected": frozenset({"rejected"}),
-    "validate": frozenset({"validated", "rejected", "failed"}),
-    "train": frozenset({"launched"}),
-    "register": frozenset({"approved", "rejected", "failed"}),
-    "deploy": frozenset({"completed", "rolled_back", "failed", "superseded"}),
-    "rollback": frozenset({"done"}),
-    "drift": frozenset({"no_drift", "drift", "insufficient_data"}),
-    "drift_action": frozenset({"done", "failed"}),
-}
-
-
-def is_finished(kind: str, status: str) -> bool:
-    """Whether a row of ``kind`` in ``status`` is a finished (append-only) entry."""
-    return status in FINISHED_STATUSES.get(kind, frozenset())
 
 
 class FinishedEntryImmutable(DhowError):

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.errors import DhowError, ObjectMissing
 from shared.events import DatasetRejected, ObjectRef, PipelineEvent
+from shared.lineage import is_finished, typed
 from shared.ports import (
     EventBus,
     FinishedEntryImmutable,
@@ -24,7 +25,6 @@ from shared.ports import (
     ObjectInfo,
     ObjectPin,
     ObjectStore,
-    is_finished,
 )
 
 EVENTS = Path(__file__).parent / "events"
@@ -166,7 +166,8 @@ class MemoryLineage(LineageStore):
     def put_if_absent(self, record: LineageRecord) -> bool:
         if (record.dataset, record.record_id) in self.rows:
             return False
-        self.rows[(record.dataset, record.record_id)] = record
+        # Read back as its kind's record, as a real store's rows are.
+        self.rows[(record.dataset, record.record_id)] = typed(record)
         return True
 
     def get(self, dataset: str, record_id: str) -> LineageRecord | None:
@@ -182,7 +183,7 @@ class MemoryLineage(LineageStore):
                 f"{current.status}: a finished entry is not written over",
                 hint="record what happened next in a row of its own",
             )
-        self.rows[(record.dataset, record.record_id)] = record.model_copy(
+        self.rows[(record.dataset, record.record_id)] = typed(record).model_copy(
             update={"revision": expected_revision + 1}
         )
         return True

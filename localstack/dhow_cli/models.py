@@ -9,6 +9,7 @@ import click
 
 from dhow_cli import app
 from shared.errors import DhowError
+from shared.lineage import LineageKind
 from shared.ports import champion_of
 from shared.reasons import Reason
 
@@ -45,15 +46,15 @@ def lineage(target: str, as_json: bool) -> None:
         for r in rows:
             a = r.attributes
             where = a.get("source") or ""
-            if r.kind == "train":
+            if r.kind == LineageKind.TRAIN:
                 what, where = f"job {a.get('job_name')} on {a.get('instance_type')}", ""
-            elif r.kind == "register":
+            elif r.kind == LineageKind.REGISTER:
                 verdict = f"model v{a['model_version']}" if a.get("model_version") else ""
                 what = f"{verdict} {a.get('gate') or a.get('reason') or ''}".strip()
                 where = ""
             elif a.get("reason"):
                 what = str(a["reason"])
-            elif r.kind == "validate":
+            elif r.kind == LineageKind.VALIDATE:
                 what = f"{a.get('rows', '?')} rows, spec {a.get('spec_version')}"
             else:
                 what = str(a.get("version", ""))
@@ -114,12 +115,12 @@ def _model_lineage(target: str, as_json: bool) -> None:
         click.echo(f"  learnt from {lin.get('curated')}")
         for r in rows:
             a = r.attributes
-            if r.kind == "validate":
+            if r.kind == LineageKind.VALIDATE:
                 click.echo(
                     f"  validated  {r.updated_at:%Y-%m-%d %H:%M:%S}  {a.get('rows')} rows "
                     f"against spec {a.get('spec_version')}, staged {a.get('staged')}"
                 )
-            elif r.kind == "ingest":
+            elif r.kind == LineageKind.INGEST:
                 click.echo(
                     f"  uploaded   {r.created_at:%Y-%m-%d %H:%M:%S}  {a.get('source')} "
                     f"by {_uploader(a) or 'unknown'}, sha256 {sha}"

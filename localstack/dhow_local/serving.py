@@ -28,6 +28,7 @@ from shared.adapters.azure_serving import CandidateMetrics, RolloutState, Traffi
 from shared.canary import PERIOD_S, PeriodCounts, ReportedPeriod, rollout_schedule
 from shared.constants import ROUTER_PORT
 from shared.errors import WorkInProgress
+from shared.lineage import ServingRecord
 from shared.ports import (
     Deployer,
     DeploymentPlan,
@@ -69,9 +70,7 @@ class RouterState(BaseModel):
 def load_router_state(lineage: LineageStore, dataset: str) -> tuple[RouterState, LineageRecord]:
     row = lineage.get(dataset, ROUTER_RECORD)
     if row is None:
-        row = LineageRecord(
-            dataset=dataset, record_id=ROUTER_RECORD, kind="serving", status="Idle", attributes={}
-        )
+        row = ServingRecord(dataset=dataset, record_id=ROUTER_RECORD, status="Idle", attributes={})
         if not lineage.put_if_absent(row):
             row = lineage.get(dataset, ROUTER_RECORD) or row
     return RouterState.model_validate(row.attributes), row

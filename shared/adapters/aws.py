@@ -15,7 +15,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -28,8 +27,8 @@ from shared.cloud_facts import value as cloud_fact
 from shared.constants import EVENT_SOURCE
 from shared.errors import DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
+from shared.lineage import FINISHED_STATUSES, from_stored, to_stored
 from shared.ports import (
-    FINISHED_STATUSES,
     AlertChannel,
     AlertInbox,
     DeliveredAlert,
@@ -457,29 +456,18 @@ class DynamoLineageStore(LineageStore):
 
     @staticmethod
     def _item(record: LineageRecord) -> dict[str, Any]:
+        # Keyed by dataset (pk) and record id (sk); every column a string but the revision.
+        columns = to_stored(record)
         return {
             "pk": {"S": record.dataset},
             "sk": {"S": record.record_id},
-            "kind": {"S": record.kind},
-            "status": {"S": record.status},
-            "attributes": {"S": json.dumps(record.attributes, default=str, sort_keys=True)},
-            "created_at": {"S": record.created_at.isoformat()},
-            "updated_at": {"S": record.updated_at.isoformat()},
-            "revision": {"N": str(record.revision)},
+            **{k: {"N": str(v)} if k == "revision" else {"S": v} for k, v in columns.items()},
         }
 
     @staticmethod
     def _record(item: Mapping[str, Any]) -> LineageRecord:
-        return LineageRecord(
-            dataset=item["pk"]["S"],
-            record_id=item["sk"]["S"],
-            kind=item["kind"]["S"],
-            status=item["status"]["S"],
-            attributes=json.loads(item["attributes"]["S"]),
-            created_at=datetime.fromisoformat(item["created_at"]["S"]),
-            updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
-            revision=int(item["revision"]["N"]),
-        )
+        columns = {k: next(iter(v.values())) for k, v in item.items()}
+        return from_stored(columns.pop("pk"), columns.pop("sk"), columns)
 
     def put_if_absent(self, record: LineageRecord) -> bool:
         try:

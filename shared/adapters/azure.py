@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from shared.constants import (
 )
 from shared.errors import ConfigError, DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
+from shared.lineage import from_stored, is_finished, to_stored
 from shared.ports import (
     AlertChannel,
     AlertInbox,
@@ -57,7 +57,6 @@ from shared.ports import (
     ObjectPin,
     ObjectStore,
     TappedEvent,
-    is_finished,
 )
 from shared.reasons import Reason
 from shared.settings import Settings, check_azure_location
@@ -503,29 +502,11 @@ class TableLineageStore(LineageStore):
 
     @staticmethod
     def _entity(record: LineageRecord) -> dict[str, Any]:
-        return {
-            "PartitionKey": record.dataset,
-            "RowKey": record.record_id,
-            "kind": record.kind,
-            "status": record.status,
-            "attributes": json.dumps(record.attributes, default=str, sort_keys=True),
-            "created_at": record.created_at.isoformat(),
-            "updated_at": record.updated_at.isoformat(),
-            "revision": record.revision,
-        }
+        return {"PartitionKey": record.dataset, "RowKey": record.record_id, **to_stored(record)}
 
     @staticmethod
     def _record(entity: Mapping[str, Any]) -> LineageRecord:
-        return LineageRecord(
-            dataset=entity["PartitionKey"],
-            record_id=entity["RowKey"],
-            kind=entity["kind"],
-            status=entity["status"],
-            attributes=json.loads(entity["attributes"]),
-            created_at=datetime.fromisoformat(entity["created_at"]),
-            updated_at=datetime.fromisoformat(entity["updated_at"]),
-            revision=int(entity["revision"]),
-        )
+        return from_stored(entity["PartitionKey"], entity["RowKey"], entity)
 
     def put_if_absent(self, record: LineageRecord) -> bool:
         try:

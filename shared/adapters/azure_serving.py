@@ -45,6 +45,7 @@ from shared.canary import (
 )
 from shared.cloud_facts import value
 from shared.errors import ConfigError, DeploymentInProgress, DhowError, WorkInProgress
+from shared.lineage import ServingRecord
 from shared.ports import (
     ConfirmedDeployment,
     Deployer,
@@ -216,10 +217,9 @@ class SteppedRolloutDeployer(Deployer):
     def _load(self, dataset: str) -> tuple[RolloutState, LineageRecord]:
         row = self._lineage.get(dataset, ROLLOUT_RECORD)
         if row is None:
-            row = LineageRecord(
+            row = ServingRecord(
                 dataset=dataset,
                 record_id=ROLLOUT_RECORD,
-                kind="serving",
                 status="Idle",
                 attributes={},
             )

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import cast
 
 from shared.errors import DhowError, UnknownModelVersion
+from shared.lineage import LineageKind, ModelVersionRecord
 from shared.ports import ApprovalStatus, LineageRecord, LineageStore, ModelRegistry, ModelVersion
 from shared.reasons import Reason
 
-MODEL_VERSION_KIND = "model_version"
 _ID_PREFIX = "model-version:"  # Azure Table keys may not hold "#", "/", "\\" or "?"
 _MAX_RACES = 50
 
@@ -30,7 +30,7 @@ class LineageModelRegistry(ModelRegistry):
         self._lineage = lineage
 
     def _rows(self, dataset: str) -> list[LineageRecord]:
-        return [r for r in self._lineage.list(dataset) if r.kind == MODEL_VERSION_KIND]
+        return [r for r in self._lineage.list(dataset) if r.kind == LineageKind.MODEL_VERSION]
 
     @staticmethod
     def _version(row: LineageRecord) -> ModelVersion:
@@ -60,10 +60,9 @@ class LineageModelRegistry(ModelRegistry):
     ) -> ModelVersion:
         number = max((int(r.attributes["version"]) for r in self._rows(dataset)), default=0) + 1
         for _ in range(_MAX_RACES):
-            row = LineageRecord(
+            row = ModelVersionRecord(
                 dataset=dataset,
                 record_id=model_version_id(number),
-                kind=MODEL_VERSION_KIND,
                 status=status,
                 attributes={
                     "version": number,

@@ -41,6 +41,7 @@ from shared.events import (
     DriftDetected,
     ModelApproved,
 )
+from shared.lineage import DeployRecord, DriftActionRecord, LineageKind, RollbackRecord
 from shared.ports import (
     Deployer,
     DeploymentPlan,
@@ -56,7 +57,6 @@ from shared.specs import load_spec
 
 log = logging.getLogger(__name__)
 
-DEPLOY_KIND = "deploy"
 # "superseded": a newer approved version went (or goes) out instead; nothing to do.
 DONE = {"completed", "rolled_back", "failed", "superseded"}
 
@@ -122,10 +122,9 @@ class DeployService:
         return self._deploy(event.dataset, int(event.model_version), event.correlation_id)
 
     def _deploy(self, dataset: str, version: int, correlation_id: str) -> DeployOutcome:
-        row = LineageRecord(
+        row = DeployRecord(
             dataset=dataset,
             record_id=deploy_record_id(version),
-            kind=DEPLOY_KIND,
             status="claimed",
             attributes={"model_version": version, "correlation_id": correlation_id},
         )
@@ -286,7 +285,7 @@ class DeployService:
         return [
             r
             for r in reversed(self._lineage.list(dataset))
-            if r.kind == DEPLOY_KIND and (status is None or r.status == status)
+            if r.kind == LineageKind.DEPLOY and (status is None or r.status == status)
         ]
 
     def _find(self, dataset: str, deployment_id: str) -> LineageRecord | None:
@@ -456,10 +455,9 @@ class DeployService:
         check = event.check_id or event.event_id
         claimed = claim(
             self._lineage,
-            LineageRecord(
+            DriftActionRecord(
                 dataset=event.dataset,
                 record_id=f"drift-rollback:{check}",
-                kind="drift_action",
                 status="claimed",
                 attributes={"check_id": check, "drifted_columns": event.drifted_columns},
             ),
@@ -569,10 +567,9 @@ class DeployService:
         if target.status != "Approved":
             self._registry.set_status(dataset, target.version, "Approved", reason)
         self._lineage.put_if_absent(
-            LineageRecord(
+            RollbackRecord(
                 dataset=dataset,
                 record_id=f"rollback:{key}",
-                kind="rollback",
                 status="done",
                 attributes={
                     "from_version": serving,
@@ -599,7 +596,11 @@ class DeployService:
 
     def status(self, dataset: str) -> dict[str, Any]:
         """What serves now, and the history of deployments and rollbacks, newest first."""
-        rows = [r for r in self._lineage.list(dataset) if r.kind in (DEPLOY_KIND, "rollback")]
+        rows = [
+            r
+            for r in self._lineage.list(dataset)
+            if r.kind in (LineageKind.DEPLOY, LineageKind.ROLLBACK)
+        ]
         history = [
             {
                 "kind": r.kind,

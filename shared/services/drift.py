@@ -55,6 +55,7 @@ from shared.drift import ColumnKind, DriftVerdict, compare, feature_kinds
 from shared.errors import DhowError, ObjectMissing, WorkInProgress
 from shared.events import DriftChecked, DriftDetected, ObjectRef
 from shared.layout import DatasetVersion, drift_report_key, drift_summary_key
+from shared.lineage import DriftPolicyRecord, DriftRecord, LineageKind
 from shared.ports import (
     AlertChannel,
     EventBus,
@@ -77,7 +78,6 @@ from shared.specs import DatasetSpec, load_spec
 
 log = logging.getLogger(__name__)
 
-DRIFT_KIND = "drift"
 POLICY_RECORD = "drift:policy"
 METRICS_NAMESPACE = "Dhow/Drift"
 
@@ -111,7 +111,7 @@ def window_end(scheduled_at: datetime | None, now: datetime) -> datetime:
 
 def drift_history(lineage: LineageStore, dataset: str, limit: int = 20) -> list[LineageRecord]:
     """A dataset's drift checks, newest first (what `dhow drift status` shows)."""
-    rows = [r for r in lineage.list(dataset) if r.kind == DRIFT_KIND]
+    rows = [r for r in lineage.list(dataset) if r.kind == LineageKind.DRIFT]
     return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
 
 
@@ -264,10 +264,9 @@ class DriftService:
                 # This check took the cooldown before it crashed: its action is still owed.
                 return True, None
             if row is None:
-                fresh = LineageRecord(
+                fresh = DriftPolicyRecord(
                     dataset=spec.name,
                     record_id=POLICY_RECORD,
-                    kind="drift_policy",
                     status=spec.drift.policy,
                     attributes=attrs,
                 )
@@ -465,10 +464,9 @@ class DriftService:
         check_id = drift_check_id(dataset, start, end, requested_by)
         correlation = f"drift-{dataset}-{check_id}"
         row = self._start(
-            LineageRecord(
+            DriftRecord(
                 dataset=dataset,
                 record_id=drift_record_id(check_id),
-                kind=DRIFT_KIND,
                 status=CHECKING,
                 attributes={
                     "check_id": check_id,

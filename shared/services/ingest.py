@@ -43,6 +43,7 @@ from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, ObjectRef
 from shared.identifiers import checked_correlation_id
 from shared.layout import DatasetVersion
+from shared.lineage import IngestRecord, IngestRejectedRecord
 from shared.ports import (
     EventBus,
     LineageRecord,
@@ -259,10 +260,9 @@ class IngestService:
         )
         version = DatasetVersion(dataset, sha)
         staged = ObjectRef(container=self._staging, key=version.staged_key(fmt))
-        row = LineageRecord(
+        row = IngestRecord(
             dataset=dataset,
             record_id=ingest_record_id(sha),
-            kind="ingest",
             status="claimed",
             attributes={
                 "version": version.version,
@@ -365,10 +365,9 @@ class IngestService:
         ident = hashlib.sha256(f"{obj.key}\n{etag}".encode()).hexdigest()[:32]
         correlation = (info.metadata.get(UPLOAD_ID_META) if info else None) or f"reject-{ident}"
         hint = reason.hint
-        row = LineageRecord(
+        row = IngestRejectedRecord(
             dataset=dataset,
             record_id=f"rejected:{ident}",
-            kind="ingest_rejected",
             status="rejecting",
             attributes={
                 "reason": reason,

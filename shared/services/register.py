@@ -40,9 +40,9 @@ from typing import Literal
 from shared.artifacts import ARTIFACT_SHA256, fetch_model
 from shared.errors import EventParseError, WorkInProgress
 from shared.events import ModelApproved, ModelRejected, ObjectRef, TrainingCompleted
+from shared.lineage import RegisterRecord
 from shared.ports import (
     EventBus,
-    LineageRecord,
     LineageStore,
     ModelRegistry,
     ModelVersion,
@@ -102,10 +102,9 @@ class RegisterService:
         dataset = learnt.dataset
         facts = learnt.lineage()
         correlation = facts["correlation_id"] or ended.job_name
-        row = LineageRecord(
+        row = RegisterRecord(
             dataset=dataset,
             record_id=f"register:{ended.job_name}",
-            kind="register",
             status="claimed",
             attributes={
                 **facts,

@@ -34,6 +34,7 @@ from shared.events import (
     TrainingCompleted,
     TrainingLaunched,
 )
+from shared.lineage import LineageKind, TrainRecord, TrainSkippedRecord
 from shared.ports import EventBus, LineageRecord, LineageStore, TrainingJobRequest, TrainingLauncher
 from shared.reasons import Reason
 from shared.specs import LearnFrom, SpecCatalog
@@ -80,7 +81,11 @@ def _validated_rows(lineage: LineageStore, dataset: str) -> list[LineageRecord]:
     """Each validated version once (a retried validation is one version), oldest first."""
     newest: dict[str, LineageRecord] = {}
     for r in lineage.list(dataset):
-        if r.kind != "validate" or r.status != "validated" or not r.attributes.get("sha256"):
+        if (
+            r.kind != LineageKind.VALIDATE
+            or r.status != "validated"
+            or not r.attributes.get("sha256")
+        ):
             continue
         sha = str(r.attributes["sha256"])
         if sha not in newest or r.updated_at > newest[sha].updated_at:
@@ -163,7 +168,10 @@ def champion_fingerprint(lineage: LineageStore, dataset: str, model_version: str
     """What model ``model_version`` learnt from, from its register row (train-launch has
     no registry port; register writes the version's number on the row it completes)."""
     for r in lineage.list(dataset):
-        if r.kind == "register" and str(r.attributes.get("model_version")) == model_version:
+        if (
+            r.kind == LineageKind.REGISTER
+            and str(r.attributes.get("model_version")) == model_version
+        ):
             return version_fingerprint(r.attributes)
     return None
 
@@ -256,10 +264,9 @@ class TrainLaunchService:
         )
         if champion is not None and champion == data.fingerprint:
             self._lineage.put_if_absent(
-                LineageRecord(
+                TrainSkippedRecord(
                     dataset=event.dataset,
                     record_id=f"train_skipped:{tag}",
-                    kind="train_skipped",
                     status="skipped",
                     attributes={
                         "reason": NO_NEW_DATA,
@@ -320,10 +327,9 @@ class TrainLaunchService:
         if not launched.created:
             return TrainLaunchOutcome(status="duplicate", job_name=launched.job_name)
         self._lineage.put_if_absent(
-            LineageRecord(
+            TrainRecord(
                 dataset=event.dataset,
                 record_id=f"train:{launched.job_name}",
-                kind="train",
                 status="launched",
                 attributes={
                     "job_name": launched.job_name,

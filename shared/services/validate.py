@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict
 from shared.errors import ObjectMissing
 from shared.events import DatasetIngested, DatasetRejected, DatasetValidated, ObjectRef
 from shared.layout import DatasetVersion
+from shared.lineage import LineageKind, ValidateRecord
 from shared.ports import (
     EventBus,
-    LineageRecord,
     LineageStore,
     ObjectStore,
     ValidationJobEnded,
@@ -366,10 +366,9 @@ class ValidateService:
         return self._announce(work, result, claimed)
 
     def _claim_attempt(self, event: DatasetIngested, spec_version: str, attempt: int) -> Claim:
-        row = LineageRecord(
+        row = ValidateRecord(
             dataset=event.dataset,
             record_id=validate_record_id(event.sha256, attempt),
-            kind="validate",
             status="claimed",
             attributes={
                 "sha256": event.sha256,
@@ -452,7 +451,7 @@ class ValidateService:
         outcomes: list[ValidateOutcome] = []
         for row in self._lineage.list(dataset):
             job = row.attributes.get("job_name")
-            if row.kind != "validate" or row.status != "handed_off" or not job:
+            if row.kind != LineageKind.VALIDATE or row.status != "handed_off" or not job:
                 continue
             since = row.attributes.get("handed_off_at")
             age = now - (datetime.fromisoformat(since) if since else row.updated_at)

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.constants import DATASET_NAME_PATTERN
-from shared.ports import LineageRecord, LineageStore
+from shared.lineage import DriftTimerRecord
+from shared.ports import LineageStore
 from shared.triggers.registry import Json, TriggerContext, TriggerShape, register_shape
 
 
@@ -105,10 +106,9 @@ def claim_drift_period(lineage: LineageStore, dataset: str, period: datetime) ->
     for _ in range(3):  # a lost race re-reads the row
         row = lineage.get(dataset, DRIFT_TIMER_RECORD)
         if row is None:
-            fresh = LineageRecord(
+            fresh = DriftTimerRecord(
                 dataset=dataset,
                 record_id=DRIFT_TIMER_RECORD,
-                kind="drift_timer",
                 status="sent",
                 attributes=attrs,
             )

@@ -29,11 +29,8 @@ from shared.adapters.azure import TableLineageStore
 from shared.audit import AuditFilter, AuditTrail, entries_of, to_csv
 from shared.cloud_facts import fact, value
 from shared.events import DatasetValidated, ObjectRef
-from shared.ports import (
-    FINISHED_STATUSES,
-    FinishedEntryImmutable,
-    LineageRecord,
-)
+from shared.lineage import FINISHED_STATUSES, LineageRecord
+from shared.ports import FinishedEntryImmutable
 from shared.services import deploy, drift, validate
 from shared.services.ingest import IngestService
 from shared.services.train_launch import TrainLaunchService

@@ -147,8 +147,8 @@ def test_an_unknown_pattern_operator_is_refused() -> None:
 
 
 def test_the_timer_sends_only_checks_that_are_due(tmp_path: Path) -> None:
-    from shared.ports import LineageRecord
-    from shared.services.drift import DRIFT_KIND, due_drift_checks
+    from shared.lineage import DriftRecord
+    from shared.services.drift import due_drift_checks
 
     (tmp_path / "hourly.yaml").write_text(
         (ROOT / "shared" / "specs" / "customers.yaml").read_text().replace("customers", "hourly")
@@ -157,10 +157,9 @@ def test_the_timer_sends_only_checks_that_are_due(tmp_path: Path) -> None:
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     assert due_drift_checks(lineage, str(tmp_path), now) == ["hourly"]  # never checked
     lineage.put_if_absent(
-        LineageRecord(
+        DriftRecord(
             dataset="hourly",
             record_id="drift:1",
-            kind=DRIFT_KIND,
             status="no_drift",
             created_at=now - timedelta(minutes=30),
         )
