@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.errors import DhowError
+from shared.layout import DatasetVersion
 from shared.lineage import LineageKind, LineageRecord, is_finished
 from shared.ports import LineageStore
 from shared.reasons import Reason
@@ -63,7 +64,14 @@ PrincipalSource = Literal[
 # so a recorded principal says how it was authenticated.
 STS_PREFIX, ENTRA_PREFIX, LOCAL_PREFIX, PLATFORM_PREFIX = "arn:", "entra:", "local:", "dhow:"
 # Kinds of rows that are state, not actions (see the module docstring).
-STATE_KINDS = frozenset({"serving", "drift_policy", "drift_timer", "model_version"})
+STATE_KINDS = frozenset(
+    {
+        LineageKind.SERVING,
+        LineageKind.DRIFT_POLICY,
+        LineageKind.DRIFT_TIMER,
+        LineageKind.MODEL_VERSION,
+    }
+)
 CSV_COLUMNS = (
     "at",
     "dataset",
@@ -97,7 +105,8 @@ class AuditEntry(BaseModel):
     action: str  # what happened, in a word or two ("ingested", "started v3 canary")
     principal: str
     principal_source: PrincipalSource
-    version: str | None = None  # the dataset version (sha256[:12]) or the model version (vN)
+    # The dataset version (shared.layout.DatasetVersion.version) or the model version (vN).
+    version: str | None = None
     reason: str | None = None  # the reason code, or the person's --reason
     status: str  # the row's status
     finished: bool  # the row is final: it will not change
@@ -210,7 +219,9 @@ def _requester(value: Any, platform: str) -> tuple[str, PrincipalSource]:
 def entries_of(row: LineageRecord) -> list[AuditEntry]:
     """The actions one lineage row records (none for a state row)."""
     a, e = row.attributes, _Entries(row)
-    version = _s(a.get("version")) or (_s(a.get("sha256")) or "")[:12] or None
+    sha = _s(a.get("sha256"))
+    # Only ingest rows record "version"; the others name the dataset version by its sha256.
+    version = _s(a.get("version")) or (DatasetVersion(row.dataset, sha).version if sha else None)
     reason = _s(a.get("reason"))
     if row.kind in STATE_KINDS:
         return []
