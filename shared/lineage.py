@@ -23,6 +23,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.errors import DhowError
+from shared.reasons import Reason
 
 
 class LineageKind(StrEnum):
@@ -211,7 +212,7 @@ def is_finished(kind: str, status: str) -> bool:
 class UnknownLineageKind(DhowError):
     """A stored lineage row's kind is none this version of Dhow records."""
 
-    reason = "lineage_kind_unknown"
+    reason = Reason.LINEAGE_KIND_UNKNOWN
 
 
 def typed(record: LineageRecord) -> LineageRecord:

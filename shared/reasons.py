@@ -393,6 +393,11 @@ class Reason(StrEnum):
         _PLATFORM,
         "a finished lineage entry is never written over; write a new one",
     )
+    LINEAGE_KIND_UNKNOWN = (
+        "lineage_kind_unknown",
+        _PLATFORM,
+        "the row was written by another version of Dhow; read it with that version",
+    )
     EVENT_PUBLISH_FAILED = (
         "event_publish_failed",
         _PLATFORM,
