@@ -67,28 +67,73 @@ def _python_files() -> Iterator[Path]:
             yield from (p for p in (ROOT / top).rglob("*.py") if p.name != "reasons.py")
 
 
+def _reason_positions(tree: ast.AST) -> dict[str, int]:
+    """The callables a module defines that take a ``reason`` positionally: name to index
+    (a class by its ``__init__``, without ``self``)."""
+    out: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            init = next(
+                (f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                None,
+            )
+            names = [a.arg for a in init.args.args[1:]] if init else []
+            if "reason" in names:
+                out[node.name] = names.index("reason")
+        elif isinstance(node, ast.FunctionDef):
+            names = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
+            if "reason" in names:
+                out[node.name] = names.index("reason")
+    return out
+
+
+def _is_reason(target: ast.expr) -> bool:
+    return (isinstance(target, ast.Name) and target.id == "reason") or (
+        isinstance(target, ast.Attribute) and target.attr == "reason"
+    )
+
+
 def _literal_reasons(tree: ast.AST) -> Iterator[tuple[int, str]]:
-    """Reason codes written as string literals: ``reason="..."`` arguments, ``reason =
-    "..."`` assignments (class attributes included) and ``{"reason": "..."}`` entries.
-    Free text with a space (a person's why, a sentence) is not a code."""
+    """Reason codes written as string literals: ``reason="..."`` arguments, a reason passed
+    positionally to a callable of the module that takes one, ``reason = "..."`` and
+    ``x.reason, ... = "...", ...`` assignments (class attributes included), ``{"reason":
+    "..."}`` entries and what a function named for a reason returns. Free text with a
+    space (a person's why, a sentence) is not a code."""
 
     def code(node: ast.expr | None) -> str | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return node.value if CODE.match(node.value) else None
         return None
 
+    positions = _reason_positions(tree)
     for node in ast.walk(tree):
         found: list[tuple[int, str | None]] = []
         if isinstance(node, ast.keyword) and node.arg == "reason":
             found.append((node.value.lineno, code(node.value)))
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            at = positions.get(name)
+            if at is not None and len(node.args) > at:
+                found.append((node.lineno, code(node.args[at])))
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Name) and t.id == "reason" for t in targets):
-                found.append((node.lineno, code(node.value)))
+            for t in targets:
+                if _is_reason(t):
+                    found.append((node.lineno, code(node.value)))
+                elif isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                    pairs = zip(t.elts, node.value.elts, strict=False)
+                    found.extend((node.lineno, code(v)) for e, v in pairs if _is_reason(e))
         elif isinstance(node, ast.Dict):
             for key, value in zip(node.keys, node.values, strict=True):
                 if isinstance(key, ast.Constant) and key.value == "reason":
                     found.append((value.lineno, code(value)))
+        elif isinstance(node, ast.FunctionDef) and "reason" in node.name:
+            for r in ast.walk(node):
+                if isinstance(r, ast.Return):
+                    found.append((r.lineno, code(r.value)))
         yield from ((line, text) for line, text in found if text is not None)
 
 
