@@ -17,6 +17,7 @@ from dhow_cli.follow import follow
 from shared.artifacts import sha256_file
 from shared.errors import DhowError
 from shared.events import ModelApproved, ObjectRef
+from shared.layout import DatasetVersion, upload_key
 from shared.ports import ObjectStore
 from shared.reasons import Reason
 from shared.services.ingest import (
@@ -28,7 +29,7 @@ from shared.services.ingest import (
     revalidates,
     seen_before,
 )
-from shared.topology import DATASETS_PREFIX, build_topology
+from shared.topology import build_topology
 
 # Below this, an upload is one PUT that ends before a bar would be read (boto3's
 # multipart threshold is 8 MiB as well).
@@ -79,7 +80,7 @@ def upload(
     """Upload FILE to the raw bucket, which starts the pipeline."""
     from shared.wiring import build_event_tap, build_ports
 
-    key = f"{DATASETS_PREFIX}{dataset}/{file.name}"
+    key = upload_key(dataset, file.name)
     name, reason = dataset_of(key)
     with app.cli_errors(as_json, "upload failed"):
         if name is None:
@@ -128,7 +129,7 @@ def upload(
         refused = checked is not None and checked.status == "rejected"
         if not as_json:
             click.echo(
-                f"  these bytes are already version {sha[:12]} of {name} "
+                f"  these bytes are already version {DatasetVersion(name, sha).version} of {name} "
                 f"(ingested {known.created_at:%Y-%m-%d %H:%M:%S}); nothing new will run"
             )
             if refused and checked is not None:
@@ -240,7 +241,7 @@ def dataset_init(
     from shared.specs import specs_dir as default_dir
 
     try:
-        if dataset_of(f"{DATASETS_PREFIX}{name}/x.csv")[0] is None:
+        if dataset_of(upload_key(name, "x.csv"))[0] is None:
             raise DhowError(
                 f"{name!r} is not a valid dataset name",
                 reason=Reason.INVALID_DATASET_NAME,

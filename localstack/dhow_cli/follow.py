@@ -18,6 +18,7 @@ from shared.events import (
     TrainingCompleted,
     TrainingLaunched,
 )
+from shared.layout import DatasetVersion
 from shared.ports import EventTap
 
 # Events after which `upload --wait` has nothing more to follow (for now: the model's verdict).
@@ -32,7 +33,8 @@ def _is_final(event: PipelineEvent) -> bool:
 def _describe(event: PipelineEvent) -> str:
     if isinstance(event, DatasetIngested):
         return (
-            f"version {event.sha256[:12]}, {event.size_bytes} bytes, {event.format}, "
+            f"version {DatasetVersion(event.dataset, event.sha256).version}, "
+            f"{event.size_bytes} bytes, {event.format}, "
             f"staged at {event.staged.uri}"
         )
     if isinstance(event, DatasetValidated):

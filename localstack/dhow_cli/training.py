@@ -13,6 +13,7 @@ import click
 from dhow_cli import app, identity
 from dhow_cli.follow import follow
 from shared.events import ModelApproved
+from shared.layout import DatasetVersion
 from shared.topology import build_topology
 
 
@@ -54,7 +55,8 @@ def train(
         )
     if not as_json:
         click.echo(
-            f"retraining {dataset} version {event.sha256[:12]} for {user}: "
+            f"retraining {dataset} version {DatasetVersion(dataset, event.sha256).version} "
+            f"for {user}: "
             f"{outcome.status} {outcome.job_name or ''}".rstrip()
         )
     events: list[dict[str, Any]] = []
