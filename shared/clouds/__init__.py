@@ -11,8 +11,9 @@ This package is the one place that decides anything by cloud: services, entry po
 the CLI and the local platform ask their kit (tests/unit/test_kits.py holds that).
 
 To add a cloud: a module here with a ``CloudKit`` subclass and one ``register_kit``
-line, its adapters under ``shared/adapters/``, its stack under ``infra/``, its entry
-points under ``functions/``.
+line, its adapters under ``shared/adapters/``, its trigger shapes in
+``shared/triggers/<cloud>.py``, its stack under ``infra/``, its entry points under
+``functions/``.
 """
 
 from __future__ import annotations

@@ -277,3 +277,14 @@ def test_a_deployment_end_is_read_only_with_the_stages_serve_prefix() -> None:
         CodeDeployDeploymentStateChange.parse(sample)  # without it, any group would be read
     [change] = CodeDeployDeploymentStateChange.parse(sample, TriggerContext(serve_prefix=PREFIX))
     assert change.dataset == "customers"
+
+
+def test_each_clouds_shapes_live_in_its_own_module() -> None:
+    """A cloud's kit (shared/clouds) has its trigger shapes in shared/triggers/<cloud>.py;
+    the only other shapes are the schedules', the same on every cloud."""
+    from shared.clouds import KITS
+
+    clouds = {kit.cloud for kit in KITS.values()}
+    assert clouds >= {"aws", "azure"}
+    modules = {s.__module__ for s in SHAPES}
+    assert modules == {f"shared.triggers.{c}" for c in clouds} | {"shared.triggers.schedule"}
