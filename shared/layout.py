@@ -41,6 +41,9 @@ from shared.topology import DATASETS_PREFIX
 # write only here (infra/aws/iam.py grants it "validation-jobs/*").
 VALIDATION_JOBS_PREFIX = "validation-jobs/"
 DRIFT_REPORTS_PREFIX = "drift/"
+# In the models container: a training job's folder, models/<dataset>/<job>/, as SageMaker
+# lays it out below a job's S3OutputPath (the stack's output_s3_uri ends in models/).
+MODELS_PREFIX = "models/"
 PINNED_SPECS_PREFIX = "specs/"
 # The folder of a dataset's capture prefix that a SageMaker endpoint's data capture
 # writes to (a serve function's hours, YYYY/, never start with a letter).
@@ -125,6 +128,16 @@ class DatasetVersion:
     def job_result_key(self) -> str:
         """Where a managed validation job leaves its result, in staging."""
         return f"{VALIDATION_JOBS_PREFIX}{self.dataset}/sha256={self.sha256}/result.json"
+
+
+def model_job_prefix(dataset: str, job_name: str) -> str:
+    """A training job's folder in the models container."""
+    return f"{MODELS_PREFIX}{dataset}/{job_name}/"
+
+
+def model_output_prefix(dataset: str, job_name: str) -> str:
+    """Where a training job's ``model.tar.gz`` is written (SageMaker's ``output/``)."""
+    return f"{model_job_prefix(dataset, job_name)}output/"
 
 
 def upload_key(dataset: str, file_name: str) -> str:

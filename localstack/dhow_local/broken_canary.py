@@ -35,6 +35,7 @@ import httpx2 as httpx
 from dhow_local.platform import ROUTER_URL
 from shared.artifacts import ARTIFACT_SHA256
 from shared.events import ModelApproved, ObjectRef
+from shared.layout import model_output_prefix
 
 MISSING_COLUMN = "churn_score_v2"
 # Requests in flight at once: bounded, and only ever to the local router (127.0.0.1).
@@ -88,7 +89,7 @@ def main(argv: list[str]) -> int:
     broken = broken_archive(good)
     ref = ObjectRef(
         container=build_topology(settings.stage).bucket("models").name,
-        key=f"models/{dataset}/broken-{uuid.uuid4().hex[:6]}/output/model.tar.gz",
+        key=f"{model_output_prefix(dataset, f'broken-{uuid.uuid4().hex[:6]}')}model.tar.gz",
     )
     ports.store.put_bytes(ref, broken)
     # The registry's own artifact form: s3:// URLs on AWS, container/key on Azure.

@@ -18,11 +18,14 @@ from collections.abc import Mapping
 
 from shared.adapters.sagemaker_training import training_job_name
 from shared.events import ObjectRef
+from shared.layout import model_job_prefix
 from shared.ports import LaunchedTraining, ObjectStore, TrainingJobRequest, TrainingLauncher
 
 
 def job_marker(models_container: str, dataset: str, job_name: str) -> ObjectRef:
-    return ObjectRef(container=models_container, key=f"models/{dataset}/{job_name}/job.json")
+    return ObjectRef(
+        container=models_container, key=f"{model_job_prefix(dataset, job_name)}job.json"
+    )
 
 
 class LocalTrainingLauncher(TrainingLauncher):

@@ -25,6 +25,7 @@ from typing import Any
 from dhow_local.kit import local_kit
 from shared.events import ObjectRef
 from shared.jobs.model_archive import MODEL_ARCHIVE, write_model_archive
+from shared.layout import model_output_prefix
 from shared.ports import TrainingJobRequest
 from shared.settings import Settings
 from shared.topology import build_topology
@@ -46,7 +47,7 @@ def run_job(req: TrainingJobRequest, job_name: str, settings: Settings) -> dict[
     ports = build_ports(settings, topo)
     models = topo.bucket("models").name
     output = ObjectRef(
-        container=models, key=f"models/{req.dataset}/{job_name}/output/{MODEL_ARCHIVE}"
+        container=models, key=model_output_prefix(req.dataset, job_name) + MODEL_ARCHIVE
     )
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="dhow-train-") as tmp:

@@ -32,6 +32,7 @@ from shared.errors import ConfigError, DhowError
 from shared.events import ObjectRef
 from shared.identifiers import checked_correlation_id
 from shared.jobs.model_archive import MODEL_ARCHIVE
+from shared.layout import model_output_prefix
 from shared.ports import (
     LaunchedTraining,
     TrainingJobRequest,
@@ -274,7 +275,7 @@ class AzureMLTrainingConfig:
 
 def training_output_key(dataset: str, job_name: str) -> str:
     """The job's output folder on the models datastore: SageMaker's and the local job's."""
-    return f"models/{dataset}/{job_name}/output/"
+    return model_output_prefix(dataset, job_name)
 
 
 class AzureMLTrainingLauncher(TrainingLauncher):

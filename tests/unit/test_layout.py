@@ -47,6 +47,9 @@ def test_every_key_is_the_one_the_services_built(dataset: str, sha: str, fmt: st
     assert layout.hour_prefix(f"datasets/{dataset}/", STAMP) == f"datasets/{dataset}/2026/11/23/09/"
     assert layout.drift_report_key(dataset, "c1") == f"drift/{dataset}/c1/report.html"
     assert layout.drift_summary_key(dataset, "c1") == f"drift/{dataset}/c1/summary.json"
+    # A training job's folder (azure_ml.training_output_key, the local job's own f-strings).
+    assert layout.model_job_prefix(dataset, "j-1") == f"models/{dataset}/j-1/"
+    assert layout.model_output_prefix(dataset, "j-1") == f"models/{dataset}/j-1/output/"
 
 
 @pytest.mark.parametrize(("dataset", "sha", "fmt"), VERSIONS)
@@ -79,7 +82,7 @@ def test_other_keys_are_no_version(key: str) -> None:
 # again would drift from the layout (as the drift check's rsplit once could).
 HAND_BUILT = re.compile(
     r'f"[^"\n]*(sha256=\{|/reference\.parquet|/data\.parquet|/profile\.json|\.report\.json'
-    r"|validation-jobs/|drift/\{|%Y/%m/%d/%H|\{DATASETS_PREFIX\})"
+    r"|validation-jobs/|drift/\{|%Y/%m/%d/%H|\{DATASETS_PREFIX\}|models/\{)"
 )
 
 
