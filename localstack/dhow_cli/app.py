@@ -70,6 +70,11 @@ def resolve_settings() -> Settings:
 
     Verbs call it as ``app.resolve_settings()``, never a copy imported by name, so that
     one substitution (a test's) reaches every verb."""
+    # The local platform's kits (DHOW_KIT=local-aws / local-azure, which its processes'
+    # environments carry) are registered by importing dhow_local; imported here, not at
+    # the top, so that `dhow --help` pays for none of it.
+    import dhow_local  # noqa: F401
+
     settings = Settings.from_env()
     if settings.aws_endpoint_url or settings.azure_storage_connection_string:
         return settings
