@@ -35,6 +35,7 @@ from shared.services import deploy, drift, validate
 from shared.services.ingest import IngestService
 from shared.services.train_launch import TrainLaunchService
 from shared.settings import Settings
+from shared.specs import load_spec
 from shared.triggers import ObjectCreated
 from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
 from tests.unit.test_train_launch_service import Recording
@@ -256,7 +257,7 @@ def test_a_manual_retrain_records_the_principal_and_the_reason() -> None:
         correlation_id="u-1",
         sha256=SHA,
         rows=400,
-        spec_version="1+x",
+        spec_version=load_spec("customers").spec_version,  # as validate announced
         curated=ObjectRef(container="c", key="datasets/customers/x/data.parquet"),
     )
     who = "entra:amal@contoso.ae oid=00000000-0000-0000-0000-0000000000aa"

@@ -459,7 +459,7 @@ def test_a_completed_run_leaves_the_model_where_register_takes_it(tmp_path: Path
         correlation_id="u-1",
         sha256=SHA,
         rows=100,
-        spec_version="1+x",
+        spec_version=load_spec("customers").spec_version,  # as validate announced
         curated=TRAIN_REQ.curated,
     )
     request = training_request(validated)  # as train-launch makes it
