@@ -27,6 +27,7 @@ from shared.cloud_facts import value as cloud_fact
 from shared.constants import EVENT_SOURCE
 from shared.errors import DhowError, EventParseError, ObjectMissing
 from shared.events import ObjectRef, PipelineEvent
+from shared.job_names import validation_job_name
 from shared.lineage import FINISHED_STATUSES, from_stored, to_stored
 from shared.ports import (
     AlertChannel,
@@ -48,7 +49,6 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
     ValidationJobState,
-    validation_attempt_suffix,
 )
 from shared.reasons import Reason
 from shared.settings import Settings, check_aws_region
@@ -651,7 +651,7 @@ class ProcessingJobConfig:
 
 # SageMaker's ProcessingJobName: 1 to 63 of letters, digits and single or repeated hyphens,
 # starting and ending with a letter or digit (botocore's model; tests check against it).
-PROCESSING_JOB_NAME_MAX = 63
+PROCESSING_JOB_NAME_MAX = int(cloud_fact("aws.sagemaker.processing_job_name")["max_length"])
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9]+")
 # Where SageMaker puts the staged object: an S3Prefix input lands under LocalPath with the
 # object's key relative to the prefix, which for a prefix that is the whole key is its name.
@@ -659,25 +659,16 @@ STAGED_LOCAL_DIR = "/opt/ml/processing/input/staged"
 
 
 def processing_job_name(request: ValidationJobRequest, name_prefix: str) -> str:
-    """``<name_prefix>-validate-<dataset>-<sha12>-<tag>``: deterministic, so a redelivery
-    finds the job it started; carrying the stage, so no other stage's job is adopted.
-
-    The tag hashes dataset and spec version, so a name stays unique when the dataset is
-    cut to fit; the stage's prefix is never cut (IAM and the end-of-job rule match it).
-    A retry (attempt 2 on) ends ``-r<attempt>``: the first attempt's name would find the
-    job that failed (CreateProcessingJob refuses a name in use, ResourceInUse)."""
-    head = f"{name_prefix}-validate-"
-    tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
-    tail = f"-{request.sha256[:12]}-{tag}" + validation_attempt_suffix(request.attempt)
-    room = PROCESSING_JOB_NAME_MAX - len(head) - len(tail)
-    dataset = _NOT_NAME.sub("-", request.dataset)[: max(room, 0)].strip("-")
-    if not dataset:
-        raise DhowError(
-            f"no room for the dataset in a processing job name under {name_prefix!r}",
-            hint="use a shorter stage name",
-            reason=Reason.JOB_NAME_TOO_LONG,
-        )
-    return f"{head}{dataset}{tail}"
+    """``<name_prefix>-validate-<dataset>-<sha12>-<tag>`` (``shared.job_names``), in
+    SageMaker's limits; the stage's prefix is never cut."""
+    return validation_job_name(
+        request,
+        f"{name_prefix}-validate-",
+        max_length=PROCESSING_JOB_NAME_MAX,
+        not_name=_NOT_NAME,
+        lower=False,
+        too_long=f"no room for the dataset in a processing job name under {name_prefix!r}",
+    )
 
 
 class SageMakerValidationJobs(ValidationJobLauncher):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import re
 import shlex
@@ -28,9 +27,10 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared import constants as c
 from shared.adapters.sagemaker_training import train_channel_names, training_job_name
 from shared.cloud_facts import value
-from shared.errors import ConfigError, DhowError
+from shared.errors import ConfigError
 from shared.events import ObjectRef
 from shared.identifiers import checked_correlation_id
+from shared.job_names import validation_job_name
 from shared.jobs.model_archive import MODEL_ARCHIVE
 from shared.layout import model_output_prefix
 from shared.ports import (
@@ -40,9 +40,7 @@ from shared.ports import (
     ValidationJobLauncher,
     ValidationJobRequest,
     ValidationJobState,
-    validation_attempt_suffix,
 )
-from shared.reasons import Reason
 from shared.settings import Settings
 from shared.topology import processing_job_prefix
 from shared.triggers import (
@@ -141,25 +139,18 @@ _NOT_NAME = re.compile(r"[^a-z0-9-]+")
 
 
 def azureml_job_name(request: ValidationJobRequest, stage: str) -> str:
-    """``dhow-<stage>-validate-<dataset>-<sha12>-<tag>``: deterministic, so a redelivery
-    finds the job it started; carrying the stage, so a workspace shared by two stages
-    never lets one adopt the other's job (and the run's end is routed by this prefix).
-
-    The tag hashes dataset and spec version, so a name stays unique when the dataset is
-    cut to fit Azure ML's run-id rule (fact azure.ml.job_name); the prefix is never cut.
-    A retry (attempt 2 on) ends ``-r<attempt>``: the first name would find the failed job."""
+    """``dhow-<stage>-validate-<dataset>-<sha12>-<tag>`` (``shared.job_names``): the
+    stage in the name keeps a workspace shared by two stages from letting one adopt the
+    other's job; cut to fit Azure ML's run-id rule (fact azure.ml.job_name)."""
     head = processing_job_prefix(stage)
-    tag = hashlib.sha256(f"{request.dataset}\n{request.spec_version}".encode()).hexdigest()[:8]
-    tail = f"-{request.sha256[:12]}-{tag}" + validation_attempt_suffix(request.attempt)
-    room = int(value("azure.ml.job_name")["max_length"]) - len(head) - len(tail)
-    dataset = _NOT_NAME.sub("-", request.dataset.lower())[: max(room, 0)].strip("-")
-    if not dataset:
-        raise DhowError(
-            f"no room for the dataset in an Azure ML job name under {head!r}",
-            hint="use a shorter stage name",
-            reason=Reason.JOB_NAME_TOO_LONG,
-        )
-    return f"{head}{dataset}{tail}"
+    return validation_job_name(
+        request,
+        head,
+        max_length=int(value("azure.ml.job_name")["max_length"]),
+        not_name=_NOT_NAME,
+        lower=True,
+        too_long=f"no room for the dataset in an Azure ML job name under {head!r}",
+    )
 
 
 JobPhase = Literal["InProgress", "Stopping", "Completed", "Failed", "Stopped"]
