@@ -11,12 +11,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from shared import constants as c
 from shared.errors import ConfigError, RegionNotAllowed
 
 Cloud = Literal["aws", "azure"]
+# The clouds a setting may name (each has a kit in shared.clouds).
+CLOUDS: tuple[str, ...] = get_args(Cloud)
 # A stage is the prefix of every resource name (settings and the Pulumi program check it).
 # Words of letters and digits joined by single hyphens: never "--" nor a trailing "-",
 # which end the stage's part of a name matched by a wildcard (identifiers.family_prefix).
@@ -95,7 +97,7 @@ class Settings:
     alerts_topic_arn: str | None = None
 
     def __post_init__(self) -> None:
-        if self.cloud not in ("aws", "azure"):
+        if self.cloud not in CLOUDS:
             raise ConfigError(
                 f"unknown cloud {self.cloud!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'"
             )
@@ -223,10 +225,8 @@ class Settings:
 
 
 def _cloud(value: str) -> Cloud:
-    if value == "aws":
-        return "aws"
-    if value == "azure":
-        return "azure"
+    if value in CLOUDS:
+        return cast(Cloud, value)
     raise ConfigError(f"unknown cloud {value!r}", hint=f"set {c.CLOUD} to 'aws' or 'azure'")
 
 

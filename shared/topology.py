@@ -14,6 +14,7 @@ action or role.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -271,24 +272,38 @@ class Redelivery:
     deliveries: int
 
 
-def redelivery(topology: Topology, function: str, cloud: Literal["aws", "azure"]) -> Redelivery:
-    """The retry schedule of ``function``'s trigger queue on ``cloud``.
-
-    SQS hides a received message for the queue's visibility timeout, counted from the
+def _sqs_redelivery(queue: Queue, fn: Function) -> Redelivery:
+    """SQS hides a received message for the queue's visibility timeout, counted from the
     receive (fact aws.sqs.redelivery_after_visibility_timeout); the function writes its
     claim at most its timeout after that, so the next delivery finds the claim at least
-    visibility - timeout old. Azure's queue trigger makes a failed message visible again
-    visibilityTimeout after the failure (fact azure.functions.queue_retry_schedule).
-    """
-    fn = topology.function(function)
-    if fn.trigger_queue is None:
-        raise KeyError(f"{function} has no trigger queue")
-    queue = topology.queue(fn.trigger_queue)
-    if cloud == "azure":
-        return Redelivery(gap_s=AZURE_QUEUE_RETRY_S, deliveries=AZURE_MAX_DEQUEUE_COUNT)
+    visibility - timeout old."""
     return Redelivery(
         gap_s=queue.visibility_timeout_s - fn.timeout_s, deliveries=queue.max_receive_count
     )
+
+
+def _azure_queue_redelivery(queue: Queue, fn: Function) -> Redelivery:
+    """Azure's queue trigger makes a failed message visible again visibilityTimeout after
+    the failure (fact azure.functions.queue_retry_schedule), whatever the queue's own
+    settings say: the host's, set by the stack's host.json."""
+    return Redelivery(gap_s=AZURE_QUEUE_RETRY_S, deliveries=AZURE_MAX_DEQUEUE_COUNT)
+
+
+# Each cloud's retry schedule, keyed by cloud name: the one place it is chosen by cloud
+# (the functions' claim windows and infra's queue settings both read it from here).
+REDELIVERY_SCHEDULES: dict[str, Callable[[Queue, Function], Redelivery]] = {
+    "aws": _sqs_redelivery,
+    "azure": _azure_queue_redelivery,
+}
+
+
+def redelivery(topology: Topology, function: str, cloud: Literal["aws", "azure"]) -> Redelivery:
+    """The retry schedule of ``function``'s trigger queue on ``cloud``
+    (``REDELIVERY_SCHEDULES``)."""
+    fn = topology.function(function)
+    if fn.trigger_queue is None:
+        raise KeyError(f"{function} has no trigger queue")
+    return REDELIVERY_SCHEDULES[cloud](topology.queue(fn.trigger_queue), fn)
 
 
 def claim_window_s(topology: Topology, function: str, cloud: Literal["aws", "azure"]) -> int:

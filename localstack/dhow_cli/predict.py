@@ -14,7 +14,7 @@ import click
 
 from dhow_cli import app
 from dhow_cli.datasets import read_sample
-from dhow_cli.identity import entra_token
+from shared.adapters.azure_identity import entra_token
 from shared.errors import DhowError
 from shared.reasons import Reason
 

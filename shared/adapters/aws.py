@@ -828,3 +828,20 @@ class SnsAlerts(AlertChannel):
             },
         )
         return r["MessageId"]
+
+
+def sts_caller_arn(settings: Settings, sts: Any | None = None) -> str:
+    """The ARN STS GetCallerIdentity returns for this process's credentials (fact
+    aws.sts.get_caller_identity), or a ``no_credentials`` error saying what to do."""
+    if sts is None:
+        # The region-pinned factory: STS answers at me-central-1's regional endpoint.
+        sts = aws_client("sts", settings)
+    try:
+        return str(sts.get_caller_identity()["Arn"])
+    except Exception as exc:  # botocore's NoCredentialsError, ClientError and kin
+        raise DhowError(
+            f"AWS does not say who you are: {exc}".splitlines()[0],
+            hint="log in (aws sso login, or set a profile): actions are recorded "
+            "under the identity AWS authenticates",
+            reason=Reason.NO_CREDENTIALS,
+        ) from exc

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from shared.constants import KIT
 from shared.errors import ConfigError
@@ -115,6 +115,13 @@ class CloudKit(abc.ABC):
     @abc.abstractmethod
     def drift_outputs(self, topology: Topology) -> tuple[MetricsSink, AlertChannel]:
         """Where the drift check's figures and alerts go."""
+
+    # Not a port (so not abstract, and not in test_kits' port list): every kit overrides
+    # it all the same, which test_kits holds.
+    def caller_principal(self, client: Any | None = None) -> str:
+        """Who runs this command, as the cloud authenticated them, for the audit trail;
+        ``client`` stands in for the cloud's identity client (a test's)."""
+        raise NotImplementedError(f"{type(self).__name__} says nobody's principal")
 
 
 KITS: dict[str, type[CloudKit]] = {}

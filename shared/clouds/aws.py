@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from shared.clouds import CloudKit, Ports, TrainingBackend
 from shared.constants import AWS_REGION, CLOUD, STAGE
@@ -67,6 +67,12 @@ class AwsKit(CloudKit):
 
     cloud: ClassVar[Cloud] = "aws"
     training_backend: ClassVar[TrainingBackend] = "sagemaker"
+
+    def caller_principal(self, client: Any | None = None) -> str:
+        """The ARN STS names the caller by (``client``: an STS client)."""
+        from shared.adapters.aws import sts_caller_arn
+
+        return sts_caller_arn(self.settings, client)
 
     def store(self) -> ObjectStore:
         from shared.adapters.aws import S3ObjectStore, aws_client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.clouds import CloudKit, Ports, TrainingBackend
 from shared.constants import (
@@ -47,6 +47,14 @@ class AzureKit(CloudKit):
 
     cloud: ClassVar[Cloud] = "azure"
     training_backend: ClassVar[TrainingBackend] = "azureml"
+
+    def caller_principal(self, client: Any | None = None) -> str:
+        """The Entra object id (and name) the caller's token carries (``client``: a
+        credential)."""
+        from shared.adapters.azure_identity import entra_principal
+        from shared.audit import ENTRA_PREFIX
+
+        return entra_principal(client, ENTRA_PREFIX)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
