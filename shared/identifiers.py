@@ -55,6 +55,17 @@ def stage_name(stage: str, *parts: str) -> str:
     return "-".join((stage_prefix(stage), *parts))
 
 
+def sagemaker_role_name(stage: str) -> str:
+    """The role SageMaker's training and processing jobs run as: ``dhow-<stage>-sagemaker``."""
+    return stage_name(stage, "sagemaker")
+
+
+def scheduler_role_name(stage: str) -> str:
+    """The role EventBridge Scheduler sends the drift checks' messages with:
+    ``dhow-<stage>-scheduler``, the stack's and the local platform's schedules alike."""
+    return stage_name(stage, "scheduler")
+
+
 # --- the stage's share of names matched by a wildcard ---------------------------------
 
 # What no stage name holds (shared.settings.STAGE_RE: no "--", no trailing "-"), so the

@@ -38,7 +38,7 @@ from shared.constants import DATASET_NAME_PATTERN
 from shared.topology import DATASETS_PREFIX
 
 # Below the staging container's datasets/, so that a managed validation job may be let
-# write only here (infra/aws/iam.py grants it "validation-jobs/*").
+# write only here (infra/aws/iam.py grants it, this prefix and "*").
 VALIDATION_JOBS_PREFIX = "validation-jobs/"
 DRIFT_REPORTS_PREFIX = "drift/"
 # In the models container: a training job's folder, models/<dataset>/<job>/, as SageMaker

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.iam import function_role_name, scheduler_role_name
+from infra.aws.iam import function_role_name
 from infra.config import StackConfig
 from shared.adapters.codedeploy import serve_function_name
 from shared.cloud_facts import value
-from shared.identifiers import family_head
+from shared.identifiers import family_head, scheduler_role_name
 
 
 def queue_policy(queue_arn: str, rule_arns: list[str], sender_roles: list[str]) -> str:
@@ -68,7 +68,7 @@ def sender_roles(cfg: StackConfig) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for sched in topo.schedules:
         for key in (sched.target_queue, f"{sched.target_queue}-dlq"):
-            out.setdefault(key, []).append(scheduler_role_name(cfg.prefix))
+            out.setdefault(key, []).append(scheduler_role_name(cfg.stage))
     for fn in topo.functions:
         if fn.trigger_queue is not None:
             out.setdefault(f"{fn.trigger_queue}-dlq", []).append(function_role_name(fn.name))

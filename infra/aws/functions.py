@@ -156,7 +156,7 @@ class Functions(pulumi.ComponentResource):
                     function_policy(
                         cfg.topology,
                         fn,
-                        AwsScope(cfg.region, v[0], cfg.prefix),
+                        AwsScope(cfg.region, v[0], cfg.stage),
                         function_name=deployed,
                         key_arn=v[1],
                         dlq_arn=v[2],

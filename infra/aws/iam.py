@@ -18,7 +18,8 @@ from typing import Any
 
 from shared.cloud_facts import value
 from shared.constants import EVENT_SOURCE
-from shared.identifiers import STAGE_SEPARATOR
+from shared.identifiers import family_prefix, sagemaker_role_name
+from shared.layout import VALIDATION_JOBS_PREFIX
 from shared.topology import Function, Permission, Topology, Verb
 
 # The IAM actions of each verb, by resource kind (for "jobs", by the resource itself:
@@ -139,11 +140,12 @@ PolicyDocument = dict[str, Any]
 
 @dataclass(frozen=True)
 class AwsScope:
-    """Where ARNs point: the stack's region, account and name prefix."""
+    """Where ARNs point: the stack's region, account and stage (whose names
+    shared.identifiers builds)."""
 
     region: str
     account: str
-    prefix: str
+    stage: str
 
     def arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
@@ -152,18 +154,9 @@ class AwsScope:
         return f"arn:aws:iam::{self.account}:role/{name}"
 
 
-def sagemaker_role_name(prefix: str) -> str:
-    return f"{prefix}-sagemaker"
-
-
 def function_role_name(deployed: str) -> str:
     """The role of one deployed function (IAM role names are at most 64 characters)."""
     return f"{deployed}-fn"[:64]
-
-
-def scheduler_role_name(prefix: str) -> str:
-    """The role EventBridge Scheduler sends the drift checks' messages with."""
-    return f"{prefix}-scheduler"
 
 
 def _bucket_arns(name: str, actions: tuple[str, ...]) -> list[str]:
@@ -179,7 +172,7 @@ def _jobs_arns(logical: str, scope: AwsScope) -> list[str]:
     # dhow-<stage>--: IAM's * matches "-" too (fact aws.iam.arn_wildcards), so a pattern
     # on dhow-<stage>-* matched every stage whose name starts <stage>-; no stage holds
     # "--" (shared.identifiers.family_prefix), so this matches one stage's names alone.
-    p = f"{scope.prefix}{STAGE_SEPARATOR}"
+    p = family_prefix(scope.stage)
 
     def sm(resource: str) -> str:
         return scope.arn("sagemaker", resource)
@@ -225,7 +218,7 @@ def resource_arns(perm: Permission, topology: Topology, scope: AwsScope) -> list
     if kind == "topic":
         return [scope.arn("sns", topology.topic(logical).name)]
     if kind == "role":
-        return [scope.role_arn(sagemaker_role_name(scope.prefix))]
+        return [scope.role_arn(sagemaker_role_name(scope.stage))]
     return _jobs_arns(logical, scope)
 
 
@@ -379,7 +372,7 @@ def sagemaker_role_policy(topology: Topology, scope: AwsScope, *, key_arn: str) 
                 "Sid": "WriteValidationResults",
                 "Effect": "Allow",
                 "Action": write,
-                "Resource": [f"arn:aws:s3:::{b('staging').name}/validation-jobs/*"],
+                "Resource": [f"arn:aws:s3:::{b('staging').name}/{VALIDATION_JOBS_PREFIX}*"],
             },
             {
                 # A failed multipart upload (a large curated or quarantined copy) is aborted

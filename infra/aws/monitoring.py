@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.iam import assume_role_policy, scheduler_role_name
+from infra.aws.iam import assume_role_policy
 from infra.config import StackConfig
 from shared.cloud_facts import value
+from shared.identifiers import scheduler_role_name
 
 
 def scheduler_policy(queue_arn: str, dlq_arn: str, key_arn: str) -> str:
@@ -141,7 +142,7 @@ class Monitoring(pulumi.ComponentResource):
 
         self.scheduler_role = aws.iam.Role(
             "scheduler",
-            name=scheduler_role_name(cfg.prefix),
+            name=scheduler_role_name(cfg.stage),
             assume_role_policy=account.apply(
                 lambda a: json.dumps(assume_role_policy("scheduler.amazonaws.com", a))
             ),

@@ -22,10 +22,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
-from infra.aws.iam import AwsScope, assume_role_policy, sagemaker_role_name, sagemaker_role_policy
+from infra.aws.iam import AwsScope, assume_role_policy, sagemaker_role_policy
 from infra.config import REPO_ROOT, StackConfig
 from shared.adapters.sagemaker_training import TRAINER_PROGRAM, TRAINER_SOURCE, trainer_code_key
 from shared.cloud_facts import value
+from shared.identifiers import sagemaker_role_name
 
 JOBS_DOCKERFILE = "layers/jobs.Dockerfile"
 PRIVATE_SUBNETS = 2
@@ -207,7 +208,7 @@ class Training(pulumi.ComponentResource):
 
         self.role = aws.iam.Role(
             "sagemaker",
-            name=sagemaker_role_name(cfg.prefix),
+            name=sagemaker_role_name(cfg.stage),
             assume_role_policy=account.apply(
                 lambda a: json.dumps(assume_role_policy("sagemaker.amazonaws.com", a))
             ),
@@ -219,9 +220,7 @@ class Training(pulumi.ComponentResource):
             role=self.role.id,
             policy=pulumi.Output.all(account, key.arn).apply(
                 lambda v: json.dumps(
-                    sagemaker_role_policy(
-                        topo, AwsScope(cfg.region, v[0], cfg.prefix), key_arn=v[1]
-                    )
+                    sagemaker_role_policy(topo, AwsScope(cfg.region, v[0], cfg.stage), key_arn=v[1])
                 )
             ),
             opts=child,

@@ -10,6 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.adapters.aws import DynamoLineageStore, SqsAlertInbox, aws_client
+from shared.identifiers import scheduler_role_name
 from shared.ports import AlertInbox
 from shared.settings import Settings
 from shared.topology import Topology
@@ -158,6 +159,7 @@ def provision_schedules(
 
     scheduler = aws_client("scheduler", settings)
     names: list[str] = []
+    role = scheduler_role_name(topo.stage)  # the stack's role of that name (infra/aws)
     datasets = sorted(p.stem for p in specs_dir(settings.specs_dir).glob("*.yaml"))
     for schedule in topo.schedules:
         for dataset in datasets:
@@ -170,7 +172,7 @@ def provision_schedules(
                 "State": "ENABLED",
                 "Target": {
                     "Arn": queue_arns[schedule.target_queue],
-                    "RoleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/dhow-{topo.stage}-scheduler",
+                    "RoleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{role}",
                     "Input": json.dumps({"dataset": dataset}),
                 },
             }

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dhow_local.scheduler import SchedulePlayer
 from shared.adapters.aws import aws_client
 from shared.adapters.aws_calls import calls_of
+from shared.identifiers import stage_prefix
 from shared.settings import Settings
 from shared.topology import Function, Topology
 
@@ -183,7 +184,7 @@ class Runner(BackgroundThreads):
 
     def __init__(self, settings: Settings, topo: Topology, retry_delay_s: int = 1) -> None:
         super().__init__()
-        self.schedules = SchedulePlayer(settings, prefix=f"dhow-{topo.stage}-")
+        self.schedules = SchedulePlayer(settings, prefix=f"{stage_prefix(topo.stage)}-")
         sqs = aws_client("sqs", settings)
         # Functions called over HTTP (serve) are the local router's, not the runner's.
         self.pollers = [

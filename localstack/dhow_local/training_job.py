@@ -24,6 +24,7 @@ from typing import Any
 
 from dhow_local.kit import local_kit
 from shared.events import ObjectRef
+from shared.identifiers import stage_name
 from shared.jobs.model_archive import MODEL_ARCHIVE, write_model_archive
 from shared.layout import model_output_prefix
 from shared.ports import TrainingJobRequest
@@ -118,7 +119,7 @@ def azureml_run_status_changed(
     """The local job's end as Azure ML's ``RunStatusChanged`` event (Event Grid schema),
     with the run tags the Azure ML launcher sets."""
     job = detail["TrainingJobName"]
-    workspace = f"dhow-{settings.stage}-local"
+    workspace = stage_name(settings.stage, "local")
     status = {"Completed": "Completed", "Failed": "Failed", "Stopped": "Canceled"}
     tags = {
         TAG_HYPERPARAMETERS: json.dumps(detail["HyperParameters"], sort_keys=True),

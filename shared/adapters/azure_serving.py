@@ -45,6 +45,7 @@ from shared.canary import (
 )
 from shared.cloud_facts import value
 from shared.errors import ConfigError, DeploymentInProgress, DhowError, WorkInProgress
+from shared.identifiers import stage_name
 from shared.lineage import ServingRecord
 from shared.ports import (
     ConfirmedDeployment,
@@ -487,7 +488,7 @@ def endpoint_name(stage: str, dataset: str) -> str:
     """The dataset's online endpoint (unique in the region; 3-32 of [a-zA-Z0-9-], starting
     with a letter: fact azure.serving.endpoint_name)."""
     rule = value("azure.serving.endpoint_name")
-    return f"dhow-{stage}-{dataset}".replace("_", "-")[: int(rule["max_length"])].rstrip("-")
+    return stage_name(stage, dataset).replace("_", "-")[: int(rule["max_length"])].rstrip("-")
 
 
 class OnlineEndpointTraffic(TrafficSplit):

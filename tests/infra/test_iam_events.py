@@ -24,7 +24,7 @@ from tests.infra.iam_check import allows, service_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "uae-prod"
-SCOPE = iam.AwsScope("me-central-1", ACCOUNT, f"dhow-{STAGE}")
+SCOPE = iam.AwsScope("me-central-1", ACCOUNT, STAGE)
 TOPOLOGY = build_topology(STAGE)
 BUS = SCOPE.arn("events", f"event-bus/{TOPOLOGY.bus_name}")
 KEYS = value("aws.eventbridge.put_events_condition_keys")

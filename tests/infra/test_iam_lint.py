@@ -23,7 +23,7 @@ from tests.infra.iam_check import (
 )
 
 STAGE = "uae-prod"
-SCOPE = iam.AwsScope("me-central-1", ACCOUNT, f"dhow-{STAGE}")
+SCOPE = iam.AwsScope("me-central-1", ACCOUNT, STAGE)
 KEY = f"arn:aws:kms:me-central-1:{ACCOUNT}:key/key-0001"
 
 

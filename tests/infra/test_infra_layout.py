@@ -121,10 +121,15 @@ def _stage_prefixes_built(path: Path) -> list[int]:
 
 def test_stage_names_are_built_in_one_place() -> None:
     """``dhow-<stage>-...`` comes from shared.identifiers (stage_prefix, stage_name), which
-    the topology and StackConfig.name use: a ninth spelling would drift from the rest."""
-    paths = [ROOT / "shared" / "topology.py", *sorted((ROOT / "infra").rglob("*.py"))]
-    # Azure's globally unique names shorten the stage under each service's own rule.
+    the topology and StackConfig.name use: a ninth spelling would drift from the rest.
+    The functions, the services, the local platform and the CLI name the stack's
+    resources too (an endpoint, the local workspace, a role a schedule assumes)."""
+    dirs = ("infra", "shared", "functions", "localstack/dhow_local", "localstack/dhow_cli")
+    paths = sorted(p for d in dirs for p in (ROOT / d).rglob("*.py"))
+    # Azure's globally unique names shorten the stage under each service's own rule;
+    # identifiers is the one place that builds the rest.
     paths.remove(ROOT / "infra" / "azure" / "names.py")
+    paths.remove(ROOT / "shared" / "identifiers.py")
     built = {str(p.relative_to(ROOT)): _stage_prefixes_built(p) for p in paths}
     assert {p: lines for p, lines in built.items() if lines} == {}
     from infra.config import check

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from infra.aws.events import queue_policy, sender_roles
-from infra.aws.iam import function_role_name, scheduler_role_name
+from infra.aws.iam import function_role_name
 from infra.config import StackConfig
 from shared.adapters.codedeploy import serve_function_name
 from shared.cloud_facts import fact, value
-from shared.identifiers import family_head
+from shared.identifiers import family_head, scheduler_role_name
 from tests.infra.harness import ACCOUNT, Program
 from tests.infra.resource_policy import Request, may_send
 
@@ -103,7 +103,7 @@ def test_the_stack_s_own_senders_are_not_denied(aws_program: Program, aws_cfg: S
     fact("aws.sqs.lambda_async_dlq_sends_with_execution_role")
     topo, queues = aws_cfg.topology, _queues(aws_program)
     drift = topo.queue("drift")
-    scheduler = _role(scheduler_role_name(aws_cfg.prefix))
+    scheduler = _role(scheduler_role_name(aws_cfg.stage))
     for name in (drift.name, drift.dlq_name):
         req = Request("sqs:SendMessage", queues[name]["arn"], role_arn=scheduler)
         assert may_send(queues[name]["policy"], req, identity_allows=True), name
@@ -134,8 +134,8 @@ def test_every_sender_the_stack_configures_is_listed(aws_cfg: StackConfig) -> No
     roles = sender_roles(aws_cfg)
     topo = aws_cfg.topology
     for s in topo.schedules:
-        assert scheduler_role_name(aws_cfg.prefix) in roles[s.target_queue]
-        assert scheduler_role_name(aws_cfg.prefix) in roles[f"{s.target_queue}-dlq"]
+        assert scheduler_role_name(aws_cfg.stage) in roles[s.target_queue]
+        assert scheduler_role_name(aws_cfg.stage) in roles[f"{s.target_queue}-dlq"]
     for fn in topo.functions:
         if fn.trigger_queue:
             assert function_role_name(fn.name) in roles[f"{fn.trigger_queue}-dlq"]

@@ -171,7 +171,7 @@ def never_exercised(m: Measure, policies: dict[str, dict[str, Any]]) -> list[str
 
 
 def _policies(topo: Topology, region: str) -> dict[str, dict[str, Any]]:
-    scope = iam.AwsScope(region, LOCAL_ACCOUNT, f"dhow-{topo.stage}")
+    scope = iam.AwsScope(region, LOCAL_ACCOUNT, topo.stage)
     return {
         fn.logical: iam.function_policy(
             topo,

@@ -179,7 +179,7 @@ def test_stages_never_share_a_job() -> None:
 
 
 def test_the_validate_role_reaches_only_its_own_stages_jobs() -> None:
-    scope = AwsScope("me-central-1", "123456789012", "dhow-prod")
+    scope = AwsScope("me-central-1", "123456789012", "prod")
     [arn] = _jobs_arns("processing_jobs", scope)
     jobs = "arn:aws:sagemaker:me-central-1:123456789012:processing-job"
     other = processing_job_name(REQ, family_head("staging"))
@@ -253,7 +253,7 @@ def test_the_sagemaker_role_allows_what_the_job_does(tmp_path: Path, good: bool)
     )
     assert result.ok is good
     policy = sagemaker_role_policy(
-        topo, AwsScope("me-central-1", "123456789012", "dhow-prod"), key_arn="arn:k"
+        topo, AwsScope("me-central-1", "123456789012", "prod"), key_arn="arn:k"
     )
     # SageMaker itself reads the input as the role (an S3Prefix input lists, then gets).
     calls = [*store.calls, ("s3:GetObject", f"arn:aws:s3:::{staged.container}/{staged.key}")]
