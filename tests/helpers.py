@@ -16,6 +16,7 @@ from shared.errors import DhowError, ObjectMissing
 from shared.events import DatasetRejected, ObjectRef, PipelineEvent
 from shared.lineage import is_finished, typed
 from shared.ports import (
+    DeploymentPlan,
     EventBus,
     FinishedEntryImmutable,
     LineagePage,
@@ -28,6 +29,26 @@ from shared.ports import (
 )
 
 EVENTS = Path(__file__).parent / "events"
+
+
+def deployment_plan(version: int = 2, previous: int | None = 1, **kw: Any) -> DeploymentPlan:
+    """A canary plan of ``customers`` (10% for 5 minutes, the spec defaults' rule)."""
+    fields: dict[str, Any] = {
+        "dataset": "customers",
+        "model_version": version,
+        "previous_version": previous,
+        "artifact": "s3://models/m.tar.gz",
+        "artifact_sha256": "ab" * 32,
+        "image": "",
+        "strategy": "canary",
+        "step_percent": 10,
+        "interval_minutes": 5,
+        "error_rate_threshold": 0.05,
+        "p99_latency_ms": 2000,
+        "min_requests": 20,
+        **kw,
+    }
+    return DeploymentPlan(**fields)
 
 
 def sample_rejected() -> DatasetRejected:

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dhow_local.serving import RouterState, load_router_state, save_router_state
-from shared.canary import CanaryRule, PeriodCounts
+from shared.canary import PeriodCounts
 from shared.capture import InferenceCapture
 from shared.errors import DhowError
 from shared.ports import LineageStore, ModelRegistry, ObjectStore
@@ -138,8 +138,8 @@ class Router:
             if state.status == "InProgress" and state.candidate is not None:
                 n = stats.routed
                 stats.routed += 1
-                # Smooth deterministic split: exactly `weight` of requests, evenly spread.
-                if math.floor((n + 1) * state.weight) > math.floor(n * state.weight):
+                # Smooth deterministic split: exactly `share` of requests, evenly spread.
+                if math.floor((n + 1) * state.share) > math.floor(n * state.share):
                     return state.candidate
                 return state.stable if state.stable is not None else state.candidate
             return state.stable
@@ -169,18 +169,10 @@ class Router:
             )
             if not judged or state.started_at is None:
                 return
-            period = self._rule(state).period_s
+            period = state.rule().period_s
             index = max(0, int((at - state.started_at).total_seconds() // period))
             stats.periods.setdefault(index, PeriodCounts()).add(status, ms)
             stats.candidate.add(status, ms)
-
-    @staticmethod
-    def _rule(state: RouterState) -> CanaryRule:
-        return CanaryRule(
-            min_requests=state.min_requests,
-            max_error_rate=state.error_rate_threshold,
-            max_p99_ms=state.p99_latency_ms,
-        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -288,32 +280,27 @@ class Router:
             return
         now = now or datetime.now(UTC)
         elapsed_min = (now - state.started_at).total_seconds() / self._minute
-        rule = self._rule(state)
+        rule = state.rule()
         verdict = next((v for v in map(rule.verdict, periods) if v is not None), None)
         # "errors: ..." or "p99-latency: ...": the reason names the alarm as the cloud's is.
         reason = None if verdict is None else f"alarm {self._serve_prefix}{dataset}-{verdict}"
         if reason is not None:
-            new = state.model_copy(
-                update={"candidate": None, "weight": 0.0, "status": "RolledBack", "reason": reason}
-            )
+            new = state.rolled_back(reason)
             if save_router_state(self._lineage, row, new):
                 log.warning("rolled back %s: %s", state.deployment_id, reason)
                 with self._lock:
                     route.state = new
                 self._publish(self._state_change(dataset, new, "FAILURE"))
             return
-        share = max((w for at, w in state.schedule if at <= elapsed_min), default=state.weight)
+        share = state.share_due(elapsed_min)
         if share >= 1.0:
-            new = state.model_copy(
-                update={"stable": state.candidate, "candidate": None, "weight": 0.0}
-            )
-            new = new.model_copy(update={"status": "Succeeded"})
+            new = state.succeeded()
             if save_router_state(self._lineage, row, new):
                 with self._lock:
                     route.state = new
                 self._publish(self._state_change(dataset, new, "SUCCESS"))
-        elif share != state.weight:
-            new = state.model_copy(update={"weight": share})
+        elif share != state.share:
+            new = state.model_copy(update={"share": share})
             if save_router_state(self._lineage, row, new):
                 with self._lock:
                     route.state = new
@@ -347,17 +334,12 @@ class Router:
         with self._lock:
             return {
                 name: {
-                    **route.state.model_dump(
-                        mode="json",
-                        include={
-                            "stable",
-                            "candidate",
-                            "weight",
-                            "status",
-                            "deployment_id",
-                            "reason",
-                        },
-                    ),
+                    **{
+                        k: v
+                        for k, v in route.state.stored().items()
+                        if k
+                        in ("stable", "candidate", "weight", "status", "deployment_id", "reason")
+                    },
                     "traffic": route.state.traffic(),
                     # The candidate's own requests in this rollout (what the alarms judge).
                     "rollout": {

@@ -20,15 +20,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import AliasChoices, Field
 
 from shared.adapters.azure_serving import CandidateMetrics, RolloutState, TrafficSplit
-from shared.canary import PERIOD_S, PeriodCounts, ReportedPeriod, rollout_schedule
+from shared.canary import PERIOD_S, PeriodCounts, ReportedPeriod
 from shared.constants import ROUTER_PORT
 from shared.errors import WorkInProgress
-from shared.lineage import ServingRecord
 from shared.ports import (
     Deployer,
     DeploymentPlan,
@@ -36,56 +35,54 @@ from shared.ports import (
     LineageStore,
     StartedDeployment,
 )
+from shared.rollout_row import RolloutRow, first_schedule, load_row, save_row
 
 ROUTER_RECORD = "serving:router"
 
 
-class RouterState(BaseModel):
-    """What the local router serves for one dataset, and the rollout in progress."""
+class RouterState(RolloutRow):
+    """What the local router serves for one dataset, and the rollout in progress. Its
+    rows call the candidate's share ``weight`` and keep their first key order."""
 
-    stable: int | None = None
-    candidate: int | None = None
-    weight: float = 0.0  # the candidate's share now
-    schedule: list[tuple[float, float]] = []  # (minutes after start, candidate share)
-    deployment_id: str | None = None
-    started_at: datetime | None = None
-    status: Literal["Idle", "InProgress", "Succeeded", "RolledBack", "Manual"] = "Idle"
-    error_rate_threshold: float = 0.05
-    p99_latency_ms: int = 2000
-    min_requests: int = 20
-    reason: str | None = None
+    share: float = Field(
+        default=0.0, validation_alias=AliasChoices("share", "weight"), serialization_alias="weight"
+    )
     # "router": the router steps and judges (it plays CodeDeploy, on AWS); "deployer":
     # the deploy function does (Azure), and the router only splits and counts.
     stepped_by: Literal["router", "deployer"] = "router"
 
+    STORED_KEYS: ClassVar[tuple[str, ...]] = (
+        "stable",
+        "candidate",
+        "weight",
+        "schedule",
+        "deployment_id",
+        "started_at",
+        "status",
+        "error_rate_threshold",
+        "p99_latency_ms",
+        "min_requests",
+        "reason",
+        "stepped_by",
+    )
+
     def traffic(self) -> dict[str, float]:
         shares: dict[str, float] = {}
         if self.stable is not None:
-            shares[str(self.stable)] = round(1.0 - self.weight, 6)
-        if self.candidate is not None and self.weight > 0:
-            shares[str(self.candidate)] = round(self.weight, 6)
+            shares[str(self.stable)] = round(1.0 - self.share, 6)
+        if self.candidate is not None and self.share > 0:
+            shares[str(self.candidate)] = round(self.share, 6)
         return {k: v for k, v in shares.items() if v > 0}
 
 
 def load_router_state(lineage: LineageStore, dataset: str) -> tuple[RouterState, LineageRecord]:
-    row = lineage.get(dataset, ROUTER_RECORD)
-    if row is None:
-        row = ServingRecord(dataset=dataset, record_id=ROUTER_RECORD, status="Idle", attributes={})
-        if not lineage.put_if_absent(row):
-            row = lineage.get(dataset, ROUTER_RECORD) or row
-    return RouterState.model_validate(row.attributes), row
+    """The dataset's router row (created Idle when there is none yet) and its record."""
+    return load_row(lineage, dataset, ROUTER_RECORD, RouterState)
 
 
 def save_router_state(lineage: LineageStore, row: LineageRecord, state: RouterState) -> bool:
     """Conditional on the row's revision; False if the router or a deployer wrote first."""
-    updated = row.model_copy(
-        update={
-            "status": state.status,
-            "attributes": state.model_dump(mode="json"),
-            "updated_at": datetime.now(UTC),
-        }
-    )
-    return lineage.replace(updated, row.revision)
+    return save_row(lineage, row, state, lambda: datetime.now(UTC))
 
 
 class LocalRouterDeployer(Deployer):
@@ -106,22 +103,14 @@ class LocalRouterDeployer(Deployer):
                     hint="this one is retried when the queue delivers it again",
                 )
             stable = state.stable if state.stable is not None else plan.previous_version
-            schedule = (
-                rollout_schedule(plan.strategy, plan.step_percent, plan.interval_minutes)
-                if stable is not None
-                else [(0.0, 1.0)]
-            )
-            new = RouterState(
-                stable=stable if stable is not None else plan.model_version,
-                candidate=plan.model_version,
-                weight=schedule[0][1] if stable is not None else 0.0,
-                schedule=schedule,
+            schedule = first_schedule(plan, stable, redeploy_at_once=False)
+            new = RouterState.begun(
+                plan,
                 deployment_id=deployment_id,
+                stable=stable if stable is not None else plan.model_version,
+                schedule=schedule,
+                share=schedule[0][1] if stable is not None else 0.0,
                 started_at=datetime.now(UTC),
-                status="InProgress",
-                error_rate_threshold=plan.error_rate_threshold,
-                p99_latency_ms=plan.p99_latency_ms,
-                min_requests=plan.min_requests,
             )
             if save_router_state(self._lineage, row, new):
                 return StartedDeployment(
@@ -144,13 +133,7 @@ class LocalRouterDeployer(Deployer):
         ref = f"local-rollback-{dataset}-v{to_version}-{uuid.uuid4().hex[:6]}"
         for _ in range(5):
             _state, row = load_router_state(self._lineage, dataset)
-            new = RouterState(
-                stable=to_version,
-                deployment_id=ref,
-                started_at=datetime.now(UTC),
-                status="Manual",
-                reason=reason,
-            )
+            new = RouterState.manual(ref, to_version, reason, datetime.now(UTC))
             if save_router_state(self._lineage, row, new):
                 return ref
         raise WorkInProgress(f"the local router's state for {dataset} kept changing")
@@ -174,7 +157,7 @@ class RouterTraffic(TrafficSplit):
             new = RouterState(
                 stable=stable,
                 candidate=candidate if candidate != stable else None,
-                weight=weights.get(candidate, 0) / 100 if candidate is not None else 0.0,
+                share=weights.get(candidate, 0) / 100 if candidate is not None else 0.0,
                 schedule=state.schedule,
                 deployment_id=state.deployment_id,
                 started_at=state.started_at,

@@ -33,20 +33,15 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-
-from pydantic import BaseModel
+from typing import Any
 
 from shared.canary import (
-    CanaryRule,
     PeriodCounts,
     endpoint_metrics_queries,
-    rollout_schedule,
 )
 from shared.cloud_facts import value
 from shared.errors import ConfigError, DeploymentInProgress, DhowError, WorkInProgress
 from shared.identifiers import stage_name
-from shared.lineage import ServingRecord
 from shared.ports import (
     ConfirmedDeployment,
     Deployer,
@@ -57,6 +52,7 @@ from shared.ports import (
     StartedDeployment,
 )
 from shared.reasons import Reason
+from shared.rollout_row import RolloutRow, first_schedule, load_row, save_row
 
 # Re-exported: the deployer and its tests name them here; the shape lives with Azure's.
 from shared.triggers.azure import CHECK_KEY as CHECK_KEY
@@ -75,30 +71,13 @@ def deployment_name(version: int) -> str:
     return f"version-{version}"
 
 
-class RolloutState(BaseModel):
-    """The rollout of one dataset, as the deploy function drives it."""
+class RolloutState(RolloutRow):
+    """The rollout of one dataset, as the deploy function drives it (its row's keys are
+    ``RolloutRow``'s, in field order, then ``provisioned``)."""
 
-    deployment_id: str | None = None
-    stable: int | None = None
-    candidate: int | None = None
-    share: float = 0.0
-    schedule: list[tuple[float, float]] = []
-    started_at: datetime | None = None
-    status: Literal["Idle", "InProgress", "Succeeded", "RolledBack", "Manual"] = "Idle"
-    error_rate_threshold: float = 0.05
-    p99_latency_ms: int = 2000
-    min_requests: int = 20
-    reason: str | None = None
     # False while the candidate's deployment is still being provisioned (no traffic yet;
     # ``started_at`` is then when it was started, the schedule begins once it serves).
     provisioned: bool = True
-
-    def rule(self) -> CanaryRule:
-        return CanaryRule(
-            min_requests=self.min_requests,
-            max_error_rate=self.error_rate_threshold,
-            max_p99_ms=self.p99_latency_ms,
-        )
 
     def weights(self) -> dict[int, int]:
         """Percent per version, as an endpoint's ``traffic`` takes them (they sum to 100)."""
@@ -216,27 +195,10 @@ class SteppedRolloutDeployer(Deployer):
     # -- the row ------------------------------------------------------------------
 
     def _load(self, dataset: str) -> tuple[RolloutState, LineageRecord]:
-        row = self._lineage.get(dataset, ROLLOUT_RECORD)
-        if row is None:
-            row = ServingRecord(
-                dataset=dataset,
-                record_id=ROLLOUT_RECORD,
-                status="Idle",
-                attributes={},
-            )
-            if not self._lineage.put_if_absent(row):
-                row = self._lineage.get(dataset, ROLLOUT_RECORD) or row
-        return RolloutState.model_validate(row.attributes), row
+        return load_row(self._lineage, dataset, ROLLOUT_RECORD, RolloutState)
 
     def _save(self, row: LineageRecord, state: RolloutState) -> bool:
-        updated = row.model_copy(
-            update={
-                "status": state.status,
-                "attributes": state.model_dump(mode="json"),
-                "updated_at": self._now(),
-            }
-        )
-        return self._lineage.replace(updated, row.revision)
+        return save_row(self._lineage, row, state, self._now)
 
     # -- Deployer -----------------------------------------------------------------
 
@@ -249,26 +211,18 @@ class SteppedRolloutDeployer(Deployer):
                 hint="nothing to do: its end starts the newest approved version",
             )
         stable = state.stable if state.stable is not None else plan.previous_version
-        schedule = (
-            rollout_schedule(plan.strategy, plan.step_percent, plan.interval_minutes)
-            if stable is not None and stable != plan.model_version
-            else [(0.0, 1.0)]
-        )
+        schedule = first_schedule(plan, stable, redeploy_at_once=True)
         # Refused before anything moves: a step longer than a message can wait.
         check_delay_s(max(at for at, _ in schedule) * self._minute)
         self._traffic.prepare(plan)
         ready = self._traffic.provisioning(plan.dataset, plan.model_version) == _SUCCEEDED
-        new = RolloutState(
+        new = RolloutState.begun(
+            plan,
             deployment_id=deployment_id,
             stable=stable,
-            candidate=plan.model_version,
-            share=schedule[0][1] if ready else 0.0,
             schedule=schedule,
+            share=schedule[0][1] if ready else 0.0,
             started_at=self._now(),
-            status="InProgress",
-            error_rate_threshold=plan.error_rate_threshold,
-            p99_latency_ms=plan.p99_latency_ms,
-            min_requests=plan.min_requests,
             provisioned=ready,
         )
         if not self._save(row, new):
@@ -318,13 +272,7 @@ class SteppedRolloutDeployer(Deployer):
     def rollback(self, dataset: str, to_version: int, reason: str) -> str:
         ref = f"rollback-{dataset}-v{to_version}-{uuid.uuid4().hex[:6]}"
         _state, row = self._load(dataset)
-        new = RolloutState(
-            deployment_id=ref,
-            stable=to_version,
-            started_at=self._now(),
-            status="Manual",
-            reason=reason,
-        )
+        new = RolloutState.manual(ref, to_version, reason, self._now())
         if not self._save(row, new):
             raise WorkInProgress(f"the rollout row of {dataset} changed under us")
         self._traffic.set(dataset, {to_version: 100}, new)
@@ -372,7 +320,7 @@ class SteppedRolloutDeployer(Deployer):
             # "errors: ..." / "p99-latency: ...": named like the AWS alarms.
             return self._roll_back(row, state, f"alarm {self._prefix}{dataset}-{verdict}")
         elapsed = self._elapsed_min(state)
-        share = max((w for at, w in state.schedule if at <= elapsed), default=state.share)
+        share = state.share_due(elapsed)
         if share != state.share:
             # Past a step only on every minute of it: the last one must have landed (the
             # metrics' latency after the step's end), and none of them may be missing.
@@ -397,14 +345,7 @@ class SteppedRolloutDeployer(Deployer):
                 )
                 return None
         if share >= 1.0:
-            new = state.model_copy(
-                update={
-                    "stable": state.candidate,
-                    "candidate": None,
-                    "share": 0.0,
-                    "status": "Succeeded",
-                }
-            )
+            new = state.succeeded()
             if not self._save(row, new):
                 raise WorkInProgress(f"the rollout row of {dataset} changed under us")
             self._traffic.set(dataset, new.weights(), new)
@@ -470,9 +411,7 @@ class SteppedRolloutDeployer(Deployer):
     ) -> DeploymentStateChange:
         assert state.deployment_id is not None
         dataset = row.dataset
-        new = state.model_copy(
-            update={"candidate": None, "share": 0.0, "status": "RolledBack", "reason": reason}
-        )
+        new = state.rolled_back(reason)
         if not self._save(row, new):
             raise WorkInProgress(f"the rollout row of {dataset} changed under us")
         self._traffic.set(dataset, new.weights(), new)

@@ -41,29 +41,11 @@ from shared.cloud_facts import fact, value
 from shared.errors import ConfigError
 from shared.ports import DeploymentPlan
 from tests.helpers import MemoryLineage
+from tests.helpers import deployment_plan as plan
 
 PREFIX = "dhow-prod-serve-"
 T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
 RULE = CanaryRule(min_requests=20, max_error_rate=0.05, max_p99_ms=2000)
-
-
-def plan(version: int = 2, previous: int | None = 1, **kw: Any) -> DeploymentPlan:
-    fields: dict[str, Any] = {
-        "dataset": "customers",
-        "model_version": version,
-        "previous_version": previous,
-        "artifact": "s3://models/m.tar.gz",
-        "artifact_sha256": "ab" * 32,
-        "image": "",
-        "strategy": "canary",
-        "step_percent": 10,
-        "interval_minutes": 5,
-        "error_rate_threshold": 0.05,
-        "p99_latency_ms": 2000,
-        "min_requests": 20,
-        **kw,
-    }
-    return DeploymentPlan(**fields)
 
 
 class Clock:
@@ -572,7 +554,7 @@ def test_the_local_router_splits_and_counts_while_the_deployer_steps_and_judges(
     clock.now += timedelta(minutes=1)
     rollout = deployer.start(plan()).deployment_id
     state, _ = load_router_state(lineage, "customers")
-    assert (state.stable, state.candidate, state.weight, state.stepped_by) == (
+    assert (state.stable, state.candidate, state.share, state.stepped_by) == (
         1,
         2,
         0.1,
