@@ -20,9 +20,6 @@ AWS_ENDPOINT_URL = "DHOW_AWS_ENDPOINT_URL"
 AWS_DYNAMODB_ENDPOINT_URL = "DHOW_AWS_DYNAMODB_ENDPOINT_URL"
 # ... and so may SageMaker (LocalStack's free edition has none; moto serves its registry).
 AWS_SAGEMAKER_ENDPOINT_URL = "DHOW_AWS_SAGEMAKER_ENDPOINT_URL"
-# Where training runs: sagemaker (AWS), azureml (Azure) or local (the local platform). The
-# stack writes it; the kit (DHOW_KIT) is what picks the launcher.
-TRAINING_BACKEND = "DHOW_TRAINING_BACKEND"
 TRAINING_IMAGE_URI = "DHOW_TRAINING_IMAGE_URI"
 AZURE_STORAGE_CONNECTION_STRING = "DHOW_AZURE_STORAGE_CONNECTION_STRING"
 # The pipeline topic's endpoint; the Azure kit refuses to start without it (only the
@@ -83,8 +80,6 @@ LAMBDA_FUNCTION_NAME = "AWS_LAMBDA_FUNCTION_NAME"
 LAMBDA_FUNCTION_VERSION = "AWS_LAMBDA_FUNCTION_VERSION"
 # The drift check's alerts go to this SNS topic (the stack sets it).
 ALERTS_TOPIC_ARN = "DHOW_ALERTS_TOPIC_ARN"
-# Where deployments go: "cloud" (CodeDeploy / SageMaker endpoints) or "local" (the router).
-SERVING_BACKEND = "DHOW_SERVING_BACKEND"
 # The SageMaker inference image for endpoint serving (set by the stack).
 INFERENCE_IMAGE_URI = "DHOW_INFERENCE_IMAGE_URI"
 # The local router's clock: how many seconds a deployment-schedule minute lasts locally.

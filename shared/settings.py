@@ -64,7 +64,6 @@ class Settings:
     aws_endpoint_url: str | None = None
     aws_dynamodb_endpoint_url: str | None = None
     aws_sagemaker_endpoint_url: str | None = None
-    training_backend: str = "sagemaker"
     training_image_uri: str | None = None
     azure_storage_connection_string: str | None = None
     azure_eventgrid_endpoint: str | None = None
@@ -89,7 +88,6 @@ class Settings:
     azureml_models_datastore: str | None = None
     azureml_serve_environment: str | None = None
     azureml_serving_instance_type: str | None = None
-    serving_backend: str = "cloud"
     inference_image_uri: str | None = None
     serve_dataset: str | None = None
     serve_model_version: int | None = None
@@ -114,16 +112,6 @@ class Settings:
                 hint=f"set {c.AWS_ACCOUNT_ID} to the account that owns the stack's buckets",
             )
         object.__setattr__(self, "azure_location", check_azure_location(self.azure_location))
-        if self.training_backend not in ("sagemaker", "azureml", "local"):
-            raise ConfigError(
-                f"unknown training backend {self.training_backend!r}",
-                hint=f"set {c.TRAINING_BACKEND} to sagemaker, azureml or local",
-            )
-        if self.serving_backend not in ("cloud", "local"):
-            raise ConfigError(
-                f"unknown serving backend {self.serving_backend!r}",
-                hint=f"set {c.SERVING_BACKEND} to cloud or local",
-            )
         if self.max_upload_bytes <= 0:
             raise ConfigError(
                 f"{c.MAX_UPLOAD_BYTES} must be a positive number of bytes",
@@ -143,8 +131,6 @@ class Settings:
             c.INGEST_CLAIM_SECONDS: str(self.ingest_claim_seconds),
             c.VALIDATE_INLINE_MAX_BYTES: str(self.validate_inline_max_bytes),
             c.VALIDATE_CHUNK_ROWS: str(self.validate_chunk_rows),
-            c.TRAINING_BACKEND: self.training_backend,
-            c.SERVING_BACKEND: self.serving_backend,
             c.LOCAL_MINUTE_SECONDS: str(self.local_minute_seconds),
         }
         optional = {
@@ -190,7 +176,6 @@ class Settings:
             aws_endpoint_url=env.get(c.AWS_ENDPOINT_URL) or None,
             aws_dynamodb_endpoint_url=env.get(c.AWS_DYNAMODB_ENDPOINT_URL) or None,
             aws_sagemaker_endpoint_url=env.get(c.AWS_SAGEMAKER_ENDPOINT_URL) or None,
-            training_backend=env.get(c.TRAINING_BACKEND, "sagemaker"),
             training_image_uri=env.get(c.TRAINING_IMAGE_URI) or None,
             azure_storage_connection_string=env.get(c.AZURE_STORAGE_CONNECTION_STRING) or None,
             azure_eventgrid_endpoint=env.get(c.AZURE_EVENTGRID_ENDPOINT) or None,
@@ -215,7 +200,6 @@ class Settings:
             azureml_models_datastore=env.get(c.AZUREML_MODELS_DATASTORE) or None,
             azureml_serve_environment=env.get(c.AZUREML_SERVE_ENVIRONMENT) or None,
             azureml_serving_instance_type=env.get(c.AZUREML_SERVING_INSTANCE_TYPE) or None,
-            serving_backend=env.get(c.SERVING_BACKEND, "cloud"),
             inference_image_uri=env.get(c.INFERENCE_IMAGE_URI) or None,
             serve_dataset=env.get(c.SERVE_DATASET) or None,
             serve_model_version=_int(env, c.SERVE_MODEL_VERSION, 0) or None,

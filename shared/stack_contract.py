@@ -63,8 +63,8 @@ CONTRACT: tuple[Setting, ...] = (
     # Every function's ports include the S3 store, whose calls name the stack's account as
     # the buckets' expected owner (shared/adapters/aws.py aws_client).
     Setting(c.AWS_ACCOUNT_ID, "aws_account_id", ALL),
-    # train-launch starts the SageMaker training job.
-    Setting(c.TRAINING_BACKEND, "training_backend", frozenset({"train_launch"}), _BOTH),
+    # train-launch starts the SageMaker training job (the kit, DHOW_KIT or the cloud's,
+    # picks the launcher and the deployer: no setting names a backend).
     Setting(c.TRAINING_IMAGE_URI, "training_image_uri", frozenset({"train_launch"})),
     # validate hands large files to a SageMaker Processing job.
     Setting(c.PROCESSING_IMAGE_URI, "processing_image_uri", frozenset({"validate"})),
@@ -74,7 +74,6 @@ CONTRACT: tuple[Setting, ...] = (
     Setting(c.PRIVATE_SUBNETS, "private_subnets", _SAGEMAKER_JOBS),
     Setting(c.SECURITY_GROUPS, "security_groups", _SAGEMAKER_JOBS),
     # deploy moves traffic (CodeDeploy) or builds a SageMaker endpoint.
-    Setting(c.SERVING_BACKEND, "serving_backend", frozenset({"deploy"}), _BOTH),
     Setting(c.INFERENCE_IMAGE_URI, "inference_image_uri", frozenset({"deploy"})),
     # Each serve function serves one dataset (infra/aws/functions.py adds it per spec).
     Setting(c.SERVE_DATASET, "serve_dataset", frozenset({"serve"})),

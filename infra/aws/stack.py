@@ -53,8 +53,6 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.CLOUD: "aws",
         c.STAGE: cfg.stage,
         c.AWS_ACCOUNT_ID: account,
-        c.TRAINING_BACKEND: "sagemaker",
-        c.SERVING_BACKEND: "cloud",
         c.TRAINING_IMAGE_URI: training.training_image_uri,
         c.INFERENCE_IMAGE_URI: training.inference_image_uri,
         c.PROCESSING_IMAGE_URI: training.jobs_image_uri,

@@ -82,8 +82,6 @@ _IMPORT_ENV = {
     c.AZURE_LOCATION: "uaenorth",
     c.AZURE_STORAGE_ACCOUNT: "dhowsmokedata",
     c.AZURE_EVENTGRID_ENDPOINT: "https://dhow-smoke.uaenorth-1.eventgrid.azure.net/api/events",
-    c.TRAINING_BACKEND: "azureml",
-    c.SERVING_BACKEND: "cloud",
     c.SERVE_DATASET: "customers",
     c.AZUREML_SUBSCRIPTION_ID: "00000000-0000-0000-0000-000000000000",
     c.AZUREML_RESOURCE_GROUP: "dhow-smoke-rg",

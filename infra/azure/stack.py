@@ -72,8 +72,6 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         c.AZURE_EVENTGRID_ENDPOINT: events.topic.endpoint.apply(lambda e: e or ""),
         c.STAGE: cfg.stage,
         c.AZURE_LOCATION: cfg.location,
-        c.TRAINING_BACKEND: "azureml",
-        c.SERVING_BACKEND: "cloud",
         c.AZUREML_SUBSCRIPTION_ID: subscription,
         c.AZUREML_RESOURCE_GROUP: group.name,
         c.AZUREML_WORKSPACE: training.workspace.name,

@@ -33,8 +33,6 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
             azure_storage_connection_string=pf.AZURITE_CONNECTION_STRING,
             # No Event Grid locally: the local kit's LocalEventGrid plays it.
             azure_eventgrid_endpoint=None,
-            training_backend="local",
-            serving_backend="local",
         )
     alerts = build_topology(b.stage).topic("alerts").name
     return replace(
@@ -46,8 +44,6 @@ def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None)
         aws_dynamodb_endpoint_url=pf.DYNAMODB_URL,
         # moto's server on the same port also serves the SageMaker Model Registry.
         aws_sagemaker_endpoint_url=pf.DYNAMODB_URL,
-        training_backend="local",
-        serving_backend="local",
     )
 
 

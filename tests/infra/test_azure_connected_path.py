@@ -26,6 +26,7 @@ from infra.azure.names import ml_workspace_name
 from infra.config import StackConfig
 from shared import constants as c
 from shared.cloud_facts import value
+from shared.clouds import kit_for
 from shared.settings import Settings
 from shared.stack_contract import StackContractError, settings_for, shared_environment
 from shared.topology import Topology
@@ -301,8 +302,6 @@ _NEEDED_ON_AZURE = {
     c.AZURE_LOCATION,
     c.AZURE_STORAGE_ACCOUNT,
     c.AZURE_EVENTGRID_ENDPOINT,
-    c.TRAINING_BACKEND,
-    c.SERVING_BACKEND,
     c.AZUREML_SUBSCRIPTION_ID,
     c.AZUREML_RESOURCE_GROUP,
     c.AZUREML_WORKSPACE,
@@ -366,7 +365,7 @@ def test_settings_build_from_exactly_the_stacks_app_settings(
             else:
                 assert str(got) == own[s.env], f"{f}: {s.env}"
     assert settings.cloud == "azure"
-    assert settings.training_backend == "azureml"
+    assert kit_for(settings).training_backend == "azureml"
     assert settings.azureml_workspace == (
         own[c.AZUREML_SUBSCRIPTION_ID],
         "dhow-uae-prod-rg",

@@ -607,7 +607,6 @@ def test_deploy_builds_the_stepped_rollout_on_azure_instead_of_refusing(backend:
 
     settings = replace(
         Settings(cloud="azure", kit="local-azure" if backend == "local" else None),
-        serving_backend=backend,
         azure_storage_connection_string=AZURITE,
         azureml_workspace=("sub", "group", "workspace"),
         azure_storage_account="dhowtestdata",
@@ -783,7 +782,6 @@ def test_the_online_deployments_code_asset_holds_the_scoring_code_and_nothing_el
     monkeypatch.setattr(serving, "OnlineEndpointTraffic", Recorded)
     settings = replace(
         Settings(cloud="azure"),
-        serving_backend="cloud",
         azure_storage_connection_string=AZURITE,
         azureml_workspace=("sub", "group", "workspace"),
         azure_storage_account="dhowtestdata",

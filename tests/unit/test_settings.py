@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.aws import aws_client
+from shared.clouds import kit_for
 from shared.errors import ConfigError, RegionNotAllowed
 from shared.settings import Settings
 
@@ -133,7 +134,7 @@ def test_local_settings_keep_everything_but_the_endpoints() -> None:
     local = local_settings("aws", base)
     assert (local.stage, local.specs_dir, local.validate_chunk_rows) == ("mine", "/srv/specs", 5000)
     assert local.aws_endpoint_url == pf.LOCALSTACK_URL
-    assert local.training_backend == "local"
+    assert kit_for(local).training_backend == "local"
     assert Settings.from_env(local.to_env()) == local  # what the runner rebuilds
 
 
@@ -150,3 +151,16 @@ def test_the_cli_asks_sts_who_you_are_in_the_region_not_at_the_global_endpoint(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     sts = aws_client("sts", Settings())
     assert sts.meta.endpoint_url == "https://sts.me-central-1.amazonaws.com"
+
+
+def test_no_setting_names_a_backend_the_kit_decides() -> None:
+    """DHOW_KIT (or the cloud's own kit) picks the launcher and the deployer; the stack
+    wrote DHOW_TRAINING_BACKEND / DHOW_SERVING_BACKEND that nothing read any more."""
+    import dataclasses
+
+    from shared.stack_contract import CONTRACT
+
+    assert [f.name for f in dataclasses.fields(Settings) if f.name.endswith("_backend")] == []
+    assert [s.env for s in CONTRACT if "BACKEND" in s.env] == []
+    assert kit_for(Settings(cloud="azure")).training_backend == "azureml"
+    assert kit_for(Settings()).training_backend == "sagemaker"
