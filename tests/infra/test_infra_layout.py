@@ -139,3 +139,17 @@ def test_stage_names_are_built_in_one_place() -> None:
     cfg = check(stage="acme", specs_dir="shared/specs")
     assert cfg.name("async-failures") == stage_name("acme", "async-failures")
     assert build_topology("acme").bucket("raw").name == stage_name("acme", "raw")
+
+
+def test_the_validation_jobs_grant_is_the_layouts_prefix() -> None:
+    """The one key prefix a managed validation job may write (shared.layout) is what IAM
+    grants: a second spelling in infra/aws/iam.py could drift from where the job writes."""
+    from infra.aws import iam
+    from shared.layout import VALIDATION_JOBS_PREFIX
+    from shared.topology import build_topology
+
+    assert VALIDATION_JOBS_PREFIX not in (ROOT / "infra" / "aws" / "iam.py").read_text()
+    scope = iam.AwsScope("me-central-1", "123456789012", "acme")
+    policy = iam.sagemaker_role_policy(build_topology("acme"), scope, key_arn="arn:k")
+    (grant,) = [s for s in policy["Statement"] if s["Sid"] == "WriteValidationResults"]
+    assert grant["Resource"] == [f"arn:aws:s3:::dhow-acme-staging/{VALIDATION_JOBS_PREFIX}*"]
