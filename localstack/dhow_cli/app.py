@@ -78,14 +78,15 @@ def resolve_settings() -> Settings:
     settings = Settings.from_env()
     if settings.aws_endpoint_url or settings.azure_storage_connection_string:
         return settings
-    from dhow_local.control import LOCAL_CREDENTIALS, local_settings
+    from dhow_local.control import LOCAL_CREDENTIALS
+    from dhow_local.kit import recorded_kit
     from dhow_local.platform import PlatformState
 
     state = PlatformState.load()
     if state.endpoint and state.mode:
         for k, v in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(k, v)
-        return local_settings("aws" if state.cloud == "aws" else "azure", settings)
+        return recorded_kit(state.cloud).emulated(settings)
     return settings
 
 

@@ -22,9 +22,12 @@ def local() -> None:
 def local_up(cloud: str, as_json: bool) -> None:
     """Start the emulator, create the topology in it and start the local runner."""
     from dhow_local import control
+    from dhow_local.kit import LOCAL_KITS
+
+    from shared.settings import Settings
 
     try:
-        settings = control.local_settings("aws" if cloud == "aws" else "azure")
+        settings = LOCAL_KITS[cloud].emulated(Settings.from_env())
         result = control.up(
             settings.cloud, settings, progress=(lambda _m: None) if as_json else click.echo
         )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from dhow_local import platform as pf
 from dhow_local import processes
-from dhow_local.kit import KIT_NAMES
-from dhow_local.provision import LOCAL_ACCOUNT, provision_aws, provision_azure
-from shared.settings import Settings
+from dhow_local.kit import LOCAL_KITS, LocalKit, recorded_kit
+from shared.settings import Cloud, Settings
 from shared.topology import build_topology
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
@@ -21,46 +20,27 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test
 PLATFORM_ONLY = ("runner", "router")
 
 
-def local_settings(cloud: Literal["aws", "azure"], base: Settings | None = None) -> Settings:
-    """``base`` (the environment's settings) pointed at the local emulators; every other
-    setting, the stage and specs directory among them, is kept."""
-    b = base or Settings.from_env()
-    if cloud == "azure":
-        return replace(
-            b,
-            cloud=cloud,
-            kit=KIT_NAMES[cloud],
-            azure_storage_connection_string=pf.AZURITE_CONNECTION_STRING,
-            # No Event Grid locally: the local kit's LocalEventGrid plays it.
-            azure_eventgrid_endpoint=None,
-        )
-    alerts = build_topology(b.stage).topic("alerts").name
-    return replace(
-        b,
-        cloud=cloud,
-        kit=KIT_NAMES[cloud],
-        alerts_topic_arn=f"arn:aws:sns:{b.aws_region}:{LOCAL_ACCOUNT}:{alerts}",
-        aws_endpoint_url=pf.LOCALSTACK_URL,
-        aws_dynamodb_endpoint_url=pf.DYNAMODB_URL,
-        # moto's server on the same port also serves the SageMaker Model Registry.
-        aws_sagemaker_endpoint_url=pf.DYNAMODB_URL,
-    )
+def local_settings(cloud: Cloud, base: Settings | None = None) -> Settings:
+    """``base`` (the environment's settings) pointed at the local emulators of ``cloud``'s
+    local kit; every other setting, the stage and specs directory among them, is kept."""
+    return LOCAL_KITS[cloud].emulated(base or Settings.from_env())
 
 
 def runner_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **LOCAL_CREDENTIALS, **settings.to_env()}
 
 
-def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print) -> dict[str, Any]:
+def up(cloud: Cloud, settings: Settings, progress: Any = print) -> dict[str, Any]:
     home = pf.local_home()
+    kit = LOCAL_KITS[cloud](settings)
     state = pf.PlatformState.load(home)
     state.processes = [p for p in state.processes if pf.pid_alive(p.pid)]
-    if state.processes and state.cloud != cloud:
+    if state.processes and LOCAL_KITS.get(state.cloud) is not type(kit):
         # One platform at a time: the runner and router of the other cloud would answer.
         progress(f"stopping the local {state.cloud} platform first ...")
         down()
         state = pf.PlatformState()
-    preflight(cloud, state, home)
+    preflight(kit, state, home)
     for k, v in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(k, v)
     t0 = time.monotonic()
@@ -73,44 +53,15 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
             state.processes.append(proc)
             state.save(home)
 
-    if cloud == "aws":
-        progress("starting LocalStack ...")
-        proc = pf.start_localstack(home)
-        state.mode = "host" if proc else ("docker" if pf.docker_engine_answers() else "external")
-        state.endpoint = pf.LOCALSTACK_URL
-        track(proc)
-        track(pf.start_dynamodb(home))
-        progress(f"LocalStack ready at {pf.LOCALSTACK_URL} ({state.mode}); creating topology")
-        made = provision_aws(settings, topo)
-        if not any(p.name == "runner" for p in state.processes):
-            track(pf.start_runner(home, runner_env(settings)))
-        progress(
-            "runner polling "
-            + ", ".join(f.name for f in topo.functions if f.trigger_queue is not None)
-        )
-        if not any(p.name == "router" for p in state.processes):
-            track(pf.start_router(home, runner_env(settings)))
-        progress(f"router serving {pf.ROUTER_URL}/datasets/<dataset>/predict")
-    else:
-        progress("starting Azurite ...")
-        proc = pf.start_azurite(home)
-        state.mode = "host" if proc else "external"
-        state.endpoint = pf.AZURITE_CONNECTION_STRING
-        track(proc)
-        made = provision_azure(settings, topo)
-        state.cloud = cloud
-        state.save(home)  # the runner reads the local home's state as it starts
-        if not any(p.name == "runner" for p in state.processes):
-            track(pf.start_runner(home, runner_env(settings)))
-        progress(
-            "runner (Functions host) polling "
-            + ", ".join(f.name for f in topo.functions if f.trigger_queue is not None)
-            + "; watching the raw container for uploads"
-        )
-        if not any(p.name == "router" for p in state.processes):
-            track(pf.start_router(home, runner_env(settings)))
-        progress(f"router serving {pf.ROUTER_URL}/datasets/<dataset>/predict")
-    state.cloud = cloud
+    made = kit.start_emulator(state, home, track, progress)
+    state.save(home)  # the Azure runner reads the local home's state as it starts
+    if not any(p.name == "runner" for p in state.processes):
+        track(pf.start_runner(home, runner_env(settings)))
+    polled = ", ".join(f.name for f in topo.functions if f.trigger_queue is not None)
+    progress(kit.RUNNER_NOTE.format(queues=polled))
+    if not any(p.name == "router" for p in state.processes):
+        track(pf.start_router(home, runner_env(settings)))
+    progress(f"router serving {pf.ROUTER_URL}/datasets/<dataset>/predict")
     state.save(home)
     # Each started alone, and each answered; all of them must still be up together (a
     # runner that crashes on its first poll, an emulator that died under the provisioning).
@@ -119,14 +70,14 @@ def up(cloud: Literal["aws", "azure"], settings: Settings, progress: Any = print
         "cloud": cloud,
         "mode": state.mode,
         "endpoint": state.endpoint,
-        "region": settings.aws_region if cloud == "aws" else settings.azure_location,
+        "region": kit.region(),
         "seconds": round(time.monotonic() - t0, 2),
         "processes": [asdict(p) for p in state.processes],
         "resources": asdict(made),
     }
 
 
-def preflight(cloud: str, state: pf.PlatformState, home: Path) -> None:
+def preflight(kit: LocalKit, state: pf.PlatformState, home: Path) -> None:
     """Refuse to start beside a runner or router an earlier ``up`` here left running (two
     runners would poll the same queues), or on a port another process holds."""
     ours = {p.pid for p in state.processes}
@@ -139,7 +90,7 @@ def preflight(cloud: str, state: pf.PlatformState, home: Path) -> None:
             f"an earlier `dhow local up` in {home} left {named} running, and no state lists it",
             hint="run `dhow local down`, which finds them by their marker, then `up` again",
         )
-    pf.check_ports(cloud, ours)
+    pf.check_ports(kit.check_emulator_ports, ours)
 
 
 def _load_state(home: Path) -> pf.PlatformState | None:
@@ -175,7 +126,8 @@ def down() -> dict[str, Any]:
 
 def status() -> dict[str, Any]:
     state = pf.PlatformState.load()
-    health = pf.localstack_health() if state.cloud == "aws" else None
+    kit = recorded_kit(state.cloud)
+    health = kit.emulator_health()
     procs = [
         {
             **asdict(p),
@@ -184,17 +136,11 @@ def status() -> dict[str, Any]:
         }
         for p in state.processes
     ]
-    if state.cloud == "aws":
-        ready = (
-            health is not None and all(p["answering"] for p in procs) and bool(procs or state.mode)
-        )
-    else:
-        ready = pf.azurite_up() and all(p["answering"] for p in procs)
     return {
         "cloud": state.cloud,
         "mode": state.mode,
         "endpoint": state.endpoint,
-        "ready": ready,
+        "ready": kit.ready(health, procs, state),
         "processes": procs,
         "localstack_services": {
             k: v for k, v in (health or {}).get("services", {}).items() if v != "disabled"

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dhow_local import platform as pf
 from shared.clouds import CloudKit, Ports, TrainingBackend, kit_for, kit_name, register_kit
 from shared.clouds.aws import AwsKit
 from shared.clouds.azure import AzureKit
 from shared.errors import ConfigError
 from shared.events import ObjectRef
-from shared.ports import Deployer, EventBus, TrainingLauncher
+from shared.ports import AlertInbox, Deployer, EventBus, TrainingLauncher
 from shared.settings import Cloud, Settings
 from shared.topology import Topology, build_topology
 from shared.triggers import CODEDEPLOY_STATE_CHANGE
@@ -31,10 +34,13 @@ from shared.triggers import CODEDEPLOY_STATE_CHANGE
 if TYPE_CHECKING:
     from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
+    from dhow_local.provision import Provisioned
     from dhow_local.runner import BackgroundThreads
     from shared.adapters.azure_serving import CandidateMetrics, TrafficSplit
 
 KIT_NAMES: dict[Cloud, str] = {"aws": "local-aws", "azure": "local-azure"}
+# `up` saves each process it starts at once, so `down` can stop it if a later step fails.
+Track = Callable[[pf.ManagedProcess | None], None]
 
 
 class LocalKit(CloudKit):
@@ -67,6 +73,57 @@ class LocalKit(CloudKit):
     def runner(self, topology: Topology, home: Path) -> BackgroundThreads:
         """The process that plays the functions' host: Lambda's event source mappings
         and schedules (AWS), or the Functions host's triggers (Azure)."""
+
+    # What `dhow local up` says the runner does, with {queues} the polled ones.
+    RUNNER_NOTE: ClassVar[str]
+
+    @classmethod
+    def emulated(cls, base: Settings) -> Settings:
+        """``base`` pointed at this kit's emulators (``control.local_settings``), with
+        this kit named, so training and serving are played here; every other setting is
+        kept."""
+        return replace(
+            base, cloud=cls.cloud, kit=KIT_NAMES[cls.cloud], **cls.emulator_settings(base)
+        )
+
+    @classmethod
+    @abc.abstractmethod
+    def emulator_settings(cls, base: Settings) -> dict[str, Any]:
+        """The settings that point ``base`` at this kit's emulators."""
+
+    @abc.abstractmethod
+    def region(self) -> str:
+        """The region the platform plays (what `dhow local up` reports)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def check_emulator_ports(cls, ours: Collection[int]) -> None:
+        """Before ``up``: the emulators' ports are free, held by ``ours``, or answered by
+        the emulator itself (``platform.check_ports``)."""
+
+    @abc.abstractmethod
+    def start_emulator(
+        self, state: pf.PlatformState, home: Path, track: Track, progress: Callable[[str], Any]
+    ) -> Provisioned:
+        """Start the emulator (unless one answers), record its mode and endpoint in
+        ``state`` and create the topology in it."""
+
+    @classmethod
+    @abc.abstractmethod
+    def emulator_health(cls) -> dict[str, Any] | None:
+        """What the emulator's health endpoint says, where it has one (`status`)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def ready(
+        cls, health: dict[str, Any] | None, procs: list[dict[str, Any]], state: pf.PlatformState
+    ) -> bool:
+        """Whether the platform `state` records is up: its emulator and every process."""
+
+    @abc.abstractmethod
+    def alert_inbox(self, topic_name: str) -> AlertInbox:
+        """Where the platform keeps what the alerts topic ``topic_name`` delivered
+        (`dhow local alerts`)."""
 
 
 class LocalAwsKit(LocalKit, AwsKit):
@@ -113,6 +170,64 @@ class LocalAwsKit(LocalKit, AwsKit):
         from dhow_local.runner import Runner
 
         return Runner(self.settings, topology)
+
+    RUNNER_NOTE: ClassVar[str] = "runner polling {queues}"
+
+    @classmethod
+    def emulator_settings(cls, base: Settings) -> dict[str, Any]:
+        from dhow_local.provision import LOCAL_ACCOUNT
+
+        alerts = build_topology(base.stage).topic("alerts").name
+        return {
+            "alerts_topic_arn": f"arn:aws:sns:{base.aws_region}:{LOCAL_ACCOUNT}:{alerts}",
+            "aws_endpoint_url": pf.LOCALSTACK_URL,
+            "aws_dynamodb_endpoint_url": pf.DYNAMODB_URL,
+            # moto's server on the same port also serves the SageMaker Model Registry.
+            "aws_sagemaker_endpoint_url": pf.DYNAMODB_URL,
+        }
+
+    def region(self) -> str:
+        return self.settings.aws_region
+
+    @classmethod
+    def check_emulator_ports(cls, ours: Collection[int]) -> None:
+        if pf.localstack_health() is None:
+            pf.require_port(pf.LOCALSTACK_PORT, "LocalStack", "DHOW_LOCALSTACK_PORT", ours)
+        if not pf.moto_answers():
+            pf.require_port(pf.DYNAMODB_PORT, "DynamoDB (moto)", "DHOW_DYNAMODB_PORT", ours)
+
+    def start_emulator(
+        self, state: pf.PlatformState, home: Path, track: Track, progress: Callable[[str], Any]
+    ) -> Provisioned:
+        from dhow_local.provision import provision_aws
+
+        progress("starting LocalStack ...")
+        proc = pf.start_localstack(home)
+        state.mode = "host" if proc else ("docker" if pf.docker_engine_answers() else "external")
+        state.endpoint = pf.LOCALSTACK_URL
+        track(proc)
+        track(pf.start_dynamodb(home))
+        progress(f"LocalStack ready at {pf.LOCALSTACK_URL} ({state.mode}); creating topology")
+        return provision_aws(self.settings, build_topology(self.settings.stage))
+
+    @classmethod
+    def emulator_health(cls) -> dict[str, Any] | None:
+        return pf.localstack_health()
+
+    @classmethod
+    def ready(
+        cls, health: dict[str, Any] | None, procs: list[dict[str, Any]], state: pf.PlatformState
+    ) -> bool:
+        return (
+            health is not None and all(p["answering"] for p in procs) and bool(procs or state.mode)
+        )
+
+    def alert_inbox(self, topic_name: str) -> AlertInbox:
+        """The SQS queue subscribed to the SNS topic (``provision.inbox_queue_name``)."""
+        from dhow_local.provision import inbox_queue_name
+        from shared.adapters.aws import SqsAlertInbox, aws_client
+
+        return SqsAlertInbox(aws_client("sqs", self.settings), inbox_queue_name(topic_name))
 
 
 class LocalAzureKit(LocalKit, AzureKit):
@@ -167,6 +282,56 @@ class LocalAzureKit(LocalKit, AzureKit):
 
         return AzureRunner(self.settings, topology, home)
 
+    RUNNER_NOTE: ClassVar[str] = (
+        "runner (Functions host) polling {queues}; watching the raw container for uploads"
+    )
+
+    @classmethod
+    def emulator_settings(cls, base: Settings) -> dict[str, Any]:
+        return {
+            "azure_storage_connection_string": pf.AZURITE_CONNECTION_STRING,
+            # No Event Grid locally: the local kit's LocalEventGrid plays it.
+            "azure_eventgrid_endpoint": None,
+        }
+
+    def region(self) -> str:
+        return self.settings.azure_location
+
+    @classmethod
+    def check_emulator_ports(cls, ours: Collection[int]) -> None:
+        if not pf.azurite_up():
+            for service, port in pf.AZURITE_PORTS.items():
+                env_var = f"DHOW_AZURITE_{service.upper()}_PORT"
+                pf.require_port(port, f"Azurite {service} service", env_var, ours)
+
+    def start_emulator(
+        self, state: pf.PlatformState, home: Path, track: Track, progress: Callable[[str], Any]
+    ) -> Provisioned:
+        from dhow_local.provision import provision_azure
+
+        progress("starting Azurite ...")
+        proc = pf.start_azurite(home)
+        state.mode = "host" if proc else "external"
+        state.endpoint = pf.AZURITE_CONNECTION_STRING
+        track(proc)
+        return provision_azure(self.settings, build_topology(self.settings.stage))
+
+    @classmethod
+    def emulator_health(cls) -> dict[str, Any] | None:
+        return None  # Azurite has no health endpoint; `ready` asks it directly
+
+    @classmethod
+    def ready(
+        cls, health: dict[str, Any] | None, procs: list[dict[str, Any]], state: pf.PlatformState
+    ) -> bool:
+        return pf.azurite_up() and all(p["answering"] for p in procs)
+
+    def alert_inbox(self, topic_name: str) -> AlertInbox:
+        """The alerts queue itself (Azure keeps alerts in a queue of the region)."""
+        from shared.adapters.azure import QueueAlertInbox
+
+        return QueueAlertInbox(self.clients().queue(topic_name))
+
 
 def local_kit(settings: Settings) -> LocalKit:
     """The settings' kit, which must be one of the local platform's."""
@@ -178,6 +343,17 @@ def local_kit(settings: Settings) -> LocalKit:
             f"{', '.join(KIT_NAMES.values())} (dhow_local.control.local_settings does that)",
         )
     return kit
+
+
+# The local platform's kit of each cloud, for what runs before any settings name a kit
+# (`dhow local up --cloud`, the state file `status` and the CLI read).
+LOCAL_KITS: dict[str, type[LocalKit]] = {"aws": LocalAwsKit, "azure": LocalAzureKit}
+
+
+def recorded_kit(cloud: str) -> type[LocalKit]:
+    """The kit of the platform a state file records as ``cloud``; a name of no cloud is
+    read as Azure's, as `status` and the CLI always read a state that was not AWS's."""
+    return LOCAL_KITS.get(cloud, LocalAzureKit)
 
 
 register_kit(KIT_NAMES["aws"], LocalAwsKit)

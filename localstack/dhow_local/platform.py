@@ -388,19 +388,14 @@ def verify_running(procs: Iterable[ManagedProcess], timeout: float = 10.0) -> No
         time.sleep(0.2)
 
 
-def check_ports(cloud: str, ours: Collection[int] = ()) -> None:
+def check_ports(
+    emulator_ports: Callable[[Collection[int]], None], ours: Collection[int] = ()
+) -> None:
     """Before ``up`` starts anything: each port it will start a process on is free, or
     held by one of ``ours``; an emulator already answering its own API on its port is
-    used as it is (LocalStack in Docker, a developer's own Azurite), as ``up`` always has."""
-    if cloud == "aws":
-        if localstack_health() is None:
-            require_port(LOCALSTACK_PORT, "LocalStack", "DHOW_LOCALSTACK_PORT", ours)
-        if not moto_answers():
-            require_port(DYNAMODB_PORT, "DynamoDB (moto)", "DHOW_DYNAMODB_PORT", ours)
-    elif not azurite_up():
-        for service, port in AZURITE_PORTS.items():
-            env_var = f"DHOW_AZURITE_{service.upper()}_PORT"
-            require_port(port, f"Azurite {service} service", env_var, ours)
+    used as it is (LocalStack in Docker, a developer's own Azurite), as ``up`` always has.
+    ``emulator_ports`` checks the emulators' (``LocalKit.check_emulator_ports``)."""
+    emulator_ports(ours)
     require_port(ROUTER_PORT, "router", "DHOW_ROUTER_PORT", ours)
 
 

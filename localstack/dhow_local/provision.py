@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.adapters.aws import DynamoLineageStore, SqsAlertInbox, aws_client
+from shared.adapters.aws import DynamoLineageStore, aws_client
 from shared.identifiers import scheduler_role_name
 from shared.ports import AlertInbox
 from shared.settings import Settings
@@ -35,14 +35,11 @@ def inbox_queue_name(topic_name: str) -> str:
 
 
 def alert_inbox(settings: Settings, topic_name: str) -> AlertInbox:
-    """Where the local platform keeps what the alerts topic ``topic_name`` delivered: on
-    AWS the SQS queue subscribed to the SNS topic (``inbox_queue_name``), on Azure the
-    alerts queue itself (Azure keeps alerts in a queue of the region)."""
-    if settings.cloud == "aws":
-        return SqsAlertInbox(aws_client("sqs", settings), inbox_queue_name(topic_name))
-    from shared.adapters.azure import QueueAlertInbox, azure_clients
+    """Where the local platform keeps what the alerts topic ``topic_name`` delivered: the
+    local kit of the settings' cloud says (``LocalKit.alert_inbox``)."""
+    from dhow_local.kit import LOCAL_KITS
 
-    return QueueAlertInbox(azure_clients(settings).queue(topic_name))
+    return LOCAL_KITS[settings.cloud](settings).alert_inbox(topic_name)
 
 
 LOCAL_ACCOUNT = "000000000000"
