@@ -8,7 +8,9 @@ kits (``local-aws``, ``local-azure``) when ``dhow_local`` is imported, and sets
 ``DHOW_KIT`` in every process it starts; nothing under ``shared/`` knows them.
 
 This package is the one place that decides anything by cloud: services, entry points,
-the CLI and the local platform ask their kit (tests/unit/test_kits.py holds that).
+the CLI and the local platform ask their kit, or look the cloud's name up in a table
+keyed by it (``shared.topology.REDELIVERY_SCHEDULES``, ``dhow_local.kit.LOCAL_KITS``);
+tests/unit/test_kits.py holds that no other code compares a cloud.
 
 To add a cloud: a module here with a ``CloudKit`` subclass and one ``register_kit``
 line, its adapters under ``shared/adapters/``, its trigger shapes in
