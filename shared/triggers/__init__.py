@@ -104,7 +104,6 @@ __all__ = [
     "check_message",
     "claim_drift_period",
     "drift_policy",
-    "is_deployment_state_change",
     "is_rollout_check",
     "is_validation_job_state_change",
     "is_validation_sweep_request",
@@ -116,7 +115,6 @@ __all__ = [
     "parse_one",
     "parse_training_state_change",
     "parse_validation_job_ended",
-    "parse_validation_sweep_request",
     "register_shape",
     "schedule_period",
     "shapes_producing",
@@ -189,21 +187,10 @@ def is_validation_sweep_request(payload: Payload) -> bool:
     return ScheduledValidationSweep.infer(loads(payload))
 
 
-def parse_validation_sweep_request(payload: Payload) -> ValidationSweepRequest:
-    """The ``validate_sweep`` schedule's ``{"dataset": ...}`` message."""
-    sent = ScheduledValidationSweep.hint
-    return parse_one(payload, ValidationSweepRequest, "not a validation sweep request", sent)
-
-
 def parse_drift_request(payload: Payload) -> DriftRequest:
     """A schedule's ``{"dataset": ...}`` message (or a direct invocation's payload)."""
     sent = ScheduledDriftCheck.hint
     return parse_one(payload, DriftRequest, "not a drift check request: no dataset", sent)
-
-
-def is_deployment_state_change(data: Json) -> bool:
-    """Whether ``data`` is a serving platform's deployment state change."""
-    return claiming(data, shapes_producing([DeploymentStateChange])) is not None
 
 
 def parse_deployment_state_change(
