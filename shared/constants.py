@@ -41,6 +41,13 @@ DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024**3
 # Source name of the pipeline's own events on the event bus.
 EVENT_SOURCE = "dhow.pipeline"
 
+# The detail-types of the AWS events the pipeline subscribes to: the topology's rules
+# match them and the trigger shapes (shared/triggers/aws.py) claim them.
+TRAINING_JOB_STATE_CHANGE = "SageMaker Training Job State Change"
+PROCESSING_JOB_STATE_CHANGE = "SageMaker Processing Job State Change"
+CODEDEPLOY_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
+ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
+
 # Where dataset specs are read from (default: the specs shipped in shared/specs/).
 SPECS_DIR = "DHOW_SPECS_DIR"
 # Files above this size are validated by a managed job instead of the function.

@@ -417,7 +417,7 @@ def build_topology(stage: str) -> Topology:
                 bus="default",
                 pattern={
                     "source": ["aws.sagemaker"],
-                    "detail-type": ["SageMaker Training Job State Change"],
+                    "detail-type": [c.TRAINING_JOB_STATE_CHANGE],
                     "detail": {
                         "TrainingJobName": [{"prefix": fp}],
                         "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
@@ -434,7 +434,7 @@ def build_topology(stage: str) -> Topology:
                 bus="default",
                 pattern={
                     "source": ["aws.sagemaker"],
-                    "detail-type": ["SageMaker Processing Job State Change"],
+                    "detail-type": [c.PROCESSING_JOB_STATE_CHANGE],
                     "detail": {
                         "ProcessingJobName": [{"prefix": processing_job_prefix(stage)}],
                         "ProcessingJobStatus": ["Completed", "Failed", "Stopped"],
@@ -456,7 +456,7 @@ def build_topology(stage: str) -> Topology:
                 bus="default",
                 pattern={
                     "source": ["aws.codedeploy"],
-                    "detail-type": ["CodeDeploy Deployment State-change Notification"],
+                    "detail-type": [c.CODEDEPLOY_STATE_CHANGE],
                     "detail": {
                         "deploymentGroup": [{"prefix": f"{fp}serve-"}],
                         "state": ["SUCCESS", "FAILURE", "STOP"],
@@ -471,7 +471,7 @@ def build_topology(stage: str) -> Topology:
                 bus="default",
                 pattern={
                     "source": ["aws.sagemaker"],
-                    "detail-type": ["SageMaker Endpoint State Change"],
+                    "detail-type": [c.ENDPOINT_STATE_CHANGE],
                     "detail": {
                         "EndpointName": [{"prefix": f"{fp}serve-"}],
                         "EndpointStatus": ["IN_SERVICE", "FAILED"],

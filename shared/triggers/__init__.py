@@ -14,15 +14,17 @@ through its route table.
 
 from __future__ import annotations
 
-from shared.constants import EVENT_SOURCE
+from shared.constants import (
+    CODEDEPLOY_STATE_CHANGE,
+    ENDPOINT_STATE_CHANGE,
+    EVENT_SOURCE,
+    PROCESSING_JOB_STATE_CHANGE,
+    TRAINING_JOB_STATE_CHANGE,
+)
 from shared.events import PipelineEvent
 from shared.ports import DeploymentStateChange, ValidationJobEnded
 from shared.triggers.aws import (
-    CODEDEPLOY_STATE_CHANGE,
-    ENDPOINT_STATE_CHANGE,
-    PROCESSING_JOB_STATE_CHANGE,
     STAGED_INPUT_NAME,
-    TRAINING_JOB_STATE_CHANGE,
     SqsMessage,
     sqs_messages,
 )

@@ -13,6 +13,12 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.constants import (
+    CODEDEPLOY_STATE_CHANGE,
+    ENDPOINT_STATE_CHANGE,
+    PROCESSING_JOB_STATE_CHANGE,
+    TRAINING_JOB_STATE_CHANGE,
+)
 from shared.errors import EventParseError
 from shared.events import ObjectRef
 from shared.ports import DeploymentStateChange, ValidationJobEnded
@@ -25,10 +31,6 @@ from shared.triggers.registry import (
     register_shape,
 )
 
-TRAINING_JOB_STATE_CHANGE = "SageMaker Training Job State Change"
-PROCESSING_JOB_STATE_CHANGE = "SageMaker Processing Job State Change"
-CODEDEPLOY_STATE_CHANGE = "CodeDeploy Deployment State-change Notification"
-ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
 # The name of the ProcessingInput that carries the staged object (shared/adapters/aws.py).
 STAGED_INPUT_NAME = "staged"
 
