@@ -591,7 +591,9 @@ def build_topology(stage: str) -> Topology:
                     # The GPU quota, read before a job is asked for.
                     Permission(("read",), "service_quotas", "jobs"),
                     pass_role,
-                    Permission(("read", "write"), "models", "bucket"),
+                    # list: a spec version validate never pinned must read as missing (404),
+                    # not as denied (fact aws.s3.missing_key_status_without_list_bucket).
+                    Permission(("read", "list", "write"), "models", "bucket"),
                     lineage_rw,
                     Permission(("publish",), "pipeline", "bus"),
                     Permission(("consume",), "train", "queue"),
@@ -607,7 +609,8 @@ def build_topology(stage: str) -> Topology:
                 azure_handler="functions.register.azure_function.main",
                 trigger_queue="register",
                 permissions=(
-                    Permission(("read",), "models", "bucket"),
+                    # list: as train-launch's, for the pinned spec of the job's version.
+                    Permission(("read", "list"), "models", "bucket"),
                     Permission(("create", "read", "update"), "model_registry", "jobs"),
                     lineage_rw,
                     Permission(("publish",), "pipeline", "bus"),

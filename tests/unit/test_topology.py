@@ -266,3 +266,45 @@ def test_a_validation_jobs_end_reaches_validate() -> None:
     assert not pattern.matches_event(running)
     other_stage = dict(sample["detail"], ProcessingJobName="dhow-staging--validate-customers-x")
     assert not pattern.matches_event(cast(Any, {**sample, "detail": other_stage}))
+
+
+def test_functions_that_read_pinned_specs_may_list_the_models_bucket() -> None:
+    """A version validate never pinned must read as missing (SpecVersionUnknown and its
+    hint), and S3 answers a missing key with 404 only to a caller that may list the
+    bucket: with GetObject alone it is a 403, an access-denied error instead."""
+    import pytest
+
+    from shared.cloud_facts import value
+    from shared.events import ObjectRef
+    from shared.settings import Settings
+    from shared.specs import SpecVersionUnknown
+    from shared.wiring import Ports, build_spec_catalog
+    from tests.helpers import MemoryBus, MemoryLineage, MemoryStore
+
+    rule = value("aws.s3.missing_key_status_without_list_bucket")
+    t = build_topology("t1")
+    missed: set[str] = set()
+
+    class ProbedStore(MemoryStore):
+        def _get(self, ref: ObjectRef) -> tuple[bytes, dict[str, str], str]:
+            try:
+                return super()._get(ref)
+            except Exception:
+                missed.add(ref.container)
+                raise
+
+    ports = Ports(store=ProbedStore(), bus=MemoryBus(), lineage=MemoryLineage())
+    catalog = build_spec_catalog(Settings(stage="t1"), ports)
+    with pytest.raises(SpecVersionUnknown):
+        catalog.get("customers", "9+00000000")
+    assert missed == {t.bucket("models").name}  # the catalog probed the pins' bucket
+    by_name = {b.name: b.logical for b in t.buckets}
+    for fn_name in ("train_launch", "register"):  # the stages that load a pinned version
+        fn = t.function(fn_name)
+        grants = {
+            a
+            for p in fn.permissions
+            if p.kind == "bucket" and p.resource == by_name[t.bucket("models").name]
+            for a in permission_actions(p)
+        }
+        assert rule["action"] in grants, f"{fn.name} reads pinned specs that may be absent"
